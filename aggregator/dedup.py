@@ -1,0 +1,1 @@
+"""Stage module: see docs/architecture.md."""

@@ -1,0 +1,215 @@
+"""The frozen types that pass between pipeline stages.
+
+Plain data only: no I/O, no clock, no ORM. Every stage takes and returns these, so a stage can be
+tested with literals and replaced without touching its neighbours. Times are timezone-aware UTC
+``datetime`` values; ids are short strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class BlockKind(StrEnum):
+    """The kinds of block in the record text format (see docs/record-format.md)."""
+
+    PARAGRAPH = "paragraph"
+    HEADING = "heading"
+    LIST_ITEM = "list_item"
+    TABLE = "table"
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One block of a record's body.
+
+    ``text`` holds the inline text of a paragraph, heading or list item (without the ``- ``
+    marker; ``**bold**`` stays inline). ``rows`` holds a table's cells, header row first.
+    ``gap`` is the number of blank lines before the block in the text it was parsed from, kept
+    so that parsing and rendering a record gives back the same bytes.
+    """
+
+    kind: BlockKind
+    text: str = ""
+    rows: tuple[tuple[str, ...], ...] = ()
+    gap: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A record's text as blocks, in order. The first block is the lead, the second the title,
+    when the text was produced by this service; imported texts may differ (see records.py)."""
+
+    blocks: tuple[Block, ...]
+    trailing_blank_lines: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One article, normalized to the record text format, with its metadata."""
+
+    id: str  # 16 lowercase hex digits, stable (see records.record_id)
+    text: str  # the record text, exactly as a record file holds it
+    title: str
+    content_hash: str  # hex SHA-256 of the normalized text (records.content_hash)
+    url: str | None = None
+    canonical_url: str | None = None
+    guid: str | None = None
+    source_id: str | None = None
+    published: datetime | None = None
+    fetched: datetime | None = None
+    language: str | None = None
+    author: str | None = None
+
+
+class SourceKind(StrEnum):
+    FEED = "feed"  # RSS, Atom or JSON Feed
+    QUERY = "query"  # a news-search feed built from a query
+    PAGE = "page"  # an HTML listing page scraped with CSS selectors
+
+
+@dataclass(frozen=True, slots=True)
+class PageSelectors:
+    """CSS selectors for a page source: items on the listing page, then the article page."""
+
+    item: str
+    link: str = "a"
+    title: str | None = None
+    date: str | None = None
+    body: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """When a source is fetched: every ``interval_seconds``, or by a crontab expression."""
+
+    interval_seconds: int | None = None
+    cron: str | None = None
+    jitter_seconds: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    id: str
+    kind: SourceKind
+    url: str
+    schedule: Schedule
+    title: str = ""
+    topics: tuple[str, ...] = ()  # topic ids; empty means "match against every topic"
+    full_text: bool = False  # fetch and extract the linked page when the entry is short
+    selectors: PageSelectors | None = None
+    language: str | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRules:
+    """Match rules of a topic; see match.py for the term syntax (phrases, ``prefix*``, ``/re/``)."""
+
+    any: tuple[str, ...] = ()
+    all: tuple[str, ...] = ()
+    none: tuple[str, ...] = ()
+    fields: tuple[str, ...] = ("title", "lead", "body")
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    id: str
+    title: str
+    rules: TopicRules
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicMatch:
+    topic_id: str
+    record_id: str
+    terms: tuple[str, ...]  # the rule terms that matched, as written in the watchlist
+
+
+class DedupReason(StrEnum):
+    """Why a record joined a development (or started one)."""
+
+    NEW = "new"  # started a new development
+    SAME_URL = "same-url"  # canonical URL already stored
+    SAME_GUID = "same-guid"
+    SAME_CONTENT = "same-content"  # normalized content hash already stored
+    NEAR_DUPLICATE = "near-duplicate"  # rewrite or syndicated copy (MinHash/LSH)
+    SAME_EVENT = "same-event"  # a different article about the same development
+    MANUAL = "manual"  # an admin moved it (split/merge)
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """A record's place in a development, with the decision that put it there."""
+
+    record_id: str
+    development_id: str
+    reason: DedupReason
+    score: float  # similarity behind the decision, 1.0 for exact matches and NEW
+    matched_record_id: str | None = None  # the record it was found similar to
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRef:
+    """A report of a development: who published it and where."""
+
+    record_id: str
+    source_id: str | None
+    source_title: str
+    url: str | None
+    title: str
+    published: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Development:
+    """One distinct development: what subscribers see as one feed entry."""
+
+    id: str  # stable: never changes as records join
+    title: str
+    summary: str
+    topics: tuple[str, ...]
+    first_seen: datetime
+    updated: datetime
+    record_ids: tuple[str, ...]  # first report first
+    sources: tuple[SourceRef, ...] = ()
+    terms: tuple[str, ...] = ()  # matched topic terms, for display
+
+
+class FailureClass(StrEnum):
+    """Why a fetch failed; stored per source."""
+
+    DNS = "dns"
+    CONNECT = "connect"
+    TIMEOUT = "timeout"
+    TLS = "tls"
+    HTTP_4XX = "http-4xx"
+    HTTP_5XX = "http-5xx"
+    RATE_LIMITED = "rate-limited"
+    TOO_LARGE = "too-large"
+    TOO_MANY_REDIRECTS = "too-many-redirects"
+    NOT_A_FEED = "not-a-feed"
+    PARSE_ERROR = "parse-error"
+    BLOCKED_BY_POLICY = "blocked-by-policy"  # SSRF guard or robots.txt
+    PROTOCOL = "protocol"  # malformed HTTP, wrong Content-Length
+    INTERNAL = "internal"
+
+
+@dataclass(frozen=True, slots=True)
+class FetchState:
+    """What the service remembers about fetching one source."""
+
+    source_id: str
+    etag: str | None = None
+    last_modified: str | None = None
+    next_fetch: datetime | None = None
+    last_attempt: datetime | None = None
+    last_success: datetime | None = None
+    consecutive_failures: int = 0
+    failure_class: FailureClass | None = None
+    last_error: str | None = None
+    failure_counts: dict[str, int] = field(default_factory=dict)
+    fetch_count: int = 0

@@ -1,0 +1,1 @@
+"""Feed and page rendering: developments in, bytes out. Pure."""

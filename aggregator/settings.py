@@ -1,0 +1,75 @@
+"""Process settings: where the data lives, which database, which watchlist, how to serve.
+
+Read once at start from command-line flags, then ``AGGREGATOR_*`` environment variables, then
+defaults. The watchlist (topics and sources) is a separate, hot-reloadable file: see watchlist.py.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+DEFAULT_CONFIG = Path("config/watchlist.yaml")
+DEFAULT_PORT = 8080
+DEFAULT_USER_AGENT = "aggregator/0.1 (+https://github.com/aggregator/aggregator)"
+
+
+def default_data_dir() -> Path:
+    """``$AGGREGATOR_DATA_DIR``, else ``$STATE_DIRECTORY`` (systemd), else ``./data``."""
+    for var in ("AGGREGATOR_DATA_DIR", "STATE_DIRECTORY"):
+        value = os.environ.get(var)
+        if value:
+            return Path(value.split(":")[0])
+    return Path("data")
+
+
+def sqlite_url(data_dir: Path) -> str:
+    return f"sqlite:///{(data_dir / 'aggregator.db').resolve()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path
+    db_url: str
+    config_path: Path
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    base_url: str | None = None  # public URL of the service, for feed self links
+    user_agent: str = DEFAULT_USER_AGENT
+    feed_size: int = 50  # latest N developments per feed
+    retention_days: int = 365
+    log_format: str = "auto"  # auto | json | text
+    log_level: str = "INFO"
+
+    @property
+    def public_url(self) -> str:
+        return (self.base_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def load_settings(
+    db_url: str | None = None, config_path: str | os.PathLike[str] | None = None
+) -> Settings:
+    """Settings from explicit values, then the environment, then defaults."""
+    data_dir = default_data_dir()
+    return Settings(
+        data_dir=data_dir,
+        db_url=db_url or os.environ.get("AGGREGATOR_DB") or sqlite_url(data_dir),
+        config_path=Path(config_path or os.environ.get("AGGREGATOR_CONFIG") or DEFAULT_CONFIG),
+        host=os.environ.get("AGGREGATOR_HOST", "127.0.0.1"),
+        port=_env_int("AGGREGATOR_PORT", DEFAULT_PORT),
+        base_url=os.environ.get("AGGREGATOR_BASE_URL") or None,
+        user_agent=os.environ.get("AGGREGATOR_USER_AGENT", DEFAULT_USER_AGENT),
+        feed_size=_env_int("AGGREGATOR_FEED_SIZE", 50),
+        retention_days=_env_int("AGGREGATOR_RETENTION_DAYS", 365),
+        log_format=os.environ.get("AGGREGATOR_LOG_FORMAT", "auto"),
+        log_level=os.environ.get("AGGREGATOR_LOG_LEVEL", "INFO"),
+    )
