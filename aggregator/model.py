@@ -213,3 +213,39 @@ class FetchState:
     last_error: str | None = None
     failure_counts: dict[str, int] = field(default_factory=dict)
     fetch_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FetchPolicy:
+    """How politely and defensively to fetch; the watchlist's ``fetch:`` section."""
+
+    user_agent: str = "aggregator/0.1 (+https://github.com/aggregator/aggregator)"
+    timeout_seconds: float = 30.0  # total deadline for one request, redirects included
+    connect_timeout_seconds: float = 10.0
+    max_body_bytes: int = 10 * 1024 * 1024  # decoded bytes, checked while streaming
+    max_redirects: int = 5
+    max_in_flight: int = 16  # requests in flight per process
+    per_host_concurrency: int = 2
+    min_host_interval_seconds: float = 1.0
+    retries: int = 2  # extra attempts for transient faults within one fetch
+    max_backoff_seconds: int = 24 * 3600  # cap of the per-source failure backoff
+    allow_networks: tuple[str, ...] = ()  # CIDRs exempt from the SSRF guard
+    respect_robots: bool = True  # for scraped pages and full-text articles, not listed feeds
+
+
+@dataclass(frozen=True, slots=True)
+class PublishOptions:
+    """The watchlist's ``publish:`` section."""
+
+    title: str = "aggregator: new developments"
+    feed_size: int = 50  # latest N developments per feed
+    base_url: str | None = None  # public URL; overrides settings when given
+    websub_hub: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DedupOptions:
+    """The watchlist's ``dedup:`` section."""
+
+    window_days: float = 7.0  # how far back a record may join a development
+    semantic: bool = False  # mix sentence-embedding similarity into the lexical score
