@@ -1,1 +1,0 @@
-"""Stage module: see docs/architecture.md."""

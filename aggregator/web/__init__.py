@@ -1,0 +1,1 @@
+"""The ASGI app: feeds and pages (web.feeds), health and metrics (web.ops)."""
