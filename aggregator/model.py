@@ -44,6 +44,7 @@ class Document:
 
     blocks: tuple[Block, ...]
     trailing_blank_lines: int = 0
+    final_newline: bool = True  # False when the source text's last line has no "\n"
 
 
 @dataclass(frozen=True, slots=True)
