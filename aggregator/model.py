@@ -242,6 +242,9 @@ class PublishOptions:
     feed_size: int = 50  # latest N developments per feed
     base_url: str | None = None  # public URL; overrides settings when given
     websub_hub: str | None = None
+    # "example.org,2026": the authority of entry ids (tag:example.org,2026:development/<id>).
+    # Set it once and never change it; None derives it from base_url's host.
+    tag_authority: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
