@@ -65,6 +65,34 @@ class Record:
     author: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Article:
+    """An article page as the extractor read it (extract/); normalize turns it into a Record.
+
+    ``text`` is the record text composed from lead, title and ``blocks`` (records.compose);
+    ``blocks`` is the body after the lead.
+    """
+
+    title: str
+    lead: str
+    blocks: tuple[Block, ...]
+    text: str
+    author: str | None = None
+    published: datetime | None = None
+    canonical_url: str | None = None
+    language: str | None = None
+    url: str | None = None  # the page's URL as fetched
+
+
+@dataclass(frozen=True, slots=True)
+class ListingItem:
+    """One article link found on a page source's listing page (extract.scrape_listing)."""
+
+    url: str  # absolute
+    title: str
+    published: datetime | None = None
+
+
 class SourceKind(StrEnum):
     FEED = "feed"  # RSS, Atom or JSON Feed
     QUERY = "query"  # a news-search feed built from a query
