@@ -1,0 +1,232 @@
+"""Operations routes: ``/healthz`` (liveness and readiness) and ``/metrics`` (Prometheus).
+
+The service owns an ``OpsState`` and updates it as it works; these routes only read it, so the
+web layer needs nothing from the service layer above it. Metrics live in a registry of their own
+(``ServiceMetrics``), not prometheus-client's global one, so several services in one test process
+never collide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from aggregator import __version__
+
+FETCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class ServiceMetrics:
+    """Every Prometheus series the service exports, in one registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.fetches = Counter(
+            "aggregator_fetches",
+            "Source fetches by result class (ok, not-modified, skipped, or a failure class)",
+            ["result"],
+            registry=r,
+        )
+        self.records = Counter(
+            "aggregator_records",
+            "Records seen by the service: new (stored) or duplicate (already known)",
+            ["outcome"],
+            registry=r,
+        )
+        self.developments = Counter(
+            "aggregator_developments_created", "New developments started", registry=r
+        )
+        self.fetch_duration = Histogram(
+            "aggregator_fetch_duration_seconds",
+            "Time to fetch and ingest one source",
+            buckets=FETCH_BUCKETS,
+            registry=r,
+        )
+        self.cycle_duration = Gauge(
+            "aggregator_cycle_duration_seconds",
+            "Time the last complete pass over every enabled source took",
+            registry=r,
+        )
+        self.last_cycle = Gauge(
+            "aggregator_last_cycle_timestamp_seconds",
+            "Unix time when the last complete pass over every enabled source ended",
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "aggregator_queue_depth", "Source jobs due and waiting for a fetch slot", registry=r
+        )
+        self.in_flight = Gauge("aggregator_in_flight", "Source fetches running now", registry=r)
+        self.sources = Gauge("aggregator_sources", "Enabled sources scheduled", registry=r)
+        self.failing_sources = Gauge(
+            "aggregator_failing_sources",
+            "Sources whose last fetch failed",
+            registry=r,
+        )
+        self.reloads = Counter(
+            "aggregator_watchlist_reloads",
+            "Watchlist reloads by result (applied, rejected)",
+            ["result"],
+            registry=r,
+        )
+        self.pruned = Counter(
+            "aggregator_pruned", "Records removed by the retention job", registry=r
+        )
+        self.stored_records = Gauge(
+            "aggregator_stored_records", "Records in the store (at the last scrape)", registry=r
+        )
+        self.stored_developments = Gauge(
+            "aggregator_stored_developments",
+            "Developments in the store (at the last scrape)",
+            registry=r,
+        )
+
+
+@dataclass
+class OpsState:
+    """What /healthz reports; the service writes it, the routes read it.
+
+    ``counts`` is called at scrape time for store-wide figures (records, developments) and may
+    raise: a failing database makes /metrics skip those figures and /healthz not ready.
+    """
+
+    metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
+    started: float = field(default_factory=time.time)
+    ready: bool = False
+    stopping: bool = False
+    owner: str = ""
+    database: str = ""
+    watchlist_path: str = ""
+    watchlist_loaded: datetime | None = None
+    watchlist_errors: tuple[str, ...] = ()
+    sources: int = 0
+    last_fetch: datetime | None = None
+    last_cycle: datetime | None = None
+    last_cycle_seconds: float | None = None
+    in_flight: int = 0
+    queue_depth: int = 0
+    failing: Callable[[], Sequence[str]] | None = None  # ids of failing watched sources
+    counts: Callable[[], tuple[int, int]] | None = None  # (records, developments)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def set_watchlist_ok(self, path: str, sources: int, when: datetime) -> None:
+        with self.lock:
+            self.watchlist_path = path
+            self.watchlist_loaded = when
+            self.watchlist_errors = ()
+            self.sources = sources
+        self.metrics.sources.set(sources)
+
+    def set_watchlist_errors(self, path: str, problems: Sequence[str]) -> None:
+        with self.lock:
+            self.watchlist_path = path
+            self.watchlist_errors = tuple(problems)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat(timespec="seconds") if value else None
+
+
+def health_report(state: OpsState) -> tuple[int, dict[str, Any]]:
+    """The /healthz body and status: 200 when ready (even degraded), 503 when not."""
+    failing: Sequence[str] = ()
+    db_ok = True
+    db_error = None
+    if state.failing is not None:
+        try:
+            failing = state.failing()
+        except Exception as exc:  # a health check must answer, whatever the database does
+            db_ok = False
+            db_error = f"{type(exc).__name__}: {exc}"
+    state.metrics.failing_sources.set(len(failing))
+    ready = state.ready and not state.stopping and db_ok
+    if not ready:
+        status = "stopping" if state.stopping else "starting" if not state.ready else "unready"
+    elif state.watchlist_errors or failing:
+        status = "degraded"
+    else:
+        status = "ok"
+    body: dict[str, Any] = {
+        "status": status,
+        "live": True,
+        "ready": ready,
+        "version": __version__,
+        "uptime_seconds": round(time.time() - state.started, 1),
+        "replica": state.owner,
+        "database": {"ok": db_ok, "url": state.database, "error": db_error},
+        "watchlist": {
+            "path": state.watchlist_path,
+            "loaded": _iso(state.watchlist_loaded),
+            "error": "\n".join(state.watchlist_errors) or None,
+            "problems": list(state.watchlist_errors),
+        },
+        "sources": state.sources,
+        "failing_sources": len(failing),
+        "failing": list(failing)[:50],
+        "last_fetch": _iso(state.last_fetch),
+        "last_cycle": _iso(state.last_cycle),
+        "last_cycle_seconds": state.last_cycle_seconds,
+        "in_flight": state.in_flight,
+        "queue_depth": state.queue_depth,
+    }
+    return (200 if ready else 503), body
+
+
+def ops_routes(state: OpsState) -> list[Route]:
+    """``/healthz`` (full report), ``/healthz/live`` (the process answers), ``/healthz/ready``."""
+
+    async def healthz(request: Request) -> Response:
+        code, body = health_report(state)
+        return JSONResponse(body, status_code=code, headers={"Cache-Control": "no-store"})
+
+    async def live(request: Request) -> Response:
+        return JSONResponse({"live": True}, headers={"Cache-Control": "no-store"})
+
+    async def ready(request: Request) -> Response:
+        code, body = health_report(state)
+        return JSONResponse(
+            {"ready": body["ready"], "status": body["status"]},
+            status_code=code,
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def metrics(request: Request) -> Response:
+        if state.counts is not None:
+            try:
+                records, developments = state.counts()
+                state.metrics.stored_records.set(records)
+                state.metrics.stored_developments.set(developments)
+            except Exception:  # the series keep their last value; /healthz says why
+                pass
+        if state.failing is not None:
+            with contextlib.suppress(Exception):
+                state.metrics.failing_sources.set(len(state.failing()))
+        return Response(
+            generate_latest(state.metrics.registry),
+            media_type=CONTENT_TYPE_LATEST,
+            headers={"Cache-Control": "no-store"},
+        )
+
+    return [
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/healthz/live", live, methods=["GET", "HEAD"]),
+        Route("/healthz/ready", ready, methods=["GET", "HEAD"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
