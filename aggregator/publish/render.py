@@ -1,1 +1,573 @@
-"""Feed and page rendering: developments in, bytes out. Pure."""
+"""Feed and page rendering: developments in, bytes out. Pure.
+
+One entry per development: a ``tag:`` id that never changes, the development's title and lead,
+the representative record's text as safe HTML, a link to the first report, every source that
+covered it, the matched topics as categories, ``published`` = first seen and ``updated`` = last
+change. Every string goes through ``sanitize`` on the way out (XML-illegal characters dropped,
+URLs absolute http(s) or left out), so the output is well-formed whatever the store holds.
+
+Output is deterministic for a given input: times come from the data (``now`` only stands in
+when a feed is empty), so replicas rendering the same data produce the same bytes and ETags.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from urllib.parse import quote, urlsplit
+
+from aggregator.model import Block, Development, Source, SourceKind, SourceRef, Topic
+from aggregator.publish.sanitize import (
+    blocks_html,
+    escape_attr,
+    escape_text,
+    inline_html,
+    one_line,
+    plain_inline,
+    safe_url,
+    xml_text,
+)
+
+GENERATOR = "aggregator"
+GENERATOR_URI = "https://github.com/aggregator/aggregator"
+ALL_FEED = "all"
+FORMATS: Mapping[str, str] = {
+    "atom": "application/atom+xml; charset=utf-8",
+    "rss": "application/rss+xml; charset=utf-8",
+    "json": "application/feed+json; charset=utf-8",
+}
+INDEX_FILE = "index.html"
+OPML_FILE = "sources.opml"
+CONTENT_TYPES: Mapping[str, str] = {
+    **{f".{fmt}": ctype for fmt, ctype in FORMATS.items()},
+    ".html": "text/html; charset=utf-8",
+    ".opml": "text/x-opml; charset=utf-8",
+}
+_XML_DECL = '<?xml version="1.0" encoding="utf-8"?>\n'
+_ID_YEAR = "2026"  # the date part of a derived tag: authority; fixed so ids never change
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """What every rendered file shares: where it is published and what it covers."""
+
+    title: str
+    base_url: str  # absolute http(s) URL of the service's root; the feeds live under /feeds/
+    topics: tuple[Topic, ...] = ()
+    tag_authority: str | None = None  # "example.org,2026"; None: base_url's host + _ID_YEAR
+    websub_hub: str | None = None
+    description: str = (
+        "New distinct developments on the watched topics, each once, with every source."
+    )
+
+    @property
+    def root(self) -> str:
+        return self.base_url.rstrip("/")
+
+    @property
+    def authority(self) -> str:
+        if self.tag_authority:
+            return self.tag_authority
+        host = urlsplit(self.root).hostname or "localhost"
+        return f"{host},{_ID_YEAR}"
+
+    def topic_title(self, topic_id: str) -> str:
+        for topic in self.topics:
+            if topic.id == topic_id:
+                return topic.title or topic.id
+        return topic_id
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One development with the blocks of its representative record (empty when unknown)."""
+
+    development: Development
+    body: tuple[Block, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedFile:
+    path: str  # relative URL path and file name: "feeds/all.atom", "index.html", ...
+    body: bytes
+    content_type: str
+    updated: datetime  # Last-Modified: the newest change the file shows
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSet:
+    """The developments of every feed: the overall feed and one per topic, newest first."""
+
+    all: tuple[Entry, ...]
+    by_topic: Mapping[str, tuple[Entry, ...]] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# names and ids
+
+
+def feed_path(key: str, fmt: str) -> str:
+    """``feeds/<key>.<fmt>``; ``key`` is ``all`` or a topic id (percent-encoded)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown feed format {fmt!r}")
+    return f"feeds/{quote(key, safe='')}.{fmt}"
+
+
+def feed_url(site: Site, key: str, fmt: str) -> str:
+    return f"{site.root}/{feed_path(key, fmt)}"
+
+
+def entry_id(site: Site, development_id: str) -> str:
+    """The entry's permanent id: ``tag:<authority>:development/<id>``."""
+    return f"tag:{site.authority}:development/{quote(development_id, safe='')}"
+
+
+def feed_id(site: Site, key: str) -> str:
+    return f"tag:{site.authority}:feed/{quote(key, safe='')}"
+
+
+def feed_title(site: Site, key: str) -> str:
+    if key == ALL_FEED:
+        return one_line(site.title)
+    return one_line(f"{site.title}: {site.topic_title(key)}")
+
+
+def rfc3339(when: datetime) -> str:
+    return _utc(when).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def rfc822(when: datetime) -> str:
+    return format_datetime(_utc(when).replace(microsecond=0), usegmt=True)
+
+
+def _utc(when: datetime) -> datetime:
+    if when.tzinfo is None:
+        return when.replace(tzinfo=UTC)
+    return when.astimezone(UTC)
+
+
+def feed_updated(entries: Sequence[Entry], now: datetime) -> datetime:
+    """The newest change among the entries, else ``now`` (an empty feed)."""
+    if not entries:
+        return _utc(now).replace(microsecond=0)
+    return max(_utc(e.development.updated) for e in entries).replace(microsecond=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# entry parts shared by the formats
+
+
+def entry_title(dev: Development) -> str:
+    title = one_line(plain_inline(dev.title))
+    if title:
+        return title
+    for ref in dev.sources:
+        fallback = one_line(plain_inline(ref.title))
+        if fallback:
+            return fallback
+    return f"Development {dev.id}"
+
+
+def entry_summary(dev: Development) -> str:
+    return one_line(plain_inline(dev.summary))
+
+
+def source_links(site: Site, dev: Development) -> list[tuple[SourceRef, str]]:
+    """Each report with a safe absolute URL, earliest first, one per URL."""
+    seen: set[str] = set()
+    out: list[tuple[SourceRef, str]] = []
+    for ref in _reports_in_order(dev.sources):
+        url = safe_url(ref.url, site.root + "/")
+        if url and url not in seen:
+            seen.add(url)
+            out.append((ref, url))
+    return out
+
+
+def _reports_in_order(refs: Sequence[SourceRef]) -> list[SourceRef]:
+    # The store lists reports first-report-first; reports with a date are ordered by it, and
+    # the sort is stable so undated ones keep the store's order.
+    far = datetime.max.replace(tzinfo=UTC)
+    return sorted(refs, key=lambda r: _utc(r.published) if r.published else far)
+
+
+def entry_link(site: Site, dev: Development) -> str:
+    """The first report, or the development's place on the index page when no report has a URL."""
+    links = source_links(site, dev)
+    if links:
+        return links[0][1]
+    return f"{site.root}/#d-{quote(dev.id, safe='')}"
+
+
+def _source_name(ref: SourceRef) -> str:
+    return one_line(ref.source_title) or one_line(ref.source_id or "") or "source"
+
+
+def entry_html(site: Site, entry: Entry) -> str:
+    """The entry's content: who reported it (with links), then the representative text."""
+    dev = entry.development
+    parts: list[str] = []
+    links = source_links(site, dev)
+    count = len({_source_name(ref) for ref in dev.sources}) or len(dev.sources)
+    if dev.sources:
+        noun = "source" if count == 1 else "sources"
+        parts.append(f"<p><strong>Reported by {count} {noun}:</strong></p>")
+        items = []
+        linked = {id(ref) for ref, _ in links}
+        for ref, url in links:
+            items.append(_source_item(ref, url))
+        for ref in dev.sources:
+            if id(ref) not in linked:
+                items.append(_source_item(ref, None))
+        parts.append("<ul>" + "".join(items) + "</ul>")
+    body = _body_without_title(entry.body, entry_title(dev))
+    if body:
+        parts.append(blocks_html(body))
+    elif dev.summary.strip():
+        parts.append(f"<p>{inline_html(dev.summary)}</p>")
+    return "\n".join(parts)
+
+
+def _source_item(ref: SourceRef, url: str | None) -> str:
+    name = escape_text(_source_name(ref))
+    title = escape_text(one_line(plain_inline(ref.title)))
+    when = f" ({rfc3339(ref.published)[:10]})" if ref.published else ""
+    label = f"{name}: {title}" if title else name
+    if url:
+        return f'<li><a href="{escape_attr(url)}">{label}</a>{when}</li>'
+    return f"<li>{label}{when}</li>"
+
+
+def _body_without_title(blocks: Sequence[Block], title: str) -> tuple[Block, ...]:
+    """The record's blocks minus its title line (the entry already shows it as the title)."""
+    for index, block in enumerate(blocks[:2]):
+        if one_line(plain_inline(block.text)) == title and not block.rows:
+            return (*blocks[:index], *blocks[index + 1 :])
+    return tuple(blocks)
+
+
+def _categories(site: Site, dev: Development) -> list[tuple[str, str]]:
+    return [(t, one_line(site.topic_title(t))) for t in dict.fromkeys(dev.topics) if one_line(t)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Atom 1.0
+
+
+def render_atom(site: Site, key: str, entries: Sequence[Entry], now: datetime) -> bytes:
+    """An Atom 1.0 feed (RFC 4287) with self, alternate and (optional) WebSub hub links."""
+    out = [
+        _XML_DECL,
+        '<feed xmlns="http://www.w3.org/2005/Atom">\n',
+        f"  <id>{escape_text(feed_id(site, key))}</id>\n",
+        f"  <title>{escape_text(feed_title(site, key))}</title>\n",
+        f"  <subtitle>{escape_text(one_line(site.description))}</subtitle>\n",
+        f"  <updated>{rfc3339(feed_updated(entries, now))}</updated>\n",
+        f'  <link rel="self" type="application/atom+xml" '
+        f'href="{escape_attr(feed_url(site, key, "atom"))}"/>\n',
+        f'  <link rel="alternate" type="text/html" href="{escape_attr(site.root + "/")}"/>\n',
+    ]
+    hub = safe_url(site.websub_hub)
+    if hub:
+        out.append(f'  <link rel="hub" href="{escape_attr(hub)}"/>\n')
+    out += [
+        f"  <author><name>{escape_text(one_line(site.title))}</name>"
+        f"<uri>{escape_text(site.root + '/')}</uri></author>\n",
+        f'  <generator uri="{GENERATOR_URI}">{GENERATOR}</generator>\n',
+    ]
+    for entry in entries:
+        out.append(_atom_entry(site, entry))
+    out.append("</feed>\n")
+    return "".join(out).encode("utf-8")
+
+
+def _atom_entry(site: Site, entry: Entry) -> str:
+    dev = entry.development
+    link = entry_link(site, dev)
+    out = [
+        "  <entry>\n",
+        f"    <id>{escape_text(entry_id(site, dev.id))}</id>\n",
+        f"    <title>{escape_text(entry_title(dev))}</title>\n",
+        f"    <published>{rfc3339(dev.first_seen)}</published>\n",
+        f"    <updated>{rfc3339(max(_utc(dev.updated), _utc(dev.first_seen)))}</updated>\n",
+        f'    <link rel="alternate" type="text/html" href="{escape_attr(link)}"/>\n',
+    ]
+    for ref, url in source_links(site, dev):
+        title = one_line(f"{_source_name(ref)}: {plain_inline(ref.title)}".rstrip(": "))
+        out.append(
+            f'    <link rel="related" type="text/html" href="{escape_attr(url)}" '
+            f'title="{escape_attr(title)}"/>\n'
+        )
+    for term, label in _categories(site, dev):
+        out.append(
+            f'    <category term="{escape_attr(term)}" label="{escape_attr(label)}" '
+            f'scheme="{escape_attr(site.root + "/topics/")}"/>\n'
+        )
+    summary = entry_summary(dev)
+    if summary:
+        out.append(f"    <summary>{escape_text(summary)}</summary>\n")
+    out.append(f'    <content type="html">{escape_text(entry_html(site, entry))}</content>\n')
+    out.append("  </entry>\n")
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# RSS 2.0
+
+
+def render_rss(site: Site, key: str, entries: Sequence[Entry], now: datetime) -> bytes:
+    """RSS 2.0 with ``atom:link rel="self"``, tag: guids (isPermaLink=false), RFC 822 dates."""
+    out = [
+        _XML_DECL,
+        '<rss version="2.0" xmlns:atom="http://www.w3.org/2005/Atom" '
+        'xmlns:content="http://purl.org/rss/1.0/modules/content/">\n',
+        "  <channel>\n",
+        f"    <title>{escape_text(feed_title(site, key))}</title>\n",
+        f"    <link>{escape_text(site.root + '/')}</link>\n",
+        f"    <description>{escape_text(one_line(site.description))}</description>\n",
+        f'    <atom:link rel="self" type="application/rss+xml" '
+        f'href="{escape_attr(feed_url(site, key, "rss"))}"/>\n',
+    ]
+    hub = safe_url(site.websub_hub)
+    if hub:
+        out.append(f'    <atom:link rel="hub" href="{escape_attr(hub)}"/>\n')
+    out += [
+        f"    <lastBuildDate>{rfc822(feed_updated(entries, now))}</lastBuildDate>\n",
+        f"    <generator>{GENERATOR}</generator>\n",
+        "    <docs>https://www.rssboard.org/rss-specification</docs>\n",
+    ]
+    for entry in entries:
+        out.append(_rss_item(site, entry))
+    out.append("  </channel>\n</rss>\n")
+    return "".join(out).encode("utf-8")
+
+
+def _rss_item(site: Site, entry: Entry) -> str:
+    dev = entry.development
+    out = [
+        "    <item>\n",
+        f"      <title>{escape_text(entry_title(dev))}</title>\n",
+        f"      <link>{escape_text(entry_link(site, dev))}</link>\n",
+        f'      <guid isPermaLink="false">{escape_text(entry_id(site, dev.id))}</guid>\n',
+        f"      <pubDate>{rfc822(dev.first_seen)}</pubDate>\n",
+    ]
+    for _term, label in _categories(site, dev):
+        out.append(
+            f'      <category domain="{escape_attr(site.root + "/topics/")}">'
+            f"{escape_text(label)}</category>\n"
+        )
+    summary = entry_summary(dev) or entry_title(dev)
+    out.append(f"      <description>{escape_text(summary)}</description>\n")
+    out.append(f"      <content:encoded>{escape_text(entry_html(site, entry))}</content:encoded>\n")
+    out.append("    </item>\n")
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON Feed 1.1
+
+
+def render_json_feed(site: Site, key: str, entries: Sequence[Entry], now: datetime) -> bytes:
+    """A JSON Feed 1.1 document; sources and topics ride in the ``_aggregator`` extension."""
+    feed: dict[str, object] = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": feed_title(site, key),
+        "home_page_url": site.root + "/",
+        "feed_url": feed_url(site, key, "json"),
+        "description": one_line(site.description),
+        "authors": [{"name": one_line(site.title), "url": site.root + "/"}],
+    }
+    hub = safe_url(site.websub_hub)
+    if hub:
+        feed["hubs"] = [{"type": "WebSub", "url": hub}]
+    feed["items"] = [_json_item(site, entry) for entry in entries]
+    feed["_aggregator"] = {"updated": rfc3339(feed_updated(entries, now))}
+    text = json.dumps(feed, ensure_ascii=False, indent=1, sort_keys=False)
+    return (text + "\n").encode("utf-8")
+
+
+def _json_item(site: Site, entry: Entry) -> dict[str, object]:
+    dev = entry.development
+    item: dict[str, object] = {
+        "id": entry_id(site, dev.id),
+        "url": entry_link(site, dev),
+        "title": entry_title(dev),
+        "content_html": entry_html(site, entry),
+    }
+    summary = entry_summary(dev)
+    if summary:
+        item["summary"] = summary
+    item["date_published"] = rfc3339(dev.first_seen)
+    item["date_modified"] = rfc3339(max(_utc(dev.updated), _utc(dev.first_seen)))
+    tags = [label for _term, label in _categories(site, dev)]
+    if tags:
+        item["tags"] = tags
+    links = {id(ref): url for ref, url in source_links(site, dev)}
+    item["_aggregator"] = {
+        "development_id": xml_text(dev.id),
+        "topics": [t for t, _ in _categories(site, dev)],
+        "sources": [
+            {
+                "source_id": xml_text(ref.source_id) if ref.source_id else None,
+                "source_title": _source_name(ref),
+                "title": one_line(plain_inline(ref.title)),
+                "url": links.get(id(ref)),
+                "published": rfc3339(ref.published) if ref.published else None,
+            }
+            for ref in _reports_in_order(dev.sources)
+        ],
+    }
+    return item
+
+
+# ---------------------------------------------------------------------------------------------
+# the HTML index page and the OPML list of sources
+
+
+def render_index(site: Site, feeds: FeedSet, now: datetime, per_topic: int = 20) -> bytes:
+    """``/``: recent developments per topic with their sources, for people without a reader."""
+    updated = feed_updated(feeds.all, now)
+    title = escape_text(one_line(site.title))
+    head = [
+        "<!DOCTYPE html>\n<html>\n<head>\n",
+        '<meta charset="utf-8">\n',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n',
+        f"<title>{title}</title>\n",
+        _alternate_links(site, ALL_FEED),
+        *(_alternate_links(site, t.id) for t in site.topics),
+        f'<link rel="outline" type="text/x-opml" title="Sources" '
+        f'href="{escape_attr(site.root + "/" + OPML_FILE)}">\n',
+        f"<style>{_INDEX_CSS}</style>\n",
+        "</head>\n<body>\n",
+        f"<header><h1>{title}</h1>\n<p>{escape_text(one_line(site.description))}</p>\n",
+        f"<p>Updated {rfc3339(updated)}. All topics: {_feed_links(site, ALL_FEED)}. "
+        f'<a href="{escape_attr(site.root + "/" + OPML_FILE)}">Sources (OPML)</a>.</p>\n',
+        "</header>\n",
+    ]
+    body: list[str] = []
+    for topic in site.topics:
+        entries = feeds.by_topic.get(topic.id, ())[:per_topic]
+        body.append(f'<section id="topic-{escape_attr(topic.id)}">\n')
+        body.append(f"<h2>{escape_text(one_line(topic.title or topic.id))}</h2>\n")
+        if topic.description.strip():
+            body.append(f"<p>{escape_text(one_line(topic.description))}</p>\n")
+        body.append(f"<p class=feeds>Feed: {_feed_links(site, topic.id)}</p>\n")
+        if not entries:
+            body.append("<p>No developments yet.</p>\n")
+        for entry in entries:
+            body.append(_index_entry(site, entry))
+        body.append("</section>\n")
+    tail = [f'<footer><p>Generated by <a href="{GENERATOR_URI}">{GENERATOR}</a>.</p></footer>\n']
+    return "".join([*head, *body, *tail, "</body>\n</html>\n"]).encode("utf-8")
+
+
+_INDEX_CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:52rem;margin:0 auto;padding:1rem;"
+    "line-height:1.45}article{border-top:1px solid #ddd;padding:.5rem 0}"
+    "h3{margin:.3rem 0;font-size:1.05rem}.meta,.feeds{color:#555;font-size:.9rem}"
+    "ul.sources{margin:.2rem 0;padding-left:1.2rem;font-size:.9rem}"
+)
+
+
+def _feed_links(site: Site, key: str) -> str:
+    return ", ".join(
+        f'<a href="{escape_attr(feed_url(site, key, fmt))}">{label}</a>'
+        for fmt, label in (("atom", "Atom"), ("rss", "RSS"), ("json", "JSON Feed"))
+    )
+
+
+def _alternate_links(site: Site, key: str) -> str:
+    title = escape_attr(feed_title(site, key))
+    return "".join(
+        f'<link rel="alternate" type="{FORMATS[fmt].split(";")[0]}" title="{title}" '
+        f'href="{escape_attr(feed_url(site, key, fmt))}">\n'
+        for fmt in ("atom", "rss", "json")
+    )
+
+
+def _index_entry(site: Site, entry: Entry) -> str:
+    dev = entry.development
+    anchor = escape_attr(f"d-{dev.id}")
+    link = escape_attr(entry_link(site, dev))
+    sources = "".join(_source_item(ref, url) for ref, url in source_links(site, dev))
+    summary = entry_summary(dev)
+    return (
+        f'<article id="{anchor}">\n'
+        f'<h3><a href="{link}">{escape_text(entry_title(dev))}</a></h3>\n'
+        f"<p class=meta>First seen {rfc3339(dev.first_seen)}, updated {rfc3339(dev.updated)}, "
+        f"{len(dev.sources)} report{'s' if len(dev.sources) != 1 else ''}</p>\n"
+        + (f"<p>{escape_text(summary)}</p>\n" if summary else "")
+        + (f'<ul class="sources">{sources}</ul>\n' if sources else "")
+        + "</article>\n"
+    )
+
+
+def render_opml(site: Site, sources: Sequence[Source], now: datetime) -> bytes:
+    """OPML 2.0 list of the watched sources, for importing into a reader."""
+    out = [
+        _XML_DECL,
+        '<opml version="2.0">\n  <head>\n',
+        f"    <title>{escape_text(one_line(site.title + ': sources'))}</title>\n",
+        f"    <dateModified>{rfc822(now)}</dateModified>\n",
+        "  </head>\n  <body>\n",
+    ]
+    for source in sources:
+        line = _opml_outline(site, source)
+        if line:
+            out.append(line)
+    out.append("  </body>\n</opml>\n")
+    return "".join(out).encode("utf-8")
+
+
+def _opml_outline(site: Site, source: Source) -> str | None:
+    url = safe_url(source.url)
+    if not url or not source.enabled:
+        return None
+    text = escape_attr(one_line(source.title) or one_line(source.id))
+    category = ",".join(
+        "/" + one_line(site.topic_title(t)).replace(",", " ") for t in source.topics
+    )
+    cat_attr = f' category="{escape_attr(category)}"' if category else ""
+    if source.kind is SourceKind.PAGE:
+        return f'    <outline type="link" text="{text}" url="{escape_attr(url)}"{cat_attr}/>\n'
+    return (
+        f'    <outline type="rss" text="{text}" title="{text}" '
+        f'xmlUrl="{escape_attr(url)}"{cat_attr}/>\n'
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# everything at once
+
+
+def render_site(
+    site: Site, feeds: FeedSet, sources: Sequence[Source], now: datetime
+) -> list[RenderedFile]:
+    """Every published file: feeds (all + per topic, three formats), index page, OPML."""
+    files: list[RenderedFile] = []
+    keyed: list[tuple[str, Sequence[Entry]]] = [(ALL_FEED, feeds.all)]
+    keyed += [(t.id, feeds.by_topic.get(t.id, ())) for t in site.topics]
+    renderers = {"atom": render_atom, "rss": render_rss, "json": render_json_feed}
+    for key, entries in keyed:
+        updated = feed_updated(entries, now)
+        for fmt, render in renderers.items():
+            body = render(site, key, entries, now)
+            files.append(RenderedFile(feed_path(key, fmt), body, FORMATS[fmt], updated))
+    site_updated = feed_updated(feeds.all, now)
+    files.append(
+        RenderedFile(
+            INDEX_FILE, render_index(site, feeds, now), CONTENT_TYPES[".html"], site_updated
+        )
+    )
+    files.append(
+        RenderedFile(
+            OPML_FILE,
+            render_opml(site, sources, site_updated),
+            CONTENT_TYPES[".opml"],
+            site_updated,
+        )
+    )
+    return files
