@@ -1,1 +1,743 @@
-"""Stage module: see docs/architecture.md."""
+"""Which development does a new record join? Three levels of "the same".
+
+1. Same article: ``canonical_url`` (tracking parameters, fragments, AMP and mobile variants
+   removed); the store also compares feed GUIDs and content hashes (records.content_hash).
+2. Near-duplicate: rewrites and syndicated copies share most word shingles. A MinHash signature
+   estimates the shingle Jaccard similarity; its LSH band keys are indexed by the store, so finding
+   near-duplicate candidates is an equality query, not a scan.
+3. Same event: different articles about one development share its salient vocabulary (names,
+   places, numbers, dates) much more than articles about another event of the same kind do.
+   ``decide`` scores the new record against each candidate development with a TF-IDF cosine whose
+   document frequencies come from the candidate set itself plus a fixed prior, so no corpus
+   statistics live in the database and replicas need no shared counters.
+
+Everything here is pure: plain data in, plain data out; no clock, files or network. The optional
+semantic mode imports its model lazily (see ``embed``), and is never needed by default.
+
+See docs/dedup.md for the method, the thresholds and the measured figures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import unicodedata
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import numpy as np
+
+from aggregator.model import DedupOptions, DedupReason
+
+__all__ = [
+    "EVENT_THRESHOLD",
+    "FINGERPRINT_VERSION",
+    "NEAR_DUPLICATE_THRESHOLD",
+    "Candidate",
+    "Decision",
+    "Fingerprint",
+    "canonical_url",
+    "decide",
+    "development_score",
+    "fingerprint",
+    "fingerprint_from_json",
+    "fingerprint_to_json",
+    "minhash_similarity",
+    "representative",
+]
+
+# --------------------------------------------------------------------------------------------
+# Level 1: canonical URLs
+# --------------------------------------------------------------------------------------------
+
+# Query parameters that identify a campaign, a click or a referrer, never the article.
+_TRACKING_PARAMS = frozenset(
+    {
+        "fbclid",
+        "gclid",
+        "dclid",
+        "gbraid",
+        "wbraid",
+        "msclkid",
+        "yclid",
+        "igshid",
+        "twclid",
+        "ttclid",
+        "li_fat_id",
+        "mkt_tok",
+        "_ga",
+        "_gl",
+        "_hsenc",
+        "_hsmi",
+        "ref",
+        "ref_src",
+        "ref_url",
+        "referer",
+        "referrer",
+        "refsrc",
+        "cmpid",
+        "cmp",
+        "ncid",
+        "ocid",
+        "ito",
+        "icid",
+        "s_cid",
+        "smid",
+        "spm",
+        "share",
+        "sharesource",
+        "src",
+        "at_medium",
+        "at_campaign",
+        "at_custom1",
+        "at_custom2",
+        "at_custom3",
+        "at_custom4",
+        "wt.mc_id",
+        "wt_mc_id",
+        "soc_src",
+        "soc_trk",
+        "__twitter_impression",
+        "amp",
+        "outputtype",
+        "output",
+        "feature",
+        "via",
+    }
+)
+_TRACKING_PREFIXES = ("utm_", "mc_", "pk_", "hsa_", "oly_", "vero_", "trk_")
+# ``output=amp`` / ``outputType=amp`` select the AMP rendering; other values may matter.
+_AMP_VALUED = frozenset({"output", "outputtype"})
+_VARIANT_HOST_PREFIXES = ("www.", "m.", "mobile.", "amp.", "www-m.")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def canonical_url(url: str) -> str:
+    """The URL that every variant of one article shares.
+
+    Lowercases scheme and host, treats http and https alike, drops ``www.``/``m.``/``mobile.``/
+    ``amp.`` host prefixes, default ports, fragments, tracking parameters (``utm_*``, ``fbclid``,
+    ``gclid``, ``mc_*``, ``ref``...), AMP path forms (``/amp``, ``/amp/``, ``.amp``, ``?amp=1``)
+    and trailing slashes, and sorts the remaining query parameters.
+
+    Raises ``ValueError`` for anything that is not an absolute http(s) URL.
+    """
+    raw = url.strip()
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL: {url!r} ({exc})") from exc
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"not an absolute http(s) URL: {url!r}")
+    host = _canonical_host(parts.hostname)
+    if port is not None and port not in _DEFAULT_PORTS.values():
+        host = f"{host}:{port}"
+    path = _canonical_path(parts.path)
+    query = _canonical_query(parts.query)
+    return urlunsplit(("https", host, path, query, ""))
+
+
+def _canonical_host(hostname: str) -> str:
+    host = hostname.lower().rstrip(".")
+    # Strip variant prefixes while a registrable-looking name (two labels) remains.
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _VARIANT_HOST_PREFIXES:
+            rest = host[len(prefix) :]
+            if host.startswith(prefix) and rest.count(".") >= 1:
+                host = rest
+                changed = True
+    return host
+
+
+def _canonical_path(path: str) -> str:
+    segments = [s for s in path.split("/") if s]
+    # AMP renderings: a whole "amp" segment anywhere (/amp/story, /story/amp) or "name.amp.html".
+    segments = [s for s in segments if s.lower() != "amp"]
+    if segments:
+        last = segments[-1]
+        for suffix in (".amp.html", ".amp.htm", ".amp"):
+            if last.lower().endswith(suffix):
+                stem = last[: -len(suffix)]
+                last = stem + (".html" if suffix != ".amp" and suffix.endswith("html") else "")
+                if suffix == ".amp.htm":
+                    last = stem + ".htm"
+                segments[-1] = last
+                break
+    return "/" + "/".join(segments) if segments else "/"
+
+
+def _canonical_query(query: str) -> str:
+    kept: list[tuple[str, str]] = []
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        low = key.lower()
+        if low.startswith(_TRACKING_PREFIXES):
+            continue
+        if low in _TRACKING_PARAMS:
+            if low in _AMP_VALUED and value.lower() != "amp":
+                kept.append((key, value))
+            continue
+        kept.append((key, value))
+    kept.sort()
+    return urlencode(kept)
+
+
+# --------------------------------------------------------------------------------------------
+# Text normalization shared by every level
+# --------------------------------------------------------------------------------------------
+
+# Cyrillic to Latin in the Baltic/Czech style, so Лукашенко, Lukašenka and Lukashenko meet once
+# diacritics are dropped and the digraphs below are folded.
+_CYRILLIC = {
+    "а": "a",
+    "б": "b",
+    "в": "v",
+    "г": "g",
+    "ґ": "g",
+    "д": "d",
+    "е": "e",
+    "ё": "e",
+    "є": "je",
+    "ж": "z",
+    "з": "z",
+    "и": "i",
+    "і": "i",
+    "ї": "ji",
+    "й": "j",
+    "к": "k",
+    "л": "l",
+    "м": "m",
+    "н": "n",
+    "о": "o",
+    "п": "p",
+    "р": "r",
+    "с": "s",
+    "т": "t",
+    "у": "u",
+    "ў": "u",
+    "ф": "f",
+    "х": "h",
+    "ц": "c",
+    "ч": "c",
+    "ш": "s",
+    "щ": "sc",
+    "ъ": "",
+    "ы": "y",
+    "ь": "",
+    "э": "e",
+    "ю": "ju",
+    "я": "ja",
+}
+_TRANSLIT = str.maketrans(
+    {
+        **{ord(k): v for k, v in _CYRILLIC.items()},
+        **{ord(k.upper()): v for k, v in _CYRILLIC.items()},
+    }
+)
+# Latin digraphs of English transliteration folded to the one-letter Baltic forms; "j"/"y" and
+# "w"/"v" folded too. Applied to every token of every language, so it only changes hash keys.
+_DIGRAPHS = re.compile(r"shch|sch|sh|ch|zh|kh|ts|tz|ph|th|w|y|j")
+_DIGRAPH_MAP = {
+    "shch": "sc",
+    "sch": "s",
+    "sh": "s",
+    "ch": "c",
+    "zh": "z",
+    "kh": "h",
+    "ts": "c",
+    "tz": "c",
+    "ph": "f",
+    "th": "t",
+    "w": "v",
+    "y": "i",
+    "j": "i",
+}
+_DOUBLE = re.compile(r"([a-z])\1+")
+_TOKEN = re.compile(r"\d+(?:[.,:]\d+)*|[^\W\d_]+")
+# Words are cut to this many letters: a crude stemmer that also meets Lithuanian and Russian
+# inflections halfway (Vilnius, Vilniaus, Вильнюсе -> "vilniu"/"vilnius").
+STEM_LENGTH = 7
+
+_MONTHS = {
+    # English, Lithuanian (nominative and genitive stems), Russian (translit stems)
+    "m01": ("january", "jan", "sausio", "sausis", "janvar", "janvaria", "janvara"),
+    "m02": ("february", "feb", "vasario", "vasaris", "fevral", "fevrala"),
+    "m03": ("march", "mar", "kovo", "kovas", "mart", "marta"),
+    "m04": ("april", "apr", "balandzio", "balandis", "aprel", "aprela"),
+    "m05": ("may", "geguzes", "geguze", "mai", "maja"),
+    "m06": ("june", "jun", "birzelio", "birzelis", "iun", "iuna", "ijun", "ijuna"),
+    "m07": ("july", "jul", "liepos", "liepa", "iul", "iula", "ijul", "ijula"),
+    "m08": ("august", "aug", "rugpjucio", "rugpjutis", "avgust", "avgusta"),
+    "m09": ("september", "sept", "sep", "rugsejo", "rugsejis", "sentabr", "sentabra"),
+    "m10": ("october", "oct", "spalio", "spalis", "oktabr", "oktabra"),
+    "m11": ("november", "nov", "lapkricio", "lapkritis", "noabr", "noabra"),
+    "m12": ("december", "dec", "gruodzio", "gruodis", "dekabr", "dekabra"),
+}
+
+_STOPWORDS_RAW = """
+a about above after again against ago all almost along already also although always am among an
+and another any are around as at be became because become been before being below between both but
+by can could did do does doing done down during each either else even ever every few for from
+further had has have having he her here hers herself him himself his how however i if in into is it
+its itself just last least less like made make many may me might more most much must my myself near
+need neither never new next no nor not now of off often on once one only or other others our ours
+ourselves out over own per perhaps rather really said same say says see seen several she should
+since so some still such than that the their theirs them themselves then there these they this
+those though three through thus to too two under until up upon us very via was we well were what
+when where whether which while who whom whose why will with within without would yet you your
+yours yourself told tell according reported reports report reuters ap afp news week year years day
+days time first also get got going back way take took still including told monday tuesday wednesday
+thursday friday saturday sunday today yesterday tomorrow mr mrs ms dr s t don didn doesn isn wasn
+weren won wouldn couldn shouldn ve ll re d m o
+ir kad bet su is i iš į per apie nuo iki ar tai tas ta jis ji jie jos jų jo juos yra buvo bus būtų
+kaip kur kai dar jau taip pat tik net o nes nors arba be prie po prieš už tarp dėl pagal mes jūs
+aš savo šis ši šie šios to tos kuris kuri kurie kurios kurį kurią kurių kuo kuriuo
+vienas viena du dvi trys metų metais dienos pranešė sakė teigė
+и в во не что он на я с со как а то все она так его но да ты к у же вы за бы по только ее мне
+было вот от меня еще нет о из ему теперь когда даже ну вдруг ли если уже или ни быть был него до
+вас нибудь опять уж вам ведь там потом себя ничего ей может они тут где есть надо ней для мы тебя
+их чем была сам чтобы без будто чего раз тоже себе под будет ж тогда кто этот того потому этого
+какой совсем ним здесь этом один почти мой тем чтобы нее сейчас были куда зачем всех никогда можно
+при наконец два об другой хоть после над больше тот через эти нас про всего них какая много разве
+три эту моя впрочем хорошо свою этой перед иногда лучше чуть том нельзя такой им более всегда
+конечно всю между это этих также заявил сообщил сообщает году года лет
+"""
+
+
+def _skeleton_text(text: str) -> str:
+    """Lowercase, transliterate Cyrillic, drop diacritics, fold digraphs and doubled letters."""
+    low = text.lower().translate(_TRANSLIT)
+    decomposed = unicodedata.normalize("NFKD", low)
+    if not decomposed.isascii():
+        decomposed = "".join(c for c in decomposed if not unicodedata.combining(c))
+    folded = _DIGRAPHS.sub(lambda m: _DIGRAPH_MAP[m.group(0)], decomposed)
+    return _DOUBLE.sub(r"\1", folded)
+
+
+def _skeleton_word(word: str) -> str:
+    return _skeleton_text(word)
+
+
+_STOPWORDS = frozenset(_skeleton_word(w)[:STEM_LENGTH] for w in _STOPWORDS_RAW.split())
+_MONTH_OF = {
+    _skeleton_word(name)[:STEM_LENGTH]: key for key, names in _MONTHS.items() for name in names
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Tokens:
+    """One text cut into tokens: the raw words and their normalized keys, position-aligned."""
+
+    raw: list[str]
+    keys: list[str]
+
+
+def _tokenize(text: str) -> _Tokens:
+    raw = _TOKEN.findall(text)
+    if not raw:
+        return _Tokens([], [])
+    # Normalize all tokens in one pass over a joined string: the folds never cross a newline.
+    folded = _skeleton_text("\n".join(raw)).split("\n")
+    keys = [k if k[:1].isdigit() else k[:STEM_LENGTH] for k in folded]
+    return _Tokens(raw, keys)
+
+
+# --------------------------------------------------------------------------------------------
+# Level 2: MinHash signatures and LSH bands
+# --------------------------------------------------------------------------------------------
+
+NUM_PERM = 64
+BAND_ROWS = 4  # 16 bands of 4 rows: candidate probability 0.5 at Jaccard ~0.47, ~1 above 0.7
+SHINGLE = 3
+_MASK32 = np.uint64(0xFFFFFFFF)
+_rng = np.random.default_rng(0x5EED_DED0)
+# Multiply-shift hashing (Dietzfelbinger): h(x) = (a*x + b) mod 2^64 >> 32 with odd a. The
+# constants are fixed so signatures computed by any process or replica compare.
+_PERM_A = _rng.integers(1, 2**63, size=NUM_PERM, dtype=np.uint64) | np.uint64(1)
+_PERM_B = _rng.integers(0, 2**63, size=NUM_PERM, dtype=np.uint64)
+_MIX1 = np.uint64(0x9E3779B97F4A7C15)
+_MIX2 = np.uint64(0xC2B2AE3D27D4EB4F)
+NEAR_DUPLICATE_THRESHOLD = 0.5  # estimated Jaccard of word 3-shingles
+
+
+def _token_hashes(keys: Sequence[str]) -> np.ndarray:
+    return np.fromiter((zlib.crc32(k.encode()) for k in keys), dtype=np.uint64, count=len(keys))
+
+
+def _minhash(keys: Sequence[str]) -> tuple[int, ...]:
+    """MinHash signature of the word shingles of ``keys`` (empty for an empty text)."""
+    if not keys:
+        return ()
+    th = _token_hashes(keys)
+    if len(th) >= SHINGLE:
+        with np.errstate(over="ignore"):
+            sh = th[: len(th) - 2] * _MIX1 + th[1 : len(th) - 1] * _MIX2 + th[2:]
+    else:
+        sh = th
+    sh = np.unique(sh)
+    with np.errstate(over="ignore"):
+        values = (_PERM_A[:, None] * sh[None, :] + _PERM_B[:, None]) >> np.uint64(32)
+    return tuple(int(v) for v in values.min(axis=1))
+
+
+def _bands(signature: Sequence[int]) -> tuple[str, ...]:
+    if len(signature) != NUM_PERM:
+        return ()
+    arr = np.asarray(signature, dtype=np.uint32)
+    out = []
+    for band in range(NUM_PERM // BAND_ROWS):
+        chunk = arr[band * BAND_ROWS : (band + 1) * BAND_ROWS].tobytes()
+        out.append(f"{band:02d}:{hashlib.blake2b(chunk, digest_size=8).hexdigest()}")
+    return tuple(out)
+
+
+def minhash_similarity(a: Sequence[int], b: Sequence[int]) -> float:
+    """Estimated Jaccard similarity of two signatures (0.0 when either is empty)."""
+    if not a or not b or len(a) != len(b):
+        return 0.0
+    same = sum(1 for x, y in zip(a, b, strict=True) if x == y)
+    return same / len(a)
+
+
+# --------------------------------------------------------------------------------------------
+# Fingerprints
+# --------------------------------------------------------------------------------------------
+
+FINGERPRINT_VERSION = 1
+MAX_TERMS = 120  # the heaviest terms kept per record; plenty for a cosine between two articles
+MAX_KEY_TERMS = 8
+TITLE_WEIGHT = 2.0  # a title word counts as this many body occurrences
+ENTITY_WEIGHT = 1.5  # names (capitalized mid-sentence) and numbers mark the event
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """What dedup remembers about a record: plain, JSON-serializable data.
+
+    ``terms``/``weights``: the record's heaviest normalized terms with their weights (log term
+    frequency, title and entity boosts); ``entities``: names; ``numbers``: numbers and dates
+    (``m05`` is May, in any language); ``title_terms``: the headline's terms; ``length``: words in
+    the text; ``embedding``: the optional semantic vector (empty by default).
+    """
+
+    minhash: tuple[int, ...]
+    bands: tuple[str, ...]
+    key_terms: tuple[str, ...]
+    terms: tuple[str, ...] = ()
+    weights: tuple[float, ...] = ()
+    entities: tuple[str, ...] = ()
+    numbers: tuple[str, ...] = ()
+    title_terms: tuple[str, ...] = ()
+    length: int = 0
+    language: str | None = None
+    embedding: tuple[float, ...] = ()
+    version: int = FINGERPRINT_VERSION
+    _vector: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
+
+    def vector(self) -> dict[str, float]:
+        """The term weights as a dict (built once per fingerprint)."""
+        if not self._vector and self.terms:
+            self._vector.update(zip(self.terms, self.weights, strict=True))
+        return self._vector
+
+
+def _is_content(key: str) -> bool:
+    return len(key) > 1 and key not in _STOPWORDS
+
+
+def _entity_keys(tokens: _Tokens) -> set[str]:
+    """Keys of words written capitalized where a sentence does not start (names, places)."""
+    out: set[str] = set()
+    raw, keys = tokens.raw, tokens.keys
+    for i in range(1, len(raw)):
+        word = raw[i]
+        if word[0].isupper() and not word.isupper() and len(word) > 1:
+            out.add(keys[i])
+        elif word.isupper() and 1 < len(word) <= 5:  # acronyms: NATO, AMD, UNC
+            out.add(keys[i])
+    return {k for k in out if _is_content(k)}
+
+
+def _is_number_term(key: str) -> bool:
+    return key.startswith("#") or key in _MONTHS
+
+
+def _number_key(key: str) -> str | None:
+    if key[:1].isdigit():
+        return "#" + key.replace(",", "")
+    month = _MONTH_OF.get(key)
+    return month
+
+
+def fingerprint(
+    title: str,
+    text: str,
+    language: str | None = None,
+    *,
+    embedder: Callable[[str], Sequence[float]] | None = None,
+) -> Fingerprint:
+    """The fingerprint of one record: ``title`` (its headline) and ``text`` (plain body text).
+
+    ``embedder``, when given, maps text to a sentence embedding for the optional semantic mode
+    (see ``semantic_embedder``); the default lexical fingerprint never needs it.
+    """
+    body = _tokenize(text)
+    head = _tokenize(title)
+    minhash = _minhash(body.keys or head.keys)
+    entities = _entity_keys(body) | {k for k in _entity_keys(head)}
+    counts: Counter[str] = Counter()
+    numbers: set[str] = set()
+    for key in body.keys:
+        num = _number_key(key)
+        if num is not None:
+            numbers.add(num)
+            counts[num] += 1
+        elif _is_content(key):
+            counts[key] += 1
+    title_keys = []
+    for key in head.keys:
+        num = _number_key(key)
+        k = num if num is not None else key
+        if num is not None or _is_content(key):
+            counts[k] += TITLE_WEIGHT
+            title_keys.append(k)
+            if num is not None:
+                numbers.add(num)
+    weights = {
+        k: (1.0 + math.log(c)) * (ENTITY_WEIGHT if (k in entities or k in numbers) else 1.0)
+        for k, c in counts.items()
+    }
+    top = sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_TERMS]
+    key_terms = _key_terms(weights, entities, title_keys)
+    embedding: tuple[float, ...] = ()
+    if embedder is not None:
+        embedding = tuple(float(x) for x in embedder(f"{title}\n{text[:2000]}"))
+    return Fingerprint(
+        minhash=minhash,
+        bands=_bands(minhash),
+        key_terms=key_terms,
+        terms=tuple(k for k, _ in top),
+        weights=tuple(round(w, 4) for _, w in top),
+        entities=tuple(sorted(entities)),
+        numbers=tuple(sorted(numbers)),
+        title_terms=tuple(dict.fromkeys(title_keys)),
+        length=len(body.raw),
+        language=language,
+        embedding=embedding,
+    )
+
+
+def _key_terms(
+    weights: dict[str, float], entities: set[str], title_keys: Sequence[str]
+) -> tuple[str, ...]:
+    """A few salient terms for the same-event candidate query: names first, then title words."""
+    title_set = set(title_keys)
+
+    def salience(k: str) -> float:
+        bonus = 2.0 if k in entities else 1.0
+        bonus *= 1.5 if k in title_set else 1.0
+        return weights[k] * bonus
+
+    ranked = sorted((k for k in weights if not _is_number_term(k)), key=lambda k: (-salience(k), k))
+    return tuple(ranked[:MAX_KEY_TERMS])
+
+
+def fingerprint_to_json(fp: Fingerprint) -> str:
+    """Compact JSON for the store."""
+    data = {
+        "v": fp.version,
+        "minhash": list(fp.minhash),
+        "bands": list(fp.bands),
+        "key_terms": list(fp.key_terms),
+        "terms": list(fp.terms),
+        "weights": list(fp.weights),
+        "entities": list(fp.entities),
+        "numbers": list(fp.numbers),
+        "title_terms": list(fp.title_terms),
+        "length": fp.length,
+        "language": fp.language,
+    }
+    if fp.embedding:
+        data["embedding"] = [round(x, 5) for x in fp.embedding]
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def fingerprint_from_json(data: str) -> Fingerprint:
+    """Inverse of ``fingerprint_to_json``; raises ``ValueError`` on malformed data."""
+    try:
+        obj = json.loads(data)
+        if not isinstance(obj, dict):
+            raise TypeError("not an object")
+        terms = tuple(str(t) for t in obj.get("terms", ()))
+        weights = tuple(float(w) for w in obj.get("weights", ()))
+        if len(terms) != len(weights):
+            raise ValueError("terms and weights differ in length")
+        return Fingerprint(
+            minhash=tuple(int(x) for x in obj["minhash"]),
+            bands=tuple(str(b) for b in obj["bands"]),
+            key_terms=tuple(str(k) for k in obj["key_terms"]),
+            terms=terms,
+            weights=weights,
+            entities=tuple(str(x) for x in obj.get("entities", ())),
+            numbers=tuple(str(x) for x in obj.get("numbers", ())),
+            title_terms=tuple(str(x) for x in obj.get("title_terms", ())),
+            length=int(obj.get("length", 0)),
+            language=obj.get("language"),
+            embedding=tuple(float(x) for x in obj.get("embedding", ())),
+            version=int(obj.get("v", FINGERPRINT_VERSION)),
+        )
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise ValueError(f"malformed fingerprint JSON: {exc}") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Level 3: the decision
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A stored record that shares a band or a key term with the new one."""
+
+    record_id: str
+    development_id: str
+    fingerprint: Fingerprint
+    time: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Where the new record goes: ``development_id`` None means "start a new development"."""
+
+    development_id: str | None
+    reason: DedupReason
+    score: float
+    matched_record_id: str | None
+
+
+EVENT_THRESHOLD = 0.30
+# Document frequencies are estimated from the candidates plus the record, smoothed by this many
+# pseudo-documents in which any term is assumed to occur with probability _PRIOR_RATE.
+_PRIOR_DOCS = 20.0
+_PRIOR_RATE = 0.05
+
+
+def decide(
+    fp: Fingerprint, time: datetime | None, candidates: Sequence[Candidate], options: DedupOptions
+) -> Decision:
+    """Which development the record with fingerprint ``fp`` joins, from its candidates only."""
+    live = _within_window(time, candidates, options.window_days)
+    if not live:
+        return Decision(None, DedupReason.NEW, 1.0, None)
+    near = _best_near_duplicate(fp, live)
+    if near is not None:
+        return near
+    scores = development_scores(fp, live)
+    best_dev, (best_score, best_rec) = max(scores.items(), key=lambda kv: kv[1][0])
+    if best_score >= EVENT_THRESHOLD:
+        return Decision(best_dev, DedupReason.SAME_EVENT, round(best_score, 4), best_rec)
+    return Decision(None, DedupReason.NEW, 1.0, None)
+
+
+def _within_window(
+    time: datetime | None, candidates: Sequence[Candidate], window_days: float
+) -> list[Candidate]:
+    if time is None:
+        return list(candidates)
+    window = timedelta(days=window_days)
+    return [c for c in candidates if c.time is None or abs(time - c.time) <= window]
+
+
+def _best_near_duplicate(fp: Fingerprint, candidates: Sequence[Candidate]) -> Decision | None:
+    best: tuple[float, Candidate] | None = None
+    for cand in candidates:
+        sim = minhash_similarity(fp.minhash, cand.fingerprint.minhash)
+        if sim >= NEAR_DUPLICATE_THRESHOLD and (best is None or sim > best[0]):
+            best = (sim, cand)
+    if best is None:
+        return None
+    return Decision(
+        best[1].development_id, DedupReason.NEAR_DUPLICATE, round(best[0], 4), best[1].record_id
+    )
+
+
+def _idf(fps: Iterable[Fingerprint]) -> tuple[dict[str, float], float]:
+    df: Counter[str] = Counter()
+    n = 0
+    for f in fps:
+        n += 1
+        df.update(f.terms)
+    total = n + _PRIOR_DOCS
+    prior = _PRIOR_DOCS * _PRIOR_RATE
+    idf = {t: math.log((total + 1.0) / (d + prior + 1.0)) for t, d in df.items()}
+    return idf, math.log((total + 1.0) / (prior + 1.0))
+
+
+def _weighted(fp: Fingerprint, idf: dict[str, float], default: float) -> dict[str, float]:
+    return {t: w * idf.get(t, default) for t, w in fp.vector().items()}
+
+
+def _cosine(a: dict[str, float], b: dict[str, float]) -> float:
+    if len(a) > len(b):
+        a, b = b, a
+    dot = sum(w * b[t] for t, w in a.items() if t in b)
+    if dot == 0.0:
+        return 0.0
+    na = math.sqrt(sum(w * w for w in a.values()))
+    nb = math.sqrt(sum(w * w for w in b.values()))
+    return dot / (na * nb)
+
+
+def development_scores(
+    fp: Fingerprint, candidates: Sequence[Candidate]
+) -> dict[str, tuple[float, str]]:
+    """Per candidate development: (similarity of the record to it, the closest member's id)."""
+    unique = {c.record_id: c for c in candidates}
+    idf, default = _idf([fp, *(c.fingerprint for c in unique.values())])
+    vec = _weighted(fp, idf, default)
+    members: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    for cand in unique.values():
+        sim = _cosine(vec, _weighted(cand.fingerprint, idf, default))
+        members[cand.development_id].append((sim, cand.record_id))
+    return {dev: development_score(sims) for dev, sims in members.items()}
+
+
+def development_score(sims: Sequence[tuple[float, str]]) -> tuple[float, str]:
+    """A development's score from its members' similarities: the best member's, so one close
+    report is enough to join, and the matched record is that member."""
+    return max(sims)
+
+
+# --------------------------------------------------------------------------------------------
+# Representative
+# --------------------------------------------------------------------------------------------
+
+
+def representative(fps: Sequence[Fingerprint]) -> int:
+    """Index of the member that best represents a development: the most central one (highest
+    summed cosine to the others), preferring members with a real headline and a substantive text.
+    """
+    if not fps:
+        raise ValueError("representative() needs at least one fingerprint")
+    if len(fps) == 1:
+        return 0
+    idf, default = _idf(fps)
+    vecs = [_weighted(f, idf, default) for f in fps]
+    best_index, best_score = 0, -1.0
+    for i, f in enumerate(fps):
+        centrality = sum(_cosine(vecs[i], vecs[j]) for j in range(len(fps)) if j != i)
+        centrality /= len(fps) - 1
+        quality = (1.0 if len(f.title_terms) >= 3 else 0.5) * min(1.0, f.length / 150.0)
+        score = centrality * (0.5 + 0.5 * quality)
+        if score > best_score:
+            best_index, best_score = i, score
+    return best_index

@@ -1,0 +1,333 @@
+"""Benchmark of dedup: grouping articles into developments, online, as the service does it.
+
+Each article goes through exactly the production path: ``fingerprint`` -> candidate lookup by
+shared LSH band or shared key term (an in-memory index that mimics the store's queries, with the
+same candidate limit) -> ``decide``. Articles arrive one by one in file order and in a few
+shuffled orders. Printed: B-cubed P/R/F1, pairwise P/R/F1, precision/recall of "starts a new
+development", articles/s, against two baselines run in the same process:
+
+- MinHash only: join a development only when a band candidate is a near-duplicate;
+- TF-IDF single pass: cosine to each development's centroid, IDF from the articles seen so far,
+  full scan, threshold 0.3 (the classic single-pass clustering of topic detection and tracking).
+
+One command: ``python benchmarks/dedup_bench.py`` (``--help`` for options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import re
+import statistics
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from aggregator import dedup
+from aggregator.model import DedupOptions, DedupReason
+
+ROOT = Path(__file__).resolve().parent.parent
+ECB = ROOT.parent / "shared" / "clustering-dev" / "ecbplus-dev.jsonl"
+MULTI = ROOT / "benchmarks" / "data" / "multilingual" / "articles.jsonl"
+CANDIDATE_LIMIT = 200  # the store returns at most this many candidates, most shared keys first
+
+
+@dataclass(frozen=True)
+class Article:
+    id: str
+    title: str
+    text: str
+    gold: str
+    lang: str | None = None
+
+
+def load(path: Path) -> list[Article]:
+    out = []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            title = row.get("title") or ""
+            text = row["text"]
+            # The corpus repeats the headline as the text's first line; the record format keeps
+            # the headline apart from the body, so the body is the rest.
+            first, _, rest = text.partition("\n")
+            if title and first.strip() == title.strip():
+                text = rest
+            out.append(Article(row["id"], title, text, row["story_id"], row.get("lang")))
+    return out
+
+
+# ---------------------------------------------------------------------------- the online path
+
+
+class MemoryIndex:
+    """What the store's candidate queries return: records sharing a band or a key term."""
+
+    def __init__(self, limit: int = CANDIDATE_LIMIT) -> None:
+        self.limit = limit
+        self.by_key: dict[str, list[int]] = defaultdict(list)
+        self.records: list[tuple[str, str, dedup.Fingerprint]] = []  # id, development, fp
+
+    def candidates(self, fp: dedup.Fingerprint) -> list[dedup.Candidate]:
+        shared: Counter[int] = Counter()
+        for key in _index_keys(fp):
+            for idx in self.by_key.get(key, ()):
+                shared[idx] += 1
+        # Most shared keys first, then the most recent, like ORDER BY count DESC, time DESC.
+        best = sorted(shared, key=lambda i: (-shared[i], -i))[: self.limit]
+        return [
+            dedup.Candidate(self.records[i][0], self.records[i][1], self.records[i][2], None)
+            for i in best
+        ]
+
+    def add(self, record_id: str, development_id: str, fp: dedup.Fingerprint) -> None:
+        idx = len(self.records)
+        self.records.append((record_id, development_id, fp))
+        for key in _index_keys(fp):
+            self.by_key[key].append(idx)
+
+
+def _index_keys(fp: dedup.Fingerprint) -> list[str]:
+    return [f"b:{b}" for b in fp.bands] + [f"k:{k}" for k in fp.key_terms]
+
+
+Decider = Callable[[dedup.Fingerprint, Sequence[dedup.Candidate]], dedup.Decision]
+
+
+def run_online(
+    articles: Sequence[Article], decider: Decider
+) -> tuple[dict[str, str], list[str], float]:
+    """Stream ``articles``; returns (article id -> development id, ids that started one, seconds)."""
+    index = MemoryIndex()
+    assigned: dict[str, str] = {}
+    started: list[str] = []
+    t0 = time.perf_counter()
+    for art in articles:
+        fp = dedup.fingerprint(art.title, art.text, art.lang)
+        decision = decider(fp, index.candidates(fp))
+        dev = decision.development_id
+        if dev is None:
+            dev = f"dev-{art.id}"
+            started.append(art.id)
+        assigned[art.id] = dev
+        index.add(art.id, dev, fp)
+    return assigned, started, time.perf_counter() - t0
+
+
+def default_decider(options: DedupOptions) -> Decider:
+    return lambda fp, cands: dedup.decide(fp, None, cands, options)
+
+
+def minhash_only(fp: dedup.Fingerprint, cands: Sequence[dedup.Candidate]) -> dedup.Decision:
+    best = max(
+        ((dedup.minhash_similarity(fp.minhash, c.fingerprint.minhash), c) for c in cands),
+        default=None,
+        key=lambda sc: sc[0],
+    )
+    if best is not None and best[0] >= dedup.NEAR_DUPLICATE_THRESHOLD:
+        c = best[1]
+        return dedup.Decision(c.development_id, DedupReason.NEAR_DUPLICATE, best[0], c.record_id)
+    return dedup.Decision(None, DedupReason.NEW, 1.0, None)
+
+
+_WORD = re.compile(r"[^\W\d_]{2,}")
+
+
+def tfidf_single_pass(
+    articles: Sequence[Article], threshold: float = 0.3
+) -> tuple[dict[str, str], list[str], float]:
+    """Baseline: cosine to development centroids, IDF from the articles seen so far, full scan."""
+    t0 = time.perf_counter()
+    df: Counter[str] = Counter()
+    n = 0
+    centroids: dict[str, Counter[str]] = {}
+    assigned: dict[str, str] = {}
+    started: list[str] = []
+    for art in articles:
+        tf = Counter(w.lower() for w in _WORD.findall(f"{art.title}\n{art.text}"))
+        n += 1
+        df.update(tf.keys())
+        vec = {t: (1 + math.log(c)) * math.log((n + 1) / (df[t] + 0.5)) for t, c in tf.items()}
+        norm = math.sqrt(sum(v * v for v in vec.values())) or 1.0
+        vec = {t: v / norm for t, v in vec.items()}
+        best, best_sim = None, 0.0
+        for dev, cen in centroids.items():
+            cn = math.sqrt(sum(v * v for v in cen.values())) or 1.0
+            sim = sum(v * cen.get(t, 0.0) for t, v in vec.items()) / cn
+            if sim > best_sim:
+                best, best_sim = dev, sim
+        if best is None or best_sim < threshold:
+            best = f"dev-{art.id}"
+            started.append(art.id)
+            centroids[best] = Counter()
+        centroids[best].update(vec)
+        assigned[art.id] = best
+    return assigned, started, time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------- scoring
+
+
+@dataclass(frozen=True)
+class Scores:
+    b3_p: float
+    b3_r: float
+    b3_f: float
+    pw_p: float
+    pw_r: float
+    pw_f: float
+    new_p: float
+    new_r: float
+    developments: int
+    per_second: float
+
+
+def _f1(p: float, r: float) -> float:
+    return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def score(
+    articles: Sequence[Article], assigned: dict[str, str], started: Sequence[str], seconds: float
+) -> Scores:
+    gold = {a.id: a.gold for a in articles}
+    clusters: dict[str, set[str]] = defaultdict(set)
+    classes: dict[str, set[str]] = defaultdict(set)
+    for aid, dev in assigned.items():
+        clusters[dev].add(aid)
+        classes[gold[aid]].add(aid)
+    p_sum = r_sum = 0.0
+    for aid, dev in assigned.items():
+        both = len(clusters[dev] & classes[gold[aid]])
+        p_sum += both / len(clusters[dev])
+        r_sum += both / len(classes[gold[aid]])
+    b3_p, b3_r = p_sum / len(assigned), r_sum / len(assigned)
+    tp = sum(
+        len(m & classes[g]) * (len(m & classes[g]) - 1) // 2
+        for m in clusters.values()
+        for g in {gold[a] for a in m}
+    )
+    pred_pairs = sum(len(m) * (len(m) - 1) // 2 for m in clusters.values())
+    gold_pairs = sum(len(m) * (len(m) - 1) // 2 for m in classes.values())
+    pw_p = tp / pred_pairs if pred_pairs else 1.0
+    pw_r = tp / gold_pairs if gold_pairs else 1.0
+    seen: set[str] = set()
+    gold_new = set()
+    for a in articles:
+        if a.gold not in seen:
+            gold_new.add(a.id)
+            seen.add(a.gold)
+    pred_new = set(started)
+    new_p = len(pred_new & gold_new) / len(pred_new) if pred_new else 1.0
+    new_r = len(pred_new & gold_new) / len(gold_new)
+    return Scores(
+        b3_p,
+        b3_r,
+        _f1(b3_p, b3_r),
+        pw_p,
+        pw_r,
+        _f1(pw_p, pw_r),
+        new_p,
+        new_r,
+        len(clusters),
+        len(articles) / seconds if seconds else float("inf"),
+    )
+
+
+def _orders(articles: list[Article], shuffles: int, seed: int) -> list[tuple[str, list[Article]]]:
+    out = [("file", list(articles))]
+    rng = random.Random(seed)
+    for i in range(shuffles):
+        shuffled = list(articles)
+        rng.shuffle(shuffled)
+        out.append((f"shuffle{i + 1}", shuffled))
+    return out
+
+
+HEADER = (
+    f"{'method':<22}{'order':<10}{'B3 P':>6}{'B3 R':>6}{'B3 F1':>7}{'pw P':>6}{'pw R':>6}"
+    f"{'pw F1':>7}{'new P':>7}{'new R':>7}{'devs':>6}{'art/s':>9}"
+)
+
+
+def _row(method: str, order: str, s: Scores) -> str:
+    return (
+        f"{method:<22}{order:<10}{s.b3_p:6.3f}{s.b3_r:6.3f}{s.b3_f:7.3f}{s.pw_p:6.3f}{s.pw_r:6.3f}"
+        f"{s.pw_f:7.3f}{s.new_p:7.3f}{s.new_r:7.3f}{s.developments:6d}{s.per_second:9.0f}"
+    )
+
+
+def _summary(method: str, runs: Sequence[Scores]) -> str:
+    fields = ("b3_f", "pw_p", "pw_f", "new_p", "new_r", "per_second")
+    parts = []
+    for f in fields:
+        vals = [getattr(s, f) for s in runs]
+        fmt = "{:.0f}" if f == "per_second" else "{:.3f}"
+        parts.append(f"{f} mean {fmt.format(statistics.mean(vals))} min {fmt.format(min(vals))}")
+    return f"{method:<22}" + "; ".join(parts)
+
+
+def evaluate(
+    name: str,
+    articles: list[Article],
+    shuffles: int,
+    seed: int,
+    options: DedupOptions,
+    verbose: bool = True,
+) -> dict[str, list[Scores]]:
+    methods: dict[str, Callable[[list[Article]], tuple[dict[str, str], list[str], float]]] = {
+        "dedup (default)": lambda arts: run_online(arts, default_decider(options)),
+        "baseline MinHash-only": lambda arts: run_online(arts, minhash_only),
+        "baseline TF-IDF 1-pass": tfidf_single_pass,
+    }
+    results: dict[str, list[Scores]] = defaultdict(list)
+    print(f"\n== {name}: {len(articles)} articles, {len({a.gold for a in articles})} gold stories")
+    print(HEADER)
+    for order, arts in _orders(articles, shuffles, seed):
+        for method, fn in methods.items():
+            s = score(arts, *fn(arts))
+            results[method].append(s)
+            if verbose:
+                print(_row(method, order, s))
+    print("-- mean/min over orders")
+    for method, runs in results.items():
+        print(_summary(method, runs))
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--data", type=Path, default=ECB, help="JSONL corpus (id,title,text,story_id)"
+    )
+    parser.add_argument(
+        "--shuffles", type=int, default=4, help="shuffled orders besides file order"
+    )
+    parser.add_argument("--seed", type=int, default=20261123)
+    parser.add_argument("--no-multilingual", action="store_true")
+    args = parser.parse_args(argv)
+    options = DedupOptions()
+    if not args.data.exists():
+        print(f"missing corpus: {args.data}", file=sys.stderr)
+        return 2
+    res = evaluate(args.data.name, load(args.data), args.shuffles, args.seed, options)
+    if not args.no_multilingual and MULTI.exists():
+        evaluate("multilingual (en/lt/ru)", load(MULTI), args.shuffles, args.seed, options)
+    ours = res["dedup (default)"]
+    base = res["baseline TF-IDF 1-pass"]
+    ratio = statistics.mean(s.b3_f for s in ours) / statistics.mean(s.b3_f for s in base)
+    speed = statistics.mean(s.per_second for s in ours) / statistics.mean(
+        s.per_second for s in base
+    )
+    print(f"\nB-cubed F1 ratio dedup/TF-IDF baseline: {ratio:.3f}; speed ratio: {speed:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
