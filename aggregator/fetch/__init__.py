@@ -1,1 +1,15 @@
-"""Stage package: see docs/architecture.md."""
+"""The one guarded HTTP path: SSRF guard, size caps, deadlines, redirects, retries, conditional
+GET, politeness, robots.txt and charset decoding. See docs/fetching.md."""
+
+from aggregator.fetch.backoff import CacheHints, hints_from_headers, next_fetch
+from aggregator.fetch.client import Fetcher, FetchResponse, FetchStatusError, classify
+
+__all__ = [
+    "CacheHints",
+    "FetchResponse",
+    "FetchStatusError",
+    "Fetcher",
+    "classify",
+    "hints_from_headers",
+    "next_fetch",
+]

@@ -1,0 +1,137 @@
+"""Politeness: at most N requests to one host at a time, a minimum gap between their starts, and
+a robots.txt cache for pages (feeds the admin listed are fetched regardless, like every reader).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.robotparser
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+
+class _Host:
+    __slots__ = ("last_start", "lock", "semaphore", "users")
+
+    def __init__(self, concurrency: int) -> None:
+        self.semaphore = asyncio.Semaphore(concurrency)
+        self.lock = asyncio.Lock()
+        self.last_start = float("-inf")
+        self.users = 0
+
+
+class HostLimiter:
+    """Per-host concurrency and spacing. Entries are dropped when no request uses them, so
+    10,000 sources cost nothing while idle."""
+
+    def __init__(self, concurrency: int, min_interval: float) -> None:
+        self.concurrency = max(1, concurrency)
+        self.min_interval = max(0.0, min_interval)
+        self._hosts: dict[str, _Host] = {}
+        # Keep the last start time of hosts that went idle, so spacing survives the drop.
+        self._last_start: dict[str, float] = {}
+
+    @asynccontextmanager
+    async def slot(self, host: str) -> AsyncIterator[None]:
+        entry = self._hosts.get(host)
+        if entry is None:
+            entry = self._hosts[host] = _Host(self.concurrency)
+            entry.last_start = self._last_start.pop(host, float("-inf"))
+        entry.users += 1
+        try:
+            async with entry.semaphore:
+                async with entry.lock:
+                    wait = entry.last_start + self.min_interval - time.monotonic()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    entry.last_start = time.monotonic()
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._hosts[host]
+                if self.min_interval > 0:
+                    self._last_start[host] = entry.last_start
+                    self._forget_old(time.monotonic())
+
+    def _forget_old(self, now: float) -> None:
+        if len(self._last_start) > 1024:
+            cutoff = now - self.min_interval
+            for host in [h for h, t in self._last_start.items() if t < cutoff]:
+                del self._last_start[host]
+
+
+@dataclass(frozen=True, slots=True)
+class RobotsAnswer:
+    """robots.txt of one origin, or the rule for when it could not be read."""
+
+    parser: urllib.robotparser.RobotFileParser | None
+    allow_all: bool
+    expires: float
+
+    def allows(self, user_agent: str, url: str) -> bool:
+        if self.parser is None:
+            return self.allow_all
+        return self.parser.can_fetch(user_agent, url)
+
+
+# Fetches robots.txt for an origin: returns (status, text); raises on network failure.
+RobotsLoader = Callable[[str], Awaitable[tuple[int, str]]]
+
+
+class RobotsCache:
+    """robots.txt per origin, following RFC 9309: a 4xx means no rules; a 5xx or an unreachable
+    server means "disallow everything" for a while (the site may be in trouble)."""
+
+    def __init__(self, loader: RobotsLoader, ttl: float = 24 * 3600, error_ttl: float = 600):
+        self._loader = loader
+        self._ttl = ttl
+        self._error_ttl = error_ttl
+        self._cache: dict[str, RobotsAnswer] = {}
+        self._pending: dict[str, asyncio.Future[RobotsAnswer]] = {}
+
+    async def allows(self, origin: str, url: str, user_agent: str) -> bool:
+        answer = await self._answer(origin)
+        return answer.allows(_agent_token(user_agent), url)
+
+    async def _answer(self, origin: str) -> RobotsAnswer:
+        now = time.monotonic()
+        cached = self._cache.get(origin)
+        if cached is not None and cached.expires > now:
+            return cached
+        pending = self._pending.get(origin)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[RobotsAnswer] = asyncio.get_running_loop().create_future()
+        self._pending[origin] = future
+        try:
+            answer = await self._load(origin, now)
+            self._cache[origin] = answer
+            future.set_result(answer)
+            return answer
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            del self._pending[origin]
+
+    async def _load(self, origin: str, now: float) -> RobotsAnswer:
+        try:
+            status, text = await self._loader(origin)
+        except Exception:
+            return RobotsAnswer(None, allow_all=False, expires=now + self._error_ttl)
+        if 400 <= status < 500:
+            return RobotsAnswer(None, allow_all=True, expires=now + self._ttl)
+        if status >= 500 or status < 200 or status >= 300:
+            return RobotsAnswer(None, allow_all=False, expires=now + self._error_ttl)
+        parser = urllib.robotparser.RobotFileParser()
+        parser.parse(text.splitlines())
+        return RobotsAnswer(parser, allow_all=True, expires=now + self._ttl)
+
+
+def _agent_token(user_agent: str) -> str:
+    """The product token robots.txt groups match against ("aggregator" of "aggregator/0.1 ...")."""
+    return user_agent.split("/", 1)[0].split()[0] if user_agent.strip() else "*"
