@@ -1,7 +1,63 @@
+"""``aggregator publish DIR``: write the feeds, index page and OPML for a static web server."""
+
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+from aggregator.errors import AggregatorError
+from aggregator.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Sub-commands of this group are added here as they are built."""
+    parser = subparsers.add_parser(
+        "publish",
+        help="write every feed, the index page and sources.opml into a directory",
+        description=(
+            "Render the published files from the store into DIR, laid out as the service serves "
+            "them (DIR/index.html, DIR/sources.opml, DIR/feeds/<all|topic>.<atom|rss|json>). "
+            "Each file is replaced atomically; unchanged files are left alone."
+        ),
+    )
+    parser.add_argument("dir", metavar="DIR", type=Path, help="output directory (created)")
+    parser.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="public URL DIR is served at (default: the watchlist's publish.base_url, then "
+        "AGGREGATOR_BASE_URL, then http://HOST:PORT)",
+    )
+    parser.add_argument(
+        "--gzip",
+        action="store_true",
+        help="also write FILE.gz next to each file (for nginx gzip_static and similar)",
+    )
+    parser.set_defaults(handler=run_publish)
+
+
+def run_publish(args: argparse.Namespace, settings: Settings) -> int:
+    from aggregator.publish.static import publish_dir
+    from aggregator.store import open_store
+    from aggregator.watchlist import load_watchlist
+
+    watchlist = load_watchlist(settings.config_path)
+    base_url = args.base_url or watchlist.publish.base_url or settings.public_url
+    if args.base_url:
+        # An explicit flag beats the watchlist's publish.base_url.
+        from dataclasses import replace
+
+        watchlist = replace(watchlist, publish=replace(watchlist.publish, base_url=args.base_url))
+    store = open_store(settings.db_url)
+    try:
+        paths = publish_dir(store, watchlist, args.dir, base_url, precompress=args.gzip)
+    except ValueError as exc:
+        raise AggregatorError(str(exc)) from exc
+    finally:
+        store.close()
+    feeds = sum(1 for p in paths if p.parent.name == "feeds")
+    print(
+        f"published {len(paths)} files ({feeds} feeds, index.html, sources.opml) "
+        f"to {args.dir} for {base_url.rstrip('/')}/",
+        file=sys.stdout,
+    )
+    return 0

@@ -1,1 +1,47 @@
 """The ASGI app: feeds and pages (web.feeds), health and metrics (web.ops)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+from aggregator.publish.site import FeedStore
+from aggregator.settings import Settings
+from aggregator.web.feeds import FeedCache, WatchlistProvider, feed_routes, websub_ping
+
+
+def create_app(
+    store: FeedStore,
+    watchlist_provider: WatchlistProvider,
+    settings: Settings,
+    extra_routes: Sequence[BaseRoute] = (),
+    *,
+    check_interval: float = 1.0,
+) -> Starlette:
+    """The service's web app: published files from an in-memory cache, plus ``extra_routes``.
+
+    ``extra_routes`` is how the service adds its operations routes (``web.ops.ops_routes``:
+    ``/healthz``, ``/metrics``); they are matched before the feed routes. The cache is
+    ``app.state.feed_cache``.
+    """
+
+    async def ping_hub(urls: Sequence[str]) -> None:
+        hub = watchlist_provider().publish.websub_hub
+        if hub:
+            await websub_ping(hub, urls)
+
+    cache = FeedCache(
+        store,
+        watchlist_provider,
+        settings.public_url,
+        check_interval=check_interval,
+        on_change=ping_hub,
+    )
+    app = Starlette(routes=[*extra_routes, *feed_routes(cache)])
+    app.state.feed_cache = cache
+    return app
+
+
+__all__ = ["FeedCache", "create_app"]

@@ -1,0 +1,364 @@
+"""Feed routes: ``/feeds/<all|topic>.<atom|rss|json>``, ``/`` and ``/sources.opml``.
+
+Every file is rendered once per change and served from memory. ``FeedCache`` asks the store for
+its ``feed_version()`` at most once per ``check_interval`` (a cheap query) and re-renders only
+when the version or the watchlist changed, so several replicas serving one database converge
+within about a second. Each file is gzip-compressed once per render; ETags are derived from the
+bytes, so replicas holding the same data answer with the same ETag, and conditional requests
+(If-None-Match, If-Modified-Since) get a 304 without touching the body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
+from urllib.parse import quote
+
+from starlette.concurrency import run_in_threadpool
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from aggregator.publish.render import INDEX_FILE, OPML_FILE, RenderedFile
+from aggregator.publish.sanitize import safe_url
+from aggregator.publish.site import FeedStore, PublishedWatchlist, build_site, public_base_url
+from aggregator.publish.static import gzip_bytes
+
+log = logging.getLogger(__name__)
+
+WatchlistProvider = Callable[[], PublishedWatchlist]
+ChangeHook = Callable[[Sequence[str]], Awaitable[None]]
+
+CACHE_CONTROL = b"public, max-age=60"
+# Below this size gzip saves too little to be worth a second variant.
+MIN_GZIP_BYTES = 512
+
+
+@dataclass(frozen=True, slots=True)
+class CachedFile:
+    """One published file, ready to send: bodies and header lists built once per render."""
+
+    path: str
+    body: bytes
+    gzip_body: bytes | None
+    etag: str  # strong, quoted; the gzip variant's ends in -gz"
+    last_modified: datetime
+    headers_200: list[tuple[bytes, bytes]]
+    headers_200_gzip: list[tuple[bytes, bytes]]
+    headers_304: list[tuple[bytes, bytes]]
+    headers_304_gzip: list[tuple[bytes, bytes]]
+
+    @classmethod
+    def build(cls, item: RenderedFile, extra: Sequence[tuple[bytes, bytes]] = ()) -> CachedFile:
+        digest = hashlib.sha256(item.body).hexdigest()[:32]
+        etag = f'"{digest}"'
+        gz_etag = f'"{digest}-gz"'
+        last_modified = item.updated.astimezone(UTC).replace(microsecond=0)
+        http_date = format_datetime(last_modified, usegmt=True).encode()
+        gz = gzip_bytes(item.body) if len(item.body) >= MIN_GZIP_BYTES else None
+        if gz is not None and len(gz) >= len(item.body):
+            gz = None
+        common = [
+            (b"last-modified", http_date),
+            (b"cache-control", CACHE_CONTROL),
+            (b"vary", b"Accept-Encoding"),
+            *extra,
+        ]
+        typed = [
+            (b"content-type", item.content_type.encode()),
+            (b"x-content-type-options", b"nosniff"),
+        ]
+        return cls(
+            path=item.path,
+            body=item.body,
+            gzip_body=gz,
+            etag=etag,
+            last_modified=last_modified,
+            headers_200=[
+                *typed,
+                (b"content-length", str(len(item.body)).encode()),
+                (b"etag", etag.encode()),
+                *common,
+            ],
+            headers_200_gzip=[
+                *typed,
+                (b"content-encoding", b"gzip"),
+                (b"content-length", str(len(gz or b"")).encode()),
+                (b"etag", gz_etag.encode()),
+                *common,
+            ],
+            headers_304=[(b"etag", etag.encode()), *common],
+            headers_304_gzip=[(b"etag", gz_etag.encode()), *common],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    version: str
+    watchlist: object
+    files: dict[str, CachedFile]
+    built_at: datetime
+
+
+class FeedCache:
+    """Rendered files for the current feed version, refreshed at most once per check interval.
+
+    While a refresh runs, other requests are served the previous snapshot; only the very first
+    request of a process waits for a render. A failing store keeps the last good snapshot.
+    """
+
+    def __init__(
+        self,
+        store: FeedStore,
+        watchlist_provider: WatchlistProvider,
+        base_url: str,
+        *,
+        check_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_change: ChangeHook | None = None,
+    ) -> None:
+        self._store = store
+        self._watchlist_provider = watchlist_provider
+        self._base_url = base_url
+        self._interval = check_interval
+        self._clock = clock
+        self._now = now
+        self._on_change = on_change
+        self._snapshot: Snapshot | None = None
+        self._next_check = 0.0
+        self._lock = asyncio.Lock()
+        self.renders = 0  # how many times the files were rendered (for tests and metrics)
+        self.checks = 0
+
+    @property
+    def current(self) -> Snapshot | None:
+        return self._snapshot
+
+    async def snapshot(self) -> Snapshot | None:
+        """The current snapshot, checking the store's version when the interval has passed."""
+        snap = self._snapshot
+        if snap is not None and self._clock() < self._next_check:
+            return snap
+        if snap is not None and self._lock.locked():
+            return snap  # someone is refreshing; serve what we have meanwhile
+        async with self._lock:
+            if self._snapshot is not None and self._clock() < self._next_check:
+                return self._snapshot
+            try:
+                changed = await run_in_threadpool(self._refresh)
+                if changed and self._on_change is not None:
+                    _spawn(self._on_change(changed))
+            except Exception:
+                log.exception("feeds: refresh failed; serving the last good version")
+            self._next_check = self._clock() + self._interval
+        return self._snapshot
+
+    async def refresh_now(self) -> Snapshot | None:
+        """Check the store right away (e.g. after an ingest in this process)."""
+        self._next_check = 0.0
+        return await self.snapshot()
+
+    def _refresh(self) -> list[str]:
+        """Re-render when the version or watchlist changed; the URLs of feeds that changed."""
+        self.checks += 1
+        version = self._store.feed_version()
+        watchlist = self._watchlist_provider()
+        old = self._snapshot
+        if old is not None and old.version == version and old.watchlist is watchlist:
+            return []
+        now = self._now()
+        base = public_base_url(watchlist.publish, self._base_url)
+        extra = _link_header(watchlist.publish.websub_hub)
+        rendered = build_site(self._store, watchlist, base, now)
+        files = {f.path: CachedFile.build(f, _self_link(base, f.path) + extra) for f in rendered}
+        self.renders += 1
+        self._snapshot = Snapshot(version, watchlist, files, now)
+        if old is None:
+            return []  # first render of this process: nothing is known to have changed
+        return [
+            f"{base}/{path}"
+            for path, cached in files.items()
+            if path.startswith("feeds/") and _etag(old.files.get(path)) != cached.etag
+        ]
+
+
+def _etag(cached: CachedFile | None) -> str | None:
+    return cached.etag if cached else None
+
+
+_background: set[asyncio.Future[None]] = set()
+
+
+def _spawn(coro: Awaitable[None]) -> None:
+    # Keep a reference so the task is not garbage-collected before it finishes.
+    task = asyncio.ensure_future(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+def _link_header(hub: str | None) -> list[tuple[bytes, bytes]]:
+    url = safe_url(hub)
+    return [(b"link", f'<{url}>; rel="hub"'.encode())] if url else []
+
+
+def _self_link(base: str, path: str) -> list[tuple[bytes, bytes]]:
+    if not path.startswith("feeds/"):
+        return []
+    return [(b"link", f'<{base}/{path}>; rel="self"'.encode())]
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP
+
+
+def accepts_gzip(header: str) -> bool:
+    """Whether an Accept-Encoding value allows gzip (``gzip``/``x-gzip``/``*`` with q > 0)."""
+    gzip_q: float | None = None
+    star_q: float | None = None
+    for part in header.split(","):
+        name, _, params = part.strip().partition(";")
+        name = name.strip().lower()
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if name in ("gzip", "x-gzip"):
+            gzip_q = q
+        elif name == "*":
+            star_q = q
+    if gzip_q is not None:
+        return gzip_q > 0
+    return star_q is not None and star_q > 0
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """Weak comparison (RFC 9110 13.1.2) of an If-None-Match list against our ETag."""
+    if if_none_match.strip() == "*":
+        return True
+    ours = _opaque(etag)
+    return any(_opaque(tag) == ours for tag in if_none_match.split(","))
+
+
+def _opaque(tag: str) -> str:
+    tag = tag.strip()
+    if tag.startswith("W/"):
+        tag = tag[2:]
+    tag = tag.strip('"')
+    # Both encodings of one file are the same representation for validation purposes; a
+    # cache holding either may revalidate with it.
+    return tag.removesuffix("-gz")
+
+
+def not_modified_since(if_modified_since: str, last_modified: datetime) -> bool:
+    try:
+        since = parsedate_to_datetime(if_modified_since)
+    except (TypeError, ValueError, IndexError):
+        return False
+    if since is None:
+        return False
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    return last_modified <= since
+
+
+class PublishedFiles:
+    """ASGI endpoint serving the cache's files; the path picks the file."""
+
+    def __init__(self, cache: FeedCache, fixed_path: str | None = None) -> None:
+        self.cache = cache
+        self.fixed_path = fixed_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope.get("method", "GET")
+        if method not in ("GET", "HEAD"):
+            await _plain(send, 405, b"method not allowed\n", [(b"allow", b"GET, HEAD")])
+            return
+        path = self.fixed_path or _feed_key(scope)
+        snap = await self.cache.snapshot()
+        if snap is None:
+            await _plain(send, 503, b"feeds are not available yet\n", [(b"retry-after", b"5")])
+            return
+        cached = snap.files.get(path) if path else None
+        if cached is None:
+            await _plain(send, 404, b"no such feed\n")
+            return
+        headers = _request_headers(scope)
+        use_gzip = cached.gzip_body is not None and accepts_gzip(headers.get("accept-encoding", ""))
+        inm = headers.get("if-none-match")
+        ims = headers.get("if-modified-since")
+        if (inm is not None and etag_matches(inm, cached.etag)) or (
+            inm is None and ims is not None and not_modified_since(ims, cached.last_modified)
+        ):
+            hdrs = cached.headers_304_gzip if use_gzip else cached.headers_304
+            await send({"type": "http.response.start", "status": 304, "headers": hdrs})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        body = cached.gzip_body if use_gzip and cached.gzip_body is not None else cached.body
+        hdrs = cached.headers_200_gzip if use_gzip else cached.headers_200
+        await send({"type": "http.response.start", "status": 200, "headers": hdrs})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+
+def _feed_key(scope: Scope) -> str | None:
+    name = scope.get("path_params", {}).get("filename")
+    if not isinstance(name, str) or "." not in name:
+        return None
+    stem, _, fmt = name.rpartition(".")
+    return f"feeds/{quote(stem, safe='')}.{fmt}"
+
+
+def _request_headers(scope: Scope) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in scope.get("headers", ()):
+        name = key.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        # Repeated list headers combine into one comma-separated value (RFC 9110 5.3).
+        out[name] = f"{out[name]}, {text}" if name in out else text
+    return out
+
+
+async def _plain(
+    send: Send, status: int, body: bytes, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        *extra,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def feed_routes(cache: FeedCache) -> list[Route]:
+    """``/``, ``/index.html``, ``/sources.opml`` and ``/feeds/{name}.{format}``."""
+    index = PublishedFiles(cache, INDEX_FILE)
+    return [
+        Route("/", index, methods=["GET", "HEAD"]),
+        Route("/index.html", index, methods=["GET", "HEAD"]),
+        Route("/sources.opml", PublishedFiles(cache, OPML_FILE), methods=["GET", "HEAD"]),
+        Route("/feeds/{filename}", PublishedFiles(cache), methods=["GET", "HEAD"]),
+    ]
+
+
+async def websub_ping(hub: str, topic_urls: Sequence[str], timeout: float = 10.0) -> None:
+    """Tell a WebSub hub that these feeds changed (``hub.mode=publish``); failures are logged."""
+    import httpx
+
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+        for url in topic_urls:
+            try:
+                response = await client.post(hub, data={"hub.mode": "publish", "hub.url": url})
+                if response.status_code >= 400:
+                    log.warning("websub: hub %s answered %s for %s", hub, response.status_code, url)
+            except httpx.HTTPError as exc:
+                log.warning("websub: could not ping hub %s for %s: %s", hub, url, exc)
