@@ -1,0 +1,221 @@
+"""The database tables, as SQLAlchemy Core metadata (the alembic migrations create the same).
+
+Times are stored in UTC (``UTCDateTime``) and always come back timezone-aware, whatever the
+engine: SQLite has no time zone type, PostgreSQL uses ``timestamptz``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timestamp stored as UTC and returned timezone-aware.
+
+    Naive values are taken to be UTC already (the model promises aware values; this is a guard).
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            # SQLite keeps the text as given: store naive UTC so values sort and compare as text.
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+RECORD_ID = sa.String(16)
+DEV_ID = sa.String(32)
+SOURCE_ID = sa.String(200)
+
+store_meta = sa.Table(
+    "store_meta",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),  # always 1: one row
+    # Random per database: feed_version tokens of two databases never collide.
+    sa.Column("instance", sa.String(32), nullable=False),
+    # Bumped by every transaction that changes what feeds show (developments, memberships,
+    # source titles); Store.feed_version() returns it for caches across replicas.
+    sa.Column("feed_version", sa.BigInteger, nullable=False),
+)
+
+sources = sa.Table(
+    "sources",
+    metadata,
+    sa.Column("id", SOURCE_ID, primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("title", sa.Text, nullable=False, server_default=""),
+    sa.Column("topics", sa.JSON, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    # False when the source left the watchlist: its records and fetch state stay.
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("updated", UTCDateTime, nullable=True),
+)
+
+fetch_state = sa.Table(
+    "fetch_state",
+    metadata,
+    # No foreign key: the state outlives a source's removal, so re-adding it keeps its ETag
+    # and backoff.
+    sa.Column("source_id", SOURCE_ID, primary_key=True),
+    sa.Column("etag", sa.Text),
+    sa.Column("last_modified", sa.Text),
+    sa.Column("next_fetch", UTCDateTime),
+    sa.Column("last_attempt", UTCDateTime),
+    sa.Column("last_success", UTCDateTime),
+    sa.Column("consecutive_failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("failure_class", sa.String(32)),
+    sa.Column("last_error", sa.Text),
+    sa.Column("failure_counts", sa.JSON, nullable=False),
+    sa.Column("fetch_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("lease_owner", sa.String(200)),
+    sa.Column("lease_expires", UTCDateTime),
+    sa.Index("ix_fetch_state_next_fetch", "next_fetch"),
+)
+
+records = sa.Table(
+    "records",
+    metadata,
+    sa.Column("id", RECORD_ID, primary_key=True),
+    # Insertion order (export numbering, iter_records). PostgreSQL fills it from an identity
+    # column; SQLite gets max+1 inside the (serialized) write transaction.
+    sa.Column("seq", sa.BigInteger, sa.Identity(), nullable=False, unique=True),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("url", sa.Text),
+    sa.Column("canonical_url", sa.Text),
+    sa.Column("guid", sa.Text),
+    sa.Column("source_id", SOURCE_ID),
+    sa.Column("published", UTCDateTime),
+    sa.Column("fetched", UTCDateTime),
+    sa.Column("ingested", UTCDateTime, nullable=False),
+    # published, else fetched, else ingested: the time dedup windows and retention use.
+    sa.Column("time", UTCDateTime, nullable=False),
+    sa.Column("language", sa.String(35)),
+    sa.Column("author", sa.Text),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Index("ix_records_canonical_url", "canonical_url"),
+    sa.Index("ix_records_source_id_guid", "source_id", "guid"),
+    sa.Index("ix_records_content_hash", "content_hash"),
+    sa.Index("ix_records_time", "time"),
+)
+
+
+def _record_fk() -> sa.ForeignKey:
+    """A reference to a record that goes away with it."""
+    return sa.ForeignKey("records.id", ondelete="CASCADE")
+
+
+topic_matches = sa.Table(
+    "topic_matches",
+    metadata,
+    sa.Column("record_id", RECORD_ID, _record_fk(), primary_key=True),
+    sa.Column("topic_id", sa.String(200), primary_key=True),
+    sa.Column("terms", sa.JSON, nullable=False),
+    sa.Index("ix_topic_matches_topic_id", "topic_id"),
+)
+
+fingerprints = sa.Table(
+    "fingerprints",
+    metadata,
+    sa.Column("record_id", RECORD_ID, _record_fk(), primary_key=True),
+    sa.Column("data", sa.Text, nullable=False),  # dedup.fingerprint_to_json
+)
+
+lsh_bands = sa.Table(
+    "lsh_bands",
+    metadata,
+    sa.Column("band", sa.String(100), primary_key=True),
+    sa.Column("record_id", RECORD_ID, _record_fk(), primary_key=True),
+    sa.Column("time", UTCDateTime, nullable=False),
+    sa.Index("ix_lsh_bands_band_time", "band", "time"),
+    sa.Index("ix_lsh_bands_record_id", "record_id"),
+)
+
+key_terms = sa.Table(
+    "key_terms",
+    metadata,
+    sa.Column("term", sa.String(200), primary_key=True),
+    sa.Column("record_id", RECORD_ID, _record_fk(), primary_key=True),
+    sa.Column("time", UTCDateTime, nullable=False),
+    sa.Index("ix_key_terms_term_time", "term", "time"),
+    sa.Index("ix_key_terms_record_id", "record_id"),
+)
+
+developments = sa.Table(
+    "developments",
+    metadata,
+    sa.Column("id", DEV_ID, primary_key=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("first_seen", UTCDateTime, nullable=False),
+    sa.Column("updated", UTCDateTime, nullable=False),
+    sa.Column(
+        "representative_id",
+        RECORD_ID,
+        sa.ForeignKey("records.id", ondelete="SET NULL"),
+        nullable=True,
+    ),
+    # Set when an admin merged this development into another; lookups follow it.
+    sa.Column(
+        "merged_into", DEV_ID, sa.ForeignKey("developments.id", ondelete="SET NULL"), nullable=True
+    ),
+    sa.Index("ix_developments_updated", "updated"),
+    sa.Index("ix_developments_merged_into", "merged_into"),
+)
+
+development_topics = sa.Table(
+    "development_topics",
+    metadata,
+    sa.Column(
+        "development_id",
+        DEV_ID,
+        sa.ForeignKey("developments.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("topic_id", sa.String(200), primary_key=True),
+    sa.Index("ix_development_topics_topic_id", "topic_id"),
+)
+
+memberships = sa.Table(
+    "memberships",
+    metadata,
+    sa.Column("record_id", RECORD_ID, _record_fk(), primary_key=True),
+    sa.Column(
+        "development_id",
+        DEV_ID,
+        sa.ForeignKey("developments.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("matched_record_id", RECORD_ID, nullable=True),
+    # True once an admin placed the record (split/merge): later ingests never move it.
+    sa.Column("manual", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("joined", UTCDateTime, nullable=False),
+    sa.Index("ix_memberships_development_id", "development_id"),
+)
