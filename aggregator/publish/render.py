@@ -175,12 +175,13 @@ def entry_summary(dev: Development) -> str:
     return one_line(plain_inline(dev.summary))
 
 
-def source_links(site: Site, dev: Development) -> list[tuple[SourceRef, str]]:
+def source_links(dev: Development) -> list[tuple[SourceRef, str]]:
     """Each report with a safe absolute URL, earliest first, one per URL."""
     seen: set[str] = set()
     out: list[tuple[SourceRef, str]] = []
     for ref in _reports_in_order(dev.sources):
-        url = safe_url(ref.url, site.root + "/")
+        # A relative report URL cannot be resolved (its page's address is unknown): left out.
+        url = safe_url(ref.url)
         if url and url not in seen:
             seen.add(url)
             out.append((ref, url))
@@ -196,7 +197,7 @@ def _reports_in_order(refs: Sequence[SourceRef]) -> list[SourceRef]:
 
 def entry_link(site: Site, dev: Development) -> str:
     """The first report, or the development's place on the index page when no report has a URL."""
-    links = source_links(site, dev)
+    links = source_links(dev)
     if links:
         return links[0][1]
     return f"{site.root}/#d-{quote(dev.id, safe='')}"
@@ -210,7 +211,7 @@ def entry_html(site: Site, entry: Entry) -> str:
     """The entry's content: who reported it (with links), then the representative text."""
     dev = entry.development
     parts: list[str] = []
-    links = source_links(site, dev)
+    links = source_links(dev)
     count = len({_source_name(ref) for ref in dev.sources}) or len(dev.sources)
     if dev.sources:
         noun = "source" if count == 1 else "sources"
@@ -295,7 +296,7 @@ def _atom_entry(site: Site, entry: Entry) -> str:
         f"    <updated>{rfc3339(max(_utc(dev.updated), _utc(dev.first_seen)))}</updated>\n",
         f'    <link rel="alternate" type="text/html" href="{escape_attr(link)}"/>\n',
     ]
-    for ref, url in source_links(site, dev):
+    for ref, url in source_links(dev):
         title = one_line(f"{_source_name(ref)}: {plain_inline(ref.title)}".rstrip(": "))
         out.append(
             f'    <link rel="related" type="text/html" href="{escape_attr(url)}" '
@@ -405,7 +406,7 @@ def _json_item(site: Site, entry: Entry) -> dict[str, object]:
     tags = [label for _term, label in _categories(site, dev)]
     if tags:
         item["tags"] = tags
-    links = {id(ref): url for ref, url in source_links(site, dev)}
+    links = {id(ref): url for ref, url in source_links(dev)}
     item["_aggregator"] = {
         "development_id": xml_text(dev.id),
         "topics": [t for t, _ in _categories(site, dev)],
@@ -492,7 +493,7 @@ def _index_entry(site: Site, entry: Entry) -> str:
     dev = entry.development
     anchor = escape_attr(f"d-{dev.id}")
     link = escape_attr(entry_link(site, dev))
-    sources = "".join(_source_item(ref, url) for ref, url in source_links(site, dev))
+    sources = "".join(_source_item(ref, url) for ref, url in source_links(dev))
     summary = entry_summary(dev)
     return (
         f'<article id="{anchor}">\n'
