@@ -1,0 +1,700 @@
+"""``aggregator run``: the long-running service.
+
+One asyncio event loop holds everything: the uvicorn server (feeds, ``/healthz``, ``/metrics``),
+an ``AsyncIOScheduler`` with one job per source, the watchlist watcher and the one shared
+``Fetcher`` (its httpx client, semaphores and per-host politeness are bound to one loop, so a
+second loop in a thread would need a second client and cross-thread hand-offs for nothing).
+Store calls are short transactions and feeds are served from an in-memory cache, so running
+them on the loop costs the HTTP side little; fetching is I/O-bound.
+
+How a source gets fetched, on one replica or many:
+
+1. Its APScheduler job fires (interval or cron, with jitter): the job only *wakes* the
+   dispatcher for that source id.
+2. The dispatcher claims due sources through the database, ``store.claim_due_sources(owner,
+   now, lease, free_slots)`` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so each due source is
+   fetched by exactly one replica; a dead replica's leases expire and another takes over.
+3. ``pipeline.fetch_source`` fetches, parses and ingests (one transaction per record) and saves
+   the source's fetch state. The service then makes ``next_fetch`` no earlier than the job's
+   next run (so other replicas do not fetch it again this cycle) and moves the job later when
+   the fetch layer asked for that (failure backoff, ``Retry-After``, ``Cache-Control``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from starlette.applications import Starlette
+
+from aggregator.errors import AggregatorError
+from aggregator.logs import source_context
+from aggregator.model import FetchState, Source
+from aggregator.service.lifecycle import ReplicaLock, Server, owner_id, replica_lock_for
+from aggregator.service.reload import WatchlistWatcher
+from aggregator.service.scheduler import SourceScheduler
+from aggregator.settings import Settings
+from aggregator.web.ops import OpsState, ops_routes
+
+log = logging.getLogger("aggregator.service")
+
+RETENTION_JOB = "retention"
+# next_fetch is set this far before the job's next run, so jitter never makes the job early.
+NEXT_FETCH_SLACK = timedelta(seconds=5)
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceOptions:
+    """How ``aggregator run`` runs; every field has an ``AGGREGATOR_*`` variable (see docs)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    replay_dir: Path | None = None
+    once: bool = False
+    serve: bool = True
+    shutdown_timeout: float = 20.0  # in-flight fetches get this long to finish on SIGTERM
+    reload_interval: float = 2.0  # how often the watchlist file is checked for edits
+    lease_seconds: float = 300.0  # a claimed source is another replica's after this long
+    max_concurrent_sources: int = 0  # 0: the fetch policy's max_in_flight
+    seeds_dir: Path | None = None  # imported on first start into an empty store
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> ServiceOptions:
+        seeds = os.environ.get("AGGREGATOR_SEEDS")
+        values: dict[str, Any] = {
+            "shutdown_timeout": _env_float("AGGREGATOR_SHUTDOWN_TIMEOUT", 20.0),
+            "reload_interval": _env_float("AGGREGATOR_RELOAD_INTERVAL", 2.0),
+            "lease_seconds": _env_float("AGGREGATOR_LEASE_SECONDS", 300.0),
+            "max_concurrent_sources": int(_env_float("AGGREGATOR_MAX_CONCURRENT_SOURCES", 0)),
+            "seeds_dir": Path(seeds) if seeds else (Path("seeds") if seeds is None else None),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+FetchOne = Callable[[Any, Source, Any, datetime], Awaitable[Any]]
+
+
+class Service:
+    """The service's state and its event handlers; ``run()`` is the whole life of the process.
+
+    The collaborators (store, fetcher, loader, fetch function, seed importer, feeds app) are
+    looked up in their modules by default and can be replaced, so the scheduling, reload and
+    shutdown logic is testable without a network.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        options: ServiceOptions,
+        *,
+        open_store: Callable[[str], Any] | None = None,
+        load_watchlist: Callable[[Path], Any] | None = None,
+        make_fetcher: Callable[[Any], Any] | None = None,
+        fetch_one: FetchOne | None = None,
+        import_seeds: Callable[[Any, Path, Any], int] | None = None,
+        make_app: Callable[[Service], Starlette] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.options = options
+        self.owner = owner_id()
+        self.state = OpsState(owner=self.owner, database=_redact(settings.db_url))
+        self.metrics = self.state.metrics
+        self._open_store = open_store or _default_open_store
+        self._load = load_watchlist or _default_load_watchlist
+        self._make_fetcher = make_fetcher or _default_fetcher
+        self._fetch_one = fetch_one or _default_fetch_one
+        self._import_seeds = import_seeds or _default_import_seeds
+        self._make_app = make_app or _default_app
+        self.store: Any = None
+        self.watchlist: Any = None
+        self.matcher: Any = None
+        self.fetcher: Any = None
+        self.replay: Any = None
+        self.sources: dict[str, Source] = {}
+        self.scheduler: SourceScheduler | None = None
+        self.watcher: WatchlistWatcher[Any] | None = None
+        self.server: Server | None = None
+        self._lock: ReplicaLock | None = None
+        self._stop = asyncio.Event()
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._fetcher_of: dict[str, Any] = {}
+        self._pending: set[str] = set()
+        self._pumping = False
+        self._repump = False
+        self._burst_start: float | None = None
+        self._drained = asyncio.Event()
+        self.fetch_log: list[str] = []  # source ids in the order fetched (for tests)
+
+    # ---------------------------------------------------------------- life cycle
+
+    async def run(self) -> int:
+        """Start, serve until SIGTERM/SIGINT (or one pass with ``--once``), stop; exit code."""
+        loop = asyncio.get_running_loop()
+        try:
+            await self._start()
+            if self.options.once:
+                await self._run_once()
+                return 0
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop, sig)
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+            server_task = asyncio.create_task(self._serve(), name="http-server")
+            watch_task = asyncio.create_task(self._watch(), name="watchlist-watcher")
+            stop_task = asyncio.create_task(self._stop.wait())
+            done, _ = await asyncio.wait(
+                {server_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if server_task in done and not self._stop.is_set():
+                server_task.result()  # a server that died on its own (port taken...) is fatal
+                raise AggregatorError("the HTTP server stopped unexpectedly")
+            await self._shutdown()
+            if self.server is not None:
+                self.server.should_exit = True
+            await server_task
+            watch_task.cancel()
+            stop_task.cancel()
+            log.info("stopped cleanly")
+            return 0
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await self._close()
+
+    async def _start(self) -> None:
+        self._lock = replica_lock_for(self.settings.db_url)
+        if self._lock is not None:
+            self._lock.acquire()
+        if self.options.replay_dir is not None:
+            from aggregator.replay import ReplayServer
+
+            self.replay = ReplayServer(self.options.replay_dir).start()
+        self.watcher = WatchlistWatcher(
+            self.settings.config_path,
+            self._load_watchlist,
+            self._apply_watchlist,
+            self._reject_watchlist,
+            interval=self.options.reload_interval,
+        )
+        watchlist = self.watcher.load_initial()  # an invalid watchlist at start is fatal
+        self.store = self._open_store(self.settings.db_url)
+        self.state.failing = self._failing_sources
+        self.state.counts = self._store_counts
+        self._import_seeds_if_empty(watchlist)
+        self.fetcher = await _enter(self._make_fetcher(watchlist.fetch))
+        self.scheduler = SourceScheduler(
+            AsyncIOScheduler(timezone=UTC, event_loop=asyncio.get_running_loop()),
+            self._wake,
+        )
+        self.scheduler.scheduler.start()
+        self._apply_watchlist(watchlist)
+        self.scheduler.scheduler.add_job(
+            self._retention,
+            IntervalTrigger(days=1, timezone=UTC, jitter=600),
+            id=RETENTION_JOB,
+            next_run_time=datetime.now(UTC) + timedelta(minutes=1),
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=3600,
+        )
+        log.info(
+            "service started",
+            extra={
+                "replica": self.owner,
+                "sources": len(self.sources),
+                "database": self.state.database,
+            },
+        )
+
+    async def _serve(self) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(
+            self._make_app(self),
+            host=self.options.host,
+            port=self.options.port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+            server_header=False,
+        )
+        self.server = Server(config)
+        ready = asyncio.create_task(self._mark_ready())
+        try:
+            await self.server.serve()
+        except SystemExit as exc:  # uvicorn exits when it cannot bind
+            raise AggregatorError(
+                f"cannot serve on {self.options.host}:{self.options.port} (see the log above)"
+            ) from exc
+        finally:
+            ready.cancel()
+
+    async def _mark_ready(self) -> None:
+        while self.server is not None and not self.server.started:
+            await asyncio.sleep(0.05)
+        self.state.ready = True
+        log.info(
+            "serving on http://%s:%d/",
+            self.options.host,
+            self.options.port,
+            extra={"feeds": f"http://{self.options.host}:{self.options.port}/feeds/all.atom"},
+        )
+
+    async def _watch(self) -> None:
+        assert self.watcher is not None
+        await self.watcher.watch(self._stop)
+
+    def request_stop(self, sig: int | None = None) -> None:
+        """SIGTERM/SIGINT: stop taking jobs, let in-flight fetches finish, exit 0."""
+        if self._stop.is_set():
+            log.warning("second stop signal: cancelling in-flight fetches now")
+            for task in list(self._in_flight.values()):
+                task.cancel()
+            return
+        name = signal.Signals(sig).name if sig else "stop"
+        log.info("%s received: shutting down", name, extra={"in_flight": len(self._in_flight)})
+        self.state.stopping = True
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload the watchlist now."""
+        log.info("SIGHUP received: reloading the watchlist")
+        if self.watcher is not None:
+            self.watcher.reload()
+
+    async def _shutdown(self) -> None:
+        self.state.stopping = True
+        if self.scheduler is not None and self.scheduler.scheduler.running:
+            self.scheduler.scheduler.pause()  # no new jobs from here on
+        tasks = list(self._in_flight.values())
+        if tasks:
+            log.info(
+                "waiting up to %.0fs for %d in-flight fetches",
+                self.options.shutdown_timeout,
+                len(tasks),
+            )
+            _, pending = await asyncio.wait(tasks, timeout=self.options.shutdown_timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("cancelled %d fetches at the shutdown deadline", len(pending))
+                await asyncio.wait(pending, timeout=5)
+        if self.scheduler is not None and self.scheduler.scheduler.running:
+            self.scheduler.scheduler.shutdown(wait=False)
+
+    async def _close(self) -> None:
+        if self.scheduler is not None and self.scheduler.scheduler.running:
+            self.scheduler.scheduler.shutdown(wait=False)
+        for fetcher in {id(f): f for f in [self.fetcher, *self._fetcher_of.values()]}.values():
+            if fetcher is not None:
+                try:
+                    await _exit(fetcher)
+                except Exception:
+                    log.exception("closing the fetcher failed")
+        if self.store is not None:
+            self.store.close()
+        if self.replay is not None:
+            self.replay.stop()
+        if self._lock is not None:
+            self._lock.release()
+
+    async def _run_once(self) -> None:
+        """``--once``: fetch every due source once, then return."""
+        ids = list(self.sources)
+        log.info("one pass over %d sources", len(ids))
+        for sid in ids:
+            self._pending.add(sid)
+        self._drained.clear()
+        await self._pump()
+        if self._in_flight or self._pending:
+            await self._drained.wait()
+        await self._shutdown()
+
+    # ---------------------------------------------------------------- watchlist
+
+    def _load_watchlist(self, path: Path) -> Any:
+        watchlist = self._load(path)
+        if self.replay is not None:
+            watchlist = self.replay.rewrite(watchlist)
+        return watchlist
+
+    def _apply_watchlist(self, watchlist: Any) -> None:
+        """A valid watchlist: new sources scheduled, removed ones unscheduled, rules swapped."""
+        old = self.watchlist
+        self.watchlist = watchlist
+        self.matcher = _matcher(watchlist)
+        self.sources = {s.id: s for s in watchlist.sources if s.enabled}
+        if self.store is not None:
+            self.store.sync_sources(list(watchlist.sources))
+        if old is not None and old.fetch != watchlist.fetch and self.fetcher is not None:
+            asyncio.get_running_loop().create_task(self._swap_fetcher(watchlist.fetch))
+        assert self.scheduler is not None
+        result = self.scheduler.sync(watchlist.sources)
+        now = datetime.now(UTC)
+        self.state.set_watchlist_ok(str(getattr(watchlist, "path", "")), len(self.sources), now)
+        if old is not None:
+            self.metrics.reloads.labels("applied").inc()
+            log.info(
+                "watchlist reloaded",
+                extra={
+                    "added": list(result.added),
+                    "removed": list(result.removed),
+                    "rescheduled": list(result.rescheduled),
+                    "sources": len(self.sources),
+                    "topics": len(watchlist.topics),
+                },
+            )
+
+    def _reject_watchlist(self, problems: list[str]) -> None:
+        self.metrics.reloads.labels("rejected").inc()
+        self.state.set_watchlist_errors(str(self.settings.config_path), problems)
+        for problem in problems:
+            log.error("watchlist edit refused, the last good one stays in force: %s", problem)
+
+    async def _swap_fetcher(self, policy: Any) -> None:
+        """A changed ``fetch:`` section takes effect for fetches that start from now on."""
+        old = self.fetcher
+        self.fetcher = await _enter(self._make_fetcher(policy))
+        users = [t for sid, t in self._in_flight.items() if self._fetcher_of.get(sid) is old]
+        if users:
+            await asyncio.wait(users)
+        await _exit(old)
+        log.info("fetch policy changed: new fetcher in use")
+
+    # ---------------------------------------------------------------- fetching
+
+    async def _wake(self, source_id: str) -> None:
+        """The job of one source: note it is due here and let the dispatcher claim work."""
+        if self._stop.is_set() or source_id not in self.sources:
+            return
+        self._pending.add(source_id)
+        self._update_gauges()
+        await self._pump()
+
+    def _capacity(self) -> int:
+        if self.options.max_concurrent_sources > 0:
+            return self.options.max_concurrent_sources
+        policy = getattr(self.watchlist, "fetch", None)
+        return max(1, int(getattr(policy, "max_in_flight", 16)))
+
+    async def _pump(self) -> None:
+        """Claim due sources up to the free slots and start their fetches."""
+        if self._pumping:
+            self._repump = True
+            return
+        self._pumping = True
+        try:
+            while True:
+                self._repump = False
+                if self._stop.is_set() and not self.options.once:
+                    return
+                free = self._capacity() - len(self._in_flight)
+                if free > 0:
+                    claimed = self._claim(free)
+                    for sid in claimed:
+                        self._start_fetch(sid)
+                    if len(claimed) < free:
+                        self._settle_pending(set(claimed))
+                if not self._repump:
+                    break
+        finally:
+            self._pumping = False
+            self._update_gauges()
+            self._check_drained()
+
+    def _claim(self, limit: int) -> list[str]:
+        now = datetime.now(UTC)
+        try:
+            claimed = list(
+                self.store.claim_due_sources(self.owner, now, self.options.lease_seconds, limit)
+            )
+        except Exception:
+            log.exception("claiming due sources failed; will retry at the next job")
+            return []
+        mine = []
+        for sid in claimed:
+            if sid in self.sources and sid not in self._in_flight:
+                mine.append(sid)
+            else:  # another replica's newer watchlist, or already running here
+                self._release(sid)
+        return mine
+
+    def _settle_pending(self, claimed: set[str]) -> None:
+        """Woken sources that were not due (backoff, or another replica fetched them)."""
+        for sid in list(self._pending - claimed - set(self._in_flight)):
+            self._pending.discard(sid)
+            self.metrics.fetches.labels("not-due").inc()
+            state = self._fetch_state(sid)
+            if state is not None and state.next_fetch is not None and self.scheduler is not None:
+                self.scheduler.defer(sid, state.next_fetch)
+
+    def _start_fetch(self, sid: str) -> None:
+        self._pending.discard(sid)
+        if self._burst_start is None:
+            self._burst_start = time.monotonic()
+        source = self.sources[sid]
+        fetcher = self.fetcher
+        task = asyncio.get_running_loop().create_task(
+            self._fetch_task(source, fetcher), name=f"fetch:{sid}"
+        )
+        self._in_flight[sid] = task
+        self._fetcher_of[sid] = fetcher
+
+    async def _fetch_task(self, source: Source, fetcher: Any) -> None:
+        sid = source.id
+        started = time.monotonic()
+        with source_context(sid):
+            try:
+                report = await self._fetch_one(self, source, fetcher, datetime.now(UTC))
+                self._record_report(source, report, time.monotonic() - started)
+            except asyncio.CancelledError:
+                self.metrics.fetches.labels("cancelled").inc()
+                log.warning("fetch cancelled", extra={"failure_class": "cancelled"})
+                raise
+            except AggregatorError as exc:
+                failure = str(getattr(exc, "failure_class", "internal"))
+                self.metrics.fetches.labels(failure).inc()
+                log.error("fetch failed: %s", exc, extra={"failure_class": failure})
+            except Exception as exc:
+                self.metrics.fetches.labels("internal").inc()
+                log.exception("fetch crashed: %s", exc, extra={"failure_class": "internal"})
+            finally:
+                self.metrics.fetch_duration.observe(time.monotonic() - started)
+                self._in_flight.pop(sid, None)
+                self._fetcher_of.pop(sid, None)
+                self.fetch_log.append(sid)
+                self.state.last_fetch = datetime.now(UTC)
+                self._after_fetch(sid)
+                self._release(sid)
+                if not self._stop.is_set():
+                    asyncio.get_running_loop().create_task(self._pump())
+                self._update_gauges()
+                self._check_drained()
+
+    def _record_report(self, source: Source, report: Any, seconds: float) -> None:
+        failure = _field(report, "failure_class")
+        status = _field(report, "status")
+        result = str(failure) if failure else ("not-modified" if status == 304 else "ok")
+        new = int(_field(report, "new_records", "records_new", "stored") or 0)
+        dups = int(_field(report, "duplicates", "records_duplicate") or 0)
+        devs = int(_field(report, "new_developments", "developments_new") or 0)
+        self.metrics.fetches.labels(result).inc()
+        if new:
+            self.metrics.records.labels("new").inc(new)
+        if dups:
+            self.metrics.records.labels("duplicate").inc(dups)
+        if devs:
+            self.metrics.developments.inc(devs)
+        extra = {
+            "failure_class": str(failure) if failure else None,
+            "status": status,
+            "new_records": new,
+            "duplicates": dups,
+            "new_developments": devs,
+            "seconds": round(seconds, 3),
+        }
+        if failure:
+            error = _field(report, "error", "last_error", "message")
+            log.warning("fetch failed: %s", error or failure, extra=extra)
+        else:
+            log.info("fetched: %d new records", new, extra=extra)
+
+    def _after_fetch(self, sid: str) -> None:
+        """Line up the stored ``next_fetch`` and the job's next run after a fetch."""
+        if self.scheduler is None or self.store is None:
+            return
+        state = self._fetch_state(sid)
+        job_next = self.scheduler.next_run(sid)
+        if state is None or job_next is None:
+            return
+        if state.next_fetch is not None and state.next_fetch > job_next:
+            self.scheduler.defer(sid, state.next_fetch)  # backoff or Retry-After: run later
+            return
+        target = job_next - NEXT_FETCH_SLACK
+        if state.next_fetch is None or state.next_fetch < target:
+            try:
+                self.store.save_fetch_state(dataclasses.replace(state, next_fetch=target))
+            except Exception:
+                log.exception("saving the next fetch time failed")
+
+    def _fetch_state(self, sid: str) -> FetchState | None:
+        try:
+            state: FetchState = self.store.get_fetch_state(sid)
+        except Exception:
+            log.exception("reading the fetch state failed")
+            return None
+        return state
+
+    def _release(self, sid: str) -> None:
+        try:
+            self.store.release_source(self.owner, sid)
+        except Exception:
+            log.exception("releasing the lease failed (it expires on its own)")
+
+    def _update_gauges(self) -> None:
+        self.state.in_flight = len(self._in_flight)
+        self.state.queue_depth = len(self._pending)
+        self.metrics.in_flight.set(len(self._in_flight))
+        self.metrics.queue_depth.set(len(self._pending))
+
+    def _check_drained(self) -> None:
+        """A burst of due work is over: record it as the last cycle."""
+        if self._in_flight or self._pending or self._pumping:
+            return
+        if self._burst_start is not None:
+            seconds = time.monotonic() - self._burst_start
+            self._burst_start = None
+            now = datetime.now(UTC)
+            self.state.last_cycle = now
+            self.state.last_cycle_seconds = round(seconds, 3)
+            self.metrics.last_cycle.set(now.timestamp())
+            self.metrics.cycle_duration.set(seconds)
+        self._drained.set()
+
+    # ---------------------------------------------------------------- store helpers
+
+    def _failing_sources(self) -> list[str]:
+        watched = set(self.sources)
+        return sorted(
+            s.source_id
+            for s in self.store.list_fetch_states()
+            if s.source_id in watched and s.consecutive_failures > 0
+        )
+
+    def _store_counts(self) -> tuple[int, int]:
+        records = int(self.store.count_records())
+        counter = getattr(self.store, "count_developments", None)
+        developments = int(counter()) if counter is not None else -1
+        return records, developments
+
+    def _import_seeds_if_empty(self, watchlist: Any) -> None:
+        seeds = self.options.seeds_dir
+        if seeds is None or not seeds.is_dir():
+            return
+        if self.store.count_records() > 0:
+            return
+        log.info("empty store: importing the seeds from %s", seeds)
+        count = self._import_seeds(self.store, seeds, watchlist)
+        log.info("imported %d seed records", count)
+
+    async def _retention(self) -> None:
+        days = getattr(self.watchlist, "retention_days", None) or self.settings.retention_days
+        cutoff = datetime.now(UTC) - timedelta(days=days)
+        try:
+            removed = int(self.store.prune(cutoff))
+        except Exception:
+            log.exception("retention pruning failed; next try tomorrow")
+            return
+        self.metrics.pruned.inc(removed)
+        log.info("retention: pruned %d records older than %d days", removed, days)
+
+
+# -------------------------------------------------------------------- defaults
+
+
+def _field(obj: Any, *names: str) -> Any:
+    for name in names:
+        if isinstance(obj, dict) and name in obj:
+            return obj[name]
+        if hasattr(obj, name):
+            return getattr(obj, name)
+    return None
+
+
+def _redact(url: str) -> str:
+    """The database URL without its password, for /healthz and logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        cred, _, host = rest.rpartition("@")
+        user = cred.split(":", 1)[0]
+        return f"{scheme}{sep}{user}:***@{host}"
+    return url
+
+
+async def _enter(obj: Any) -> Any:
+    enter = getattr(obj, "__aenter__", None)
+    if enter is None:
+        return obj
+    entered = await enter()
+    return entered if entered is not None else obj
+
+
+async def _exit(obj: Any) -> None:
+    exit_ = getattr(obj, "__aexit__", None)
+    if exit_ is not None:
+        await exit_(None, None, None)
+    else:
+        close = getattr(obj, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def _matcher(watchlist: Any) -> Any:
+    from aggregator.match import TopicMatcher
+
+    return TopicMatcher(watchlist.topics)
+
+
+def _default_open_store(url: str) -> Any:
+    from aggregator.store import open_store
+
+    return open_store(url)
+
+
+def _default_load_watchlist(path: Path) -> Any:
+    from aggregator.watchlist import load_watchlist
+
+    return load_watchlist(path)
+
+
+def _default_fetcher(policy: Any) -> Any:
+    from aggregator.fetch import Fetcher
+
+    return Fetcher(policy)
+
+
+async def _default_fetch_one(service: Service, source: Source, fetcher: Any, now: datetime) -> Any:
+    from aggregator import pipeline
+
+    return await pipeline.fetch_source(
+        service.store,
+        fetcher,
+        source,
+        matcher=service.matcher,
+        watchlist=service.watchlist,
+        now=now,
+    )
+
+
+def _default_import_seeds(store: Any, seeds: Path, watchlist: Any) -> int:
+    from aggregator.store import import_paths  # type: ignore[attr-defined]
+
+    return int(import_paths(store, [seeds], watchlist=watchlist))
+
+
+def _default_app(service: Service) -> Starlette:
+    from aggregator.web import create_app
+
+    return create_app(
+        service.store,
+        lambda: service.watchlist,
+        service.settings,
+        ops_routes(service.state),
+    )
