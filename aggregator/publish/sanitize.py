@@ -30,6 +30,7 @@ _URL_SAFE_CHARS = "%/:=&?~#+!$,;'@()*[]-._"
 
 _BOLD = re.compile(r"\*\*(.+?)\*\*", re.DOTALL)
 _SPACE_RUN = re.compile(r"\s+")
+_TAB_NEWLINE = re.compile("[\t\n\r]")
 
 
 def xml_text(value: str) -> str:
@@ -57,14 +58,16 @@ def escape_attr(value: str) -> str:
 def safe_url(url: str | None, base: str | None = None) -> str | None:
     """An absolute http(s) URL, percent-encoded where needed, or None when ``url`` is unsafe.
 
-    Relative URLs are resolved against ``base``. Whitespace and control characters are removed
-    before the scheme is read, so ``java\\tscript:`` and `` javascript:`` are seen for what they
-    are; any scheme other than http/https (``javascript:``, ``data:``, ``vbscript:``,
+    Relative URLs are resolved against ``base``. Tabs, newlines and surrounding spaces are
+    removed before the scheme is read, so ``java\\tscript:`` and `` javascript:`` are seen for
+    what they are; any scheme other than http/https (``javascript:``, ``data:``, ``vbscript:``,
     ``file:``...) is refused.
     """
     if not url:
         return None
-    cleaned = "".join(ch for ch in xml_text(url) if not ch.isspace() and ch.isprintable())
+    # As browsers do (WHATWG URL): strip leading/trailing controls and spaces, drop every tab
+    # and newline; inner spaces are percent-encoded below.
+    cleaned = _TAB_NEWLINE.sub("", xml_text(url)).strip()
     if not cleaned:
         return None
     if base:
