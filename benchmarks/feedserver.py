@@ -22,8 +22,9 @@ What it serves (see benchmarks/README.md for the figures it is built to match):
   step adds 1..``--max-new`` items to a ``--change-fraction`` of the feeds (the oldest items drop
   off, as on a real feed). ``GET /feed/<i>.xml?gen=G`` serves feed ``i`` as of generation ``G``
   without touching the counter.
-- ``GET /_control/counts``: requests served per path and per status since the last
-  ``POST /_control/reset``; ``GET /_control/feeds``: the feed URLs; ``GET /feeds.opml``.
+- ``GET /_control/counts``: feed requests served per path and per status since the last
+  ``POST /_control/reset``; ``POST /_control/rewind``: back to generation 0;
+  ``GET /_control/feeds``: the feed URLs; ``GET /feeds.opml``.
 
 Feeds are spread over ``--hosts`` loopback addresses (127.0.1.1, 127.0.1.2, ...), all on one
 port, so per-host politeness limits in a client behave as they would across many sites.
@@ -411,6 +412,15 @@ class FeedCatalog:
             self._old[key] = render_feed(self.seed, self.specs[i], adv, self.epoch)
         return self._old[key]
 
+    def rewind(self) -> None:
+        """Back to generation 0, as at start (a second system under test sees the same feeds)."""
+        for i in range(self.feeds):
+            if self.advance[i]:
+                self.advance[i] = 0
+                self.docs[i] = None
+                self.doc(i)
+        self.gen = 0
+
     def step(self) -> dict[str, Any]:
         """One generation on: some feeds gain items; their new versions are rendered now so
         that the requests that follow cost the server no more than before."""
@@ -538,6 +548,9 @@ class _Conn(asyncio.Protocol):
             changed = sorted({i for r in results for i in r["changed"]})
             new_items = sum(r["new_items"] for r in results)
             payload = {"gen": cat.gen, "changed": changed, "new_items": new_items}
+        elif path == "/_control/rewind" and method == "POST":
+            cat.rewind()
+            payload = {"gen": cat.gen}
         elif path == "/_control/counts":
             payload = {
                 "total": sum(cat.counts.values()),
@@ -720,6 +733,10 @@ class FeedServerProcess:
         """Moves the generation on; returns ``{"gen", "changed": [feed indexes], "new_items"}``."""
         result: dict[str, Any] = self._call("POST", f"/_control/advance?steps={steps}")
         return result
+
+    def rewind(self) -> None:
+        """Back to generation 0: every feed as it was when the server started."""
+        self._call("POST", "/_control/rewind")
 
     def cpu_seconds(self) -> float:
         """CPU time the server process has used so far (Linux)."""

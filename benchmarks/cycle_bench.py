@@ -1,0 +1,496 @@
+"""The fetch cycle benchmark: aggregator against lemon24's ``reader``, same feeds, same run.
+
+    python benchmarks/cycle_bench.py --feeds 2000            # both systems, SQLite
+    python benchmarks/cycle_bench.py --feeds 2000 --db postgresql://127.0.0.1:5432/test
+    python benchmarks/cycle_bench.py --feeds 500 --systems reader
+    python benchmarks/cycle_bench.py --idle-rss --feeds 10000  # the daemon, idle, 10,000 sources
+
+One loopback feed server (benchmarks/feedserver.py, its own process) serves N synthetic feeds.
+Each system runs in a subprocess of its own, so their memory peaks do not mix, through three
+passes over every feed:
+
+- cold: an empty database; every feed is fetched, parsed and its entries stored;
+- 304: nothing changed; every request is conditional and answered 304;
+- changed: the server moves one generation on (a fifth of the feeds gain 1-5 items) first.
+
+Between the two systems the server is rewound, so both see the same bytes. Per pass the child
+asks the server how many requests it answered and with which status, so a system that skips
+feeds (or fetches one twice) shows up in the table rather than as a better figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: make ``benchmarks`` and ``aggregator`` importable
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import (  # noqa: E402
+    TreeRssSampler,
+    proc_cpu_seconds,
+    ratio,
+    table,
+    tree_cpu_seconds,
+)
+from benchmarks.feedserver import FeedServerProcess  # noqa: E402
+
+PASSES = ("cold", "304", "changed")
+SYSTEMS = ("reader", "aggregator")
+
+
+class Unavailable(Exception):
+    """The system under test cannot run here (a missing part); the message says which."""
+
+
+# --- the child side: one system, three passes --------------------------------------------------
+
+
+class Server:
+    """The child's handle on the feed server's control endpoints."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.fs = FeedServerProcess(config["feeds"])
+        self.fs.port, self.fs.hosts = config["port"], config["hosts"]
+        self.pid: int = config["server_pid"]
+
+    def counts(self) -> dict[str, Any]:
+        return self.fs.counts()
+
+
+def run_passes(
+    config: dict[str, Any], do_pass: Callable[[str], dict[str, Any]], server: Server
+) -> dict[str, Any]:
+    """Runs the passes; ``do_pass(name)`` returns figures measured inside (entries, profile)."""
+    results: dict[str, Any] = {}
+    with TreeRssSampler() as sampler:
+        for name in config["passes"]:
+            if name == "changed":
+                changed = server.fs.advance()
+                results["changed_feeds"] = len(changed["changed"])
+                results["changed_items"] = changed["new_items"]
+            server.fs.reset_counts()
+            cpu0, server_cpu0 = tree_cpu_seconds(), proc_cpu_seconds(server.pid)
+            t0 = time.perf_counter()
+            figures = do_pass(name)
+            wall = time.perf_counter() - t0
+            counts = server.counts()
+            paths = counts["paths"]
+            results[name] = {
+                "wall": wall,
+                "cpu": tree_cpu_seconds() - cpu0,
+                "server_cpu": proc_cpu_seconds(server.pid) - server_cpu0,
+                "requests": counts["total"],
+                "by_status": counts["by_status"],
+                "feeds_fetched": len(paths),
+                "fetched_twice": sum(1 for n in paths.values() if n > 1),
+                "rss_mb": sampler.peak_mb,
+                **figures,
+            }
+            print(f"  {config['system']}: {name} pass {wall:.1f} s", file=sys.stderr, flush=True)
+    results["peak_rss_mb"] = sampler.peak_mb
+    return results
+
+
+def reader_child(config: dict[str, Any]) -> dict[str, Any]:
+    try:
+        from reader import UpdatedFeed, make_reader
+    except ImportError as exc:
+        raise Unavailable("reader is not installed: pip install -e '.[bench]'") from exc
+    server = Server(config)
+    rd = make_reader(str(Path(config["workdir"]) / "reader.sqlite"), search_enabled=False)
+    for url in config["urls"]:
+        rd.add_feed(url)
+
+    def one_pass(name: str) -> dict[str, Any]:
+        new = errors = not_modified = 0
+        for result in rd.update_feeds_iter(scheduled=False, workers=config["reader_workers"]):
+            if isinstance(result.value, UpdatedFeed):
+                new += result.value.new
+            elif result.value is None:
+                not_modified += 1
+            else:
+                errors += 1
+        return {"entries": new, "errors": errors, "unchanged": not_modified}
+
+    results = run_passes(config, one_pass, server)
+    results["stored"] = rd.get_entry_counts().total
+    rd.close()
+    return results
+
+
+def aggregator_child(config: dict[str, Any]) -> dict[str, Any]:
+    try:
+        from aggregator import pipeline, profile
+        from aggregator.fetch import Fetcher
+        from aggregator.store import open_store
+    except ImportError as exc:
+        raise Unavailable(f"aggregator cannot be imported: {exc}") from exc
+    run_cycle: Any = getattr(pipeline, "run_cycle", None)
+    if run_cycle is None:
+        raise Unavailable(
+            "aggregator.pipeline.run_cycle does not exist yet (FETCH helper's part of issue 3): "
+            "no aggregator figures"
+        )
+    import asyncio
+
+    server = Server(config)
+    watchlist = bench_watchlist(config)
+    store = open_store(config["db_url"])
+    store.sync_sources(watchlist.sources)
+    times = profile.enable()
+    clock = [datetime.now(UTC)]
+
+    def one_pass(name: str) -> dict[str, Any]:
+        times.reset()
+        # Each pass runs "a day later", so every source is due whatever its schedule says.
+        clock[0] += timedelta(days=1)
+        before = store.count_records()
+
+        async def cycle() -> list[Any]:
+            async with Fetcher(watchlist.fetch) as fetcher:
+                return list(await run_cycle(store, fetcher, watchlist, now=clock[0]))
+
+        reports = asyncio.run(cycle())
+        stored = store.count_records() - before
+        return {
+            "entries": _report_sum(reports, ("new_entries", "entries_new", "new")),
+            "stored_new": stored,
+            "errors": sum(1 for r in reports if getattr(r, "error", None)),
+            "reports": len(reports),
+            "profile": {k: [v.seconds, v.calls] for k, v in profile.snapshot().items()},
+        }
+
+    results = run_passes(config, one_pass, server)
+    results["stored"] = store.count_records()
+    store.close()
+    return results
+
+
+def bench_watchlist(config: dict[str, Any]) -> Any:
+    """The watchlist of the benchmark: one feed source per served feed, a few topics, and a
+    fetch policy that lets loopback through the SSRF guard. ``min_host_interval_seconds`` is 0:
+    reader has no politeness delay, and with N feeds on a few dozen hosts a 1 s delay would
+    measure the delay, not the pipeline."""
+    try:
+        from aggregator.model import (
+            DedupOptions,
+            FetchPolicy,
+            PublishOptions,
+            Schedule,
+            Source,
+            SourceKind,
+            Topic,
+            TopicRules,
+        )
+        from aggregator.watchlist import Watchlist
+    except ImportError as exc:
+        raise Unavailable(f"aggregator.watchlist.Watchlist is missing: {exc}") from exc
+    topics = (
+        Topic(
+            "border",
+            "Border and smuggling",
+            TopicRules(
+                any=(
+                    "kontrabanda",
+                    "контрабанда",
+                    "smuggling",
+                    "balionai",
+                    "аэростаты",
+                    "pasienio",
+                    "граница",
+                )
+            ),
+        ),
+        Topic(
+            "energy",
+            "Energy",
+            TopicRules(
+                any=("energetika", "энергетика", "electricity", "elektros", "электроэнергия")
+            ),
+        ),
+        Topic("courts", "Courts", TopicRules(any=("teismas", "суд", "court", "приговор"))),
+    )
+    sources = tuple(
+        Source(
+            id=f"bench{i:05d}",
+            kind=SourceKind.FEED,
+            url=url,
+            schedule=Schedule(interval_seconds=900),
+            title=f"bench feed {i}",
+        )
+        for i, url in enumerate(config["urls"])
+    )
+    policy = FetchPolicy(
+        user_agent="aggregator-cycle-bench/0.1",
+        max_in_flight=config["max_in_flight"],
+        per_host_concurrency=max(2, config["max_in_flight"] // 4),
+        min_host_interval_seconds=0.0,
+        allow_networks=("127.0.0.0/8",),
+    )
+    return Watchlist(
+        topics=topics,
+        sources=sources,
+        fetch=policy,
+        publish=PublishOptions(),
+        dedup=DedupOptions(),
+        retention_days=365,
+        path="<cycle-bench>",
+    )
+
+
+def idle_rss_main(args: argparse.Namespace) -> int:
+    """RSS of ``aggregator run`` with N sources in its watchlist, idle (nothing due)."""
+    print(
+        "idle-daemon RSS: not measured yet: it needs `aggregator run` (SERVICE helper, issue 7)",
+        file=sys.stderr,
+    )
+    return 2
+
+
+def _report_sum(reports: Sequence[Any], names: Sequence[str]) -> int | None:
+    for name in names:
+        if reports and hasattr(reports[0], name):
+            return sum(int(getattr(r, name) or 0) for r in reports)
+    return None
+
+
+def child_main(config_path: str) -> int:
+    config = json.loads(Path(config_path).read_text())
+    runner = reader_child if config["system"] == "reader" else aggregator_child
+    try:
+        result: dict[str, Any] = {"ok": True, **runner(config)}
+    except Unavailable as exc:
+        result = {"ok": False, "error": str(exc)}
+    Path(config["result"]).write_text(json.dumps(result))
+    return 0
+
+
+# --- the parent side: server, children, table -------------------------------------------------
+
+
+def _fresh_pg_database(admin_url: str) -> tuple[str, Callable[[], None]]:
+    import psycopg
+
+    plain = admin_url.replace("postgresql+psycopg://", "postgresql://")
+    name = f"aggregator_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = plain.rsplit("/", 1)[0]
+
+    def drop() -> None:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return f"{base.replace('postgresql://', 'postgresql+psycopg://')}/{name}", drop
+
+
+def run_system(
+    system: str, args: argparse.Namespace, fs: FeedServerProcess, workdir: Path
+) -> dict[str, Any]:
+    fs.rewind()
+    sysdir = workdir / system
+    sysdir.mkdir()
+    drop: Callable[[], None] | None = None
+    db_url = f"sqlite:///{sysdir / 'aggregator.db'}"
+    if system == "aggregator" and args.db.startswith("postgresql"):
+        db_url, drop = _fresh_pg_database(args.db)
+    config = {
+        "system": system,
+        "feeds": args.feeds,
+        "port": fs.port,
+        "hosts": fs.hosts,
+        "server_pid": fs.pid,
+        "urls": fs.urls(),
+        "workdir": str(sysdir),
+        "db_url": db_url,
+        "passes": list(PASSES),
+        "reader_workers": args.reader_workers,
+        "max_in_flight": args.max_in_flight,
+        "result": str(sysdir / "result.json"),
+    }
+    config_path = sysdir / "config.json"
+    config_path.write_text(json.dumps(config))
+    print(f"running {system} ...", file=sys.stderr, flush=True)
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--child", str(config_path)],
+            check=False,
+        )
+    finally:
+        if drop is not None:
+            drop()
+    result_path = Path(config["result"])
+    if proc.returncode != 0 or not result_path.exists():
+        return {"ok": False, "error": f"{system} benchmark process failed (exit {proc.returncode})"}
+    result: dict[str, Any] = json.loads(result_path.read_text())
+    return result
+
+
+def _rate(result: dict[str, Any], pass_name: str, what: str = "feeds") -> float | None:
+    if not result.get("ok") or pass_name not in result:
+        return None
+    figures = result[pass_name]
+    count = figures["feeds_fetched"] if what == "feeds" else figures.get("entries")
+    if count is None:
+        return None
+    return float(count) / figures["wall"] if figures["wall"] > 0 else None
+
+
+def report(args: argparse.Namespace, results: dict[str, dict[str, Any]], median_kb: float) -> str:
+    systems = [s for s in SYSTEMS if s in results]
+    out = [
+        f"cycle benchmark: N = {args.feeds} feeds (median {median_kb:.1f} KB), "
+        f"{args.hosts} loopback hosts, seed {args.seed}, {os.cpu_count()} cores, db {args.db}",
+        f"reader {_reader_version()} with workers={args.reader_workers}; "
+        f"aggregator max_in_flight={args.max_in_flight}",
+        "",
+    ]
+    for system in systems:
+        if not results[system].get("ok"):
+            out.append(f"{system}: NOT MEASURED: {results[system].get('error')}")
+    if out[-1] != "":
+        out.append("")
+
+    def fig(system: str, key: Callable[[dict[str, Any]], Any]) -> Any:
+        result = results.get(system, {})
+        if not result.get("ok"):
+            return None
+        try:
+            return key(result)
+        except (KeyError, TypeError):
+            return None
+
+    rows: list[list[object]] = []
+    specs: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
+        ("feeds/s cold", lambda r: _rate(r, "cold")),
+        ("feeds/s 304", lambda r: _rate(r, "304")),
+        ("feeds/s changed", lambda r: _rate(r, "changed")),
+        ("records/s cold", lambda r: _rate(r, "cold", "entries")),
+        ("peak RSS MB (process tree)", lambda r: r["peak_rss_mb"]),
+        ("cold: seconds", lambda r: r["cold"]["wall"]),
+        ("cold: CPU s (tree)", lambda r: r["cold"]["cpu"]),
+        ("cold: server CPU s", lambda r: r["cold"]["server_cpu"]),
+        ("cold: new entries", lambda r: r["cold"]["entries"]),
+        ("304: seconds", lambda r: r["304"]["wall"]),
+        ("304: CPU s (tree)", lambda r: r["304"]["cpu"]),
+        ("304: answers 304", lambda r: r["304"]["by_status"].get("304", 0)),
+        ("changed: new entries", lambda r: r["changed"]["entries"]),
+        ("requests (all passes)", lambda r: sum(r[p]["requests"] for p in PASSES)),
+        ("feeds fetched twice", lambda r: sum(r[p]["fetched_twice"] for p in PASSES)),
+        ("fetch errors", lambda r: sum(r[p]["errors"] for p in PASSES)),
+        ("entries stored at end", lambda r: r["stored"]),
+    ]
+    for label, key in specs:
+        a, b = fig("aggregator", key), fig("reader", key)
+        row: list[object] = [label]
+        row += [fig(s, key) for s in systems]
+        if len(systems) == 2:
+            row.append(ratio(a, b) if isinstance(a, int | float) else "")
+        rows.append(row)
+    header = ["", *systems] + (["aggregator/reader"] if len(systems) == 2 else [])
+    out.append(table(header, rows))
+    agg = results.get("aggregator", {})
+    if agg.get("ok"):
+        out += ["", "aggregator per-stage profile (own wall seconds; fetch overlaps, so its sum"]
+        out += ["exceeds the pass time; see benchmarks/README.md):", ""]
+        out.append(_profile_table(agg))
+    return "\n".join(out)
+
+
+def _profile_table(result: dict[str, Any]) -> str:
+    from aggregator.profile import STAGES
+
+    names = list(STAGES)
+    for p in PASSES:
+        names += [n for n in result[p].get("profile", {}) if n not in names]
+    rows: list[list[object]] = []
+    for name in names:
+        row: list[object] = [name]
+        for p in PASSES:
+            seconds, calls = result[p].get("profile", {}).get(name, [None, None])
+            row.append(seconds)
+            row.append(calls)
+        rows.append(row)
+    header = [
+        "stage",
+        *[h for p in PASSES for h in (f"{p} s", f"{p} calls")],
+    ]
+    return table(header, rows)
+
+
+def _reader_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("reader")
+    except Exception:
+        return "(not installed)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="cold / 304 / changed cycle: aggregator vs reader")
+    ap.add_argument("--feeds", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--hosts", type=int, default=64, help="loopback addresses the feeds spread over"
+    )
+    ap.add_argument(
+        "--systems", default=",".join(SYSTEMS), help="comma-separated: reader,aggregator"
+    )
+    ap.add_argument("--db", default="sqlite", help="sqlite (default) or a postgresql:// admin URL")
+    ap.add_argument("--reader-workers", type=int, default=16)
+    ap.add_argument("--max-in-flight", type=int, default=16)
+    ap.add_argument("--json", help="also write every figure to this JSON file")
+    ap.add_argument("--idle-rss", action="store_true", help="measure the idle daemon's RSS instead")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        return child_main(args.child)
+    if args.idle_rss:
+        return idle_rss_main(args)
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = set(systems) - set(SYSTEMS)
+    if unknown:
+        ap.error(f"unknown system(s): {', '.join(sorted(unknown))}")
+    epoch = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+    print(f"starting feed server with {args.feeds} feeds ...", file=sys.stderr, flush=True)
+    with (
+        FeedServerProcess(args.feeds, seed=args.seed, hosts=args.hosts, epoch=epoch) as fs,
+        tempfile.TemporaryDirectory(prefix="cycle-bench-") as tmp,
+    ):
+        median_kb = _median_feed_kb(fs)
+        results = {s: run_system(s, args, fs, Path(tmp)) for s in systems}
+    text = report(args, results, median_kb)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
+    return 0 if all(r.get("ok") for r in results.values()) else 1
+
+
+def _median_feed_kb(fs: FeedServerProcess, sample: int = 101) -> float:
+    import statistics
+    import urllib.request
+
+    step = max(1, fs.feeds // sample)
+    sizes = []
+    for i in range(0, fs.feeds, step):
+        with urllib.request.urlopen(fs.url(i) + "?gen=0", timeout=30) as resp:
+            sizes.append(len(resp.read()))
+    fs.reset_counts()
+    return statistics.median(sizes) / 1000
+
+
+if __name__ == "__main__":
+    sys.exit(main())
