@@ -352,6 +352,51 @@ def _tokenize(text: str) -> _Tokens:
 
 
 # --------------------------------------------------------------------------------------------
+# Background rarity: how informative a term is, from fixed general word frequencies
+# --------------------------------------------------------------------------------------------
+
+# A typical article's length in tokens: turns a word's frequency into the chance that an article
+# contains it (Poisson), the document frequency an IDF needs.
+_DOC_TOKENS = 400.0
+# Keys missing from the table are rarer than its cut-off (frequency 1e-6).
+_FLOOR_FREQ = 10**-6.5
+_NUMBER_DIGIT = re.compile(r"\d")
+
+
+def _load_background() -> dict[str, int]:
+    import base64
+
+    from aggregator import dedup_data
+
+    text = zlib.decompress(base64.b85decode("".join(dedup_data.BLOB))).decode("utf-8")
+    out: dict[str, int] = {}
+    for line in text.split("\n"):
+        key, _, cb = line.partition("\t")
+        out[key] = int(cb)
+    return out
+
+
+_BACKGROUND = _load_background()
+_MONTH_KEY_WORD = {key: _skeleton_word(names[0])[:STEM_LENGTH] for key, names in _MONTHS.items()}
+
+
+def background_idf(key: str) -> float:
+    """IDF of a normalized term from general word frequencies: -ln P(an article contains it)."""
+    if key.startswith("#"):
+        shape = _NUMBER_DIGIT.sub("0", key)
+        cb = _BACKGROUND.get(shape)
+        digits = sum(ch.isdigit() for ch in key)
+        # A specific number is one of the 10^(digits-1) numbers of its shape.
+        freq = (10 ** (-cb / 100) if cb is not None else _FLOOR_FREQ) / 10 ** (digits - 1)
+    else:
+        # A month key ("m07") is as common as the English month name.
+        cb = _BACKGROUND.get(_MONTH_KEY_WORD.get(key, key))
+        freq = 10 ** (-cb / 100) if cb is not None else _FLOOR_FREQ
+    expected = max(freq, 1e-9) * _DOC_TOKENS
+    return -math.log(-math.expm1(-expected)) if expected < 30 else 0.0
+
+
+# --------------------------------------------------------------------------------------------
 # Level 2: MinHash signatures and LSH bands
 # --------------------------------------------------------------------------------------------
 
@@ -478,6 +523,19 @@ def _number_key(key: str) -> str | None:
     return month
 
 
+USE_BG = True
+_IDF_CACHE: dict[str, float] = {}
+
+
+def _idf_cached(key: str) -> float:
+    value = _IDF_CACHE.get(key)
+    if value is None:
+        if len(_IDF_CACHE) > 200_000:
+            _IDF_CACHE.clear()
+        value = _IDF_CACHE[key] = background_idf(key)
+    return value
+
+
 def fingerprint(
     title: str,
     text: str,
@@ -513,7 +571,9 @@ def fingerprint(
             if num is not None:
                 numbers.add(num)
     weights = {
-        k: (1.0 + math.log(c)) * (ENTITY_WEIGHT if (k in entities or k in numbers) else 1.0)
+        k: (1.0 + math.log(c))
+        * (ENTITY_WEIGHT if (k in entities or k in numbers) else 1.0)
+        * (_idf_cached(k) if USE_BG else 1.0)
         for k, c in counts.items()
     }
     top = sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_TERMS]
@@ -683,7 +743,12 @@ def _idf(fps: Iterable[Fingerprint]) -> tuple[dict[str, float], float]:
 
 
 def _weighted(fp: Fingerprint, idf: dict[str, float], default: float) -> dict[str, float]:
+    if not USE_CAND_IDF:
+        return fp.vector()
     return {t: w * idf.get(t, default) for t, w in fp.vector().items()}
+
+
+USE_CAND_IDF = True
 
 
 def _cosine(a: dict[str, float], b: dict[str, float]) -> float:
@@ -705,10 +770,31 @@ def development_scores(
     idf, default = _idf([fp, *(c.fingerprint for c in unique.values())])
     vec = _weighted(fp, idf, default)
     members: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    centroids: dict[str, dict[str, float]] = defaultdict(dict)
     for cand in unique.values():
-        sim = _cosine(vec, _weighted(cand.fingerprint, idf, default))
+        cvec = _weighted(cand.fingerprint, idf, default)
+        sim = _cosine(vec, cvec)
         members[cand.development_id].append((sim, cand.record_id))
-    return {dev: development_score(sims) for dev, sims in members.items()}
+        norm = math.sqrt(sum(w * w for w in cvec.values())) or 1.0
+        cen = centroids[cand.development_id]
+        for t, w in cvec.items():
+            cen[t] = cen.get(t, 0.0) + w / norm
+    out = {}
+    for dev, sims in members.items():
+        best = max(sims)
+        if MODE == 0:
+            out[dev] = best
+        elif MODE == 1:
+            out[dev] = (_cosine(vec, centroids[dev]), best[1])
+        elif MODE == 2:
+            top = sorted(sims, reverse=True)[:3]
+            out[dev] = (sum(s for s, _ in top) / len(top), best[1])
+        else:
+            out[dev] = ((_cosine(vec, centroids[dev]) + best[0]) / 2, best[1])
+    return out
+
+
+MODE = 0
 
 
 def development_score(sims: Sequence[tuple[float, str]]) -> tuple[float, str]:
