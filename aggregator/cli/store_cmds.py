@@ -1,7 +1,302 @@
+"""Store commands: import, export, developments, split, merge, db upgrade."""
+
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aggregator.model import Development, Membership
+from aggregator.settings import Settings
+
+if TYPE_CHECKING:
+    _Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Sub-commands of this group are added here as they are built."""
+def register(subparsers: _Subparsers) -> None:
+    _register_import(subparsers)
+    _register_export(subparsers)
+    _register_developments(subparsers)
+    _register_split_merge(subparsers)
+    _register_db(subparsers)
+
+
+def _register_import(subparsers: _Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "import",
+        help="import record files or folders (seed format, optional index.jsonl)",
+        description=(
+            "Import records in the record text format: files named NNN_<16 hex>.txt, or folders "
+            "of them, with an optional index.jsonl beside them giving metadata per id (url, "
+            "title, source, published, fetched, language, author, guid). Each record keeps the "
+            "id in its file name and goes through topic matching and dedup like a fetched one. "
+            "Importing twice adds nothing. Every file is checked first: on any problem nothing "
+            "is stored and each problem is listed."
+        ),
+    )
+    parser.add_argument("paths", metavar="PATH", nargs="+", type=Path)
+    parser.set_defaults(handler=run_import)
+
+
+def _register_export(subparsers: _Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="write every record as NNN_<id>.txt plus index.jsonl",
+        description=(
+            "Write every stored record, in insertion order, as DIR/NNN_<id>.txt (its exact text) "
+            "and DIR/index.jsonl (every metadata field). Importing DIR into an empty store and "
+            "exporting again gives identical files."
+        ),
+    )
+    parser.add_argument("dir", metavar="DIR", type=Path)
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="remove an earlier export's record files and index.jsonl in DIR first",
+    )
+    parser.set_defaults(handler=run_export)
+
+
+def _register_developments(subparsers: _Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "developments",
+        help="list developments, newest first, with their records and sources",
+        description=(
+            "List developments (groups of records reporting one event), most recently updated "
+            "first, with each member record, its source and the dedup decision (reason, score) "
+            "that put it there."
+        ),
+    )
+    parser.add_argument("--topic", metavar="T", help="only developments matching topic T")
+    parser.add_argument("--json", action="store_true", help="print one JSON array")
+    parser.add_argument(
+        "--limit", type=int, default=0, metavar="N", help="at most N developments (0: all)"
+    )
+    parser.set_defaults(handler=run_developments)
+
+
+def _register_split_merge(subparsers: _Subparsers) -> None:
+    split = subparsers.add_parser(
+        "split",
+        help="move a record out of its development into a new one",
+        description=(
+            "Move RECORD_ID out of its development into a development of its own. The decision "
+            "is stored as manual: later ingests never move the record back."
+        ),
+    )
+    split.add_argument("record_id", metavar="RECORD_ID")
+    split.set_defaults(handler=run_split)
+    merge = subparsers.add_parser(
+        "merge",
+        help="merge development OTHER_ID into KEEP_ID",
+        description=(
+            "Move every record of OTHER_ID into KEEP_ID. KEEP_ID keeps its id (the id feed "
+            "readers know); OTHER_ID disappears from the feeds and resolves to KEEP_ID."
+        ),
+    )
+    merge.add_argument("keep_id", metavar="KEEP_ID")
+    merge.add_argument("other_id", metavar="OTHER_ID")
+    merge.set_defaults(handler=run_merge)
+
+
+def _register_db(subparsers: _Subparsers) -> None:
+    parser = subparsers.add_parser("db", help="database maintenance")
+    db_sub = parser.add_subparsers(dest="db_command", metavar="DB_COMMAND")
+    upgrade = db_sub.add_parser(
+        "upgrade",
+        help="migrate the database schema to the newest version",
+        description="Run the schema migrations (the service also runs them at start).",
+    )
+    upgrade.set_defaults(handler=run_db_upgrade)
+    current = db_sub.add_parser("current", help="print the schema version of the database")
+    current.set_defaults(handler=run_db_current)
+    parser.set_defaults(handler=_db_help(parser))
+
+
+def _db_help(parser: argparse.ArgumentParser) -> Any:
+    def show(_args: argparse.Namespace, _settings: Settings) -> int:
+        parser.print_help()
+        return 2
+
+    return show
+
+
+# --------------------------------------------------------------------------------------------
+# handlers
+# --------------------------------------------------------------------------------------------
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def run_import(args: argparse.Namespace, settings: Settings) -> int:
+    from aggregator.match import TopicMatcher
+    from aggregator.pipeline import import_records
+    from aggregator.store import open_store
+    from aggregator.watchlist import load_watchlist
+
+    watchlist = load_watchlist(settings.config_path)
+    matcher = TopicMatcher(watchlist.topics)
+    source_topics = {s.id: s.topics for s in watchlist.sources}
+    with open_store(settings.db_url) as store:
+        summary = import_records(
+            store,
+            args.paths,
+            matcher=matcher,
+            options=watchlist.dedup,
+            source_topics=source_topics,
+            now=_now(),
+        )
+        total_records = store.count_records()
+        total_devs = store.count_developments()
+    for warning in summary.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for skipped in summary.skipped:
+        print(f"skipped (not a record file name): {skipped}", file=sys.stderr)
+    print(
+        f"imported {summary.imported} of {summary.files} records "
+        f"({summary.duplicates} duplicates); "
+        f"{summary.new_developments} new developments, {summary.joined} joined existing ones; "
+        f"store holds {total_records} records in {total_devs} developments"
+    )
+    return 0
+
+
+def run_export(args: argparse.Namespace, settings: Settings) -> int:
+    from aggregator.store import open_store
+    from aggregator.store.transfer import export_dir
+
+    with open_store(settings.db_url) as store:
+        count = export_dir(store, args.dir, replace=args.replace)
+    print(f"exported {count} records to {args.dir}")
+    return 0
+
+
+def run_developments(args: argparse.Namespace, settings: Settings) -> int:
+    from aggregator.store import open_store
+
+    with open_store(settings.db_url) as store:
+        devs = store.list_developments(topic=args.topic, limit=args.limit)
+        members = {d.id: store.get_memberships(d.id) for d in devs}
+    if args.json:
+        payload = [development_json(d, members[d.id]) for d in devs]
+        print(json.dumps(payload, ensure_ascii=False, indent=2))
+        return 0
+    if not devs:
+        print("no developments" + (f" for topic {args.topic}" if args.topic else ""))
+        return 0
+    for dev in devs:
+        print(_development_text(dev, members[dev.id]))
+    return 0
+
+
+def run_split(args: argparse.Namespace, settings: Settings) -> int:
+    from aggregator.store import open_store
+
+    with open_store(settings.db_url) as store:
+        before = store.get_membership(args.record_id)
+        new_id = store.split_record(args.record_id, _now())
+    old = before.development_id if before else "?"
+    print(f"record {args.record_id} moved from development {old} to new development {new_id}")
+    return 0
+
+
+def run_merge(args: argparse.Namespace, settings: Settings) -> int:
+    from aggregator.store import open_store
+
+    with open_store(settings.db_url) as store:
+        store.merge_developments(args.keep_id, args.other_id, _now())
+        dev = store.get_development(args.keep_id)
+    count = len(dev.record_ids) if dev else 0
+    print(f"merged development {args.other_id} into {args.keep_id} ({count} records)")
+    return 0
+
+
+def run_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from aggregator.store import upgrade_database
+
+    result = upgrade_database(settings.db_url)
+    if result.changed:
+        print(f"database upgraded from {result.before or 'empty'} to {result.after}")
+    else:
+        print(f"database already at {result.after} (newest)")
+    return 0
+
+
+def run_db_current(args: argparse.Namespace, settings: Settings) -> int:
+    from aggregator.store.engine import create_engine
+    from aggregator.store.migrate import current_revision, head_revision
+
+    engine = create_engine(settings.db_url)
+    try:
+        current = current_revision(engine)
+    finally:
+        engine.dispose()
+    head = head_revision()
+    state = "newest" if current == head else f"newest is {head}: run `aggregator db upgrade`"
+    print(f"{current or 'empty'} ({state})")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# output
+# --------------------------------------------------------------------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def development_json(dev: Development, members: list[Membership]) -> dict[str, Any]:
+    """The JSON object of one development in ``aggregator developments --json``."""
+    decision = {m.record_id: m for m in members}
+    return {
+        "id": dev.id,
+        "title": dev.title,
+        "summary": dev.summary,
+        "topics": list(dev.topics),
+        "terms": list(dev.terms),
+        "first_seen": _iso(dev.first_seen),
+        "updated": _iso(dev.updated),
+        "records": list(dev.record_ids),
+        "sources": [
+            {
+                "record_id": s.record_id,
+                "source_id": s.source_id,
+                "source_title": s.source_title,
+                "url": s.url,
+                "title": s.title,
+                "published": _iso(s.published),
+            }
+            for s in dev.sources
+        ],
+        "members": [
+            {
+                "record_id": rid,
+                "reason": str(decision[rid].reason) if rid in decision else None,
+                "score": decision[rid].score if rid in decision else None,
+                "matched_record_id": decision[rid].matched_record_id if rid in decision else None,
+            }
+            for rid in dev.record_ids
+        ],
+    }
+
+
+def _development_text(dev: Development, members: list[Membership]) -> str:
+    decision = {m.record_id: m for m in members}
+    topics = ", ".join(dev.topics) or "no topic"
+    lines = [
+        f"{dev.id}  updated {dev.updated:%Y-%m-%d %H:%M}Z  {len(dev.record_ids)} record(s)  "
+        f"[{topics}]",
+        f"  {dev.title}",
+    ]
+    for ref in dev.sources:
+        m = decision.get(ref.record_id)
+        why = f"{m.reason} {m.score:.2f}" if m else "?"
+        where = ref.source_title or ref.source_id or "imported"
+        lines.append(f"    {ref.record_id}  {why:<20} {where}: {ref.url or ref.title}")
+    return "\n".join(lines) + "\n"

@@ -12,6 +12,7 @@ from aggregator.store.core import (
     development_id_for,
     open_store,
     record_time,
+    upgrade_database,
 )
 from aggregator.store.migrate import UpgradeResult, upgrade
 
@@ -25,4 +26,5 @@ __all__ = [
     "open_store",
     "record_time",
     "upgrade",
+    "upgrade_database",
 ]

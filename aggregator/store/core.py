@@ -44,7 +44,7 @@ from aggregator.model import (
 )
 from aggregator.store import schema as t
 from aggregator.store.engine import READ_ONLY, create_engine, is_postgres
-from aggregator.store.migrate import upgrade
+from aggregator.store.migrate import UpgradeResult, upgrade
 
 CHUNK = 500  # bound on IN (...) lists
 MAX_REPRESENTATIVE_MEMBERS = 100  # members considered when choosing a development's title
@@ -77,6 +77,16 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
         engine.dispose()
         raise
     return Store(engine)
+
+
+def upgrade_database(url: str) -> UpgradeResult:
+    """Migrate the database at ``url`` to the newest schema (``aggregator db upgrade``)."""
+    engine = create_engine(url)
+    try:
+        with _translate_errors():
+            return upgrade(engine)
+    finally:
+        engine.dispose()
 
 
 def development_id_for(record_id: str, salt: str = "") -> str:
