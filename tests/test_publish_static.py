@@ -1,0 +1,165 @@
+"""publish.static and ``aggregator publish DIR``: atomic files, same bytes as HTTP, real store."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import stat
+from dataclasses import replace
+from pathlib import Path
+
+import feedparser
+import pytest
+from starlette.testclient import TestClient
+
+from aggregator.cli import main
+from aggregator.publish.render import render_site
+from aggregator.publish.site import collect_feeds, make_site
+from aggregator.publish.static import publish_dir, write_atomic
+from aggregator.settings import Settings
+from aggregator.web import create_app
+from tests.publish_samples import NOW, MemoryStore, SampleWatchlist
+
+SEEDS = Path(__file__).resolve().parent.parent / "seeds"
+
+WATCHLIST_YAML = """\
+version: 1
+publish:
+  title: "Baltic watch"
+  base_url: "https://news.example.org/"
+  tag_authority: "news.example.org,2026"
+  feed_size: 20
+topics:
+  - id: lithuania
+    title: Lithuania
+    rules:
+      any: ["Lithuania", "Lithuanian"]
+  - id: belarus
+    title: Belarus
+    rules:
+      any: ["Belarus", "Belarusian"]
+sources:
+  - id: lrt
+    title: LRT English
+    url: https://www.lrt.lt/en/news-in-english?rss
+    topics: [lithuania]
+"""
+
+
+def test_write_atomic_replaces_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "all.atom"
+    assert write_atomic(target, b"one") is True
+    assert target.read_bytes() == b"one"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    inode = target.stat().st_ino
+    assert write_atomic(target, b"one", mtime=1_700_000_000) is False  # unchanged: not rewritten
+    assert target.stat().st_ino == inode and target.stat().st_mtime == 1_700_000_000
+    assert write_atomic(target, b"two") is True
+    assert target.read_bytes() == b"two"
+    assert target.stat().st_ino != inode  # a new file renamed over the old one
+    assert sorted(p.name for p in target.parent.iterdir()) == ["all.atom"]
+
+
+def test_write_atomic_failure_keeps_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "all.rss"
+    write_atomic(target, b"good")
+
+    def fail(*args: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError):
+        write_atomic(target, b"new")
+    assert target.read_bytes() == b"good"
+    assert [p.name for p in tmp_path.iterdir()] == ["all.rss"]
+
+
+def test_publish_dir_writes_the_served_layout(tmp_path: Path) -> None:
+    store, watchlist = MemoryStore(), SampleWatchlist()
+    paths = publish_dir(store, watchlist, tmp_path, "http://ignored", now=NOW, precompress=True)
+    names = sorted(str(p.relative_to(tmp_path)) for p in paths)
+    assert names == sorted(
+        [f"feeds/{k}.{f}" for k in ("all", "lithuania", "belarus") for f in ("atom", "rss", "json")]
+        + ["index.html", "sources.opml"]
+    )
+    expected = {
+        f.path: f
+        for f in render_site(
+            make_site(watchlist, "http://ignored"),
+            collect_feeds(store, watchlist.topics, watchlist.publish.feed_size),
+            watchlist.sources,
+            NOW,
+        )
+    }
+    for path, item in expected.items():
+        assert (tmp_path / path).read_bytes() == item.body
+        assert gzip.decompress((tmp_path / (path + ".gz")).read_bytes()) == item.body
+        assert (tmp_path / path).stat().st_mtime == item.updated.timestamp()
+
+
+def test_publish_dir_removes_feeds_of_dropped_topics(tmp_path: Path) -> None:
+    store, watchlist = MemoryStore(), SampleWatchlist()
+    publish_dir(store, watchlist, tmp_path, "http://x", now=NOW, precompress=True)
+    smaller = replace(watchlist, topics=watchlist.topics[:1])
+    publish_dir(store, smaller, tmp_path, "http://x", now=NOW)
+    feeds = sorted(p.name for p in (tmp_path / "feeds").iterdir())
+    assert feeds == sorted(
+        f"{k}.{f}" for k in ("all", "lithuania") for f in ("atom", "rss", "json")
+    )
+
+
+def _setup(tmp_path: Path, db_url: str) -> tuple[list[str], Path]:
+    config = tmp_path / "watchlist.yaml"
+    config.write_text(WATCHLIST_YAML, encoding="utf-8")
+    base = ["--db", db_url, "--config", str(config)]
+    assert main([*base, "import", str(SEEDS)]) == 0
+    return base, config
+
+
+def test_cli_publish_end_to_end_and_same_bytes_as_http(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base, config = _setup(tmp_path, db_url)
+    out = tmp_path / "site"
+    assert main([*base, "publish", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "published 11 files (9 feeds, index.html, sources.opml)" in printed
+    assert "https://news.example.org/" in printed
+
+    from aggregator.store import open_store
+    from aggregator.watchlist import load_watchlist
+
+    watchlist = load_watchlist(config)
+    with open_store(db_url) as store:
+        devs = [d for d in store.list_developments(None, 100) if d.topics]
+        assert devs, "the seeds match the topics"
+        atom = feedparser.parse((out / "feeds/all.atom").read_bytes())
+        assert not atom.bozo
+        assert [e.id for e in atom.entries] == [
+            f"tag:news.example.org,2026:development/{d.id}" for d in devs
+        ]
+        assert atom.entries[0].title == devs[0].title
+        # The service serves exactly the bytes the command wrote.
+        settings = Settings(data_dir=tmp_path, db_url=db_url, config_path=config)
+        client = TestClient(create_app(store, lambda: watchlist, settings))
+        for path in ("feeds/all.atom", "feeds/lithuania.rss", "feeds/belarus.json", "index.html"):
+            served = client.get("/" + path, headers={"Accept-Encoding": "identity"})
+            assert served.status_code == 200
+            assert served.content == (out / path).read_bytes(), path
+        index = (out / "index.html").read_text(encoding="utf-8")
+        assert devs[0].title.split()[0] in index
+
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    assert main([*base, "publish", str(out)]) == 0  # nothing changed: files left alone
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == mtimes
+
+
+def test_cli_publish_reports_a_bad_base_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db_url = f"sqlite:///{tmp_path / 'a.db'}"
+    base, _config = _setup(tmp_path, db_url)
+    assert main([*base, "publish", str(tmp_path / "o"), "--base-url", "ftp://x"]) == 1
+    assert "absolute http(s) URL" in capsys.readouterr().err
