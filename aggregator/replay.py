@@ -13,7 +13,8 @@ extension, an ETag (so conditional GETs get 304s like on the real web) and a per
 robots.txt unless one is recorded. A source without a recording is disabled in replay mode, so
 the demo never reaches the internet. Page sources should use relative links in their listing
 recordings and ``<link rel="canonical">`` to the original URL in article recordings: then the
-records keep the same ids whatever port the replay server gets.
+records keep the same ids whatever port the replay server gets. Feed sources lose ``full_text``
+in replay mode (their linked pages are not recorded; the entries carry the full text).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from urllib.parse import unquote, urlsplit
 import yaml
 
 from aggregator.errors import ConfigError, ConfigProblem
-from aggregator.model import Source
+from aggregator.model import Source, SourceKind
 
 log = logging.getLogger("aggregator.replay")
 
@@ -196,7 +197,9 @@ class ReplayServer:
                     log.warning("no recording for source %s: not fetched in replay mode", source.id)
                 sources.append(dataclasses.replace(source, enabled=False))
             else:
-                sources.append(dataclasses.replace(source, url=url))
+                # Linked article pages of a feed are not recorded: full text would go online.
+                full_text = source.full_text and source.kind == SourceKind.PAGE
+                sources.append(dataclasses.replace(source, url=url, full_text=full_text))
         policy = watchlist.fetch
         networks = tuple(policy.allow_networks)
         if LOOPBACK_NETWORK not in networks:

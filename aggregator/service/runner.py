@@ -684,9 +684,20 @@ async def _default_fetch_one(service: Service, source: Source, fetcher: Any, now
 
 
 def _default_import_seeds(store: Any, seeds: Path, watchlist: Any) -> int:
-    from aggregator.store import import_paths  # type: ignore[attr-defined]
+    """Import seed-format files through ``pipeline.ingest``, like ``aggregator import``."""
+    from aggregator import pipeline
+    from aggregator.store.transfer import read_import
 
-    return int(import_paths(store, [seeds], watchlist=watchlist))
+    now = datetime.now(UTC)
+    batch = read_import([seeds], now=now)
+    matcher = _matcher(watchlist)
+    stored = 0
+    for item in batch.items:
+        result = pipeline.ingest(
+            store, item.record, matcher=matcher, options=watchlist.dedup, now=now
+        )
+        stored += int(result.stored)
+    return stored
 
 
 def _default_app(service: Service) -> Starlette:
