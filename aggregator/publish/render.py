@@ -204,7 +204,7 @@ def entry_link(site: Site, dev: Development) -> str:
 
 
 def _source_name(ref: SourceRef) -> str:
-    return one_line(ref.source_title) or one_line(ref.source_id or "") or "source"
+    return one_line(ref.source_title) or one_line(ref.source_id or "") or "unknown source"
 
 
 def entry_html(site: Site, entry: Entry) -> str:
