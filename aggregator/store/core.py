@@ -17,6 +17,7 @@ insert that slipped past fails with IntegrityError, which surfaces as ``StoreCon
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -70,13 +71,23 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     """Connect to ``url`` (SQLite file or PostgreSQL) and bring the schema to head."""
     engine = create_engine(url)
     try:
-        if migrate:
-            with _translate_errors():
+        with _translate_errors():
+            if migrate:
                 upgrade(engine)
+            _ensure_meta(engine)
     except BaseException:
         engine.dispose()
         raise
     return Store(engine)
+
+
+def _ensure_meta(engine: sa.Engine) -> None:
+    """The one store_meta row (the migration writes it; this restores it after a TRUNCATE)."""
+    with engine.begin() as conn:
+        if conn.execute(sa.select(t.store_meta.c.id).where(t.store_meta.c.id == 1)).first():
+            return
+        stmt = _insert(conn, t.store_meta).values(id=1, instance=uuid.uuid4().hex, feed_version=0)
+        conn.execute(stmt.on_conflict_do_nothing(index_elements=[t.store_meta.c.id]))
 
 
 def upgrade_database(url: str) -> UpgradeResult:

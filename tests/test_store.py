@@ -1,0 +1,374 @@
+"""The Store on SQLite and PostgreSQL: records, fetch state, leases, developments, retention,
+migrations."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from aggregator import records
+from aggregator.errors import StoreError
+from aggregator.match import TopicMatcher
+from aggregator.model import (
+    DedupOptions,
+    DedupReason,
+    FailureClass,
+    FetchState,
+    Record,
+    Schedule,
+    Source,
+    SourceKind,
+    Topic,
+    TopicRules,
+)
+from aggregator.pipeline import ingest
+from aggregator.store import Store, open_store
+from aggregator.store.migrate import current_revision, head_revision
+
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+TOPICS = (
+    Topic("storms", "Storms", TopicRules(any=("storm*", "hurricane*"))),
+    Topic("elections", "Elections", TopicRules(any=("election*", "vote*"))),
+)
+
+
+def make_record(
+    title: str,
+    body: str,
+    *,
+    url: str | None = None,
+    source_id: str | None = None,
+    guid: str | None = None,
+    published: datetime | None = None,
+) -> Record:
+    text = f"{body}\n\n{title}\n\n{body} {title}.\n"
+    return Record(
+        id=records.record_id(url, text),
+        text=text,
+        title=title,
+        content_hash=records.content_hash(text),
+        url=url,
+        canonical_url=url,
+        guid=guid,
+        source_id=source_id,
+        published=published,
+        fetched=NOW,
+        language="en",
+        author="Desk",
+    )
+
+
+STORM = (
+    "Hurricane Orla made landfall near Port Avery on Tuesday with winds of 190 km/h, "
+    "cutting power to 40,000 homes, officials in Calder County said."
+)
+VOTE = (
+    "Voters in Marisund elect a new parliament on Sunday; polls show the Green Alliance "
+    "and the Farmers Party level at 24 percent each after a bitter campaign."
+)
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    s = open_store(db_url)
+    yield s
+    s.close()
+
+
+def put(store: Store, record: Record, now: datetime = NOW, **kw: object) -> object:
+    return ingest(
+        store, record, matcher=TopicMatcher(TOPICS), options=DedupOptions(), now=now, **kw
+    )
+
+
+# --- records ------------------------------------------------------------------------------
+
+
+def test_record_round_trip_keeps_every_field(store: Store) -> None:
+    cest = timezone(timedelta(hours=2))
+    rec = make_record(
+        "Orla hits Port Avery",
+        STORM,
+        url="https://news.example/orla",
+        source_id="wire",
+        guid="g-1",
+        published=datetime(2026, 3, 1, 14, 30, 15, 123456, tzinfo=cest),
+    )
+    put(store, rec)
+    got = store.get_record(rec.id)
+    assert got is not None
+    assert got == rec  # published compares equal across time zones...
+    assert got.published is not None and got.published.tzinfo is not None
+    assert got.published.utcoffset() == timedelta(0)  # ...and comes back as UTC
+    assert got.published == datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    assert got.fetched == NOW
+    assert store.get_record("0" * 16) is None
+
+
+def test_get_records_iter_and_count(store: Store) -> None:
+    recs = [
+        make_record(f"Story {i} about storms", f"{STORM} Item {i} {'x' * i}.", url=f"https://a/{i}")
+        for i in range(5)
+    ]
+    for rec in recs:
+        put(store, rec)
+    assert store.count_records() == 5
+    assert [r.id for r in store.iter_records(batch=2)] == [r.id for r in recs]
+    wanted = [recs[3].id, "f" * 16, recs[0].id]
+    assert [r.id for r in store.get_records(wanted)] == [recs[3].id, recs[0].id]
+
+
+def test_find_duplicate_by_each_key(store: Store) -> None:
+    rec = make_record("Orla", STORM, url="https://news.example/orla", source_id="s", guid="g")
+    put(store, rec)
+    same_url = make_record("Other", VOTE, url="https://news.example/orla")
+    same_guid = make_record("Other", VOTE, url="https://news.example/x", source_id="s", guid="g")
+    same_text = make_record("Orla", STORM, url="https://elsewhere.example/orla")
+    fresh = make_record("Other", VOTE, url="https://news.example/x", source_id="s", guid="h")
+    assert store.find_duplicate(rec) == rec.id
+    assert store.find_duplicate(same_url) == rec.id
+    assert store.find_duplicate(same_guid) == rec.id
+    assert store.find_duplicate(same_text) == rec.id
+    assert store.find_duplicate(fresh) is None
+    assert store.known_guids("s", ["g", "h", "g"]) == {"g"}
+    assert store.known_guids("other", ["g"]) == set()
+
+
+# --- fetch state and leases ----------------------------------------------------------------
+
+
+def source(sid: str, **kw: object) -> Source:
+    return Source(
+        id=sid,
+        kind=SourceKind.FEED,
+        url=f"https://{sid}.example/feed",
+        schedule=Schedule(interval_seconds=600),
+        title=f"Source {sid}",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_fetch_state_save_and_load(store: Store) -> None:
+    assert store.get_fetch_state("nope") == FetchState(source_id="nope")
+    state = FetchState(
+        source_id="a",
+        etag='W/"123"',
+        last_modified="Mon, 02 Mar 2026 10:00:00 GMT",
+        next_fetch=NOW + timedelta(minutes=10),
+        last_attempt=NOW,
+        last_success=NOW - timedelta(hours=1),
+        consecutive_failures=2,
+        failure_class=FailureClass.TIMEOUT,
+        last_error="read timed out",
+        failure_counts={"timeout": 2, "http-5xx": 1},
+        fetch_count=17,
+    )
+    store.save_fetch_state(state)
+    assert store.get_fetch_state("a") == state
+    later = FetchState(source_id="a", fetch_count=18, last_success=NOW)
+    store.save_fetch_state(later)
+    assert store.get_fetch_state("a") == later
+    assert [s.source_id for s in store.list_fetch_states()] == ["a"]
+
+
+def test_sync_sources_adds_updates_and_retires(store: Store) -> None:
+    store.sync_sources([source("a"), source("b")])
+    assert [s.id for s in store.list_sources()] == ["a", "b"]
+    v1 = store.feed_version()
+    store.sync_sources([source("a"), source("b")])
+    assert store.feed_version() == v1  # nothing changed
+    store.sync_sources([Source("a", SourceKind.FEED, "https://a2/", Schedule(), title="A2")])
+    assert [(s.id, s.title, s.url) for s in store.list_sources()] == [("a", "A2", "https://a2/")]
+    assert [s.id for s in store.list_sources(include_inactive=True)] == ["a", "b"]
+    assert store.feed_version() != v1
+    # A retired source is never due; its fetch state stays.
+    assert store.claim_due_sources("w", NOW, 60, 10) == ["a"]
+    assert {s.source_id for s in store.list_fetch_states()} == {"a", "b"}
+
+
+def test_claim_due_sources_leases(store: Store) -> None:
+    store.sync_sources([source(x) for x in "abcde"] + [source("off", enabled=False)])
+    store.save_fetch_state(FetchState(source_id="e", next_fetch=NOW + timedelta(hours=1)))
+    first = store.claim_due_sources("one", NOW, 300, 2)
+    second = store.claim_due_sources("two", NOW, 300, 10)
+    assert len(first) == 2 and len(second) == 2
+    assert not set(first) & set(second)
+    assert set(first) | set(second) == {"a", "b", "c", "d"}  # e not due, off disabled
+    assert store.claim_due_sources("three", NOW, 300, 10) == []
+    assert store.lease_of(first[0])[0] == "one"
+    # Released: due again at once (its next_fetch has not moved).
+    store.release_source("one", first[0])
+    store.release_source("two", first[1])  # not two's lease: kept
+    assert store.claim_due_sources("three", NOW, 300, 10) == [first[0]]
+    # "one" died: after the lease time its sources go to someone else.
+    later = NOW + timedelta(seconds=301)
+    assert store.claim_due_sources("four", later, 300, 10) == ["a", "b", "c", "d"]
+    owners = {sid: store.lease_of(sid)[0] for sid in "abcd"}
+    assert set(owners.values()) == {"four"}
+    # e becomes due when its next_fetch passes (never-fetched sources go first).
+    assert store.claim_due_sources("five", NOW + timedelta(hours=2), 60, 10) == [*"abcde"]
+
+
+def test_concurrent_claims_never_share_a_source(store: Store, db_url: str) -> None:
+    store.sync_sources([source(f"s{i:03d}") for i in range(120)])
+    results: dict[str, list[str]] = {}
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def worker(owner: str) -> None:
+        s = open_store(db_url)
+        try:
+            barrier.wait()
+            got: list[str] = []
+            while batch := s.claim_due_sources(owner, NOW, 600, 7):
+                got.extend(batch)
+            results[owner] = got
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    claimed = [sid for got in results.values() for sid in got]
+    assert len(claimed) == 120
+    assert len(set(claimed)) == 120
+
+
+# --- developments ----------------------------------------------------------------------------
+
+
+def test_developments_listing_topics_and_sources(store: Store) -> None:
+    store.sync_sources([source("wire")])
+    a = make_record("Orla hits Port Avery", STORM, url="https://a/1", source_id="wire")
+    b = make_record("Marisund votes", VOTE, url="https://a/2", published=NOW - timedelta(days=1))
+    ra, rb = put(store, a), put(store, b)
+    devs = store.list_developments()
+    assert [d.record_ids for d in devs] == [(a.id,), (b.id,)]  # newest first
+    storm = devs[0]
+    assert storm.topics == ("storms",)
+    assert "hurricane*" in storm.terms
+    assert storm.title == "Orla hits Port Avery"
+    assert storm.summary.startswith("Hurricane Orla made landfall")
+    assert storm.sources[0].source_title == "Source wire"
+    assert storm.sources[0].url == "https://a/1"
+    assert storm.first_seen == NOW and storm.updated == NOW
+    assert [d.id for d in store.list_developments(topic="elections")] == [devs[1].id]
+    assert store.list_developments(topic="nothing") == []
+    assert [d.id for d in store.list_developments(since=NOW - timedelta(hours=1))] == [storm.id]
+    assert len(store.list_developments(limit=1)) == 1
+    assert store.get_development(storm.id) == storm
+    assert ra.development_id == storm.id  # type: ignore[attr-defined]
+    assert rb.development_id == devs[1].id  # type: ignore[attr-defined]
+
+
+def test_split_and_merge(store: Store) -> None:
+    a = make_record("Orla hits Port Avery", STORM, url="https://a/1")
+    copy = make_record("Orla hits Port Avery hard", STORM + " More soon.", url="https://b/1")
+    c = make_record("Marisund votes", VOTE, url="https://c/1")
+    ra, rcopy, rc = put(store, a), put(store, copy), put(store, c)
+    assert rcopy.development_id == ra.development_id  # type: ignore[attr-defined]
+    storm_dev = ra.development_id  # type: ignore[attr-defined]
+    v0 = store.feed_version()
+
+    later = NOW + timedelta(hours=1)
+    new_dev = store.split_record(copy.id, later)
+    assert store.feed_version() != v0
+    assert store.get_development(storm_dev).record_ids == (a.id,)  # type: ignore[union-attr]
+    split = store.get_development(new_dev)
+    assert split is not None and split.record_ids == (copy.id,) and split.updated == later
+    member = store.get_membership(copy.id)
+    assert member is not None and member.reason is DedupReason.MANUAL
+    with pytest.raises(StoreError, match="only member"):
+        store.split_record(copy.id, later)
+    with pytest.raises(StoreError, match="no record"):
+        store.split_record("0" * 16, later)
+
+    # A later copy of the split record never pulls it back: manual decisions stay.
+    third = make_record("Orla hits Port Avery hard", STORM + " More soon!", url="https://d/1")
+    put(store, third, later)
+    assert store.get_membership(copy.id).development_id == new_dev  # type: ignore[union-attr]
+
+    store.merge_developments(storm_dev, rc.development_id, later)  # type: ignore[attr-defined]
+    merged = store.get_development(storm_dev)
+    assert merged is not None and c.id in merged.record_ids
+    # The merged-away id resolves to the kept development and leaves the listings.
+    assert store.get_development(rc.development_id) == merged  # type: ignore[attr-defined]
+    assert rc.development_id not in {d.id for d in store.list_developments()}  # type: ignore[attr-defined]
+    assert set(merged.topics) == {"storms", "elections"}
+    with pytest.raises(StoreError, match="same development"):
+        store.merge_developments(storm_dev, rc.development_id, later)  # type: ignore[attr-defined]
+    with pytest.raises(StoreError, match="no development"):
+        store.merge_developments(storm_dev, "nope", later)
+
+
+def test_prune_removes_old_developments_whole(store: Store) -> None:
+    old = make_record("Old storm", STORM, url="https://a/old", published=NOW - timedelta(days=400))
+    new = make_record("Marisund votes", VOTE, url="https://a/new")
+    put(store, old)
+    put(store, new)
+    v = store.feed_version()
+    assert store.prune(NOW - timedelta(days=365)) == 1
+    assert store.get_record(old.id) is None
+    assert store.get_record(new.id) is not None
+    assert [d.record_ids for d in store.list_developments()] == [(new.id,)]
+    assert store.feed_version() != v
+    assert store.prune(NOW - timedelta(days=365)) == 0
+    # Its index rows went with it: a re-ingest is stored again, as new.
+    assert put(store, old).stored  # type: ignore[attr-defined]
+
+
+# --- migrations ------------------------------------------------------------------------------
+
+
+def test_open_store_migrates_to_head_and_schema_matches_models(db_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from aggregator.store.schema import metadata
+
+    s = open_store(db_url)
+    s.close()
+    s = open_store(db_url)  # a second open finds the schema at head
+    try:
+        assert current_revision(s.engine) == head_revision()
+        with s.engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), metadata)
+        assert diff == []
+    finally:
+        s.close()
+
+
+def test_sqlite_pragmas_and_immediate_transactions(tmp_path: object) -> None:
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "deep" / "dir" / "x.db"
+    s = open_store(f"sqlite:///{path}")
+    try:
+        assert path.exists()
+        with s.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
+        # A write transaction holds the write lock from its first statement.
+        other = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 0})
+        with s.write() as tx:
+            tx.conn.execute(sa.text("SELECT 1"))
+            with other.connect() as conn2, pytest.raises(sa.exc.OperationalError):
+                conn2.exec_driver_sql("BEGIN IMMEDIATE")
+        other.dispose()
+    finally:
+        s.close()
+
+
+def test_bad_url_is_a_clear_error() -> None:
+    with pytest.raises(StoreError, match="unsupported database"):
+        open_store("mysql://localhost/x")
