@@ -595,7 +595,7 @@ class Service:
         log.info("imported %d seed records", count)
 
     async def _retention(self) -> None:
-        days = getattr(self.watchlist, "retention_days", None) or self.settings.retention_days
+        days = retention_days(self.watchlist, self.settings)
         cutoff = datetime.now(UTC) - timedelta(days=days)
         try:
             removed = int(self.store.prune(cutoff))
@@ -607,6 +607,13 @@ class Service:
 
 
 # -------------------------------------------------------------------- defaults
+
+
+def retention_days(watchlist: Any, settings: Settings) -> int:
+    """``AGGREGATOR_RETENTION_DAYS`` when set (an operator's override), else the watchlist's."""
+    if os.environ.get("AGGREGATOR_RETENTION_DAYS"):
+        return settings.retention_days
+    return int(getattr(watchlist, "retention_days", None) or settings.retention_days)
 
 
 def _field(obj: Any, *names: str) -> Any:
