@@ -1,0 +1,292 @@
+"""Article extraction: find the main text of a news page and compose the record text.
+
+The method, in general terms (no per-site rules):
+
+1. Parse with selectolax (Lexbor); read metadata (metadata.py) before anything is removed.
+2. Drop scripts, styles, media and form controls; skip subtrees that are boilerplate by tag
+   (``nav``, ``footer``, ``aside``), ARIA role, hidden state, or class/id words (share, social,
+   related, comments, cookie, newsletter, ads, breadcrumbs, ...). Words that hint at content
+   (article, body, story, ...) on the same element make it *doubtful* instead of skipped.
+3. Walk the rest into text segments (blocks.py) that know their link density.
+4. Score every block element by the text below it: long, link-poor paragraphs count for,
+   link-heavy or doubtful text counts against. The element with the highest sum is the
+   article container: it gathers the paragraphs under a common ancestor while leaving out
+   link lists and other page furniture around them.
+5. Inside the container, drop link lists (a "related headlines" block), short boilerplate
+   lines (share prompts, "Advertisement"), the title repeated as ``<h1>``, the preamble before
+   the first paragraph (kicker, byline, date) and headings left with nothing under them.
+6. The first paragraph is the lead; compose lead, title and body into the record text.
+"""
+
+from __future__ import annotations
+
+import re
+
+from selectolax.lexbor import LexborHTMLParser, LexborNode
+
+from aggregator.errors import ExtractionError
+from aggregator.extract.blocks import DROP_TAGS, Segment, Walk, normalize_space, walk
+from aggregator.extract.metadata import PageMeta, clean_title, read_metadata
+from aggregator.model import Article, Block, BlockKind
+from aggregator.records import compose, first_sentence
+
+__all__ = ["extract_article", "extract_text", "select_segments"]
+
+# --- boilerplate hints ---------------------------------------------------------------------
+
+_SKIP_TAGS = frozenset(("nav", "footer", "aside", "menu"))
+_NEVER_SKIP_TAGS = frozenset(("html", "body", "main", "article"))
+# Word lists read best as text; ruff's SIM905 would explode them one word per line.
+_SKIP_ROLES = frozenset(
+    """navigation banner contentinfo complementary search menu menubar dialog alertdialog
+    toolbar tablist""".split()  # noqa: SIM905
+)
+# Class/id words of page furniture. An element carrying one is "doubtful": its text counts
+# against a container and is left out, unless a nearer element says "content" again.
+_NEGATIVE_WORDS = frozenset(
+    """nav navbar navigation menu footer sidebar share shares sharing sharebar social related
+    recommended recommendations recirc recirculation comment comments disqus cookie cookies
+    consent gdpr newsletter subscribe subscription signup promo advert advertisement
+    advertising ad ads adslot adunit dfp breadcrumb breadcrumbs pagination pager popup modal
+    outbrain taboola sponsored trending popular toolbar skip tags widget masthead login byline
+    caption credit dateline timestamp author bio""".split()  # noqa: SIM905
+)
+_POSITIVE_WORDS = frozenset(
+    """article body content entry main story text post prose blog articlebody richtext
+    news""".split()  # noqa: SIM905
+)
+_CAMEL_RE = re.compile(r"([a-z0-9])([A-Z])")
+_WORD_RE = re.compile(r"[a-z0-9]+")
+_HIDDEN_STYLE_RE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
+
+# Short lines that are page furniture wherever they appear.
+_BOILERPLATE_LINE_RE = re.compile(
+    r"^(?:advertisement|advertising|sponsored( content)?|share( this)?( article| story| post)?"
+    r"|(read|see|view|show) (more|also|all|full)\b.*|related( articles| stories| posts| content|"
+    r" coverage| news)?|more (from|on|stories|news)\b.*|recommended( for you)?|you may also like"
+    r"|also read\b.*|follow us\b.*|sign up\b.*|subscribe\b.*|click here\b.*|(photo|image|video"
+    r"|credit|source)s?:.*|copyright\b.*|©.*|all rights reserved.*|\(?ad\)?|back to top"
+    r"|print|email|tweet|facebook|twitter|linkedin|whatsapp|comments?( \(\d+\))?"
+    r"|(\d+ )?min(ute)?s? read|listen( to)?( this)?( article| story)?.*)$",
+    re.IGNORECASE,
+)
+_SENTENCE_END_RE = re.compile(r"[.!?…:;\"”’)»]$")
+
+# A paragraph this long and link-poor is article text; shorter ones are neutral.
+_GOOD_CHARS = 80
+_MAX_LINK_DENSITY = 0.5
+# How much link-heavy or doubtful text counts against a container, relative to good text. It
+# only has to keep the container from growing over page furniture: the furniture inside the
+# chosen container is filtered out afterwards anyway.
+_PENALTY = 0.25
+
+
+def _classify(node: LexborNode, tag: str, cache: dict[str, int | None]) -> int | None:
+    """None to skip the subtree, -1 doubtful, +1 content hint, 0 neutral."""
+    if tag in _SKIP_TAGS:
+        return None
+    attrs = node.attributes
+    if not attrs:
+        return 0
+    if "hidden" in attrs or attrs.get("aria-hidden") == "true":
+        return None
+    style = attrs.get("style")
+    if style and _HIDDEN_STYLE_RE.search(style):
+        return None
+    role = attrs.get("role")
+    if role and role.lower() in _SKIP_ROLES and tag not in _NEVER_SKIP_TAGS:
+        return None
+    itemprop = attrs.get("itemprop")
+    if itemprop and itemprop.lower() == "articlebody":
+        return 1
+    key = (attrs.get("class") or "") + " " + (attrs.get("id") or "")
+    if key == " ":
+        return 0
+    hint = cache.get(key, 2)
+    if hint == 2:
+        hint = _hint_of_words(key)
+        cache[key] = hint
+    if tag in ("html", "body"):
+        return 0
+    return hint
+
+
+def _hint_of_words(key: str) -> int:
+    words = set(_WORD_RE.findall(_CAMEL_RE.sub(r"\1 \2", key).lower()))
+    negative = bool(words & _NEGATIVE_WORDS)
+    positive = bool(words & _POSITIVE_WORDS)
+    if negative:
+        return -1
+    return 1 if positive else 0
+
+
+# --- container selection -------------------------------------------------------------------
+
+
+def _weight(seg: Segment) -> float:
+    if seg.doubtful:
+        return -_PENALTY * seg.length
+    ld = seg.link_density
+    if ld > _MAX_LINK_DENSITY:
+        return -_PENALTY * seg.length
+    if seg.kind is BlockKind.HEADING:
+        return 0.0
+    if seg.kind is BlockKind.TABLE:
+        return 0.5 * seg.length * (1.0 - ld)
+    if seg.length >= _GOOD_CHARS or (seg.length >= 40 and _SENTENCE_END_RE.search(seg.text)):
+        return seg.length * (1.0 - 2.0 * ld)
+    return 0.0
+
+
+def _best_container(w: Walk) -> int:
+    n = len(w.parent)
+    score = [0.0] * n
+    for seg in w.segments:
+        score[seg.elem] += _weight(seg)
+    # Children come after their parent in pre-order: accumulate bottom-up in one pass.
+    for e in range(n - 1, 0, -1):
+        p = w.parent[e]
+        if p >= 0:
+            score[p] += score[e]
+    best = 0
+    for e in range(n):
+        # ">=": of a chain of wrappers with the same score, the innermost one.
+        if score[e] >= score[best]:
+            best = e
+    return best
+
+
+def select_segments(w: Walk, title: str) -> list[Segment]:
+    """The article's segments, in order, from a walk of the page body."""
+    if not w.segments:
+        return []
+    container = _best_container(w)
+    end = w.end[container]
+    inside = [s for s in w.segments if container <= s.elem < end]
+    kept = [s for s in inside if _keep(s)]
+    kept = _drop_title_and_preamble(kept, title)
+    return _drop_empty_sections(kept)
+
+
+def _keep(seg: Segment) -> bool:
+    if seg.doubtful:
+        return False
+    if seg.link_density > _MAX_LINK_DENSITY:
+        return False
+    if seg.kind is BlockKind.LIST_ITEM and seg.link_density > 0.3 and seg.length < 200:
+        return False
+    return not (seg.length < 120 and _BOILERPLATE_LINE_RE.match(seg.text.replace("**", "")))
+
+
+def _is_good(seg: Segment) -> bool:
+    return seg.kind is not BlockKind.HEADING and _weight(seg) > 0
+
+
+def _same_text(a: str, b: str) -> bool:
+    return _fold(a) == _fold(b)
+
+
+def _fold(text: str) -> str:
+    return " ".join(_WORD_RE.findall(text.replace("**", "").lower()))
+
+
+def _drop_title_and_preamble(segs: list[Segment], title: str) -> list[Segment]:
+    """Drop what precedes the first real paragraph except a standfirst-like paragraph, and
+    the title when it is repeated in the body."""
+    first_good = next((i for i, s in enumerate(segs) if _is_good(s)), None)
+    if first_good is None:
+        return [s for s in segs if not _same_text(s.text, title)]
+    out: list[Segment] = []
+    for i, seg in enumerate(segs):
+        if _same_text(seg.text, title) and seg.kind is not BlockKind.TABLE:
+            continue
+        if i < first_good and seg.kind in (BlockKind.HEADING, BlockKind.PARAGRAPH):
+            continue
+        out.append(seg)
+    return out
+
+
+def _drop_empty_sections(segs: list[Segment]) -> list[Segment]:
+    """Headings followed by another heading of the same or higher rank, or by nothing."""
+    out: list[Segment] = []
+    for i, seg in enumerate(segs):
+        if seg.kind is BlockKind.HEADING:
+            nxt = segs[i + 1] if i + 1 < len(segs) else None
+            if nxt is None:
+                continue
+            if nxt.kind is BlockKind.HEADING and (nxt.level or 9) <= (seg.level or 9):
+                continue
+        out.append(seg)
+    return out
+
+
+# --- title -----------------------------------------------------------------------------------
+
+
+def _choose_title(tree: LexborHTMLParser, meta: PageMeta) -> str:
+    known = [t for t in (meta.title, meta.html_title) if t]
+    h1s = [normalize_space(h.text(deep=True) or "") for h in tree.css("h1")]
+    h1s = [h for h in h1s if h]
+    folded = [_fold(t) for t in known]
+    for h1 in h1s:
+        f = _fold(h1)
+        if len(f) >= 8 and any(f in k or (k and k in f) for k in folded):
+            return h1
+    if meta.title:
+        return meta.title
+    if meta.html_title:
+        return clean_title(meta.html_title, meta.site_name)
+    return h1s[0] if h1s else ""
+
+
+# --- public API ----------------------------------------------------------------------------
+
+
+def extract_article(html: str, url: str | None = None) -> Article:
+    """Extract an article page into an ``Article`` (title, lead, body blocks, metadata, text).
+
+    Raises ExtractionError when the document has no body at all. A page without article text
+    still gives an Article (possibly with an empty body): callers decide whether that is enough.
+    """
+    if not isinstance(html, str):
+        raise ExtractionError(f"expected HTML text, got {type(html).__name__}")
+    tree = LexborHTMLParser(html)
+    meta = read_metadata(tree, url)
+    title = _choose_title(tree, meta)
+    tree.strip_tags(DROP_TAGS)
+    body = tree.body
+    if body is None:
+        raise ExtractionError("the document has no <body>")
+    cache: dict[str, int | None] = {}
+    segs = select_segments(walk(body, lambda n, t: _classify(n, t, cache)), title)
+    return _assemble(title, segs, meta, url)
+
+
+def _assemble(title: str, segs: list[Segment], meta: PageMeta, url: str | None) -> Article:
+    blocks = [s.to_block() for s in segs]
+    lead = ""
+    lead_at = next(
+        (i for i, b in enumerate(blocks) if b.kind is BlockKind.PARAGRAPH and b.text), None
+    )
+    if lead_at is not None and lead_at <= 1:
+        lead = blocks.pop(lead_at).text
+    if not title:
+        title = first_sentence(lead) if lead else (meta.description or "")
+    body: tuple[Block, ...] = tuple(blocks)
+    text = compose(title, lead, body)
+    return Article(
+        title=normalize_space(title),
+        lead=normalize_space(lead),
+        blocks=body,
+        text=text,
+        author=meta.author,
+        published=meta.published,
+        canonical_url=meta.canonical_url,
+        language=meta.language,
+        url=url,
+    )
+
+
+def extract_text(html: str, url: str | None = None) -> str:
+    """The record text of an article page: lead line, title line, then the body blocks."""
+    return extract_article(html, url).text

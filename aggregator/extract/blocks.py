@@ -1,0 +1,377 @@
+"""HTML -> text segments -> ``model.Block``: the one DOM walk every extractor path shares.
+
+The walk turns a selectolax (Lexbor) tree into a flat list of ``Segment``: one per run of inline
+text inside a block-level element (a paragraph, a heading, a list item, a table, a ``<div>``'s
+own text between its child blocks, ...). Each segment remembers the block element that holds
+it (an index into ``Walk.parent``/``Walk.end``, pre-order), its length and how much of it is
+link text, so that ``article.py`` can score containers without walking the tree again.
+
+Inline markup kept for the record format: ``<b>``/``<strong>`` become ``**bold**``; ``<br>``
+ends a line (a new block). Everything else inline is flattened to text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from selectolax.lexbor import LexborHTMLParser, LexborNode
+
+from aggregator.model import Block, BlockKind
+
+# classify(node, tag) -> None to skip the subtree, else a hint (+1 content, 0, -1 doubtful).
+ClassifyFn = Callable[[LexborNode, str], "int | None"]
+
+__all__ = [
+    "ClassifyFn",
+    "Segment",
+    "Walk",
+    "html_to_blocks",
+    "inline_text",
+    "normalize_space",
+    "walk",
+]
+
+# Removed with their content before the walk (done in C by selectolax: cheap).
+DROP_TAGS = [
+    "script",
+    "style",
+    "noscript",
+    "template",
+    "svg",
+    "math",
+    "iframe",
+    "object",
+    "embed",
+    "canvas",
+    "video",
+    "audio",
+    "input",
+    "select",
+    "textarea",
+    "button",
+    "head",
+    "map",
+    "dialog",
+]
+_SKIP = frozenset((*DROP_TAGS, "-comment", "img", "picture", "source", "track", "wbr", "meta"))
+_SKIP |= {"link", "title", "base", "option", "optgroup", "datalist", "param", "area", "hr"}
+
+BLOCK_TAGS = frozenset(
+    (
+        "p",
+        "div",
+        "section",
+        "article",
+        "main",
+        "li",
+        "ul",
+        "ol",
+        "dl",
+        "dt",
+        "dd",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "blockquote",
+        "pre",
+        "table",
+        "thead",
+        "tbody",
+        "tfoot",
+        "tr",
+        "td",
+        "th",
+        "caption",
+        "figure",
+        "figcaption",
+        "header",
+        "footer",
+        "nav",
+        "aside",
+        "form",
+        "fieldset",
+        "legend",
+        "address",
+        "center",
+        "details",
+        "summary",
+        "body",
+        "html",
+        "menu",
+        "hgroup",
+    )
+)
+_HEADING_LEVEL = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
+_BOLD_TAGS = frozenset(("b", "strong"))
+_LIST_ITEM_TAGS = frozenset(("li", "dd", "dt"))
+_WS_RE = re.compile(r"\s+")
+# Beyond this depth the walk stops recursing and takes the subtree's text in one piece, so a
+# deeply nested page cannot exhaust the Python stack.
+MAX_DEPTH = 250
+# A data table's cells are short; a "table" whose cells hold long text is page layout.
+_MAX_DATA_CELL_CHARS = 300
+
+
+def normalize_space(text: str) -> str:
+    return _WS_RE.sub(" ", text).strip()
+
+
+@dataclass(slots=True)
+class Segment:
+    """A run of text that becomes one block, with what the scorer needs to know about it."""
+
+    kind: BlockKind
+    text: str
+    elem: int  # index of the block element holding the text
+    length: int
+    link_length: int
+    level: int = 0  # heading level (1..6); 0 otherwise
+    doubtful: bool = False  # inside an element whose class/id hints at boilerplate
+    rows: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def link_density(self) -> float:
+        return self.link_length / self.length if self.length else 0.0
+
+    def to_block(self) -> Block:
+        if self.kind is BlockKind.TABLE:
+            return Block(BlockKind.TABLE, rows=self.rows)
+        return Block(self.kind, text=self.text)
+
+
+@dataclass(slots=True)
+class Walk:
+    """The result of a walk: segments in document order and the block-element tree.
+
+    Elements are numbered in pre-order, so element ``e``'s subtree is ``e .. end[e] - 1``.
+    """
+
+    segments: list[Segment] = field(default_factory=list)
+    parent: list[int] = field(default_factory=list)
+    end: list[int] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    hints: list[int] = field(default_factory=list)  # +1 content hint, -1 soft boilerplate hint
+    nodes: list[LexborNode] = field(default_factory=list)
+
+
+class _Walker:
+    """Recursive walk with an inline text buffer per block element."""
+
+    def __init__(self, classify: ClassifyFn | None) -> None:
+        self.out = Walk()
+        self.classify = classify
+        self.parts: list[str] = []
+        self.link_chars = 0
+        self.link_depth = 0
+        self.flushes = 0
+        self.li_depth = 0
+        # Nearest class/id hint wins: a "content" wrapper inside a "has-sidebar" page body is
+        # content again, a "share" box inside the article body is not.
+        self.doubt = False
+
+    # --- elements and segments ---------------------------------------------------------------
+
+    def open_elem(self, node: LexborNode, tag: str, parent: int, hint: int) -> int:
+        out = self.out
+        index = len(out.parent)
+        out.parent.append(parent)
+        out.end.append(index + 1)
+        out.tags.append(tag)
+        out.hints.append(hint)
+        out.nodes.append(node)
+        return index
+
+    def flush(self, elem: int) -> None:
+        """Turn the pending inline text into a segment held by ``elem``."""
+        if not self.parts:
+            return
+        raw = "".join(self.parts)
+        links = self.link_chars
+        self.parts = []
+        self.link_chars = 0
+        self.flushes += 1
+        text = normalize_space(raw)
+        if not text or text == "**":
+            return
+        tag = self.out.tags[elem] if elem >= 0 else "body"
+        level = _HEADING_LEVEL.get(tag, 0)
+        if level:
+            kind = BlockKind.HEADING
+            text = _unbold(text)
+        elif tag in _LIST_ITEM_TAGS or self.li_depth:
+            kind = BlockKind.LIST_ITEM
+        else:
+            kind = BlockKind.PARAGRAPH
+        length = len(text)
+        self.out.segments.append(
+            Segment(kind, text, elem, length, min(links, length), level, self.doubt)
+        )
+
+    # --- the walk ------------------------------------------------------------------------
+
+    def walk(self, node: LexborNode, elem: int, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            self.parts.append(" " + (node.text(deep=True) or "") + " ")
+            return
+        for child in node.iter(include_text=True):
+            tag = child.tag
+            if tag == "-text":
+                text = child.text_content
+                if text:
+                    self.parts.append(text)
+                    if self.link_depth:
+                        self.link_chars += len(text.strip())
+                continue
+            if tag in _SKIP or tag is None:
+                continue
+            if tag == "br":
+                self.flush(elem)
+                continue
+            hint = self.classify(child, tag) if self.classify is not None else 0
+            if hint is None:
+                continue
+            if tag in BLOCK_TAGS:
+                self.flush(elem)
+            outer_doubt = self.doubt
+            if hint:
+                self.doubt = hint < 0
+            if tag in BLOCK_TAGS:
+                new = self.open_elem(child, tag, elem, hint)
+                if tag == "table" and self.table(child, new):
+                    pass
+                elif tag == "pre":
+                    self.pre(child, new)
+                else:
+                    is_li = tag == "li"
+                    self.li_depth += is_li
+                    self.walk(child, new, depth + 1)
+                    self.flush(new)
+                    self.li_depth -= is_li
+                self.out.end[new] = len(self.out.parent)
+            elif tag in _BOLD_TAGS:
+                parts = self.parts
+                mark = len(parts)
+                flushes = self.flushes
+                self.walk(child, elem, depth + 1)
+                if flushes == self.flushes and len(self.parts) > mark:
+                    _wrap_bold(self.parts, mark)
+            elif tag == "a":
+                self.link_depth += 1
+                self.walk(child, elem, depth + 1)
+                self.link_depth -= 1
+            else:
+                self.walk(child, elem, depth + 1)
+            self.doubt = outer_doubt
+
+    def pre(self, node: LexborNode, elem: int) -> None:
+        text = node.text(deep=True) or ""
+        for line in text.splitlines():
+            if line.strip():
+                self.parts.append(line)
+                self.flush(elem)
+
+    def table(self, node: LexborNode, elem: int) -> bool:
+        """Emit a data table as one TABLE segment; False when it is a layout table."""
+        rows = data_table_rows(node)
+        if rows is None:
+            return False
+        length = sum(len(cell) for row in rows for cell in row)
+        links = sum(len(normalize_space(a.text(deep=True) or "")) for a in node.css("a"))
+        self.out.segments.append(
+            Segment(
+                BlockKind.TABLE,
+                "",
+                elem,
+                length,
+                min(links, length),
+                doubtful=self.doubt,
+                rows=rows,
+            )
+        )
+        return True
+
+
+def data_table_rows(node: LexborNode) -> tuple[tuple[str, ...], ...] | None:
+    """The cells of a data table (header row first), or None for a layout table."""
+    # selectolax's css() includes the node itself: more than one match means a nested table.
+    if len(node.css("table")) > 1:
+        return None
+    rows: list[list[str]] = []
+    for tr in node.css("tr"):
+        cells = [inline_text(cell) for cell in tr.iter() if cell.tag in ("td", "th")]
+        if any(len(c) > _MAX_DATA_CELL_CHARS for c in cells):
+            return None
+        if any(cells):
+            rows.append(cells)
+    if len(rows) < 2:
+        return None
+    width = max(len(r) for r in rows)
+    if width < 2:
+        return None
+    return tuple(tuple(r + [""] * (width - len(r))) for r in rows)
+
+
+def _unbold(text: str) -> str:
+    return text.replace("**", "").strip() if "**" in text else text
+
+
+def _wrap_bold(parts: list[str], mark: int) -> None:
+    """Wrap ``parts[mark:]`` in ``**``, keeping the outer whitespace outside the markers."""
+    inner = "".join(parts[mark:])
+    del parts[mark:]
+    stripped = inner.strip()
+    if not stripped:
+        parts.append(inner)
+        return
+    stripped = normalize_space(stripped.replace("**", ""))
+    lead = " " if inner[:1].isspace() else ""
+    trail = " " if inner[-1:].isspace() else ""
+    parts.append(f"{lead}**{stripped}**{trail}")
+
+
+def inline_text(node: LexborNode) -> str:
+    """A node's text on one line, with ``**bold**`` kept; block boundaries become spaces."""
+    w = _Walker(None)
+    w.open_elem(node, "td", -1, 0)
+    w.walk(node, 0, 0)
+    texts = [s.text for s in w.out.segments]
+    if w.parts:
+        texts.append(normalize_space("".join(w.parts)))
+    return normalize_space(" ".join(t for t in texts if t))
+
+
+def walk(root: LexborNode, classify: ClassifyFn | None = None) -> Walk:
+    """Walk ``root`` (usually ``<body>``) into segments; ``classify`` may skip subtrees."""
+    w = _Walker(classify)
+    top = w.open_elem(root, root.tag or "body", -1, 0)
+    w.walk(root, top, 0)
+    w.flush(top)
+    w.out.end[top] = len(w.out.parent)
+    return w.out
+
+
+def html_to_blocks(fragment: str) -> tuple[Block, ...]:
+    """Feed entry content/summary HTML -> blocks: paragraphs, headings, list items, tables.
+
+    Nothing is judged boilerplate here (a feed's content is the article), but scripts, styles,
+    forms and media are dropped. Plain text without tags becomes one paragraph per line.
+    """
+    if not fragment or not fragment.strip():
+        return ()
+    if "<" not in fragment:
+        return tuple(
+            Block(BlockKind.PARAGRAPH, text=line)
+            for line in (normalize_space(x) for x in fragment.splitlines())
+            if line
+        )
+    tree = LexborHTMLParser(fragment)
+    tree.strip_tags(DROP_TAGS)
+    root = tree.body
+    if root is None:
+        return ()
+    return tuple(seg.to_block() for seg in walk(root).segments)

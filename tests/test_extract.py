@@ -1,0 +1,254 @@
+"""Extraction: feed HTML -> blocks, article pages -> record text, metadata, listings."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from aggregator.errors import ExtractionError
+from aggregator.extract import (
+    extract_article,
+    extract_text,
+    html_to_blocks,
+    parse_date,
+    parse_loose_date,
+    scrape_listing,
+)
+from aggregator.model import Block, BlockKind, PageSelectors
+from aggregator.records import parse
+
+P = BlockKind.PARAGRAPH
+H = BlockKind.HEADING
+LI = BlockKind.LIST_ITEM
+T = BlockKind.TABLE
+
+
+# --- html_to_blocks ------------------------------------------------------------------------
+
+
+def test_html_to_blocks_paragraphs_headings_lists_bold() -> None:
+    blocks = html_to_blocks(
+        "<p>First   <b>bold</b> para.</p><h2>A heading</h2>"
+        "<ul><li>one</li><li>two <strong> strong </strong>end</li></ul>"
+    )
+    assert blocks == (
+        Block(P, text="First **bold** para."),
+        Block(H, text="A heading"),
+        Block(LI, text="one"),
+        Block(LI, text="two **strong** end"),
+    )
+
+
+def test_html_to_blocks_table_header_first_and_padded() -> None:
+    blocks = html_to_blocks(
+        "<table><tr><th>Country</th><th>Position</th></tr>"
+        "<tr><td>Lithuania</td><td>Rejected | firmly</td></tr><tr><td>Belarus</td></tr></table>"
+    )
+    assert blocks == (
+        Block(
+            T,
+            rows=(("Country", "Position"), ("Lithuania", "Rejected | firmly"), ("Belarus", "")),
+        ),
+    )
+
+
+def test_html_to_blocks_br_splits_lines_and_drops_scripts() -> None:
+    blocks = html_to_blocks("<div>line one<br>line two<script>x()</script></div>")
+    assert [b.text for b in blocks] == ["line one", "line two"]
+
+
+def test_html_to_blocks_plain_text_and_empty() -> None:
+    assert html_to_blocks("") == ()
+    assert html_to_blocks("   ") == ()
+    assert html_to_blocks("Just text\nand more") == (
+        Block(P, text="Just text"),
+        Block(P, text="and more"),
+    )
+
+
+def test_html_to_blocks_layout_table_is_walked_as_text() -> None:
+    long = "word " * 80
+    blocks = html_to_blocks(f"<table><tr><td><p>{long}</p></td><td>x</td></tr></table>")
+    assert blocks[0].kind is P and blocks[0].text == long.strip()
+
+
+def test_html_to_blocks_bold_heading_is_plain() -> None:
+    assert html_to_blocks("<h3><strong>Title</strong></h3>") == (Block(H, text="Title"),)
+
+
+# --- extract_article -------------------------------------------------------------------------
+
+PARAS = [
+    "Lithuania's government on Tuesday declared a national emergency over security risks "
+    "posed by balloons sent from Belarus that have violated its airspace in recent weeks.",
+    "The balloons forced Lithuania to repeatedly shut down its main airport, stranding "
+    "thousands of people, as Europe remains on alert over previous intrusions.",
+    "The national emergency means the army will be able to patrol the border area together "
+    "with other uniformed services and receive extra rights from parliament.",
+]
+
+
+def _page(body: str, head: str = "") -> str:
+    return f"""<!doctype html><html lang="en-GB"><head><title>Headline here | The Daily</title>
+{head}</head><body>
+<header><nav><ul><li><a href="/">Home</a></li><li><a href="/world">World</a></li>
+<li><a href="/sport">Sport</a></li></ul></nav></header>
+<div class="cookie-banner"><p>We use cookies to improve your experience on our site.
+By continuing you accept our use of cookies.</p><button>OK</button></div>
+<main><article>{body}</article></main>
+<aside><h3>Most read</h3><ul><li><a href="/a">Another story about something</a></li></ul></aside>
+<footer><p>Copyright 2026 The Daily. All rights reserved. Contact us at the address.</p></footer>
+</body></html>"""
+
+
+def test_extract_article_basic_layout_and_metadata() -> None:
+    head = (
+        '<meta property="og:title" content="Headline here">'
+        '<link rel="canonical" href="/news/headline?x=1">'
+        '<meta name="author" content="By Jane Roe">'
+        '<meta property="article:published_time" content="2026-11-20T10:00:00+01:00">'
+    )
+    body = (
+        "<h1>Headline here</h1><p class='byline'>By Jane Roe</p>"
+        + "".join(f"<p>{p}</p>" for p in PARAS)
+        + "<div class='share-tools'><a href='#'>Share on Facebook</a></div>"
+    )
+    art = extract_article(_page(body, head), "https://example.org/news/headline")
+    assert art.title == "Headline here"
+    assert art.lead == PARAS[0]
+    assert [b.text for b in art.blocks] == PARAS[1:]
+    assert art.text == "\n".join([PARAS[0], "Headline here", *PARAS[1:]]) + "\n"
+    assert art.canonical_url == "https://example.org/news/headline?x=1"
+    assert art.author == "Jane Roe"
+    assert art.published == datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    assert art.language == "en"
+
+
+def test_extract_text_round_trips_through_records() -> None:
+    body = "<h1>Headline here</h1>" + "".join(f"<p>{p}</p>" for p in PARAS)
+    text = extract_text(_page(body))
+    doc = parse(text)
+    assert doc.blocks[1].text == "Headline here"
+    assert text.endswith("\n")
+
+
+def test_related_link_list_inside_article_is_dropped() -> None:
+    related = "".join(
+        f"<li><a href='/s{i}'>Some other headline number {i} about the news</a></li>"
+        for i in range(8)
+    )
+    body = (
+        "<h1>Headline here</h1>"
+        + "".join(f"<p>{p}</p>" for p in PARAS)
+        + f"<h3>Related headlines</h3><ul>{related}</ul>"
+    )
+    text = extract_text(_page(body))
+    assert "Some other headline" not in text
+    assert "Related headlines" not in text
+    assert PARAS[-1] in text
+
+
+def test_title_falls_back_to_html_title_without_site_name() -> None:
+    body = "".join(f"<p>{p}</p>" for p in PARAS)
+    assert extract_article(_page(body)).title == "Headline here"
+
+
+def test_json_ld_metadata() -> None:
+    head = """<script type="application/ld+json">{"@context": "https://schema.org",
+    "@graph": [{"@type": "WebSite", "name": "x"}, {"@type": "NewsArticle",
+    "headline": "Headline here", "datePublished": "2026-11-19T08:30:00Z",
+    "author": [{"@type": "Person", "name": "Ann One"}, {"@type": "Person", "name": "Bo Two"}]}]}
+    </script>"""
+    art = extract_article(_page("".join(f"<p>{p}</p>" for p in PARAS), head))
+    assert art.author == "Ann One, Bo Two"
+    assert art.published == datetime(2026, 11, 19, 8, 30, tzinfo=UTC)
+
+
+def test_page_without_body_text_gives_empty_body() -> None:
+    art = extract_article("<html><head><title>Only a title</title></head><body></body></html>")
+    assert art.title == "Only a title"
+    assert art.blocks == ()
+
+
+def test_non_string_input_is_an_extraction_error() -> None:
+    with pytest.raises(ExtractionError):
+        extract_article(b"<html></html>")  # type: ignore[arg-type]
+
+
+def test_deep_nesting_does_not_overflow_the_stack() -> None:
+    html = "<div>" * 3000 + "<p>" + PARAS[0] + "</p>" + "</div>" * 3000
+    assert PARAS[0] in extract_text(html)
+
+
+# --- dates ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("2026-11-19T08:30:00Z", datetime(2026, 11, 19, 8, 30, tzinfo=UTC)),
+        ("2026-11-19T08:30:00+0200", datetime(2026, 11, 19, 6, 30, tzinfo=UTC)),
+        ("2026-11-19", datetime(2026, 11, 19, tzinfo=UTC)),
+        ("Thu, 19 Nov 2026 08:30:00 GMT", datetime(2026, 11, 19, 8, 30, tzinfo=UTC)),
+        ("not a date", None),
+        ("", None),
+    ],
+)
+def test_parse_date(raw: str, expected: datetime | None) -> None:
+    assert parse_date(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Nov 19, 2026", datetime(2026, 11, 19, tzinfo=UTC)),
+        ("Published: Thursday, 19th November 2026", datetime(2026, 11, 19, tzinfo=UTC)),
+        ("19.11.2026 14:05", datetime(2026, 11, 19, 14, 5, tzinfo=UTC)),
+        ("1795429800", datetime(2026, 11, 23, 10, 30, tzinfo=UTC)),
+        ("yesterday", None),
+    ],
+)
+def test_parse_loose_date(raw: str, expected: datetime | None) -> None:
+    assert parse_loose_date(raw) == expected
+
+
+# --- scrape_listing ------------------------------------------------------------------------
+
+
+def test_scrape_listing_absolute_dedup_dates() -> None:
+    html = """<html><body><ul class="news">
+    <li class="item"><a href="/a/1#top"><img src="x.jpg"></a>
+        <h2><a href="/a/1">First story</a></h2><time datetime="2026-11-19T08:00:00Z">x</time></li>
+    <li class="item"><h2><a href="https://other.example/b?x=1">Second story</a></h2>
+        <span class="date">Nov 18, 2026</span></li>
+    <li class="item"><h2><a href="javascript:void(0)">Bad</a></h2></li>
+    <li class="item"><h2><a href="/a/1">First story again</a></h2></li>
+    </ul></body></html>"""
+    items = scrape_listing(
+        html,
+        "https://news.example/list/",
+        PageSelectors(item="li.item", link="h2 a", title="h2", date="time, .date"),
+    )
+    assert [(i.url, i.title) for i in items] == [
+        ("https://news.example/a/1", "First story"),
+        ("https://other.example/b?x=1", "Second story"),
+    ]
+    assert items[0].published == datetime(2026, 11, 19, 8, 0, tzinfo=UTC)
+    assert items[1].published == datetime(2026, 11, 18, tzinfo=UTC)
+
+
+def test_scrape_listing_item_is_the_link_and_base_href() -> None:
+    html = """<html><head><base href="https://cdn.example/news/"></head><body>
+    <a class="story" href="one.html" title="One">One headline</a>
+    <a class="story" href="two.html"> </a></body></html>"""
+    items = scrape_listing(html, "https://news.example/", PageSelectors(item="a.story", link=""))
+    assert [(i.url, i.title) for i in items] == [
+        ("https://cdn.example/news/one.html", "One headline"),
+        ("https://cdn.example/news/two.html", ""),
+    ]
+
+
+def test_scrape_listing_bad_selector_is_a_clear_error() -> None:
+    with pytest.raises(ExtractionError, match="item selector"):
+        scrape_listing("<a href=x>x</a>", "https://e.example/", PageSelectors(item="li[[["))
