@@ -317,10 +317,20 @@ def _feed_key(scope: Scope) -> str | None:
     return f"feeds/{quote(stem, safe='')}.{fmt}"
 
 
+_WANTED = {
+    b"accept-encoding": "accept-encoding",
+    b"if-none-match": "if-none-match",
+    b"if-modified-since": "if-modified-since",
+}
+
+
 def _request_headers(scope: Scope) -> dict[str, str]:
+    """The few request headers the file endpoint reads (ASGI names are already lower-case)."""
     out: dict[str, str] = {}
     for key, value in scope.get("headers", ()):
-        name = key.decode("latin-1").lower()
+        name = _WANTED.get(key)
+        if name is None:
+            continue
         text = value.decode("latin-1")
         # Repeated list headers combine into one comma-separated value (RFC 9110 5.3).
         out[name] = f"{out[name]}, {text}" if name in out else text
