@@ -67,7 +67,7 @@ class ServiceOptions:
     port: int = 8080
     replay_dir: Path | None = None
     once: bool = False
-    serve: bool = True
+    serve: bool = True  # False: no HTTP server (embedding, tests)
     shutdown_timeout: float = 20.0  # in-flight fetches get this long to finish on SIGTERM
     reload_interval: float = 2.0  # how often the watchlist file is checked for edits
     lease_seconds: float = 300.0  # a claimed source is another replica's after this long
@@ -155,7 +155,8 @@ class Service:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop, sig)
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-            server_task = asyncio.create_task(self._serve(), name="http-server")
+            serve = self._serve() if self.options.serve else self._serve_nothing()
+            server_task = asyncio.create_task(serve, name="http-server")
             watch_task = asyncio.create_task(self._watch(), name="watchlist-watcher")
             stop_task = asyncio.create_task(self._stop.wait())
             done, _ = await asyncio.wait(
@@ -245,6 +246,11 @@ class Service:
             ) from exc
         finally:
             ready.cancel()
+
+    async def _serve_nothing(self) -> None:
+        """Without HTTP (embedded use and tests): ready at once, until asked to stop."""
+        self.state.ready = True
+        await self._stop.wait()
 
     async def _mark_ready(self) -> None:
         while self.server is not None and not self.server.started:
