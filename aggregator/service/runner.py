@@ -697,20 +697,18 @@ async def _default_fetch_one(service: Service, source: Source, fetcher: Any, now
 
 
 def _default_import_seeds(store: Any, seeds: Path, watchlist: Any) -> int:
-    """Import seed-format files through ``pipeline.ingest``, like ``aggregator import``."""
+    """Import seed-format files with the store part's importer (as ``aggregator import``)."""
     from aggregator import pipeline
-    from aggregator.store.transfer import read_import
 
-    now = datetime.now(UTC)
-    batch = read_import([seeds], now=now)
-    matcher = _matcher(watchlist)
-    stored = 0
-    for item in batch.items:
-        result = pipeline.ingest(
-            store, item.record, matcher=matcher, options=watchlist.dedup, now=now
-        )
-        stored += int(result.stored)
-    return stored
+    summary = pipeline.import_records(
+        store,
+        [seeds],
+        matcher=_matcher(watchlist),
+        options=watchlist.dedup,
+        source_topics={s.id: s.topics for s in watchlist.sources},
+        now=datetime.now(UTC),
+    )
+    return int(summary.imported)
 
 
 def _default_app(service: Service) -> Starlette:
