@@ -372,3 +372,28 @@ def test_sqlite_pragmas_and_immediate_transactions(tmp_path: object) -> None:
 def test_bad_url_is_a_clear_error() -> None:
     with pytest.raises(StoreError, match="unsupported database"):
         open_store("mysql://localhost/x")
+
+
+@pytest.mark.postgres
+def test_postgres_connections_recover_after_a_server_side_disconnect(pg_database: str) -> None:
+    """What a PostgreSQL restart does to a pool: every connection is cut. The store's pool
+    pings before use and replaces dead connections, so the next call just works."""
+    import psycopg
+
+    from tests.conftest import PG_ADMIN_URL
+
+    s = open_store(pg_database)
+    try:
+        s.count_records()
+        s.feed_version()
+        name = s.engine.url.database
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+        assert s.count_records() >= 0
+        assert s.feed_version()
+    finally:
+        s.close()
