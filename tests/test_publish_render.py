@@ -10,6 +10,7 @@ import json
 import os
 import re
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 
 from aggregator.model import Development
 from aggregator.publish.render import (
+    Entry,
     FeedSet,
     Site,
     entry_id,
@@ -270,3 +272,31 @@ def test_entry_ids_are_stable_across_updates(site: Site, feeds: FeedSet) -> None
     assert before.id == after.id
     assert before.published == after.published
     assert after.updated_parsed > before.updated_parsed
+
+
+def test_titles_and_summaries_carry_no_markup(site: Site, feeds: FeedSet) -> None:
+    entry = feeds.all[1]
+    marked = replace(
+        entry.development,
+        title="Vilnius <b>airport</b> closed <script>x</script> again",
+        summary='Lead with <a href="javascript:x">link</a>.',
+    )
+    parsed = feedparser.parse(render_atom(site, "all", [Entry(marked, entry.body)], NOW))
+    assert parsed.entries[0].title == "Vilnius airport closed x again"
+    assert parsed.entries[0].summary == "Lead with link ."
+
+
+@pytest.mark.parametrize("authority", ["example.org", "example.org,26", "ex ample.org,2026", ","])
+def test_a_malformed_tag_authority_is_refused(authority: str) -> None:
+    watchlist = SampleWatchlist()
+    bad = replace(watchlist, publish=replace(watchlist.publish, tag_authority=authority))
+    with pytest.raises(ValueError, match="tag_authority"):
+        make_site(bad, "https://x.example")
+
+
+def test_tag_authority_defaults_to_the_base_url_host() -> None:
+    watchlist = SampleWatchlist()
+    plain = replace(watchlist, publish=replace(watchlist.publish, tag_authority=None))
+    assert entry_id(make_site(plain, "https://x"), "d1") == (
+        "tag:news.example.org,2026:development/d1"
+    )

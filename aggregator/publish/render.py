@@ -13,6 +13,7 @@ when a feed is empty), so replicas rendering the same data produce the same byte
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,6 +49,12 @@ CONTENT_TYPES: Mapping[str, str] = {
 }
 _XML_DECL = '<?xml version="1.0" encoding="utf-8"?>\n'
 _ID_YEAR = "2026"  # the date part of a derived tag: authority; fixed so ids never change
+_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>")
+# RFC 4151: a domain name or e-mail address, a comma, then YYYY, YYYY-MM or YYYY-MM-DD.
+TAG_AUTHORITY = re.compile(
+    r"^(?:[A-Za-z0-9._%+-]+@)?[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*,\d{4}(?:-\d{2}(?:-\d{2})?)?$"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,30 +156,41 @@ def _utc(when: datetime) -> datetime:
     return when.astimezone(UTC)
 
 
+def entry_updated(dev: Development) -> datetime:
+    """Last change, never before first seen (Atom requires updated >= published)."""
+    return max(_utc(dev.updated), _utc(dev.first_seen))
+
+
 def feed_updated(entries: Sequence[Entry], now: datetime) -> datetime:
     """The newest change among the entries, else ``now`` (an empty feed)."""
     if not entries:
         return _utc(now).replace(microsecond=0)
-    return max(_utc(e.development.updated) for e in entries).replace(microsecond=0)
+    return max(entry_updated(e.development) for e in entries).replace(microsecond=0)
 
 
 # ---------------------------------------------------------------------------------------------
 # entry parts shared by the formats
 
 
+def plain(text: str) -> str:
+    """A plain-text field: one line, no bold markers, no HTML tags (validators flag markup in
+    titles, and a reader would show it literally)."""
+    return one_line(_TAG.sub(" ", plain_inline(text)))
+
+
 def entry_title(dev: Development) -> str:
-    title = one_line(plain_inline(dev.title))
+    title = plain(dev.title)
     if title:
         return title
     for ref in dev.sources:
-        fallback = one_line(plain_inline(ref.title))
+        fallback = plain(ref.title)
         if fallback:
             return fallback
     return f"Development {dev.id}"
 
 
 def entry_summary(dev: Development) -> str:
-    return one_line(plain_inline(dev.summary))
+    return plain(dev.summary)
 
 
 def source_links(dev: Development) -> list[tuple[SourceRef, str]]:
@@ -234,7 +252,7 @@ def entry_html(site: Site, entry: Entry) -> str:
 
 def _source_item(ref: SourceRef, url: str | None) -> str:
     name = escape_text(_source_name(ref))
-    title = escape_text(one_line(plain_inline(ref.title)))
+    title = escape_text(plain(ref.title))
     when = f" ({rfc3339(ref.published)[:10]})" if ref.published else ""
     label = f"{name}: {title}" if title else name
     if url:
@@ -245,7 +263,7 @@ def _source_item(ref: SourceRef, url: str | None) -> str:
 def _body_without_title(blocks: Sequence[Block], title: str) -> tuple[Block, ...]:
     """The record's blocks minus its title line (the entry already shows it as the title)."""
     for index, block in enumerate(blocks[:2]):
-        if one_line(plain_inline(block.text)) == title and not block.rows:
+        if plain(block.text) == title and not block.rows:
             return (*blocks[:index], *blocks[index + 1 :])
     return tuple(blocks)
 
@@ -293,11 +311,11 @@ def _atom_entry(site: Site, entry: Entry) -> str:
         f"    <id>{escape_text(entry_id(site, dev.id))}</id>\n",
         f"    <title>{escape_text(entry_title(dev))}</title>\n",
         f"    <published>{rfc3339(dev.first_seen)}</published>\n",
-        f"    <updated>{rfc3339(max(_utc(dev.updated), _utc(dev.first_seen)))}</updated>\n",
+        f"    <updated>{rfc3339(entry_updated(dev))}</updated>\n",
         f'    <link rel="alternate" type="text/html" href="{escape_attr(link)}"/>\n',
     ]
     for ref, url in source_links(dev):
-        title = one_line(f"{_source_name(ref)}: {plain_inline(ref.title)}".rstrip(": "))
+        title = one_line(f"{_source_name(ref)}: {plain(ref.title)}".rstrip(": "))
         out.append(
             f'    <link rel="related" type="text/html" href="{escape_attr(url)}" '
             f'title="{escape_attr(title)}"/>\n'
@@ -402,7 +420,7 @@ def _json_item(site: Site, entry: Entry) -> dict[str, object]:
     if summary:
         item["summary"] = summary
     item["date_published"] = rfc3339(dev.first_seen)
-    item["date_modified"] = rfc3339(max(_utc(dev.updated), _utc(dev.first_seen)))
+    item["date_modified"] = rfc3339(entry_updated(dev))
     tags = [label for _term, label in _categories(site, dev)]
     if tags:
         item["tags"] = tags
@@ -414,7 +432,7 @@ def _json_item(site: Site, entry: Entry) -> dict[str, object]:
             {
                 "source_id": xml_text(ref.source_id) if ref.source_id else None,
                 "source_title": _source_name(ref),
-                "title": one_line(plain_inline(ref.title)),
+                "title": plain(ref.title),
                 "url": links.get(id(ref)),
                 "published": rfc3339(ref.published) if ref.published else None,
             }

@@ -13,7 +13,14 @@ from typing import Protocol
 
 from aggregator import records
 from aggregator.model import Block, Development, PublishOptions, Record, Source, Topic
-from aggregator.publish.render import Entry, FeedSet, RenderedFile, Site, render_site
+from aggregator.publish.render import (
+    TAG_AUTHORITY,
+    Entry,
+    FeedSet,
+    RenderedFile,
+    Site,
+    render_site,
+)
 from aggregator.publish.sanitize import safe_url
 
 log = logging.getLogger(__name__)
@@ -59,6 +66,11 @@ def public_base_url(options: PublishOptions, fallback: str) -> str:
 
 def make_site(watchlist: PublishedWatchlist, base_url: str) -> Site:
     options = watchlist.publish
+    if options.tag_authority and not TAG_AUTHORITY.match(options.tag_authority):
+        raise ValueError(
+            f"publish.tag_authority must look like 'example.org,2026' (a domain or e-mail, a "
+            f"comma, a date: RFC 4151), not {options.tag_authority!r}"
+        )
     return Site(
         title=options.title,
         base_url=public_base_url(options, base_url),
