@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import textwrap
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -94,7 +94,7 @@ async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
-def run(body: Callable[[], Awaitable[None]]) -> None:
+def run(body: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(body())
 
 
@@ -135,7 +135,7 @@ def test_each_source_fetched_once_then_not_due_and_backoff_moves_the_job(
     text = service.metrics.registry.get_sample_value
     assert text("aggregator_fetches_total", {"result": "ok"}) == 6
     assert text("aggregator_fetches_total", {"result": "timeout"}) == 1
-    assert text("aggregator_fetches_total", {"result": "not-due"}) >= 1
+    assert (text("aggregator_fetches_total", {"result": "not-due"}) or 0) >= 1
 
 
 def test_hot_reload_adds_removes_and_refuses_broken_edits(tmp_path: Path, db_url: str) -> None:
