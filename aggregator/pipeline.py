@@ -177,7 +177,9 @@ def _ingest_in(tx: WriteTx, p: _Prepared, options: DedupOptions, now: datetime) 
         matched_record_id=decision.matched_record_id,
         joined=now,
     )
-    tx.refresh_development(dev_id, updated=p.time)
+    known = {c.record_id: c.fingerprint for c in candidates}
+    known[r.id] = p.fingerprint
+    tx.refresh_development(dev_id, updated=p.time, known=known)
     tx.bump_feed_version()
     return IngestResult(
         record_id=r.id,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -48,7 +48,9 @@ from aggregator.store.engine import READ_ONLY, create_engine, is_postgres
 from aggregator.store.migrate import UpgradeResult, upgrade
 
 CHUNK = 500  # bound on IN (...) lists
-MAX_REPRESENTATIVE_MEMBERS = 100  # members considered when choosing a development's title
+# The latest members considered when choosing a development's title: the choice is quadratic
+# in this, and the latest coverage is what a reader should see.
+MAX_REPRESENTATIVE_MEMBERS = 30
 SUMMARY_MAX_CHARS = 1000
 
 
@@ -849,10 +851,17 @@ class WriteTx:
             )
         )
 
-    def refresh_development(self, dev_id: str, *, updated: datetime) -> None:
+    def refresh_development(
+        self,
+        dev_id: str,
+        *,
+        updated: datetime,
+        known: Mapping[str, dedup.Fingerprint] | None = None,
+    ) -> None:
         """Recompute a development's title, summary, representative and topics from its members
-        and move ``updated`` forward to ``updated``; a development left empty is deleted."""
-        _refresh_development(self.conn, dev_id, updated)
+        and move ``updated`` forward to ``updated``; a development left empty is deleted.
+        ``known`` holds fingerprints the caller parsed already (saves parsing them again)."""
+        _refresh_development(self.conn, dev_id, updated, known)
 
     def bump_feed_version(self) -> None:
         self.conn.execute(
@@ -1089,10 +1098,18 @@ def _developments(conn: sa.Connection, rows: Sequence[Any]) -> list[Development]
     return out
 
 
-def _refresh_development(conn: sa.Connection, dev_id: str, updated: datetime) -> None:
+def _refresh_development(
+    conn: sa.Connection,
+    dev_id: str,
+    updated: datetime,
+    known: Mapping[str, dedup.Fingerprint] | None = None,
+) -> None:
+    """Choose the development's representative among its latest members (``known``: parsed
+    fingerprints the caller holds already), take its title and summary, move ``updated``
+    forward and recompute the topics. A development left without members is deleted."""
     d, m, r, f = t.developments, t.memberships, t.records, t.fingerprints
     rows = conn.execute(
-        sa.select(r.c.id, r.c.title, r.c.text, f.c.data)
+        sa.select(r.c.id, r.c.title, f.c.data)
         .join(m, m.c.record_id == r.c.id)
         .outerjoin(f, f.c.record_id == r.c.id)
         .where(m.c.development_id == dev_id)
@@ -1103,20 +1120,20 @@ def _refresh_development(conn: sa.Connection, dev_id: str, updated: datetime) ->
         conn.execute(sa.delete(d).where(d.c.id == dev_id))
         return
     rows = list(reversed(rows))  # oldest first: ties go to the first report
-    chosen = rows[_representative_index(rows)]
-    conn.execute(
-        sa.update(d)
-        .where(d.c.id == dev_id)
-        .values(
-            title=chosen.title,
-            summary=_summary(chosen.text),
-            representative_id=chosen.id,
-            updated=sa.case(
-                (d.c.updated < updated, sa.literal(updated, t.UTCDateTime())),
-                else_=d.c.updated,
-            ),
+    chosen = rows[_representative_index(rows, known or {})]
+    current = conn.execute(
+        sa.select(d.c.representative_id, d.c.title).where(d.c.id == dev_id)
+    ).first()
+    values: dict[str, Any] = {
+        "updated": sa.case(
+            (d.c.updated < updated, sa.literal(updated, t.UTCDateTime())),
+            else_=d.c.updated,
         )
-    )
+    }
+    if current is None or current.representative_id != chosen.id or not current.title:
+        text = conn.execute(sa.select(r.c.text).where(r.c.id == chosen.id)).scalar_one()
+        values.update(title=chosen.title, summary=_summary(text), representative_id=chosen.id)
+    conn.execute(sa.update(d).where(d.c.id == dev_id).values(**values))
     dt, tm = t.development_topics, t.topic_matches
     topics = conn.execute(
         sa.select(tm.c.topic_id)
@@ -1139,15 +1156,20 @@ def _refresh_development(conn: sa.Connection, dev_id: str, updated: datetime) ->
         )
 
 
-def _representative_index(rows: Sequence[Any]) -> int:
-    with_fp = [(i, row.data) for i, row in enumerate(rows) if row.data]
-    if not with_fp:
+def _representative_index(rows: Sequence[Any], known: Mapping[str, dedup.Fingerprint]) -> int:
+    indexed: list[tuple[int, dedup.Fingerprint]] = []
+    for i, row in enumerate(rows):
+        fp = known.get(row.id)
+        if fp is None and row.data:
+            try:
+                fp = dedup.fingerprint_from_json(row.data)
+            except (ValueError, KeyError, TypeError):
+                fp = None
+        if fp is not None:
+            indexed.append((i, fp))
+    if not indexed:
         return 0
-    try:
-        fps = [dedup.fingerprint_from_json(data) for _, data in with_fp]
-    except (ValueError, KeyError, TypeError):
-        return with_fp[0][0]
-    return with_fp[dedup.representative(fps)][0]
+    return indexed[dedup.representative([fp for _, fp in indexed])][0]
 
 
 def _summary(text: str) -> str:
