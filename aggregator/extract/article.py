@@ -70,6 +70,8 @@ _BOILERPLATE_LINE_RE = re.compile(
     r"|(\d+ )?min(ute)?s? read|listen( to)?( this)?( article| story)?.*)$",
     re.IGNORECASE,
 )
+# Legal lines are furniture whatever their length.
+_LEGAL_LINE_RE = re.compile(r"^(?:©|\(c\)\s*\d{4}|copyright\b)", re.IGNORECASE)
 _SENTENCE_END_RE = re.compile(r"[.!?…:;\"”’)»]$")
 
 # A paragraph this long and link-poor is article text; shorter ones are neutral.
@@ -160,6 +162,9 @@ def select_segments(w: Walk, title: str) -> list[Segment]:
     """The article's segments, in order, from a walk of the page body."""
     if not w.segments:
         return []
+    for seg in w.segments:
+        if not seg.doubtful and _is_boilerplate_line(seg):
+            seg.doubtful = True
     container = _best_container(w)
     end = w.end[container]
     inside = [s for s in w.segments if container <= s.elem < end]
@@ -168,14 +173,21 @@ def select_segments(w: Walk, title: str) -> list[Segment]:
     return _drop_empty_sections(kept)
 
 
+def _is_boilerplate_line(seg: Segment) -> bool:
+    if seg.kind is BlockKind.TABLE or seg.length > 400:
+        return False
+    text = seg.text.replace("**", "")
+    if _LEGAL_LINE_RE.match(text):
+        return True
+    return seg.length < 120 and _BOILERPLATE_LINE_RE.match(text) is not None
+
+
 def _keep(seg: Segment) -> bool:
     if seg.doubtful:
         return False
     if seg.link_density > _MAX_LINK_DENSITY:
         return False
-    if seg.kind is BlockKind.LIST_ITEM and seg.link_density > 0.3 and seg.length < 200:
-        return False
-    return not (seg.length < 120 and _BOILERPLATE_LINE_RE.match(seg.text.replace("**", "")))
+    return not (seg.kind is BlockKind.LIST_ITEM and seg.link_density > 0.3 and seg.length < 200)
 
 
 def _is_good(seg: Segment) -> bool:
