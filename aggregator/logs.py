@@ -29,9 +29,9 @@ current_source: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 # Attributes every LogRecord has; anything else was passed through ``extra=`` and is printed.
 _STANDARD_ATTRS = frozenset(
     vars(logging.LogRecord("x", logging.INFO, "x", 0, "", None, None)).keys()
-    | {"message", "asctime", "taskName"}
+    | {"message", "asctime", "taskName", "color_message"}
 )
-_FETCH_LOGGERS = ("aggregator.fetch", "aggregator.pipeline", "aggregator.service")
+_FETCH_LOGGERS = ("aggregator.fetch", "aggregator.pipeline")
 
 
 class _ContextFilter(logging.Filter):
@@ -123,6 +123,7 @@ def setup_logging(level: str = "INFO", fmt: str = "auto", stream: IO[str] | None
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @contextlib.contextmanager

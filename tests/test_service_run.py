@@ -59,6 +59,7 @@ class FakeFetch:
         self.slow = slow
         self.failing: set[str] = set()
         self.slow_ids: set[str] = set()
+        self.crashing: set[str] = set()
         self.started: asyncio.Event | None = None
 
     async def __call__(self, service: Service, source: Source, fetcher: Any, now: datetime) -> Any:
@@ -66,6 +67,8 @@ class FakeFetch:
         if self.started is not None:
             self.started.set()
         await asyncio.sleep(self.slow if source.id in self.slow_ids else self.delay)
+        if source.id in self.crashing:
+            raise RuntimeError("a bug in the fetch layer")
         if source.id in self.failing:
             state = service.store.get_fetch_state(source.id)
             service.store.save_fetch_state(
@@ -168,6 +171,28 @@ def test_hot_reload_adds_removes_and_refuses_broken_edits(tmp_path: Path, db_url
 
     run(body)
     assert fetch.calls["b"] == 1
+
+
+def test_a_crashing_fetch_is_recorded_and_the_service_goes_on(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'aggregator.db'}"
+    config = tmp_path / "watchlist.yaml"
+    config.write_text(watchlist_text(["boom", "fine"]))
+    fetch = FakeFetch()
+    fetch.crashing.add("boom")
+    service = make_service(settings_for(tmp_path, db_url, config), fetch)
+
+    async def body() -> None:
+        task = asyncio.create_task(service.run())
+        await until(lambda: len(service.fetch_log) == 2)
+        state = service.store.get_fetch_state("boom")
+        assert state.failure_class == FailureClass.INTERNAL
+        assert state.consecutive_failures == 1
+        assert "a bug in the fetch layer" in (state.last_error or "")
+        assert service._failing_sources() == ["boom"]
+        service.request_stop()
+        assert await task == 0
+
+    run(body)
 
 
 def test_shutdown_cancels_slow_fetches_at_the_deadline_and_releases_leases(

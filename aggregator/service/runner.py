@@ -40,7 +40,7 @@ from starlette.applications import Starlette
 
 from aggregator.errors import AggregatorError
 from aggregator.logs import source_context
-from aggregator.model import FetchState, Source
+from aggregator.model import FailureClass, FetchState, Source
 from aggregator.service.lifecycle import ReplicaLock, Server, owner_id, replica_lock_for
 from aggregator.service.reload import WatchlistWatcher
 from aggregator.service.scheduler import SourceScheduler
@@ -481,6 +481,7 @@ class Service:
             except Exception as exc:
                 self.metrics.fetches.labels("internal").inc()
                 log.exception("fetch crashed: %s", exc, extra={"failure_class": "internal"})
+                self._record_crash(sid, exc)
             finally:
                 self.metrics.fetch_duration.observe(time.monotonic() - started)
                 self._in_flight.pop(sid, None)
@@ -521,6 +522,32 @@ class Service:
             log.warning("fetch failed: %s", error or failure, extra=extra)
         else:
             log.info("fetched: %d new records", new, extra=extra)
+
+    def _record_crash(self, sid: str, exc: Exception) -> None:
+        """A fetch that raised (a bug, the database away): the source's state says so, and it
+        backs off like a failing source, so /healthz and ``aggregator sources`` show it."""
+        state = self._fetch_state(sid)
+        if state is None:
+            return
+        now = datetime.now(UTC)
+        failures = state.consecutive_failures + 1
+        cap = int(getattr(getattr(self.watchlist, "fetch", None), "max_backoff_seconds", 86400))
+        counts = dict(state.failure_counts)
+        counts[FailureClass.INTERNAL.value] = counts.get(FailureClass.INTERNAL.value, 0) + 1
+        try:
+            self.store.save_fetch_state(
+                dataclasses.replace(
+                    state,
+                    last_attempt=now,
+                    consecutive_failures=failures,
+                    failure_class=FailureClass.INTERNAL,
+                    last_error=f"{type(exc).__name__}: {exc}"[:500],
+                    failure_counts=counts,
+                    next_fetch=now + timedelta(seconds=min(60 * 2 ** min(failures - 1, 20), cap)),
+                )
+            )
+        except Exception:
+            log.exception("recording the crash in the fetch state failed")
 
     def _after_fetch(self, sid: str) -> None:
         """Line up the stored ``next_fetch`` and the job's next run after a fetch."""
