@@ -187,7 +187,7 @@ def test_unrelated_record_starts_its_own_development(store: Store) -> None:
 
 
 def test_ingest_is_one_transaction(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    def fail(self: WriteTx, dev_id: str, *, updated: datetime) -> None:
+    def fail(self: WriteTx, dev_id: str, **kw: object) -> None:
         raise RuntimeError("crash after the insert")
 
     monkeypatch.setattr(WriteTx, "refresh_development", fail)
