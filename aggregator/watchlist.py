@@ -312,6 +312,9 @@ def _error_line(text: str, exc: yaml.MarkedYAMLError) -> int:
     unclosed quote or bracket), where the construct that was left open began."""
     last_content = max((i + 1 for i, ln in enumerate(text.splitlines()) if ln.strip()), default=1)
     problem, context = exc.problem_mark, exc.context_mark
+    if context is not None and (exc.context or "").startswith("while parsing a flow"):
+        # An unclosed [ or { runs into the next lines: blame the line that opened it.
+        return context.line + 1
     if problem is not None:
         # A quote left open swallows the following lines and the parser notices only later.
         opened = _last_multiline_quote(text, problem.line + 1)
