@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import signal
 import textwrap
 from collections import Counter
 from collections.abc import Callable, Coroutine
@@ -171,6 +173,30 @@ def test_hot_reload_adds_removes_and_refuses_broken_edits(tmp_path: Path, db_url
 
     run(body)
     assert fetch.calls["b"] == 1
+
+
+def test_sighup_reloads_at_once(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'aggregator.db'}"
+    config = tmp_path / "watchlist.yaml"
+    config.write_text(watchlist_text(["a"]))
+    fetch = FakeFetch()
+    opts = ServiceOptions(serve=False, seeds_dir=None, reload_interval=3600)
+    service = Service(
+        settings_for(tmp_path, db_url, config), opts, fetch_one=fetch, make_fetcher=lambda p: 0
+    )
+
+    async def body() -> None:
+        task = asyncio.create_task(service.run())
+        await until(lambda: fetch.calls["a"] == 1)
+        config.write_text(watchlist_text(["a", "b"]))
+        await asyncio.sleep(0.2)
+        assert "b" not in service.sources  # the poll is an hour away
+        os.kill(os.getpid(), signal.SIGHUP)
+        await until(lambda: fetch.calls["b"] == 1)
+        service.request_stop()
+        assert await task == 0
+
+    run(body)
 
 
 def test_a_crashing_fetch_is_recorded_and_the_service_goes_on(tmp_path: Path) -> None:
