@@ -153,8 +153,8 @@ def developments() -> list[Development]:
         title="Kiaušinių kainos Lietuvoje šoktelėjo",
         summary="Gamintojai kelia kainas: kiaušiniai brango 12 %.",
         topics=("lithuania",),
-        first_seen=T0 + timedelta(minutes=30),
-        updated=T0 + timedelta(minutes=30),
+        first_seen=T0 + timedelta(minutes=30, microseconds=250_000),  # sub-second times
+        updated=T0 + timedelta(minutes=30, microseconds=250_000),
         record_ids=("r3",),
         sources=(
             SourceRef(

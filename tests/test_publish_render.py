@@ -300,3 +300,21 @@ def test_tag_authority_defaults_to_the_base_url_host() -> None:
     assert entry_id(make_site(plain, "https://x"), "d1") == (
         "tag:news.example.org,2026:development/d1"
     )
+
+
+def test_entries_updated_in_the_same_instant_get_distinct_times(site: Site, feeds: FeedSet) -> None:
+    first = feeds.all[0]
+    twin = Entry(replace(first.development, id="dev-twin"), first.body)
+    root = ET.fromstring(render_atom(site, "all", [first, twin], NOW))
+    times = [e.findtext(ATOM + "updated") for e in root.findall(ATOM + "entry")]
+    assert times == ["2026-11-20T11:15:30Z", "2026-11-20T11:15:30.000001Z"]
+    assert root.findtext(ATOM + "updated") == "2026-11-20T11:15:30.000001Z"
+
+
+def test_rss_description_is_html_escaped_plain_text(site: Site, feeds: FeedSet) -> None:
+    entry = feeds.all[0]
+    odd = Entry(replace(entry.development, summary="Q&A: 2 < 3 &amp; AT&T"), entry.body)
+    parsed = feedparser.parse(render_rss(site, "all", [odd], NOW))
+    assert (
+        parsed.entries[0].summary == "Q&amp;A: 2 &lt; 3 &amp; AT&amp;T"
+    )  # HTML for "Q&A: 2 < 3 & AT&T"

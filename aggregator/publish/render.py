@@ -12,11 +12,12 @@ when a feed is empty), so replicas rendering the same data produce the same byte
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from urllib.parse import quote, urlsplit
 
@@ -146,6 +147,32 @@ def rfc3339(when: datetime) -> str:
     return _utc(when).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def rfc3339_precise(when: datetime) -> str:
+    """RFC 3339 with the microseconds when there are any (entry times, so that entries
+    ingested in the same second still carry distinct, accurate times)."""
+    utc = _utc(when)
+    if utc.microsecond:
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def distinct_updated(entries: Sequence[Entry]) -> list[datetime]:
+    """Each entry's last change; exact ties are moved apart by a microsecond, in feed order.
+
+    Validators warn about two entries with the same ``atom:updated``, and a batch import can
+    give several developments the same instant; a microsecond changes nothing a reader shows.
+    """
+    used: set[datetime] = set()
+    out: list[datetime] = []
+    for entry in entries:
+        when = entry_updated(entry.development)
+        while when in used:
+            when += timedelta(microseconds=1)
+        used.add(when)
+        out.append(when)
+    return out
+
+
 def rfc822(when: datetime) -> str:
     return format_datetime(_utc(when).replace(microsecond=0), usegmt=True)
 
@@ -165,7 +192,7 @@ def feed_updated(entries: Sequence[Entry], now: datetime) -> datetime:
     """The newest change among the entries, else ``now`` (an empty feed)."""
     if not entries:
         return _utc(now).replace(microsecond=0)
-    return max(entry_updated(e.development) for e in entries).replace(microsecond=0)
+    return max(distinct_updated(entries))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,7 +202,7 @@ def feed_updated(entries: Sequence[Entry], now: datetime) -> datetime:
 def plain(text: str) -> str:
     """A plain-text field: one line, no bold markers, no HTML tags (validators flag markup in
     titles, and a reader would show it literally)."""
-    return one_line(_TAG.sub(" ", plain_inline(text)))
+    return one_line(_TAG.sub(" ", html.unescape(plain_inline(text))))
 
 
 def entry_title(dev: Development) -> str:
@@ -284,7 +311,7 @@ def render_atom(site: Site, key: str, entries: Sequence[Entry], now: datetime) -
         f"  <id>{escape_text(feed_id(site, key))}</id>\n",
         f"  <title>{escape_text(feed_title(site, key))}</title>\n",
         f"  <subtitle>{escape_text(one_line(site.description))}</subtitle>\n",
-        f"  <updated>{rfc3339(feed_updated(entries, now))}</updated>\n",
+        f"  <updated>{rfc3339_precise(feed_updated(entries, now))}</updated>\n",
         f'  <link rel="self" type="application/atom+xml" '
         f'href="{escape_attr(feed_url(site, key, "atom"))}"/>\n',
         f'  <link rel="alternate" type="text/html" href="{escape_attr(site.root + "/")}"/>\n',
@@ -297,21 +324,21 @@ def render_atom(site: Site, key: str, entries: Sequence[Entry], now: datetime) -
         f"<uri>{escape_text(site.root + '/')}</uri></author>\n",
         f'  <generator uri="{GENERATOR_URI}">{GENERATOR}</generator>\n',
     ]
-    for entry in entries:
-        out.append(_atom_entry(site, entry))
+    for entry, updated in zip(entries, distinct_updated(entries), strict=True):
+        out.append(_atom_entry(site, entry, updated))
     out.append("</feed>\n")
     return "".join(out).encode("utf-8")
 
 
-def _atom_entry(site: Site, entry: Entry) -> str:
+def _atom_entry(site: Site, entry: Entry, updated: datetime) -> str:
     dev = entry.development
     link = entry_link(site, dev)
     out = [
         "  <entry>\n",
         f"    <id>{escape_text(entry_id(site, dev.id))}</id>\n",
         f"    <title>{escape_text(entry_title(dev))}</title>\n",
-        f"    <published>{rfc3339(dev.first_seen)}</published>\n",
-        f"    <updated>{rfc3339(entry_updated(dev))}</updated>\n",
+        f"    <published>{rfc3339_precise(dev.first_seen)}</published>\n",
+        f"    <updated>{rfc3339_precise(updated)}</updated>\n",
         f'    <link rel="alternate" type="text/html" href="{escape_attr(link)}"/>\n',
     ]
     for ref, url in source_links(dev):
@@ -379,7 +406,8 @@ def _rss_item(site: Site, entry: Entry) -> str:
             f"{escape_text(label)}</category>\n"
         )
     summary = entry_summary(dev) or entry_title(dev)
-    out.append(f"      <description>{escape_text(summary)}</description>\n")
+    # RSS description is HTML: the plain summary is escaped as HTML, then as XML.
+    out.append(f"      <description>{escape_text(escape_text(summary))}</description>\n")
     out.append(f"      <content:encoded>{escape_text(entry_html(site, entry))}</content:encoded>\n")
     out.append("    </item>\n")
     return "".join(out)
@@ -403,7 +431,7 @@ def render_json_feed(site: Site, key: str, entries: Sequence[Entry], now: dateti
     if hub:
         feed["hubs"] = [{"type": "WebSub", "url": hub}]
     feed["items"] = [_json_item(site, entry) for entry in entries]
-    feed["_aggregator"] = {"updated": rfc3339(feed_updated(entries, now))}
+    feed["_aggregator"] = {"updated": rfc3339_precise(feed_updated(entries, now))}
     text = json.dumps(feed, ensure_ascii=False, indent=1, sort_keys=False)
     return (text + "\n").encode("utf-8")
 
@@ -419,8 +447,8 @@ def _json_item(site: Site, entry: Entry) -> dict[str, object]:
     summary = entry_summary(dev)
     if summary:
         item["summary"] = summary
-    item["date_published"] = rfc3339(dev.first_seen)
-    item["date_modified"] = rfc3339(entry_updated(dev))
+    item["date_published"] = rfc3339_precise(dev.first_seen)
+    item["date_modified"] = rfc3339_precise(entry_updated(dev))
     tags = [label for _term, label in _categories(site, dev)]
     if tags:
         item["tags"] = tags
