@@ -68,15 +68,19 @@ def store(db_url: str) -> Iterator[Store]:
 
 
 def put(
-    store: Store, rec: Record, now: datetime = NOW, window_days: float = 7.0, **kw: object
+    store: Store,
+    rec: Record,
+    now: datetime = NOW,
+    window_days: float = 7.0,
+    allowed_topics: tuple[str, ...] = (),
 ) -> IngestResult:
     return ingest(
         store,
         rec,
         matcher=TopicMatcher(TOPICS),
         options=DedupOptions(window_days=window_days),
+        allowed_topics=allowed_topics,
         now=now,
-        **kw,  # type: ignore[arg-type]
     )
 
 
