@@ -34,7 +34,7 @@ __all__ = ["extract_article", "extract_text", "select_segments"]
 
 # --- boilerplate hints ---------------------------------------------------------------------
 
-_SKIP_TAGS = frozenset(("nav", "footer", "aside", "menu"))
+_SKIP_TAGS = frozenset(("nav", "footer", "aside", "menu", "figcaption"))
 _NEVER_SKIP_TAGS = frozenset(("html", "body", "main", "article"))
 # Word lists read best as text; ruff's SIM905 would explode them one word per line.
 _SKIP_ROLES = frozenset(
@@ -48,7 +48,7 @@ _NEGATIVE_WORDS = frozenset(
     recommended recommendations recirc recirculation comment comments disqus cookie cookies
     consent gdpr newsletter subscribe subscription signup promo advert advertisement
     advertising ad ads adslot adunit dfp breadcrumb breadcrumbs pagination pager popup modal
-    outbrain taboola sponsored trending popular toolbar skip tags widget masthead login byline
+    outbrain taboola sponsored trending popular toolbar skip tags masthead login byline
     caption credit dateline timestamp author bio""".split()  # noqa: SIM905
 )
 _POSITIVE_WORDS = frozenset(
@@ -71,7 +71,12 @@ _BOILERPLATE_LINE_RE = re.compile(
     re.IGNORECASE,
 )
 # Legal lines are furniture whatever their length.
-_LEGAL_LINE_RE = re.compile(r"^(?:©|\(c\)\s*\d{4}|copyright\b)", re.IGNORECASE)
+_LEGAL_LINE_RE = re.compile(
+    r"^(?:©|\(c\)\s*\d{4}|copyright\b)|\bsubject to copyright\b|\ball rights reserved\b",
+    re.IGNORECASE,
+)
+# Markup that leaked into text (an escaped tag in the page source).
+_MARKUP_LINE_RE = re.compile(r"^<[a-zA-Z!/][^>]*>$")
 _SENTENCE_END_RE = re.compile(r"[.!?…:;\"”’)»]$")
 
 # A paragraph this long and link-poor is article text; shorter ones are neutral.
@@ -81,6 +86,7 @@ _MAX_LINK_DENSITY = 0.5
 # only has to keep the container from growing over page furniture: the furniture inside the
 # chosen container is filtered out afterwards anyway.
 _PENALTY = 0.25
+_DECAY = 0.9
 
 
 def _classify(node: LexborNode, tag: str, cache: dict[str, int | None]) -> int | None:
@@ -115,11 +121,10 @@ def _classify(node: LexborNode, tag: str, cache: dict[str, int | None]) -> int |
 
 def _hint_of_words(key: str) -> int:
     words = set(_WORD_RE.findall(_CAMEL_RE.sub(r"\1 \2", key).lower()))
-    negative = bool(words & _NEGATIVE_WORDS)
-    positive = bool(words & _POSITIVE_WORDS)
-    if negative:
-        return -1
-    return 1 if positive else 0
+    # "article-body pagination-first" is content, "article-comments" undecided (0: the
+    # nearest decided ancestor holds).
+    balance = len(words & _POSITIVE_WORDS) - len(words & _NEGATIVE_WORDS)
+    return (balance > 0) - (balance < 0)
 
 
 # --- container selection -------------------------------------------------------------------
@@ -145,11 +150,14 @@ def _best_container(w: Walk) -> int:
     score = [0.0] * n
     for seg in w.segments:
         score[seg.elem] += _weight(seg)
-    # Children come after their parent in pre-order: accumulate bottom-up in one pass.
+    # Children come after their parent in pre-order: accumulate bottom-up in one pass. Each
+    # level up keeps only _DECAY of a child's score, so the winner is the nearest common
+    # ancestor of the bulk of the text, not a page wrapper that also collects a stray
+    # paragraph (a cookie notice, teasers of other stories) far away in the tree.
     for e in range(n - 1, 0, -1):
         p = w.parent[e]
         if p >= 0:
-            score[p] += score[e]
+            score[p] += _DECAY * score[e]
     best = 0
     for e in range(n):
         # ">=": of a chain of wrappers with the same score, the innermost one.
@@ -177,7 +185,7 @@ def _is_boilerplate_line(seg: Segment) -> bool:
     if seg.kind is BlockKind.TABLE or seg.length > 400:
         return False
     text = seg.text.replace("**", "")
-    if _LEGAL_LINE_RE.match(text):
+    if _LEGAL_LINE_RE.search(text) or _MARKUP_LINE_RE.match(text):
         return True
     return seg.length < 120 and _BOILERPLATE_LINE_RE.match(text) is not None
 
