@@ -657,8 +657,13 @@ class WriteTx:
         if not self.is_postgres:
             return
         ordered = sorted({lock_key(k) for k in keys})
-        for key in ordered:
-            self.conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+        if ordered:
+            # One round trip; a function scan of unnest() yields the array in order, so the
+            # locks are taken in sorted order.
+            self.conn.execute(
+                sa.text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(:keys) AS k"),
+                {"keys": ordered},
+            )
 
     def duplicate_of(self, record: Record) -> tuple[str, DedupReason] | None:
         return _find_duplicate(self.conn, record)
