@@ -318,3 +318,14 @@ def test_rss_description_is_html_escaped_plain_text(site: Site, feeds: FeedSet) 
     assert (
         parsed.entries[0].summary == "Q&amp;A: 2 &lt; 3 &amp; AT&amp;T"
     )  # HTML for "Q&A: 2 < 3 & AT&T"
+
+
+def test_index_lists_every_report_and_anchors_each_development_once(
+    files: dict[str, bytes],
+) -> None:
+    page = files["index.html"].decode()
+    ids = re.findall(r' id="([^"]+)"', page)
+    assert len(ids) == len(set(ids))
+    assert {"d-dev0001", "d-dev0002", "d-dev0003"} <= set(ids)
+    assert page.count("Белсат: Литва ввела режим ЧС") == 2  # under both of its topics
+    assert "Kiaušinių kainos Lietuvoje šoktelėjo" in page
