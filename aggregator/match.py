@@ -31,7 +31,7 @@ from __future__ import annotations
 import bisect
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -88,7 +88,7 @@ _WORD_RE = re.compile(r"\w+")
 _WORDISH_RE = re.compile(r"\w+\*?|\*")
 # Combining marks (category Mn) of the Basic Multilingual Plane, removed after NFKD.
 _MARKS = "".join(chr(c) for c in range(0x300, 0x10000) if unicodedata.category(chr(c)) == "Mn")
-_MARKS_TABLE = dict.fromkeys(map(ord, _MARKS))
+_MARKS_RE = re.compile(f"[{re.escape(_MARKS)}]+")
 
 
 class TermError(ValueError):
@@ -97,7 +97,7 @@ class TermError(ValueError):
 
 def normalize(text: str) -> str:
     """The form terms and texts are compared in: NFKD, no combining marks, case folded."""
-    return unicodedata.normalize("NFKD", text).translate(_MARKS_TABLE).casefold()
+    return _MARKS_RE.sub("", unicodedata.normalize("NFKD", text)).casefold()
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,13 +127,6 @@ def stem(word: str) -> str:
         if len(word) - length >= STEM_MIN_STEM and word[-length:] in endings:
             return word[:-length]
     return word
-
-
-def _stems_of_token(token: str) -> Iterable[str]:
-    """Every stem that ``token`` could be an inflected form of (stem + one known ending)."""
-    for length, endings in _ENDINGS_BY_LENGTH:
-        if len(token) - length >= STEM_MIN_STEM and token[-length:] in endings:
-            yield token[:-length]
 
 
 def _uses_stem(word: Word) -> bool:
@@ -219,38 +212,43 @@ class FieldTexts:
 
 def record_fields(record: Record) -> FieldTexts:
     """Title, lead and body of a record (the stored title, else the headline heuristic)."""
-    doc = records.parse(record.text)
-    title = record.title or records.title_of(doc)
-    return FieldTexts(title=title, lead=records.lead_of(doc), body=records.body_text(doc))
+    title, lead, body = records.sections(records.parse(record.text))
+    return FieldTexts(title=record.title or title, lead=lead, body=body)
 
 
 class _Index:
     """Tokens of some text, for word, stem, prefix and phrase lookups."""
 
-    __slots__ = ("_sorted", "normalized", "original", "stems", "tokens")
+    __slots__ = ("_sorted", "normalized", "original", "tokens")
 
     def __init__(self, text: str) -> None:
         self.original = text
         self.normalized = normalize(text)
         self.tokens = frozenset(_WORD_RE.findall(self.normalized))
-        self.stems = frozenset(s for t in self.tokens for s in _stems_of_token(t))
         self._sorted: list[str] | None = None
 
     def has_word(self, word: Word) -> bool:
         if word.prefix:
-            return self.has_prefix(word.text)
+            return any(True for _ in self._starting_with(word.text))
         if word.text in self.tokens:
             return True
         if _uses_stem(word):
             root = stem(word.text)
-            return root in self.tokens or root in self.stems
+            # Words that extend the stem by nothing or one known ending.
+            return any(
+                t[len(root) :] in INFLECTION_ENDINGS or len(t) == len(root)
+                for t in self._starting_with(root)
+            )
         return False
 
-    def has_prefix(self, prefix: str) -> bool:
+    def _starting_with(self, prefix: str) -> Iterator[str]:
         if self._sorted is None:
             self._sorted = sorted(self.tokens)
-        i = bisect.bisect_left(self._sorted, prefix)
-        return i < len(self._sorted) and self._sorted[i].startswith(prefix)
+        words = self._sorted
+        i = bisect.bisect_left(words, prefix)
+        while i < len(words) and words[i].startswith(prefix):
+            yield words[i]
+            i += 1
 
 
 class _CompiledTerm:

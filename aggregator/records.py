@@ -36,6 +36,7 @@ __all__ = [
     "record_filename",
     "record_id",
     "render",
+    "sections",
     "title_of",
 ]
 
@@ -245,7 +246,7 @@ def parse_filename(name: str) -> tuple[int, str]:
 
 def strip_inline(text: str) -> str:
     """A block's inline text without ``**bold**`` markers."""
-    return _BOLD_RE.sub(r"\1", text)
+    return _BOLD_RE.sub(r"\1", text) if "**" in text else text
 
 
 def block_plain_text(block: Block) -> str:
@@ -262,7 +263,11 @@ def plain_text(doc: Document) -> str:
 def body_text(doc: Document) -> str:
     """Plain text of the blocks after the title other than the lead (the body, for matching);
     a byline or section label above the title is not body."""
-    title_i, lead_i = _layout(doc)
+    return _body(doc, _layout(doc))
+
+
+def _body(doc: Document, layout: tuple[int | None, int | None]) -> str:
+    title_i, lead_i = layout
     anchors = [i for i in (title_i, lead_i) if i is not None]
     start = min(anchors) if anchors else 0
     skip = {title_i, lead_i}
@@ -273,6 +278,12 @@ def body_text(doc: Document) -> str:
     )
 
 
+def sections(doc: Document) -> tuple[str, str, str]:
+    """``(title_of(doc), lead_of(doc), body_text(doc))``, finding the layout once."""
+    layout = _layout(doc)
+    return _title(doc, layout), _lead(doc, layout), _body(doc, layout)
+
+
 def title_of(doc: Document) -> str:
     """The headline of a record.
 
@@ -281,7 +292,11 @@ def title_of(doc: Document) -> str:
     the lead; those are skipped. When no line reads like a headline, the title is the lead's
     first sentence, shortened at a clause or word boundary.
     """
-    title_i, lead_i = _layout(doc)
+    return _title(doc, _layout(doc))
+
+
+def _title(doc: Document, layout: tuple[int | None, int | None]) -> str:
+    title_i, lead_i = layout
     if title_i is not None:
         return _one_line(strip_inline(doc.blocks[title_i].text))
     if lead_i is not None:
@@ -291,13 +306,19 @@ def title_of(doc: Document) -> str:
 
 def lead_of(doc: Document) -> str:
     """The lead paragraph of a record, as plain text ("" when there is none)."""
-    _, lead_i = _layout(doc)
+    return _lead(doc, _layout(doc))
+
+
+def _lead(doc: Document, layout: tuple[int | None, int | None]) -> str:
+    lead_i = layout[1]
     return "" if lead_i is None else _one_line(strip_inline(doc.blocks[lead_i].text))
 
 
 def is_headline_like(text: str) -> bool:
     """Reads like a headline: short, no full stop/colon at its end, one sentence at most."""
-    line = _one_line(strip_inline(text))
+    line = strip_inline(text).strip()
+    if len(line) > _MAX_HEADLINE_CHARS:
+        line = _one_line(line)  # runs of spaces do not make a line long
     if not line or len(line) > _MAX_HEADLINE_CHARS:
         return False
     if len(line.split()) > _MAX_HEADLINE_WORDS:

@@ -19,6 +19,7 @@ from aggregator.records import (
     record_filename,
     record_id,
     render,
+    sections,
     title_of,
 )
 
@@ -283,3 +284,16 @@ def test_property_title_and_lead_never_fail(text: str) -> None:
     assert "\n" not in title_of(doc)
     assert "\n" not in lead_of(doc)
     assert len(title_of(doc)) <= 201
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=300))
+def test_property_sections_agree_with_single_functions(text: str) -> None:
+    doc = parse(text)
+    assert sections(doc) == (title_of(doc), lead_of(doc), body_text(doc))
+
+
+@pytest.mark.parametrize("path", SEED_FILES, ids=lambda p: p.name)
+def test_seed_sections(path: Path) -> None:
+    doc = parse(path.read_text(encoding="utf-8"))
+    assert sections(doc) == (title_of(doc), lead_of(doc), body_text(doc))
