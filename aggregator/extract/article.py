@@ -51,9 +51,28 @@ _NEGATIVE_WORDS = frozenset(
     outbrain taboola sponsored trending popular toolbar skip tags masthead login byline
     caption credit dateline timestamp author bio""".split()  # noqa: SIM905
 )
+# Furniture words that also appear glued to others ("sharedaddy", "footernav", "adsbygoogle"
+# does not: "ad"/"ads" stay whole words).
+_NEGATIVE_STEMS = (
+    "share",
+    "social",
+    "related",
+    "cookie",
+    "newsletter",
+    "sidebar",
+    "advert",
+    "subscri",
+    "breadcrumb",
+    "footer",
+    "outbrain",
+    "taboola",
+    "sponsor",
+    "recommend",
+    "comment",
+)
 _POSITIVE_WORDS = frozenset(
     """article body content entry main story text post prose blog articlebody richtext
-    news""".split()  # noqa: SIM905
+    news embed""".split()  # noqa: SIM905
 )
 _CAMEL_RE = re.compile(r"([a-z0-9])([A-Z])")
 _WORD_RE = re.compile(r"[a-z0-9]+")
@@ -61,13 +80,25 @@ _HIDDEN_STYLE_RE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.
 
 # Short lines that are page furniture wherever they appear.
 _BOILERPLATE_LINE_RE = re.compile(
-    r"^(?:advertisement|advertising|sponsored( content)?|share( this)?( article| story| post)?"
-    r"|(read|see|view|show) (more|also|all|full)\b.*|related( articles| stories| posts| content|"
-    r" coverage| news)?|more (from|on|stories|news)\b.*|recommended( for you)?|you may also like"
-    r"|also read\b.*|follow us\b.*|sign up\b.*|subscribe\b.*|click here\b.*|(photo|image|video"
-    r"|credit|source)s?:.*|copyright\b.*|©.*|all rights reserved.*|\(?ad\)?|back to top"
-    r"|print|email|tweet|facebook|twitter|linkedin|whatsapp|comments?( \(\d+\))?"
-    r"|(\d+ )?min(ute)?s? read|listen( to)?( this)?( article| story)?.*)$",
+    "^(?:"
+    + "|".join(
+        (
+            r"advert|advertisement|advertising|sponsored( content)?|\(?ad\)?",
+            r"read later|save( for later)?|back to top|print|email|tweet",
+            r"facebook|twitter|linkedin|whatsapp|comments?( \(\d+\))?",
+            r"share( this)?( article| story| post| on \w+)?:?",
+            r"(read|see|view|show) (more|also|all|full)\b.*",
+            r"related( articles| stories| posts| content| coverage| news)?:?",
+            r"more (from|on|stories|news)\b.*|recommended( for you)?|you may also like.*",
+            r"also read\b.*|follow us\b.*|sign up\b.*|subscribe\b.*|click here\b.*",
+            r"(photo|image|video|credit|source)s?:.*",
+            r"copyright\b.*|©.*|all rights reserved.*",
+            r"(\d+ )?min(ute)?s? read|listen( to)?( this)?( article| story)?.*",
+            r"\d+ (of|/|-) \d+( of \d+)?",  # gallery counters
+            r".{0,40}requires javascript\.?|(please )?enable javascript.*",
+        )
+    )
+    + ")$",
     re.IGNORECASE,
 )
 # Legal lines are furniture whatever their length.
@@ -76,7 +107,7 @@ _LEGAL_LINE_RE = re.compile(
     re.IGNORECASE,
 )
 # Markup that leaked into text (an escaped tag in the page source).
-_MARKUP_LINE_RE = re.compile(r"^<[a-zA-Z!/][^>]*>$")
+_MARKUP_LINE_RE = re.compile(r"^(?:<[a-zA-Z!/][^>]*>|\[/?[a-z_]+(?:\s[^\]]*)?\])$")
 _SENTENCE_END_RE = re.compile(r"[.!?…:;\"”’)»]$")
 
 # A paragraph this long and link-poor is article text; shorter ones are neutral.
@@ -123,7 +154,13 @@ def _hint_of_words(key: str) -> int:
     words = set(_WORD_RE.findall(_CAMEL_RE.sub(r"\1 \2", key).lower()))
     # "article-body pagination-first" is content, "article-comments" undecided (0: the
     # nearest decided ancestor holds).
-    balance = len(words & _POSITIVE_WORDS) - len(words & _NEGATIVE_WORDS)
+    negative = sum(
+        1
+        for word in words
+        if word in _NEGATIVE_WORDS
+        or (word.startswith(_NEGATIVE_STEMS) and not word.startswith("commentar"))
+    )
+    balance = len(words & _POSITIVE_WORDS) - negative
     return (balance > 0) - (balance < 0)
 
 
