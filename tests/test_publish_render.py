@@ -16,8 +16,10 @@ from pathlib import Path
 
 import feedparser
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from aggregator.model import Development
+from aggregator.model import Development, SourceRef
 from aggregator.publish.render import (
     Entry,
     FeedSet,
@@ -329,3 +331,41 @@ def test_index_lists_every_report_and_anchors_each_development_once(
     assert {"d-dev0001", "d-dev0002", "d-dev0003"} <= set(ids)
     assert page.count("Белсат: Литва ввела режим ЧС") == 2  # under both of its topics
     assert "Kiaušinių kainos Lietuvoje šoktelėjo" in page
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    title=st.text(max_size=80),
+    summary=st.text(max_size=200),
+    source=st.text(max_size=30),
+    url=st.one_of(st.none(), st.text(max_size=60), st.just("javascript:alert(1)")),
+    body=st.text(max_size=300),
+)
+def test_any_stored_text_gives_well_formed_safe_feeds(
+    site: Site, title: str, summary: str, source: str, url: str | None, body: str
+) -> None:
+    from aggregator import records
+
+    dev = Development(
+        id="fuzz",
+        title=title,
+        summary=summary,
+        topics=("lithuania",),
+        first_seen=T0,
+        updated=T0,
+        record_ids=("r",),
+        sources=(SourceRef("r", "s", source, url, title, T0),),
+    )
+    entry = Entry(dev, records.parse(body).blocks if body.strip() else ())
+    for render in (render_atom, render_rss):
+        data = render(site, "all", [entry], NOW)
+        ET.fromstring(data)  # well-formed whatever the store held
+        parsed = feedparser.parse(data)
+        assert not parsed.bozo, parsed.get("bozo_exception")
+        assert parsed.entries[0].id == "tag:news.example.org,2026:development/fuzz"
+        for href in re.findall(r'href="([^"]*)"', _all_markup(data)):
+            assert href.startswith(("https://", "http://")), href
+    doc = json.loads(render_json_feed(site, "all", [entry], NOW))
+    assert doc["items"][0]["url"].startswith("https://")
