@@ -275,7 +275,7 @@ class Fetcher:
             async with asyncio.timeout(self.policy.timeout_seconds):
                 return await self._follow(url, headers, language, started)
         except FetchStatusError as exc:
-            if exc.failure_class == FailureClass.HTTP_5XX or self._retry_429(exc):
+            if self._retry_status(exc):
                 raise _Transient(exc) from exc
             raise
         except FetchError:
@@ -291,10 +291,10 @@ class Fetcher:
                 raise _Transient(error) from exc
             raise error from exc
 
-    def _retry_429(self, exc: FetchStatusError) -> bool:
-        # A 429 is retried in this fetch only when the server asks for a short pause; a long
-        # Retry-After is honoured by scheduling the next fetch instead.
-        if exc.failure_class != FailureClass.RATE_LIMITED:
+    def _retry_status(self, exc: FetchStatusError) -> bool:
+        # 5xx and 429 are retried in this fetch only when the server asks for no pause or a
+        # short one; a long Retry-After is honoured by scheduling the next fetch instead.
+        if exc.failure_class not in (FailureClass.HTTP_5XX, FailureClass.RATE_LIMITED):
             return False
         retry_after = exc.hints.retry_after
         return retry_after is None or retry_after <= self.retry_wait_max
