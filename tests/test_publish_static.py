@@ -163,3 +163,68 @@ def test_cli_publish_reports_a_bad_base_url(
     base, _config = _setup(tmp_path, db_url)
     assert main([*base, "publish", str(tmp_path / "o"), "--base-url", "ftp://x"]) == 1
     assert "absolute http(s) URL" in capsys.readouterr().err
+
+
+def test_service_follows_the_real_store_feed_version(db_url: str, tmp_path: Path) -> None:
+    """An ingest changes feed_version; the served feed follows, with a new ETag and entry."""
+    from datetime import UTC, datetime
+
+    from aggregator import records
+    from aggregator.match import TopicMatcher
+    from aggregator.model import Block, BlockKind, Record
+    from aggregator.pipeline import ingest
+    from aggregator.store import open_store
+    from aggregator.watchlist import load_watchlist
+
+    _base, config = _setup(tmp_path, db_url)
+    watchlist = load_watchlist(config)
+    settings = Settings(data_dir=tmp_path, db_url=db_url, config_path=config)
+    with open_store(db_url) as store:
+        app = create_app(store, lambda: watchlist, settings, check_interval=0.0)
+        client = TestClient(app)
+        before = client.get("/feeds/lithuania.atom")
+        assert before.status_code == 200
+        count = len(feedparser.parse(before.content).entries)
+
+        title = "Klaipėda port opens a new LNG terminal for Lithuania"
+        text = records.compose(
+            title,
+            "Lithuania's Klaipėda port opened a second LNG terminal on Monday, officials said.",
+            (Block(BlockKind.PARAGRAPH, "The terminal doubles import capacity. Ąžuolynas."),),
+        )
+        url = "https://www.lrt.lt/en/news-in-english/19/lng-terminal"
+        record = Record(
+            id=records.record_id(url, text),
+            text=text,
+            title=title,
+            content_hash=records.content_hash(text),
+            url=url,
+            canonical_url=url,
+            source_id="lrt",
+            published=datetime.now(UTC),
+        )
+        result = ingest(
+            store,
+            record,
+            matcher=TopicMatcher(watchlist.topics),
+            options=watchlist.dedup,
+            now=datetime.now(UTC),
+        )
+        assert result.stored and "lithuania" in result.topics
+
+        after = client.get("/feeds/lithuania.atom")
+        assert after.headers["etag"] != before.headers["etag"]
+        entries = feedparser.parse(after.content).entries
+        assert len(entries) == count + 1
+        assert entries[0].title == title
+        assert entries[0].link == url
+        stale = client.get(
+            "/feeds/lithuania.atom", headers={"If-None-Match": before.headers["etag"]}
+        )
+        assert stale.status_code == 200
+        assert (
+            client.get(
+                "/feeds/lithuania.atom", headers={"If-None-Match": after.headers["etag"]}
+            ).status_code
+            == 304
+        )
