@@ -250,13 +250,149 @@ def bench_watchlist(config: dict[str, Any]) -> Any:
     )
 
 
+def _watchlist_yaml(urls: Sequence[str], interval: str) -> str:
+    lines = [
+        "version: 1",
+        "fetch:",
+        "  min_host_interval_seconds: 0",
+        "  allow_networks: ['127.0.0.0/8']",
+        "topics:",
+        "  - id: border",
+        "    title: Border",
+        "    rules: {any: [kontrabanda, контрабанда, smuggling, pasienio, граница]}",
+        "  - id: energy",
+        "    title: Energy",
+        "    rules: {any: [energetika, энергетика, electricity]}",
+        "sources:",
+    ]
+    for i, url in enumerate(urls):
+        lines += [
+            f"  - id: bench{i:05d}",
+            "    kind: feed",
+            f"    url: '{url}'",
+            f"    schedule: {{every: {interval}}}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_http(url: str, deadline: float) -> bool:
+    import urllib.error
+    import urllib.request
+
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except urllib.error.HTTPError:
+            return True  # it answers (503 while not ready still means it is up)
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
 def idle_rss_main(args: argparse.Namespace) -> int:
-    """RSS of ``aggregator run`` with N sources in its watchlist, idle (nothing due)."""
+    """RSS of ``aggregator run`` with N feed sources in its watchlist, idle.
+
+    Default: every source was fetched "just now" (its fetch state says the next fetch is a day
+    away), so the daemon starts, schedules N jobs and waits: its resident set then is what an
+    admin sees between cycles. ``--after-cycle``: the daemon first fetches every source from the
+    loopback feed server (the state after a real cycle), then idles.
+    """
+    from aggregator.model import FetchState
+    from aggregator.store import open_store
+    from benchmarks.common import peak_rss_mb, rss_mb
+
+    epoch = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+    print(f"starting feed server with {args.feeds} feeds ...", file=sys.stderr, flush=True)
+    with (
+        FeedServerProcess(args.feeds, seed=args.seed, hosts=args.hosts, epoch=epoch) as fs,
+        tempfile.TemporaryDirectory(prefix="idle-rss-") as tmp,
+    ):
+        workdir = Path(tmp)
+        config = workdir / "watchlist.yaml"
+        config.write_text(_watchlist_yaml(fs.urls(), "1d"))
+        db_url = f"sqlite:///{workdir / 'aggregator.db'}"
+        drop: Callable[[], None] | None = None
+        if args.db.startswith("postgresql"):
+            db_url, drop = _fresh_pg_database(args.db)
+        try:
+            if not args.after_cycle:
+                from aggregator.watchlist import load_watchlist
+
+                watchlist = load_watchlist(config)
+                now = datetime.now(UTC)
+                store = open_store(db_url)
+                store.sync_sources(watchlist.sources)
+                for source in watchlist.sources:
+                    store.save_fetch_state(
+                        FetchState(source.id, next_fetch=now + timedelta(days=1), last_success=now)
+                    )
+                store.close()
+            port = _free_port()
+            env = {
+                **os.environ,
+                "AGGREGATOR_DB": db_url,
+                "AGGREGATOR_CONFIG": str(config),
+                "AGGREGATOR_DATA_DIR": str(workdir),
+                "AGGREGATOR_PORT": str(port),
+                "AGGREGATOR_LOG_LEVEL": "WARNING",
+            }
+            cmd = [sys.executable, "-m", "aggregator", "run", "--no-seeds"]
+            proc = subprocess.Popen(cmd, env=env, cwd=workdir, stderr=subprocess.DEVNULL)
+            try:
+                started = time.monotonic()
+                up = _wait_http(f"http://127.0.0.1:{port}/healthz", started + 300)
+                if not up or proc.poll() is not None:
+                    print("idle-daemon RSS: the service did not start", file=sys.stderr)
+                    return 1
+                if args.after_cycle:
+                    while fs.counts()["total"] < args.feeds and time.monotonic() - started < 3600:
+                        time.sleep(2)
+                    print(
+                        f"  cycle done: {fs.counts()['total']} requests "
+                        f"in {time.monotonic() - started:.0f} s",
+                        file=sys.stderr,
+                    )
+                samples = []
+                for _ in range(args.idle_seconds):
+                    time.sleep(1)
+                    samples.append(rss_mb(proc.pid))
+                rss, hwm = samples[-1], peak_rss_mb(proc.pid)
+                requests = fs.counts()["total"]
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        finally:
+            if drop is not None:
+                drop()
+    mode = "after one cycle over every source" if args.after_cycle else "nothing due"
+    print(f"idle daemon: {args.feeds} sources, {mode}, db {args.db}")
     print(
-        "idle-daemon RSS: not measured yet: it needs `aggregator run` (SERVICE helper, issue 7)",
-        file=sys.stderr,
+        table(
+            ["", "MB"],
+            [
+                [f"RSS after {args.idle_seconds} s idle", rss],
+                ["RSS min..max while idle", f"{min(samples):.1f}..{max(samples):.1f}"],
+                ["peak RSS since start (VmHWM)", hwm],
+                ["goal (issue 9)", 150.0],
+            ],
+        )
     )
-    return 2
+    print(f"feed requests while measured: {requests}")
+    return 0
 
 
 def _report_sum(reports: Sequence[Any], names: Sequence[str]) -> int | None:
@@ -454,6 +590,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--max-in-flight", type=int, default=16)
     ap.add_argument("--json", help="also write every figure to this JSON file")
     ap.add_argument("--idle-rss", action="store_true", help="measure the idle daemon's RSS instead")
+    ap.add_argument("--after-cycle", action="store_true", help="--idle-rss: fetch everything first")
+    ap.add_argument("--idle-seconds", type=int, default=15, help="--idle-rss: seconds sampled")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
