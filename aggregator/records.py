@@ -51,9 +51,7 @@ _UNESCAPED_PIPE_RE = re.compile(r"(?<!\\)\|")
 _BOLD_RE = re.compile(r"\*\*(.+?)\*\*")
 _WS_RE = re.compile(r"\s+")
 _FILENAME_RE = re.compile(r"^(\d{3,})_([0-9a-f]{16})\.txt$")
-_BYLINE_RE = re.compile(
-    r"^(?:by|from|von|par|autorius|autorė|автор|аўтар)\b\s*:?\s*\S", re.IGNORECASE
-)
+_BYLINE_RE = re.compile(r"^(?:by|von|par|autorius|autorė|автор|аўтар)\b\s*:?\s*\S", re.IGNORECASE)
 _DATE_LINE_RE = re.compile(r"^[\d\s.:/,\-–]+(?:[ap]\.?m\.?)?$", re.IGNORECASE)
 _SENTENCE_END_RE = re.compile(r"[.!?…]+[\"'”’»)\]]*(?=\s+\S)")
 # Words after which a full stop does not end a sentence.
@@ -184,14 +182,16 @@ def _one_line(text: str) -> str:
 def compose(title: str, lead: str, body: Sequence[Block]) -> str:
     """The text of a record this service makes: lead line, title line, body blocks.
 
-    Line breaks inside the title and lead become spaces (each is one block); an empty lead is
-    left out. The result ends with a newline.
+    Line breaks inside the title and lead become spaces (each is one block); an empty lead or
+    title is left out. The result ends with a newline.
     """
     blocks: list[Block] = []
     lead_line = _one_line(lead)
     if lead_line:
         blocks.append(Block(BlockKind.PARAGRAPH, text=lead_line))
-    blocks.append(Block(BlockKind.HEADING, text=_one_line(title)))
+    title_line = _one_line(title)
+    if title_line:
+        blocks.append(Block(BlockKind.HEADING, text=title_line))
     for block in body:
         if block.kind is BlockKind.TABLE:
             rows = tuple(tuple(_one_line(c) for c in row) for row in block.rows)
@@ -337,7 +337,8 @@ def _is_preamble(block: Block) -> bool:
     if block.kind is not BlockKind.PARAGRAPH and block.kind is not BlockKind.HEADING:
         return False
     line = _one_line(strip_inline(block.text))
-    if _BYLINE_RE.match(line) and len(line) <= 80:
+    # "By: TA | AP Insight", "By Jane Doe": short, and not a sentence ("By Monday, ... .").
+    if _BYLINE_RE.match(line) and len(line.split()) <= 8 and is_headline_like(line):
         return True
     if _DATE_LINE_RE.match(line):
         return True

@@ -297,3 +297,31 @@ def test_property_sections_agree_with_single_functions(text: str) -> None:
 def test_seed_sections(path: Path) -> None:
     doc = parse(path.read_text(encoding="utf-8"))
     assert sections(doc) == (title_of(doc), lead_of(doc), body_text(doc))
+
+
+_word = st.text(
+    alphabet="abcdefghijklmnopąčęėįšųūžабвгдежзиклмнопрстуфхцчшщыэюяABCDLŠЖ", min_size=1
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(_word, min_size=1, max_size=10).map(" ".join),
+    st.lists(_word, min_size=3, max_size=30).map(lambda ws: " ".join(ws) + "."),
+    st.lists(_blocks(), max_size=5),
+)
+def test_property_compose_title_and_lead_come_back(
+    title: str, lead: str, body: list[Block]
+) -> None:
+    doc = parse(compose(title, lead, body))
+    assert title_of(doc) == title
+    assert lead_of(doc) == lead
+
+
+def test_a_lead_starting_with_by_is_not_a_byline() -> None:
+    text = "By Monday, the two crossings will be closed.\nLithuania Shuts Crossings\nBody.\n"
+    doc = parse(text)
+    assert title_of(doc) == "Lithuania Shuts Crossings"
+    assert lead_of(doc) == "By Monday, the two crossings will be closed."
+    byline = "By Jane Doe\n\nLithuania Shuts Crossings\nThe lead is here.\n"
+    assert title_of(parse(byline)) == "Lithuania Shuts Crossings"
