@@ -193,7 +193,7 @@ def build_app(mode: str, db: str | None, config: str | None, count: int):  # typ
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from aggregator.publish.render import render_atom
+    from aggregator.publish.render import _entry_html_cached, render_atom
     from aggregator.publish.site import collect_feeds, make_site
     from aggregator.settings import Settings
     from aggregator.web import create_app
@@ -216,7 +216,9 @@ def build_app(mode: str, db: str | None, config: str | None, count: int):  # typ
         from starlette.concurrency import run_in_threadpool
 
         def render() -> bytes:
-            # Only what this one feed needs: the overall developments and their texts.
+            # Only what this one feed needs: the overall developments and their texts, with
+            # no caching of any kind (the renderer's memo of entry HTML is emptied).
+            _entry_html_cached.cache_clear()
             site = make_site(watchlist, settings.public_url)  # type: ignore[arg-type]
             size = watchlist.publish.feed_size  # type: ignore[attr-defined]
             feeds = collect_feeds(store, (), size)  # type: ignore[arg-type]

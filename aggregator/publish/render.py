@@ -12,6 +12,7 @@ when a feed is empty), so replicas rendering the same data produce the same byte
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import re
@@ -254,6 +255,15 @@ def _source_name(ref: SourceRef) -> str:
 
 def entry_html(site: Site, entry: Entry) -> str:
     """The entry's content: who reported it (with links), then the representative text."""
+    return _entry_html_cached(site, entry)
+
+
+# The same entry is rendered into three formats and into the overall and topic feeds, and
+# mostly unchanged from one render to the next: its HTML is memoized (Site and Entry are
+# frozen, hashable values, so a changed development is a different key). Bounded, so memory
+# stays flat whatever the number of feeds.
+@functools.lru_cache(maxsize=512)
+def _entry_html_cached(site: Site, entry: Entry) -> str:
     dev = entry.development
     parts: list[str] = []
     count = len({_source_name(ref) for ref in dev.sources}) or len(dev.sources)

@@ -29,7 +29,6 @@ SAFE_SCHEMES = frozenset({"http", "https"})
 _URL_SAFE_CHARS = "%/:=&?~#+!$,;'@()*[]-._"
 
 _BOLD = re.compile(r"\*\*(.+?)\*\*", re.DOTALL)
-_SPACE_RUN = re.compile(r"\s+")
 _TAB_NEWLINE = re.compile("[\t\n\r]")
 
 
@@ -42,7 +41,7 @@ def xml_text(value: str) -> str:
 
 def one_line(value: str) -> str:
     """XML-legal text on one line, whitespace runs collapsed: for titles, names, labels."""
-    return _SPACE_RUN.sub(" ", xml_text(value)).strip()
+    return " ".join(xml_text(value).split())
 
 
 def escape_text(value: str) -> str:
