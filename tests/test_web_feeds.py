@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import feedparser
+import httpx
 import pytest
+import respx
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
@@ -18,7 +22,13 @@ from starlette.testclient import TestClient
 from aggregator.model import Development
 from aggregator.settings import Settings
 from aggregator.web import create_app
-from aggregator.web.feeds import FeedCache, accepts_gzip, etag_matches, feed_routes
+from aggregator.web.feeds import (
+    FeedCache,
+    accepts_gzip,
+    etag_matches,
+    feed_routes,
+    websub_ping,
+)
 from tests.publish_samples import NOW, MemoryStore, SampleWatchlist
 
 
@@ -281,3 +291,21 @@ def test_etag_matches() -> None:
     assert etag_matches('"abc-gz"', '"abc"')
     assert etag_matches("*", '"abc"')
     assert not etag_matches('"abd"', '"abc"')
+
+
+@respx.mock
+def test_websub_ping_posts_each_changed_feed() -> None:
+    route = respx.post("https://hub.example.org/").mock(return_value=httpx.Response(204))
+    urls = ["https://news.example.org/feeds/all.atom", "https://news.example.org/feeds/all.rss"]
+    asyncio.run(websub_ping("https://hub.example.org/", urls, user_agent="aggregator-test"))
+    assert route.call_count == 2
+    sent = [dict(parse_qsl(call.request.content.decode())) for call in route.calls]
+    assert sent == [{"hub.mode": "publish", "hub.url": url} for url in urls]
+    assert route.calls[0].request.headers["user-agent"] == "aggregator-test"
+
+
+@respx.mock
+def test_websub_ping_failures_are_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    respx.post("https://hub.example.org/").mock(side_effect=httpx.ConnectError("refused"))
+    asyncio.run(websub_ping("https://hub.example.org/", ["https://news.example.org/feeds/x.atom"]))
+    assert "could not ping hub" in caplog.text

@@ -30,7 +30,7 @@ def create_app(
     async def ping_hub(urls: Sequence[str]) -> None:
         hub = watchlist_provider().publish.websub_hub
         if hub:
-            await websub_ping(hub, urls)
+            await websub_ping(hub, urls, user_agent=settings.user_agent)
 
     cache = FeedCache(
         store,

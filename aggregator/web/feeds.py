@@ -360,11 +360,20 @@ def feed_routes(cache: FeedCache) -> list[Route]:
     ]
 
 
-async def websub_ping(hub: str, topic_urls: Sequence[str], timeout: float = 10.0) -> None:
-    """Tell a WebSub hub that these feeds changed (``hub.mode=publish``); failures are logged."""
+async def websub_ping(
+    hub: str, topic_urls: Sequence[str], *, user_agent: str | None = None, timeout: float = 10.0
+) -> None:
+    """Tell a WebSub hub that these feeds changed (``hub.mode=publish``); failures are logged.
+
+    The hub is the admin's own configuration, not fetched content, so this plain POST does not
+    go through the fetch layer's guard (which only GETs).
+    """
     import httpx
 
-    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+    headers = {"User-Agent": user_agent} if user_agent else {}
+    async with httpx.AsyncClient(
+        timeout=timeout, follow_redirects=False, headers=headers
+    ) as client:
         for url in topic_urls:
             try:
                 response = await client.post(hub, data={"hub.mode": "publish", "hub.url": url})
