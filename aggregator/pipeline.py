@@ -131,10 +131,16 @@ def _ingest_in(tx: WriteTx, p: _Prepared, options: DedupOptions, now: datetime) 
     duplicate = tx.duplicate_of(r)
     if duplicate is not None:
         dup_id, reason = duplicate
+        # Another outlet's copy still reports the development: keep its source and URL.
+        dev_id = tx.development_of(dup_id)
+        if tx.add_alias(dup_id, r, seen=now):
+            if dev_id is not None:
+                tx.refresh_development(dev_id, updated=p.time)
+            tx.bump_feed_version()
         return IngestResult(
             record_id=dup_id,
             stored=False,
-            development_id=tx.development_of(dup_id),
+            development_id=dev_id,
             reason=reason,
             score=1.0,
             topics=tx.topics_of(dup_id),

@@ -136,7 +136,53 @@ def test_exact_duplicates_are_not_stored_again(
     assert res.development_id == res1.development_id
     assert res.topics == ("power", "storms")
     assert store.count_records() == 1
+    dev = store.get_development(res.development_id or "")
+    assert dev is not None
+    if variant == "same-content":  # another URL: listed as one more place it was published
+        assert store.feed_version() != v
+        assert [s.url for s in dev.sources] == [first.url, dup.url]
+    else:  # the same page or the same feed entry: nothing new to show
+        assert store.feed_version() == v
+        assert [s.url for s in dev.sources] == [first.url]
+
+
+def test_copies_from_other_outlets_are_listed_as_sources(store: Store) -> None:
+    first = record("Orla", BODY, "https://wire.example/orla", source_id="wire", guid="w1")
+    res1 = put(store, first)
+    # The same text, syndicated by another outlet an hour later: not stored again, but that
+    # outlet reports the development too.
+    copy = record(
+        "Orla",
+        BODY,
+        "https://paper.example/orla",
+        source_id="paper",
+        guid="p9",
+        published=NOW + timedelta(hours=1),
+    )
+    v = store.feed_version()
+    res2 = put(store, copy, NOW + timedelta(hours=1))
+    assert not res2.stored and res2.record_id == first.id
+    assert res2.development_id == res1.development_id
+    assert store.feed_version() != v
+    dev = store.get_development(res1.development_id or "")
+    assert dev is not None and dev.record_ids == (first.id,)
+    assert [(s.source_id, s.url) for s in dev.sources] == [
+        ("wire", "https://wire.example/orla"),
+        ("paper", "https://paper.example/orla"),
+    ]
+    assert dev.updated == NOW + timedelta(hours=1)
+    # The fetcher's pre-pass knows the copy's GUID; refetching it changes nothing.
+    assert store.known_guids("paper", ["p9", "p10"]) == {"p9"}
+    assert store.find_duplicate(copy) == first.id
+    v = store.feed_version()
+    again = put(store, copy, NOW + timedelta(hours=2))
+    assert not again.stored and again.reason is DedupReason.SAME_CONTENT
     assert store.feed_version() == v
+    refetch = put(store, first, NOW + timedelta(hours=2))
+    assert not refetch.stored and store.feed_version() == v
+    dev = store.get_development(res1.development_id or "")
+    assert dev is not None and len(dev.sources) == 2
+    assert store.count_records() == 1
 
 
 def test_near_duplicate_joins_and_updates_the_development(store: Store) -> None:

@@ -337,6 +337,11 @@ class Store:
                     t.records.c.source_id == source_id, t.records.c.guid.in_(chunk)
                 )
                 known.update(conn.execute(query).scalars())
+                aliases = sa.select(t.record_aliases.c.guid).where(
+                    t.record_aliases.c.source_id == source_id,
+                    t.record_aliases.c.guid.in_(chunk),
+                )
+                known.update(g for g in conn.execute(aliases).scalars() if g)
         return known
 
     def record_topics(self, record_id: str) -> tuple[TopicMatch, ...]:
@@ -668,6 +673,44 @@ class WriteTx:
     def duplicate_of(self, record: Record) -> tuple[str, DedupReason] | None:
         return _find_duplicate(self.conn, record)
 
+    def add_alias(self, stored_id: str, record: Record, *, seen: datetime) -> bool:
+        """Remember that ``record``, an exact duplicate of ``stored_id``, was also published by
+        its source at its URL; False when that place is known already (a refetch)."""
+        r, a = t.records, t.record_aliases
+        place = (record.source_id, record.url or record.canonical_url, record.guid)
+        stored = self.conn.execute(
+            sa.select(r.c.source_id, r.c.url, r.c.canonical_url, r.c.guid).where(
+                r.c.id == stored_id
+            )
+        ).first()
+        if stored is None:
+            return False
+        if place[1] is not None and place[1] in (stored.url, stored.canonical_url):
+            return False  # the same page, whichever feed linked to it
+        if stored.source_id == place[0] and (place[1] is None or place[2] == stored.guid):
+            return False  # the same entry of the same source
+        if place[0] is None and place[1] is None:
+            return False  # nothing to show: an anonymous re-import of the same text
+        known = self.conn.execute(
+            sa.select(a.c.source_id, a.c.url, a.c.guid).where(a.c.record_id == stored_id)
+        ).all()
+        for row in known:
+            if row.source_id == place[0] and (
+                row.url == place[1] or (place[2] and row.guid == place[2])
+            ):
+                return False
+        self.conn.execute(
+            sa.insert(a).values(
+                record_id=stored_id,
+                source_id=place[0],
+                url=place[1],
+                guid=place[2],
+                published=record.published,
+                seen=seen,
+            )
+        )
+        return True
+
     def development_of(self, record_id: str) -> str | None:
         return self.conn.execute(
             sa.select(t.memberships.c.development_id).where(t.memberships.c.record_id == record_id)
@@ -995,6 +1038,15 @@ def _find_duplicate(conn: sa.Connection, record: Record) -> tuple[str, DedupReas
         .order_by(r.c.seq)
         .limit(10)
     ).all()
+    if not rows and record.guid and record.source_id:
+        a = t.record_aliases
+        alias_of = conn.execute(
+            sa.select(a.c.record_id)
+            .where(a.c.source_id == record.source_id, a.c.guid == record.guid)
+            .limit(1)
+        ).scalar_one_or_none()
+        if alias_of is not None:
+            return alias_of, DedupReason.SAME_GUID
     if not rows:
         return None
     for row in rows:  # the most specific reason wins
@@ -1062,6 +1114,27 @@ def _developments(conn: sa.Connection, rows: Sequence[Any]) -> list[Development]
         )
         for row in conn.execute(query):
             members[row.development_id].append(row)
+    aliases: dict[str, list[Any]] = {i: [] for i in ids}
+    a = t.record_aliases
+    for chunk in _chunks(ids):
+        query = (
+            sa.select(
+                m.c.development_id,
+                a.c.record_id,
+                a.c.source_id,
+                a.c.url,
+                a.c.published,
+                r.c.title,
+                s.c.title.label("source_title"),
+            )
+            .join(m, m.c.record_id == a.c.record_id)
+            .join(r, r.c.id == a.c.record_id)
+            .outerjoin(s, s.c.id == a.c.source_id)
+            .where(m.c.development_id.in_(chunk))
+            .order_by(a.c.seen, a.c.id)
+        )
+        for row in conn.execute(query):
+            aliases[row.development_id].append(row)
     topics: dict[str, list[str]] = {i: [] for i in ids}
     dt = t.development_topics
     for chunk in _chunks(ids):
@@ -1096,6 +1169,17 @@ def _developments(conn: sa.Connection, rows: Sequence[Any]) -> list[Development]
                         published=rec.published,
                     )
                     for rec in mem
+                )
+                + tuple(
+                    SourceRef(
+                        record_id=alias.record_id,
+                        source_id=alias.source_id,
+                        source_title=alias.source_title or alias.source_id or "",
+                        url=alias.url,
+                        title=alias.title,
+                        published=alias.published,
+                    )
+                    for alias in aliases[row.id]
                 ),
                 terms=tuple(terms),
             )

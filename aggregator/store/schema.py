@@ -166,6 +166,22 @@ key_terms = sa.Table(
     sa.Index("ix_key_terms_record_id", "record_id"),
 )
 
+# Other places the same article was seen (another outlet's URL, another feed's GUID): an exact
+# duplicate is not stored again, but its source still counts as reporting the development.
+record_aliases = sa.Table(
+    "record_aliases",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("record_id", RECORD_ID, _record_fk(), nullable=False),
+    sa.Column("source_id", SOURCE_ID),
+    sa.Column("url", sa.Text),
+    sa.Column("guid", sa.Text),
+    sa.Column("published", UTCDateTime),
+    sa.Column("seen", UTCDateTime, nullable=False),
+    sa.Index("ix_record_aliases_record_id", "record_id"),
+    sa.Index("ix_record_aliases_source_id_guid", "source_id", "guid"),
+)
+
 developments = sa.Table(
     "developments",
     metadata,
