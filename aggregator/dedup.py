@@ -265,7 +265,18 @@ _DOUBLE = re.compile(r"([a-z])\1+")
 _TOKEN = re.compile(r"\d+(?:[.,:]\d+)*|[^\W\d_]+")
 # Words are cut to this many letters: a crude stemmer that also meets Lithuanian and Russian
 # inflections halfway (Vilnius, Vilniaus, Вильнюсе -> "vilniu"/"vilnius").
-STEM_LENGTH = 7
+STEM_LENGTH = 6
+# Inflectional endings cut before that (English -s/-ed/-ing/-ion, final vowels that Lithuanian
+# and Russian inflect), when four letters stay: refuse/refuses/refused/refusal meet, and so do
+# Lukashenko/Lukašenka and balloon/balloons.
+_ENDING = re.compile(
+    r"(?<=[a-z]{4})(?:ations?|ings?|ions?|ians?|ies|ied|ed|es|al|s|a|e|i|o|u)$", re.M
+)
+
+
+def _strip_endings(text: str) -> str:
+    return _ENDING.sub("", text)
+
 
 _MONTHS = {
     # English, Lithuanian (nominative and genitive stems), Russian (translit stems)
@@ -282,6 +293,24 @@ _MONTHS = {
     "m11": ("november", "nov", "lapkricio", "lapkritis", "noabr", "noabra"),
     "m12": ("december", "dec", "gruodzio", "gruodis", "dekabr", "dekabra"),
 }
+
+# News predicates and nouns that say the same thing, in English, Lithuanian and Russian: each
+# group is folded into its first word, so "refuses talks" meets "rejects negotiations" and
+# "atmeta derybas" / "отказался от переговоров".
+_SYNONYMS_RAW = """
+reject refuse refusal decline rebuff dismiss spurn atmesti atmeta atmete atsisako atsisake
+  otkaz otkazal otkazalas otklonil otvergl otvergla
+talks negotiations negotiation dialogue discussions derybos derybu derybas pokalbiai
+  peregovor peregovori peregovorov dialog
+earthquake quake tremor drebejimas zemetresen
+kill killed dead death died dies die zuvo mire nuzude zuve ubit ubili pogib pogibli umer skoncal
+arrest arrested detain detained custody sulaike sulaikytas areštuotas zaderzan arestovan
+acquire acquisition buy buys bought purchase takeover isigyja isigijo pirks kupil pokupka
+resign resigned resignation quit atsistatydina atsistatydino otstavk
+emergency nepaprastoji nepaprastasis crezvycain
+balloon balionai balionu balionus aerostat
+smuggling smuggler smugglers kontrabanda kontrabandininkai kontrabandist
+"""
 
 _STOPWORDS_RAW = """
 a about above after again against ago all almost along already also although always am among an
@@ -314,23 +343,40 @@ vienas viena du dvi trys metų metais dienos pranešė sakė teigė
 
 
 def _skeleton_text(text: str) -> str:
-    """Lowercase, transliterate Cyrillic, drop diacritics, fold digraphs and doubled letters."""
+    """Lowercase, transliterate Cyrillic, drop diacritics, cut inflectional endings, then fold
+    digraphs and doubled letters (after the cut, so "rejects" keeps its stem's "t")."""
     low = text.lower().translate(_TRANSLIT)
     decomposed = unicodedata.normalize("NFKD", low)
     if not decomposed.isascii():
         decomposed = "".join(c for c in decomposed if not unicodedata.combining(c))
-    folded = _DIGRAPHS.sub(lambda m: _DIGRAPH_MAP[m.group(0)], decomposed)
+    folded = _DIGRAPHS.sub(lambda m: _DIGRAPH_MAP[m.group(0)], _strip_endings(decomposed))
     return _DOUBLE.sub(r"\1", folded)
 
 
 def _skeleton_word(word: str) -> str:
-    return _skeleton_text(word)
+    """The key of one word, exactly as ``_tokenize`` makes it."""
+    folded = _skeleton_text(word)
+    return folded if folded[:1].isdigit() else folded[:STEM_LENGTH]
 
 
-_STOPWORDS = frozenset(_skeleton_word(w)[:STEM_LENGTH] for w in _STOPWORDS_RAW.split())
-_MONTH_OF = {
-    _skeleton_word(name)[:STEM_LENGTH]: key for key, names in _MONTHS.items() for name in names
-}
+_STOPWORDS = frozenset(_skeleton_word(w) for w in _STOPWORDS_RAW.split())
+
+
+def _synonym_map() -> dict[str, str]:
+    out: dict[str, str] = {}
+    # One group a line; a line starting with two spaces continues the previous group.
+    for group in _SYNONYMS_RAW.strip().replace("\n  ", " ").split("\n"):
+        words = group.split()
+        head = _skeleton_word(words[0])
+        for word in words[1:]:
+            key = _skeleton_word(word)
+            if key != head and key not in _STOPWORDS:
+                out.setdefault(key, head)
+    return out
+
+
+_SYNONYM_OF = _synonym_map()
+_MONTH_OF = {_skeleton_word(name): key for key, names in _MONTHS.items() for name in names}
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,13 +387,17 @@ class _Tokens:
     keys: list[str]
 
 
+def _concept(key: str) -> str:
+    return _SYNONYM_OF.get(key, key)
+
+
 def _tokenize(text: str) -> _Tokens:
     raw = _TOKEN.findall(text)
     if not raw:
         return _Tokens([], [])
     # Normalize all tokens in one pass over a joined string: the folds never cross a newline.
     folded = _skeleton_text("\n".join(raw)).split("\n")
-    keys = [k if k[:1].isdigit() else k[:STEM_LENGTH] for k in folded]
+    keys = [k if k[:1].isdigit() else _concept(k[:STEM_LENGTH]) for k in folded]
     return _Tokens(raw, keys)
 
 
@@ -377,7 +427,7 @@ def _load_background() -> dict[str, int]:
 
 
 _BACKGROUND = _load_background()
-_MONTH_KEY_WORD = {key: _skeleton_word(names[0])[:STEM_LENGTH] for key, names in _MONTHS.items()}
+_MONTH_KEY_WORD = {key: _skeleton_word(names[0]) for key, names in _MONTHS.items()}
 
 
 def background_idf(key: str) -> float:
@@ -485,8 +535,17 @@ class Fingerprint:
     length: int = 0
     language: str | None = None
     embedding: tuple[float, ...] = ()
+    head_terms: tuple[str, ...] = ()
+    head_weights: tuple[float, ...] = ()
     version: int = FINGERPRINT_VERSION
     _vector: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
+    _head: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
+
+    def head_vector(self) -> dict[str, float]:
+        """The headline and lead's terms as a unit vector: what the report says happened."""
+        if not self._head and self.head_terms:
+            self._head.update(zip(self.head_terms, self.head_weights, strict=True))
+        return self._head
 
     def vector(self) -> dict[str, float]:
         """The term weights as a dict (built once per fingerprint)."""
@@ -558,6 +617,31 @@ def _idf_cached(key: str) -> float:
     return value
 
 
+_SENTENCE_END = re.compile(r"[.!?…:;\"'”’»)]\s*$")
+LINK_LIST_MIN = 3  # this many headline-like lines in a row close a page: "related stories"
+
+
+def _drop_link_list(text: str) -> str:
+    """Cut a trailing run of headline-like lines (a "related stories" list the extractor kept):
+    other events' headlines would otherwise count as this record's vocabulary."""
+    lines = text.rstrip().split("\n")
+    end = len(lines)
+    while end > 0 and (not lines[end - 1].strip() or _is_link_line(lines[end - 1])):
+        end -= 1
+    run = sum(1 for line in lines[end:] if line.strip())
+    if run < LINK_LIST_MIN or end == 0:
+        return text
+    return "\n".join(lines[:end])
+
+
+def _is_link_line(line: str) -> bool:
+    words = line.split()
+    if not 2 <= len(words) <= 25 or _SENTENCE_END.search(line):
+        return False
+    capitalized = sum(1 for w in words if w[:1].isupper() or w[:1].isdigit())
+    return capitalized * 2 >= len(words)
+
+
 def fingerprint(
     title: str,
     text: str,
@@ -570,10 +654,10 @@ def fingerprint(
     ``embedder``, when given, maps text to a sentence embedding for the optional semantic mode
     (see ``semantic_embedder``); the default lexical fingerprint never needs it.
     """
-    body = _tokenize(text)
+    body = _tokenize(_drop_link_list(text))
     head = _tokenize(title)
     minhash = _minhash(body.keys or head.keys)
-    entities = _entity_keys(body) | set(_entity_keys(head))
+    entities = _entity_keys(body) | _entity_keys(head)
     counts: dict[str, float] = defaultdict(float)
     numbers: set[str] = set()
     for key in body.keys:
@@ -609,6 +693,7 @@ def fingerprint(
     norm = math.sqrt(sum(w * w for _, w in top)) or 1.0
     top = [(k, w / norm) for k, w in top]
     key_terms = _key_terms(weights, entities, title_keys)
+    head_vec = _head_vector(title_keys, body.keys[:LEAD_WORDS], entities, numbers)
     embedding: tuple[float, ...] = ()
     if embedder is not None:
         embedding = tuple(float(x) for x in embedder(f"{title}\n{text[:2000]}"))
@@ -624,7 +709,34 @@ def fingerprint(
         length=len(body.raw),
         language=language,
         embedding=embedding,
+        head_terms=tuple(head_vec),
+        head_weights=tuple(round(w, 5) for w in head_vec.values()),
     )
+
+
+LEAD_WORDS = 60  # the lead: what a news report puts first is what happened
+
+
+def _head_vector(
+    title_keys: Sequence[str], lead_keys: Sequence[str], entities: set[str], numbers: set[str]
+) -> dict[str, float]:
+    counts: dict[str, float] = defaultdict(float)
+    for k in title_keys:
+        counts[k] += 1.0
+    for key in lead_keys:
+        num = _number_key(key)
+        if num is not None:
+            counts[num] += 1.0
+        elif _is_content(key):
+            counts[key] += 1.0
+    weights = {
+        k: (1.0 + math.log(c)) * _idf_cached(k) * (ENTITY_WEIGHT if k in entities else 1.0)
+        for k, c in counts.items()
+    }
+    norm = math.sqrt(sum(w * w for w in weights.values()))
+    if not norm:
+        return {}
+    return {k: w / norm for k, w in sorted(weights.items(), key=lambda kv: -kv[1])}
 
 
 def _key_terms(
@@ -656,6 +768,8 @@ def fingerprint_to_json(fp: Fingerprint) -> str:
         "title_terms": list(fp.title_terms),
         "length": fp.length,
         "language": fp.language,
+        "head_terms": list(fp.head_terms),
+        "head_weights": list(fp.head_weights),
     }
     if fp.embedding:
         data["embedding"] = [round(x, 5) for x in fp.embedding]
@@ -684,6 +798,8 @@ def fingerprint_from_json(data: str) -> Fingerprint:
             length=int(obj.get("length", 0)),
             language=obj.get("language"),
             embedding=tuple(float(x) for x in obj.get("embedding", ())),
+            head_terms=tuple(str(x) for x in obj.get("head_terms", ())),
+            head_weights=tuple(float(x) for x in obj.get("head_weights", ())),
             version=int(obj.get("v", FINGERPRINT_VERSION)),
         )
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
@@ -720,6 +836,8 @@ class Decision:
 # about nine cases of ten, the precision a subscriber should be able to count on; below ~0.2 it is
 # a coin toss. Unrelated stories score under 0.1 (99.9th percentile).
 EVENT_THRESHOLD = 0.30
+# Share of the headline in the score when both sides have one: a headline states the development.
+TITLE_SHARE = 0.3
 # Optional semantic mode: the embedding cosine is mapped onto the lexical scale linearly, from
 # "unrelated" (SEMANTIC_FLOOR -> 0) to "same story" (SEMANTIC_CEILING -> 1), and mixed in.
 SEMANTIC_WEIGHT = 0.5
@@ -802,6 +920,12 @@ def _semantic(a: Fingerprint, b: Fingerprint) -> float | None:
     return min(1.0, max(0.0, (cos - SEMANTIC_FLOOR) / (SEMANTIC_CEILING - SEMANTIC_FLOOR)))
 
 
+# How many of the record's leading names (its protagonists) a development's headlines and leads
+# must mention; each one missing takes this share of the score away.
+PROTAGONISTS = 2
+PROTAGONIST_PENALTY = 0.3
+
+
 def development_scores(
     fp: Fingerprint, candidates: Sequence[Candidate], *, semantic: bool = False
 ) -> dict[str, tuple[float, str]]:
@@ -812,23 +936,28 @@ def development_scores(
     have in common, so one loosely related member cannot pull in a different event. With
     ``semantic``, the members' embedding similarity is mixed in (see ``SEMANTIC_WEIGHT``).
     """
+    unique = list({c.record_id: c for c in candidates}.values())
     vec = fp.vector()
+    tvec = fp.head_vector()
+    title_centroids: dict[str, dict[str, float]] = {}
     centroids: dict[str, dict[str, float]] = {}
     best: dict[str, tuple[float, str]] = {}
+    ents = set(fp.entities)
+    protagonists = [t for t in fp.head_terms if t in ents][:PROTAGONISTS]
     sem: dict[str, list[float]] = defaultdict(list)
-    seen: set[str] = set()
-    for cand in candidates:
-        if cand.record_id in seen:
-            continue
-        seen.add(cand.record_id)
+    for cand in unique:
         cvec = cand.fingerprint.vector()
         dev = cand.development_id
-        sim = _dot(vec, cvec)  # unit vectors: the dot is the cosine
+        sim = _cosine(vec, cvec)
         if dev not in best or sim > best[dev][0]:
             best[dev] = (sim, cand.record_id)
         cen = centroids.setdefault(dev, {})
         for t, w in cvec.items():
             cen[t] = cen.get(t, 0.0) + w
+        if tvec:
+            tcen = title_centroids.setdefault(dev, {})
+            for t, w in cand.fingerprint.head_vector().items():
+                tcen[t] = tcen.get(t, 0.0) + w
         if semantic:
             s = _semantic(fp, cand.fingerprint)
             if s is not None:
@@ -836,7 +965,17 @@ def development_scores(
     out = {}
     for dev, cen in centroids.items():
         norm = math.sqrt(sum(w * w for w in cen.values()))
-        score = _dot(vec, cen) / norm if norm else 0.0
+        vnorm = math.sqrt(sum(w * w for w in vec.values()))
+        score = _dot(vec, cen) / (norm * vnorm) if norm and vnorm else 0.0
+        tcen = title_centroids.get(dev, {})
+        tnorm = math.sqrt(sum(w * w for w in tcen.values()))
+        hnorm = math.sqrt(sum(w * w for w in tvec.values()))
+        if tnorm and hnorm:
+            head = _dot(tvec, tcen) / (tnorm * hnorm)
+            score = (1 - TITLE_SHARE) * score + TITLE_SHARE * head
+            if protagonists:
+                covered = sum(1 for t in protagonists if t in tcen) / len(protagonists)
+                score *= 1.0 - PROTAGONIST_PENALTY * (1.0 - covered)
         if sem.get(dev):
             score = (1 - SEMANTIC_WEIGHT) * score + SEMANTIC_WEIGHT * max(sem[dev])
         out[dev] = (score, best[dev][1])
