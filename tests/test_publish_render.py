@@ -369,3 +369,21 @@ def test_any_stored_text_gives_well_formed_safe_feeds(
             assert href.startswith(("https://", "http://")), href
     doc = json.loads(render_json_feed(site, "all", [entry], NOW))
     assert doc["items"][0]["url"].startswith("https://")
+
+
+def test_lone_surrogates_anywhere_cannot_break_the_json_feed(site: Site, feeds: FeedSet) -> None:
+    entry = feeds.all[0]
+    bad = replace(
+        entry.development,
+        id="dev\ud800x",
+        topics=("lithuania", "gone\udfff"),
+        title="A\ud800B",
+        sources=(SourceRef("r", "s\ud800", "S\udc00", None, "T\ud800", None),),
+    )
+    data = render_json_feed(site, "all", [Entry(bad, entry.body)], NOW)
+    item = json.loads(data)["items"][0]
+    assert item["title"] == "AB"
+    assert item["_aggregator"]["topics"] == ["lithuania", "gone"]
+    assert item["_aggregator"]["development_id"] == "devx"
+    for render in (render_atom, render_rss):
+        ET.fromstring(render(site, "all", [Entry(bad, entry.body)], NOW))

@@ -309,3 +309,8 @@ def test_websub_ping_failures_are_logged_not_raised(caplog: pytest.LogCaptureFix
     respx.post("https://hub.example.org/").mock(side_effect=httpx.ConnectError("refused"))
     asyncio.run(websub_ping("https://hub.example.org/", ["https://news.example.org/feeds/x.atom"]))
     assert "could not ping hub" in caplog.text
+
+
+def test_odd_feed_names_are_404(client: TestClient) -> None:
+    for name in ("%ED%A0%80.atom", "..%2Fetc.atom", "all.atom.gz", "%00.rss", ".atom"):
+        assert client.get(f"/feeds/{name}").status_code == 404, name

@@ -118,11 +118,16 @@ class FeedSet:
 # names and ids
 
 
+def url_part(value: str) -> str:
+    """``value`` as one percent-encoded URL path segment (XML-illegal characters dropped)."""
+    return quote(xml_text(value), safe="")
+
+
 def feed_path(key: str, fmt: str) -> str:
     """``feeds/<key>.<fmt>``; ``key`` is ``all`` or a topic id (percent-encoded)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown feed format {fmt!r}")
-    return f"feeds/{quote(key, safe='')}.{fmt}"
+    return f"feeds/{url_part(key)}.{fmt}"
 
 
 def feed_url(site: Site, key: str, fmt: str) -> str:
@@ -131,11 +136,11 @@ def feed_url(site: Site, key: str, fmt: str) -> str:
 
 def entry_id(site: Site, development_id: str) -> str:
     """The entry's permanent id: ``tag:<authority>:development/<id>``."""
-    return f"tag:{site.authority}:development/{quote(development_id, safe='')}"
+    return f"tag:{site.authority}:development/{url_part(development_id)}"
 
 
 def feed_id(site: Site, key: str) -> str:
-    return f"tag:{site.authority}:feed/{quote(key, safe='')}"
+    return f"tag:{site.authority}:feed/{url_part(key)}"
 
 
 def feed_title(site: Site, key: str) -> str:
@@ -246,7 +251,7 @@ def entry_link(site: Site, dev: Development) -> str:
     links = source_links(dev)
     if links:
         return links[0][1]
-    return f"{site.root}/#d-{quote(dev.id, safe='')}"
+    return f"{site.root}/#d-{url_part(dev.id)}"
 
 
 def _source_name(ref: SourceRef) -> str:
@@ -303,7 +308,9 @@ def _body_without_title(blocks: Sequence[Block], title: str) -> tuple[Block, ...
 
 
 def _categories(site: Site, dev: Development) -> list[tuple[str, str]]:
-    return [(t, one_line(site.topic_title(t))) for t in dict.fromkeys(dev.topics) if one_line(t)]
+    """(term, label) per matched topic: the id and the watchlist title, both XML-legal."""
+    terms = dict.fromkeys(one_line(t) for t in dev.topics)
+    return [(t, one_line(site.topic_title(t))) for t in terms if t]
 
 
 # ---------------------------------------------------------------------------------------------

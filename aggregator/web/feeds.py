@@ -314,7 +314,7 @@ def _feed_key(scope: Scope) -> str | None:
     if not isinstance(name, str) or "." not in name:
         return None
     stem, _, fmt = name.rpartition(".")
-    return f"feeds/{quote(stem, safe='')}.{fmt}"
+    return f"feeds/{quote(stem, safe='', errors='replace')}.{fmt}"
 
 
 _WANTED = {
