@@ -140,6 +140,7 @@ class Service:
         self._repump = False
         self._burst_start: float | None = None
         self._drained = asyncio.Event()
+        self._scheduler_stopped = False
         self.fetch_log: list[str] = []  # source ids in the order fetched (for tests)
 
     # ---------------------------------------------------------------- life cycle
@@ -163,7 +164,11 @@ class Service:
                 {server_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
             )
             if server_task in done and not self._stop.is_set():
-                server_task.result()  # a server that died on its own (port taken...) is fatal
+                # The server died on its own (port taken...): fatal, after a clean stop.
+                self.request_stop()
+                await self._shutdown()
+                watch_task.cancel()
+                server_task.result()
                 raise AggregatorError("the HTTP server stopped unexpectedly")
             await self._shutdown()
             if self.server is not None:
@@ -302,12 +307,18 @@ class Service:
             if pending:
                 log.warning("cancelled %d fetches at the shutdown deadline", len(pending))
                 await asyncio.wait(pending, timeout=5)
-        if self.scheduler is not None and self.scheduler.scheduler.running:
+        self._stop_scheduler()
+
+    def _stop_scheduler(self) -> None:
+        # AsyncIOScheduler.shutdown runs later, on the loop: ``running`` stays True until then.
+        if self._scheduler_stopped or self.scheduler is None:
+            return
+        self._scheduler_stopped = True
+        if self.scheduler.scheduler.running:
             self.scheduler.scheduler.shutdown(wait=False)
 
     async def _close(self) -> None:
-        if self.scheduler is not None and self.scheduler.scheduler.running:
-            self.scheduler.scheduler.shutdown(wait=False)
+        self._stop_scheduler()
         for fetcher in {id(f): f for f in [self.fetcher, *self._fetcher_of.values()]}.values():
             if fetcher is not None:
                 try:
