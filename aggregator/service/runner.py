@@ -52,6 +52,7 @@ log = logging.getLogger("aggregator.service")
 RETENTION_JOB = "retention"
 # next_fetch is set this far before the job's next run, so jitter never makes the job early.
 NEXT_FETCH_SLACK = timedelta(seconds=5)
+FAILING_CACHE_SECONDS = 2.0
 
 
 def _env_float(name: str, default: float) -> float:
@@ -141,6 +142,7 @@ class Service:
         self._burst_start: float | None = None
         self._drained = asyncio.Event()
         self._scheduler_stopped = False
+        self._failing_cache: tuple[float, list[str]] | None = None
         self.fetch_log: list[str] = []  # source ids in the order fetched (for tests)
 
     # ---------------------------------------------------------------- life cycle
@@ -615,12 +617,20 @@ class Service:
     # ---------------------------------------------------------------- store helpers
 
     def _failing_sources(self) -> list[str]:
+        """Watched sources whose last fetch failed; cached briefly, as health checks and
+        scrapes may come often and the query reads every source's state."""
+        now = time.monotonic()
+        cached = self._failing_cache
+        if cached is not None and now - cached[0] < FAILING_CACHE_SECONDS:
+            return cached[1]
         watched = set(self.sources)
-        return sorted(
+        failing = sorted(
             s.source_id
             for s in self.store.list_fetch_states()
             if s.source_id in watched and s.consecutive_failures > 0
         )
+        self._failing_cache = (now, failing)
+        return failing
 
     def _store_counts(self) -> tuple[int, int]:
         records = int(self.store.count_records())
