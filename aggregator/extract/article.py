@@ -30,11 +30,12 @@ from aggregator.extract.metadata import PageMeta, clean_title, read_metadata
 from aggregator.model import Article, Block, BlockKind
 from aggregator.records import compose, first_sentence
 
-__all__ = ["extract_article", "extract_text", "select_segments"]
+__all__ = ["extract_article", "extract_text", "reset_caches", "select_segments"]
 
 # --- boilerplate hints ---------------------------------------------------------------------
 
 _SKIP_TAGS = frozenset(("nav", "footer", "aside", "menu", "figcaption"))
+_STRIP_TAGS = [*DROP_TAGS, *sorted(_SKIP_TAGS)]
 _NEVER_SKIP_TAGS = frozenset(("html", "body", "main", "article"))
 # Word lists read best as text; ruff's SIM905 would explode them one word per line.
 _SKIP_ROLES = frozenset(
@@ -73,6 +74,18 @@ _NEGATIVE_STEMS = (
 _POSITIVE_WORDS = frozenset(
     """article body content entry main story text post prose blog articlebody richtext
     news embed""".split()  # noqa: SIM905
+)
+_HINT_PREFILTER_RE = re.compile(
+    "|".join(
+        sorted(
+            {*_NEGATIVE_STEMS, *_POSITIVE_WORDS, *(w for w in _NEGATIVE_WORDS if len(w) > 3)},
+            key=len,
+            reverse=True,
+        )
+    )
+    + r"|(?<![a-z])(?:"
+    + "|".join(w for w in _NEGATIVE_WORDS if len(w) <= 3)
+    + r")(?![a-z])"
 )
 _CAMEL_RE = re.compile(r"([a-z0-9])([A-Z])")
 _WORD_RE = re.compile(r"[a-z0-9]+")
@@ -120,7 +133,18 @@ _PENALTY = 0.25
 _DECAY = 0.9
 
 
-def _classify(node: LexborNode, tag: str, cache: dict[str, int | None]) -> int | None:
+# class/id string -> hint, shared across pages (a site repeats its class names); cleared when
+# it grows past _HINT_CACHE_MAX so a long-running service does not grow without bound.
+_HINT_CACHE: dict[str, int] = {}
+_HINT_CACHE_MAX = 50_000
+
+
+def reset_caches() -> None:
+    """Forget the class/id hints learnt so far (benchmarks measure cold runs with it)."""
+    _HINT_CACHE.clear()
+
+
+def _classify(node: LexborNode, tag: str) -> int | None:
     """None to skip the subtree, -1 doubtful, +1 content hint, 0 neutral."""
     if tag in _SKIP_TAGS:
         return None
@@ -141,10 +165,13 @@ def _classify(node: LexborNode, tag: str, cache: dict[str, int | None]) -> int |
     key = (attrs.get("class") or "") + " " + (attrs.get("id") or "")
     if key == " ":
         return 0
-    hint = cache.get(key, 2)
-    if hint == 2:
-        hint = _hint_of_words(key)
-        cache[key] = hint
+    hint = _HINT_CACHE.get(key)
+    if hint is None:
+        # Most class strings ("col-md-6 d-flex") hold no hint word: one regex rules them out.
+        hint = _hint_of_words(key) if _HINT_PREFILTER_RE.search(key.lower()) else 0
+        if len(_HINT_CACHE) >= _HINT_CACHE_MAX:
+            _HINT_CACHE.clear()
+        _HINT_CACHE[key] = hint
     if tag in ("html", "body"):
         return 0
     return hint
@@ -221,8 +248,14 @@ def select_segments(w: Walk, title: str) -> list[Segment]:
 def _is_boilerplate_line(seg: Segment) -> bool:
     if seg.kind is BlockKind.TABLE or seg.length > 400:
         return False
-    text = seg.text.replace("**", "")
-    if _LEGAL_LINE_RE.search(text) or _MARKUP_LINE_RE.match(text):
+    text = seg.text.replace("**", "") if "**" in seg.text else seg.text
+    low = text.lower()
+    # Cheap substring tests first: the regular expressions run on few segments.
+    if ("©" in text or "copyright" in low or "rights reserved" in low or "(c)" in low) and (
+        _LEGAL_LINE_RE.search(text)
+    ):
+        return True
+    if text[0] in "<[" and _MARKUP_LINE_RE.match(text):
         return True
     return seg.length < 120 and _BOILERPLATE_LINE_RE.match(text) is not None
 
@@ -239,10 +272,6 @@ def _is_good(seg: Segment) -> bool:
     return seg.kind is not BlockKind.HEADING and _weight(seg) > 0
 
 
-def _same_text(a: str, b: str) -> bool:
-    return _fold(a) == _fold(b)
-
-
 def _fold(text: str) -> str:
     return " ".join(_WORD_RE.findall(text.replace("**", "").lower()))
 
@@ -250,12 +279,22 @@ def _fold(text: str) -> str:
 def _drop_title_and_preamble(segs: list[Segment], title: str) -> list[Segment]:
     """Drop what precedes the first real paragraph except a standfirst-like paragraph, and
     the title when it is repeated in the body."""
+    folded_title = _fold(title)
+    size = len(title)
+
+    def is_title(seg: Segment) -> bool:
+        return (
+            seg.kind is not BlockKind.TABLE
+            and abs(seg.length - size) <= size // 4 + 4
+            and _fold(seg.text) == folded_title
+        )
+
     first_good = next((i for i, s in enumerate(segs) if _is_good(s)), None)
     if first_good is None:
-        return [s for s in segs if not _same_text(s.text, title)]
+        return [s for s in segs if not is_title(s)]
     out: list[Segment] = []
     for i, seg in enumerate(segs):
-        if _same_text(seg.text, title) and seg.kind is not BlockKind.TABLE:
+        if is_title(seg):
             continue
         if i < first_good and seg.kind in (BlockKind.HEADING, BlockKind.PARAGRAPH):
             continue
@@ -310,12 +349,12 @@ def extract_article(html: str, url: str | None = None) -> Article:
     tree = LexborHTMLParser(html)
     meta = read_metadata(tree, url)
     title = _choose_title(tree, meta)
-    tree.strip_tags(DROP_TAGS)
+    # Furniture by tag goes in C before the walk: fewer nodes for Python to visit.
+    tree.strip_tags(_STRIP_TAGS)
     body = tree.body
     if body is None:
         raise ExtractionError("the document has no <body>")
-    cache: dict[str, int | None] = {}
-    segs = select_segments(walk(body, lambda n, t: _classify(n, t, cache)), title)
+    segs = select_segments(walk(body, _classify), title)
     return _assemble(title, segs, meta, url)
 
 

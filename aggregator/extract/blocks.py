@@ -215,14 +215,17 @@ class _Walker:
     # --- the walk ------------------------------------------------------------------------
 
     def walk(self, node: LexborNode, elem: int, depth: int) -> None:
+        # The hot loop of extraction: locals instead of attribute look-ups where it pays.
         if depth > MAX_DEPTH:
             self.parts.append(" " + (node.text(deep=True) or "") + " ")
             return
+        classify = self.classify
         for child in node.iter(include_text=True):
             tag = child.tag
             if tag == "-text":
                 text = child.text_content
-                if text:
+                # Whitespace before any text of a block carries nothing.
+                if text and (self.parts or not text.isspace()):
                     self.parts.append(text)
                     if self.link_depth:
                         self.link_chars += len(text.strip())
@@ -230,42 +233,49 @@ class _Walker:
             if tag in _SKIP or tag is None:
                 continue
             if tag == "br":
-                self.flush(elem)
+                if self.parts:
+                    self.flush(elem)
                 continue
-            hint = self.classify(child, tag) if self.classify is not None else 0
+            hint = classify(child, tag) if classify is not None else 0
             if hint is None:
                 continue
-            if tag in BLOCK_TAGS:
-                self.flush(elem)
             outer_doubt = self.doubt
-            if hint:
-                self.doubt = hint < 0
             if tag in BLOCK_TAGS:
+                if self.parts:
+                    self.flush(elem)
+                if hint:
+                    self.doubt = hint < 0
                 new = self.open_elem(child, tag, elem, hint)
                 if tag == "table" and self.table(child, new):
                     pass
                 elif tag == "pre":
                     self.pre(child, new)
-                else:
-                    is_li = tag == "li"
-                    self.li_depth += is_li
+                elif tag == "li":
+                    self.li_depth += 1
                     self.walk(child, new, depth + 1)
-                    self.flush(new)
-                    self.li_depth -= is_li
+                    if self.parts:
+                        self.flush(new)
+                    self.li_depth -= 1
+                else:
+                    self.walk(child, new, depth + 1)
+                    if self.parts:
+                        self.flush(new)
                 self.out.end[new] = len(self.out.parent)
-            elif tag in _BOLD_TAGS:
-                parts = self.parts
-                mark = len(parts)
-                flushes = self.flushes
-                self.walk(child, elem, depth + 1)
-                if flushes == self.flushes and len(self.parts) > mark:
-                    _wrap_bold(self.parts, mark)
-            elif tag == "a":
-                self.link_depth += 1
-                self.walk(child, elem, depth + 1)
-                self.link_depth -= 1
             else:
-                self.walk(child, elem, depth + 1)
+                if hint:
+                    self.doubt = hint < 0
+                if tag in _BOLD_TAGS:
+                    mark = len(self.parts)
+                    flushes = self.flushes
+                    self.walk(child, elem, depth + 1)
+                    if flushes == self.flushes and len(self.parts) > mark:
+                        _wrap_bold(self.parts, mark)
+                elif tag == "a":
+                    self.link_depth += 1
+                    self.walk(child, elem, depth + 1)
+                    self.link_depth -= 1
+                else:
+                    self.walk(child, elem, depth + 1)
             self.doubt = outer_doubt
 
     def pre(self, node: LexborNode, elem: int) -> None:
