@@ -314,3 +314,27 @@ def test_websub_ping_failures_are_logged_not_raised(caplog: pytest.LogCaptureFix
 def test_odd_feed_names_are_404(client: TestClient) -> None:
     for name in ("%ED%A0%80.atom", "..%2Fetc.atom", "all.atom.gz", "%00.rss", ".atom"):
         assert client.get(f"/feeds/{name}").status_code == 404, name
+
+
+def test_a_lasting_fault_is_logged_once(
+    client: TestClient,
+    cache: FeedCache,
+    store: MemoryStore,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client.get("/feeds/all.atom")
+
+    def broken() -> str:
+        raise RuntimeError("database is down")
+
+    store.feed_version = broken  # type: ignore[method-assign]
+    for _ in range(5):
+        clock.t += 2
+        assert client.get("/feeds/all.atom").status_code == 200
+    assert caplog.text.count("refresh failed") == 1
+    assert cache.last_error == "RuntimeError: database is down"
+    store.feed_version = lambda: "1"  # type: ignore[method-assign]
+    clock.t += 2
+    client.get("/feeds/all.atom")
+    assert cache.last_error is None

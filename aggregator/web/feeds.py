@@ -135,6 +135,7 @@ class FeedCache:
         self._lock = asyncio.Lock()
         self.renders = 0  # how many times the files were rendered (for tests and metrics)
         self.checks = 0
+        self.last_error: str | None = None  # the refresh's current fault, None when healthy
 
     @property
     def current(self) -> Snapshot | None:
@@ -154,10 +155,26 @@ class FeedCache:
                 changed = await run_in_threadpool(self._refresh)
                 if changed and self._on_change is not None:
                     _spawn(self._on_change(changed))
-            except Exception:
-                log.exception("feeds: refresh failed; serving the last good version")
+            except Exception as exc:
+                self._report_failure(exc)
+            else:
+                if self.last_error is not None:
+                    log.info("feeds: refresh works again")
+                self.last_error = None
             self._next_check = self._clock() + self._interval
         return self._snapshot
+
+    def _report_failure(self, exc: Exception) -> None:
+        # Checked every second: a lasting fault is logged when it starts or changes, not each time.
+        message = f"{type(exc).__name__}: {exc}"
+        if message != self.last_error:
+            log.error(
+                "feeds: refresh failed (%s); %s",
+                message,
+                "serving the last good version" if self._snapshot else "nothing to serve yet",
+                exc_info=exc,
+            )
+        self.last_error = message
 
     async def refresh_now(self) -> Snapshot | None:
         """Check the store right away (e.g. after an ingest in this process)."""
