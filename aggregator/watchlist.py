@@ -312,8 +312,10 @@ def _error_line(text: str, exc: yaml.MarkedYAMLError) -> int:
     unclosed quote or bracket), where the construct that was left open began."""
     last_content = max((i + 1 for i, ln in enumerate(text.splitlines()) if ln.strip()), default=1)
     problem, context = exc.problem_mark, exc.context_mark
-    if context is not None and (exc.context or "").startswith("while parsing a flow"):
-        # An unclosed [ or { runs into the next lines: blame the line that opened it.
+    opened_by = ("while parsing a flow", "while scanning a simple key")
+    if context is not None and (exc.context or "").startswith(opened_by):
+        # An unclosed [ or {, or a key without its colon, runs into the next lines: blame the
+        # line where it began.
         return context.line + 1
     if problem is not None:
         # A quote left open swallows the following lines and the parser notices only later.
@@ -433,7 +435,19 @@ class _Report:
                 shown = ""
                 if kind in {"literal_error", "bool_parsing", "int_parsing", "float_parsing"}:
                     shown = f" (got {got!r})"
+                elif kind.endswith("_type"):
+                    shown = f" (got {_yaml_type(got)})"
                 self.add(path, f"{_dotted(path)}: {message}{shown}")
+
+
+def _yaml_type(value: object) -> str:
+    if isinstance(value, Mapping):
+        return "a mapping: quote a value that contains ': '"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing"
+    return f"{type(value).__name__} {value!r}"
 
 
 def _data_path(base: Path_, loc: Sequence[str | int], model: type[BaseModel]) -> Path_:

@@ -450,3 +450,24 @@ def test_build_query_url() -> None:
     assert build_query_url("https://x.example/search/{query}/rss", "a b/c") == (
         "https://x.example/search/a%20b%2Fc/rss"
     )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "needle"),
+    [
+        ('    url: "https://belsat.eu/en/feed/"', '    url "https://belsat.eu/en/feed/"', "YAML"),
+        ("    query: 'Belarus sanctions'", "    query: 'Belarus sanctions", "YAML"),
+        ("    schedule: {every: 45m}", "    schedule: {every: 45m", "YAML"),
+        ("  - id: err-news", "   - id: err-news", "YAML"),
+        ("        - embargo*", "        - [embargo", "YAML"),
+        ("        - border*", "        - *border", "undefined alias"),
+        ("        - embargo*", "        - embargo*: x", "got a mapping"),
+        ("  user_agent: ", "  user_agent: 12 #", "got int 12"),
+    ],
+)
+def test_common_yaml_mistakes_point_at_the_edited_line(
+    tmp_path: Path, old: str, new: str, needle: str
+) -> None:
+    text, line = edited(old, new)
+    problem = only(problems(text, tmp_path))
+    assert problem.line == line and needle in problem.message, problem
