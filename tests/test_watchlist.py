@@ -231,7 +231,7 @@ def test_cron_schedule_is_accepted(tmp_path: Path) -> None:
 
 def test_bad_regex(tmp_path: Path) -> None:
     text, line = edited(
-        "        - /lithuan|lietuv|литв|літв/\n        - /belarus|baltarus|беларус|белорус|minsk",
+        "        - /lithuan|lietuv|литв|литов|літв|літоў/\n        - /belarus|baltarus|беларус|белорус|minsk",
         "        - /lithuan|(lietuv/\n        - /belarus|baltarus|беларус|белорус|minsk",
     )
     problem = only(problems(text, tmp_path))
@@ -471,3 +471,41 @@ def test_common_yaml_mistakes_point_at_the_edited_line(
     text, line = edited(old, new)
     problem = only(problems(text, tmp_path))
     assert problem.line == line and needle in problem.message, problem
+
+
+@pytest.mark.parametrize(
+    ("title", "lead", "expected"),
+    [
+        (
+            "Baltarusijos balionai vėl uždarė Vilniaus oro uostą",
+            "Meteorologiniai balionai su kontrabandinėmis cigaretėmis atskrido iš Baltarusijos.",
+            {"balloons"},
+        ),
+        (
+            "Литовские пограничники закрыли пункты пропуска",
+            "Литва закрыла пункты пропуска на границе с Беларусью до конца месяца.",
+            {"border"},
+        ),
+        (
+            "Над Вильнюсом снова воздушные шары из Беларуси",
+            "Аэропорт Вильнюса закрыт из-за аэростатов.",
+            {"balloons"},
+        ),
+        (
+            "ЕС пашырыў санкцыі супраць Беларусі",
+            "Новыя санкцыі закранаюць калійную галіну.",
+            {"sanctions"},
+        ),
+        (
+            "Lithuania extends border closure with Belarus",
+            "Vilnius said the Medininkai checkpoint stays shut.",
+            {"border"},
+        ),
+        ("Balloon festival opens in Albuquerque", "Hundreds of hot air balloons rose.", set()),
+    ],
+)
+def test_shipped_topics_in_three_languages(title: str, lead: str, expected: set[str]) -> None:
+    matcher = TopicMatcher(load_watchlist(SHIPPED).topics)
+    text = records.compose(title, lead, ())
+    record = Record(id="0" * 16, text=text, title=title, content_hash="")
+    assert {m.topic_id for m in matcher.match(record)} == expected
