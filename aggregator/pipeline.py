@@ -7,21 +7,35 @@ matching, the dedup decision and the store, in one transaction. The fetch cycle 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import random
 import time as _time
+import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from pathlib import Path
 
-from aggregator import dedup, records
-from aggregator.errors import RecordFormatError
+from aggregator import dedup, feeds, normalize, records
+from aggregator.errors import ExtractionError, FeedParseError, FetchError, RecordFormatError
+from aggregator.extract import extract_article_guarded_async, scrape_listing
+from aggregator.fetch import backoff
+from aggregator.fetch.backoff import CacheHints
+from aggregator.fetch.client import Fetcher, FetchResponse, FetchStatusError
 from aggregator.match import TopicMatcher
-from aggregator.model import DedupOptions, DedupReason, Record, TopicMatch
+from aggregator.model import (
+    DedupOptions,
+    DedupReason,
+    FailureClass,
+    FetchState,
+    Record,
+    Source,
+    SourceKind,
+    TopicMatch,
+)
 from aggregator.store import Store, StoreConflict, WriteTx, record_time
 from aggregator.store.transfer import read_import
-
+from aggregator.watchlist import Watchlist
 log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------------
@@ -247,3 +261,460 @@ def import_records(
         else:
             summary.joined += 1
     return summary
+
+
+# ------------------------------------------------------------------------------------------
+# fetch cycle (owner: fetch part)
+# ------------------------------------------------------------------------------------------
+
+# Entries whose own text is shorter than this get the linked page fetched (source.full_text).
+FULL_TEXT_MIN_CHARS = 600
+DEFAULT_INTERVAL_SECONDS = 3600
+MAX_ERROR_CHARS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class SourceReport:
+    """What one fetch of one source did, for the CLI, logs and metrics."""
+
+    source_id: str
+    status: str  # ok | not-modified | failed
+    new_records: int = 0  # records stored by ingest
+    duplicates: int = 0  # new entries that were exact duplicates of stored records
+    entries: int = 0  # entries (or listing items) the source offered
+    known: int = 0  # entries skipped because their guid was already stored
+    item_errors: int = 0  # entries or articles that could not be read (the rest went on)
+    http_status: int | None = None
+    failure_class: FailureClass | None = None
+    error: str | None = None
+    elapsed: float = 0.0
+    next_fetch: datetime | None = None
+    parsed: bool = False  # False when the id pre-pass showed nothing new (no feedparser run)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "source": self.source_id,
+            "status": self.status,
+            "new_records": self.new_records,
+            "duplicates": self.duplicates,
+            "entries": self.entries,
+            "known": self.known,
+            "item_errors": self.item_errors,
+            "http_status": self.http_status,
+            "failure_class": None if self.failure_class is None else str(self.failure_class),
+            "error": self.error,
+            "elapsed": round(self.elapsed, 3),
+            "next_fetch": None if self.next_fetch is None else self.next_fetch.isoformat(),
+            "parsed": self.parsed,
+        }
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """Mutable tally while one source is processed."""
+
+    response: FetchResponse | None = None
+    hints: CacheHints = field(default_factory=CacheHints)
+    new_records: int = 0
+    duplicates: int = 0
+    entries: int = 0
+    known: int = 0
+    item_errors: int = 0
+    parsed: bool = False
+
+
+def schedule_interval(source: Source, now: datetime) -> float:
+    """Seconds between fetches of ``source``: its interval, or the gap to its next cron time."""
+    if source.schedule.interval_seconds:
+        return float(source.schedule.interval_seconds)
+    if source.schedule.cron:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            trigger = CronTrigger.from_crontab(source.schedule.cron, timezone="UTC")
+            fire = trigger.get_next_fire_time(None, now)
+        except ValueError:
+            fire = None
+        if fire is not None:
+            return max(60.0, (fire - now).total_seconds())
+    return float(DEFAULT_INTERVAL_SECONDS)
+
+
+async def fetch_source(
+    store: Store,
+    fetcher: Fetcher,
+    source: Source,
+    *,
+    matcher: TopicMatcher,
+    watchlist: Watchlist,
+    now: datetime,
+) -> SourceReport:
+    """Fetch one source, ingest its new entries and record how it went.
+
+    Never raises for a source's own trouble: every error is classified, stored in the source's
+    FetchState (class, counts, last error, backoff) and reported, so one bad source cannot stop
+    a cycle. The ETag/Last-Modified of a response are stored only once every new entry is in
+    the store, so a cycle cut short re-fetches instead of losing entries behind a 304.
+    """
+    started = _time.monotonic()
+    outcome = _Outcome()
+    failure: tuple[FailureClass, str, CacheHints] | None = None
+    try:
+        state = store.get_fetch_state(source.id)
+    except Exception as exc:  # the store is down: nothing to record it in either
+        log.exception("cannot read the fetch state of %s", source.id)
+        return SourceReport(
+            source.id,
+            "failed",
+            failure_class=FailureClass.INTERNAL,
+            error=f"store: {exc}"[:MAX_ERROR_CHARS],
+            elapsed=_time.monotonic() - started,
+        )
+    try:
+        if source.kind is SourceKind.PAGE:
+            await _fetch_page_source(
+                store, fetcher, source, state, matcher, watchlist, now, outcome
+            )
+        else:
+            await _fetch_feed_source(
+                store, fetcher, source, state, matcher, watchlist, now, outcome
+            )
+    except FetchError as exc:
+        hints = exc.hints if isinstance(exc, FetchStatusError) else CacheHints()
+        failure = (FailureClass(exc.failure_class), str(exc), hints)
+    except FeedParseError as exc:
+        failure = (feeds.failure_class_of(exc), str(exc), CacheHints())
+    except ExtractionError as exc:
+        failure = (FailureClass.PARSE_ERROR, str(exc), CacheHints())
+    except Exception as exc:
+        log.exception("fetching %s failed unexpectedly", source.id)
+        failure = (FailureClass.INTERNAL, f"{type(exc).__name__}: {exc}", CacheHints())
+    cap = float(watchlist.fetch.max_backoff_seconds)
+    new_state = _next_state(state, source, outcome, failure, now, cap)
+    try:
+        store.save_fetch_state(new_state)
+    except Exception as exc:
+        log.exception("cannot save the fetch state of %s", source.id)
+        if failure is None:
+            failure = (FailureClass.INTERNAL, f"store: {exc}", CacheHints())
+    response = outcome.response
+    status = (
+        "failed" if failure else ("not-modified" if response and response.not_modified else "ok")
+    )
+    if failure:
+        log.warning("source %s failed (%s): %s", source.id, failure[0], failure[1])
+    return SourceReport(
+        source_id=source.id,
+        status=status,
+        new_records=outcome.new_records,
+        duplicates=outcome.duplicates,
+        entries=outcome.entries,
+        known=outcome.known,
+        item_errors=outcome.item_errors,
+        http_status=response.status if response else None,
+        failure_class=failure[0] if failure else None,
+        error=failure[1][:MAX_ERROR_CHARS] if failure else None,
+        elapsed=_time.monotonic() - started,
+        next_fetch=new_state.next_fetch,
+        parsed=outcome.parsed,
+    )
+
+
+def _next_state(
+    state: FetchState,
+    source: Source,
+    outcome: _Outcome,
+    failure: tuple[FailureClass, str, CacheHints] | None,
+    now: datetime,
+    cap: float,
+) -> FetchState:
+    interval = schedule_interval(source, now)
+    jitter = random.random()
+    if failure is None:
+        response = outcome.response
+        etag, last_modified = state.etag, state.last_modified
+        if response is not None and (response.etag or response.last_modified):
+            etag, last_modified = response.etag, response.last_modified
+        return replace(
+            state,
+            etag=etag,
+            last_modified=last_modified,
+            next_fetch=backoff.next_fetch(
+                now, interval=interval, ok=True, hints=outcome.hints, cap_seconds=cap, jitter=jitter
+            ),
+            last_attempt=now,
+            last_success=now,
+            consecutive_failures=0,
+            failure_class=None,
+            last_error=None,
+            fetch_count=state.fetch_count + 1,
+        )
+    failure_class, message, hints = failure
+    failures = state.consecutive_failures + 1
+    counts = dict(state.failure_counts)
+    counts[str(failure_class)] = counts.get(str(failure_class), 0) + 1
+    return replace(
+        state,
+        next_fetch=backoff.next_fetch(
+            now,
+            interval=interval,
+            ok=False,
+            consecutive_failures=failures,
+            hints=hints,
+            cap_seconds=cap,
+            jitter=jitter,
+        ),
+        last_attempt=now,
+        consecutive_failures=failures,
+        failure_class=failure_class,
+        last_error=message[:MAX_ERROR_CHARS],
+        failure_counts=counts,
+        fetch_count=state.fetch_count + 1,
+    )
+
+
+async def _fetch_feed_source(
+    store: Store,
+    fetcher: Fetcher,
+    source: Source,
+    state: FetchState,
+    matcher: TopicMatcher,
+    watchlist: Watchlist,
+    now: datetime,
+    outcome: _Outcome,
+) -> None:
+    response = await fetcher.fetch(
+        source.url,
+        etag=state.etag,
+        last_modified=state.last_modified,
+        purpose="feed",
+        language=source.language,
+    )
+    outcome.response = response
+    outcome.hints = response.hints
+    if response.not_modified:
+        return  # a 304 costs no parsing
+    ids = feeds.scan_entry_ids(response.text)
+    if ids is not None:
+        outcome.entries = len(ids)
+        known = store.known_guids(source.id, ids) if ids else set()
+        if len(known) == len(set(ids)):
+            # Every entry is stored already: feedparser is not needed at all.
+            outcome.known = len(ids)
+            return
+    parsed = feeds.parse_feed(
+        response.body, response.headers, response.url, encoding=response.encoding
+    )
+    outcome.parsed = True
+    outcome.entries = len(parsed.entries)
+    if parsed.ttl_seconds:
+        outcome.hints = outcome.hints.with_ttl(parsed.ttl_seconds)
+    entries = _unique_entries(parsed.entries)
+    known = store.known_guids(source.id, [e.guid for e in entries]) if entries else set()
+    outcome.known = sum(1 for e in entries if e.guid in known)
+    for entry in entries:
+        if entry.guid in known:
+            continue
+        record = normalize.record_from_entry(entry, source, now)
+        if source.full_text and _needs_full_text(record):
+            record = await _full_text(fetcher, source, entry, record, now, outcome)
+        _ingest_one(store, record, source, matcher, watchlist, now, outcome)
+
+
+def _unique_entries(entries: Sequence[feeds.FeedEntry]) -> list[feeds.FeedEntry]:
+    """Entries with distinct guids, oldest first (so ingest sees a story's first report first)."""
+    seen: set[str] = set()
+    unique: list[feeds.FeedEntry] = []
+    for entry in entries:
+        if entry.guid not in seen:
+            seen.add(entry.guid)
+            unique.append(entry)
+    far_past = datetime.min.replace(tzinfo=UTC)
+    unique.reverse()  # feeds list newest first; the stable sort keeps that for equal dates
+    return sorted(unique, key=lambda e: e.published or far_past)
+
+
+def _needs_full_text(record: Record) -> bool:
+    return record.url is not None and len(record.text) < FULL_TEXT_MIN_CHARS
+
+
+async def _full_text(
+    fetcher: Fetcher,
+    source: Source,
+    entry: feeds.FeedEntry,
+    fallback: Record,
+    now: datetime,
+    outcome: _Outcome,
+) -> Record:
+    """The record of the entry's linked article; the entry's own record when that fails."""
+    assert fallback.url is not None
+    try:
+        page = await fetcher.fetch(fallback.url, purpose="page", language=source.language)
+        article = await extract_article_guarded_async(page.text, page.url)
+    except (FetchError, ExtractionError) as exc:
+        log.info("full text of %s not used: %s", fallback.url, exc)
+        return fallback
+    if len(article.text) <= len(fallback.text):
+        return fallback
+    record = normalize.record_from_article(
+        article, source, fallback.url, now, guid=entry.guid, published=entry.published
+    )
+    # The entry's link stays the record's identity, whatever the page calls itself.
+    return replace(record, id=fallback.id, canonical_url=fallback.canonical_url)
+
+
+async def _fetch_page_source(
+    store: Store,
+    fetcher: Fetcher,
+    source: Source,
+    state: FetchState,
+    matcher: TopicMatcher,
+    watchlist: Watchlist,
+    now: datetime,
+    outcome: _Outcome,
+) -> None:
+    if source.selectors is None:
+        raise FeedParseError(f"page source {source.id} has no selectors")
+    response = await fetcher.fetch(
+        source.url,
+        etag=state.etag,
+        last_modified=state.last_modified,
+        purpose="page",
+        language=source.language,
+    )
+    outcome.response = response
+    outcome.hints = response.hints
+    if response.not_modified:
+        return
+    outcome.parsed = True
+    items = scrape_listing(response.text, response.url, source.selectors)
+    outcome.entries = len(items)
+    urls = list(dict.fromkeys(item.url for item in items))
+    known = store.known_guids(source.id, urls) if urls else set()
+    outcome.known = len(known)
+    by_url = {item.url: item for item in items}
+    for url in reversed(urls):  # listings are newest first
+        if url in known:
+            continue
+        item = by_url[url]
+        try:
+            page = await fetcher.fetch(url, purpose="page", language=source.language)
+            article = await extract_article_guarded_async(page.text, page.url)
+        except (FetchError, ExtractionError) as exc:
+            # One unreadable article must not hide the others; it is retried next time
+            # because its guid was not stored.
+            outcome.item_errors += 1
+            log.info("article %s of %s skipped: %s", url, source.id, exc)
+            continue
+        if not article.title and item.title:
+            article = replace(article, title=item.title)
+        record = normalize.record_from_article(
+            article, source, url, now, guid=url, published=item.published
+        )
+        _ingest_one(store, record, source, matcher, watchlist, now, outcome)
+
+
+def _ingest_one(
+    store: Store,
+    record: Record,
+    source: Source,
+    matcher: TopicMatcher,
+    watchlist: Watchlist,
+    now: datetime,
+    outcome: _Outcome,
+) -> None:
+    result = ingest(
+        store,
+        record,
+        matcher=matcher,
+        options=watchlist.dedup,
+        allowed_topics=source.topics,
+        now=now,
+    )
+    if result.stored:
+        outcome.new_records += 1
+    else:
+        outcome.duplicates += 1
+
+
+async def run_cycle(
+    store: Store,
+    fetcher: Fetcher,
+    watchlist: Watchlist,
+    *,
+    source_ids: Sequence[str] | None = None,
+    now: datetime,
+    matcher: TopicMatcher | None = None,
+    concurrency: int | None = None,
+    owner: str | None = None,
+) -> list[SourceReport]:
+    """One fetch cycle: every due source (or exactly ``source_ids``, due or not).
+
+    Due sources are leased through ``store.claim_due_sources`` a few at a time, so replicas and
+    a concurrent ``fetch-once`` never fetch one source twice, and at most ``concurrency``
+    sources (default: the policy's in-flight limit) are worked on at once through a bounded
+    queue: memory stays flat however many sources there are.
+    """
+    matcher = matcher or TopicMatcher(watchlist.topics)
+    store.sync_sources(watchlist.sources, now)
+    sources = {s.id: s for s in watchlist.sources}
+    width = max(1, concurrency or watchlist.fetch.max_in_flight)
+    owner = owner or f"cycle-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    lease = watchlist.fetch.timeout_seconds * (watchlist.fetch.retries + 2) + 300.0
+    queue: asyncio.Queue[Source | None] = asyncio.Queue(maxsize=width)
+    reports: list[SourceReport] = []
+
+    async def worker() -> None:
+        while (source := await queue.get()) is not None:
+            try:
+                reports.append(
+                    await fetch_source(
+                        store, fetcher, source, matcher=matcher, watchlist=watchlist, now=now
+                    )
+                )
+            except Exception as exc:  # fetch_source records its own failures; this is a bug
+                log.exception("fetch of %s crashed", source.id)
+                reports.append(
+                    SourceReport(
+                        source.id, "failed", failure_class=FailureClass.INTERNAL, error=str(exc)
+                    )
+                )
+            finally:
+                if source_ids is None:
+                    _release(store, owner, source.id)
+
+    workers = [asyncio.create_task(worker()) for _ in range(width)]
+    try:
+        if source_ids is not None:
+            missing = [i for i in source_ids if i not in sources]
+            if missing:
+                raise ValueError(f"unknown source id(s): {', '.join(missing)}")
+            for source_id in dict.fromkeys(source_ids):
+                await queue.put(sources[source_id])
+        else:
+            seen: set[str] = set()
+            while True:
+                claimed = store.claim_due_sources(owner, now, lease, width)
+                fresh = [i for i in claimed if i not in seen and i in sources]
+                for source_id in claimed:
+                    if source_id not in fresh:
+                        _release(store, owner, source_id)
+                if not fresh:
+                    break
+                for source_id in fresh:
+                    seen.add(source_id)
+                    await queue.put(sources[source_id])
+        for _ in workers:
+            await queue.put(None)
+        await asyncio.gather(*workers)
+    finally:
+        for task in workers:
+            task.cancel()  # only still running when the cycle itself failed or was cancelled
+    return reports
+
+
+def _release(store: Store, owner: str, source_id: str) -> None:
+    try:
+        store.release_source(owner, source_id)
+    except Exception:
+        log.exception("cannot release the lease on %s", source_id)
