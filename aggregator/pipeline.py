@@ -14,6 +14,8 @@ import random
 import time as _time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aggregator import dedup, feeds, normalize, records
