@@ -11,8 +11,10 @@ import asyncio
 import logging
 import os
 import random
+import threading
 import time as _time
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -38,6 +40,7 @@ from aggregator.model import (
 from aggregator.store import Store, StoreConflict, WriteTx, record_time
 from aggregator.store.transfer import read_import
 from aggregator.watchlist import Watchlist
+
 log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------------
@@ -48,6 +51,42 @@ log = logging.getLogger(__name__)
 CANDIDATE_CAP = 200
 # Attempts of one ingest transaction that lost a race (unique key, deadlock, SQLite busy).
 INGEST_ATTEMPTS = 5
+
+
+class _FingerprintCache:
+    """Parsed fingerprints of recently seen candidates, by record id.
+
+    A record's fingerprint never changes once stored, and the same recent records are
+    candidates for many new ones, so parsing each once per process (not once per ingest)
+    saves most of the candidate cost. Bounded (LRU); a parsed fingerprint is ~20 KB.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[str, dedup.Fingerprint] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_many(self, ids: Sequence[str]) -> dict[str, dedup.Fingerprint]:
+        found: dict[str, dedup.Fingerprint] = {}
+        with self._lock:
+            for rid in ids:
+                fp = self._items.get(rid)
+                if fp is not None:
+                    self._items.move_to_end(rid)
+                    found[rid] = fp
+        return found
+
+    def put(self, rid: str, fp: dedup.Fingerprint) -> dedup.Fingerprint:
+        with self._lock:
+            self._items[rid] = fp
+            self._items.move_to_end(rid)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return fp
+
+
+FINGERPRINT_CACHE_SIZE = 4096
+_FINGERPRINTS = _FingerprintCache(FINGERPRINT_CACHE_SIZE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +132,10 @@ def ingest(
     for attempt in range(1, INGEST_ATTEMPTS + 1):
         try:
             with store.write() as tx:
-                return _ingest_in(tx, prepared, options, now)
+                result = _ingest_in(tx, prepared, options, now)
+            if result.stored:  # committed: its fingerprint is final
+                _FINGERPRINTS.put(record.id, prepared.fingerprint)
+            return result
         except StoreConflict as exc:
             if attempt == INGEST_ATTEMPTS:
                 raise
@@ -169,14 +211,20 @@ def _ingest_in(tx: WriteTx, p: _Prepared, options: DedupOptions, now: datetime) 
         window=timedelta(days=options.window_days),
         cap=CANDIDATE_CAP,
     )
+    fps = _FINGERPRINTS.get_many([c.record_id for c in stored])
+    missing = [c.record_id for c in stored if c.record_id not in fps]
+    if missing:
+        for rid, data in tx.fingerprint_data(missing).items():
+            fps[rid] = _FINGERPRINTS.put(rid, dedup.fingerprint_from_json(data))
     candidates = [
         dedup.Candidate(
             record_id=c.record_id,
             development_id=c.development_id,
-            fingerprint=dedup.fingerprint_from_json(c.fingerprint_json),
+            fingerprint=fps[c.record_id],
             time=c.time,
         )
         for c in stored
+        if c.record_id in fps
     ]
     decision = dedup.decide(p.fingerprint, p.time, candidates, options)
     tx.add_record(r, time=p.time, ingested=now)

@@ -60,11 +60,10 @@ class StoreConflict(StoreError):
 
 @dataclass(frozen=True, slots=True)
 class StoredCandidate:
-    """A stored record found by the candidate query, with its fingerprint as stored (JSON)."""
+    """A stored record found by the candidate query (its fingerprint: ``fingerprint_data``)."""
 
     record_id: str
     development_id: str
-    fingerprint_json: str
     time: datetime
     shared_keys: int
 
@@ -825,13 +824,10 @@ class WriteTx:
             .group_by(hits.c.record_id)
             .subquery("ranked")
         )
-        m, f = t.memberships, t.fingerprints
+        m = t.memberships
         query = (
-            sa.select(
-                ranked.c.record_id, ranked.c.shared, m.c.development_id, f.c.data, ranked.c.time
-            )
+            sa.select(ranked.c.record_id, ranked.c.shared, m.c.development_id, ranked.c.time)
             .join(m, m.c.record_id == ranked.c.record_id)
-            .join(f, f.c.record_id == ranked.c.record_id)
             .order_by(ranked.c.shared.desc(), ranked.c.time.desc(), ranked.c.record_id)
             .limit(cap)
         )
@@ -846,11 +842,19 @@ class WriteTx:
                 StoredCandidate(
                     record_id=row.record_id,
                     development_id=row.development_id,
-                    fingerprint_json=row.data,
                     time=t.UTCDateTime().process_result_value(when, self.conn.dialect) or time,
                     shared_keys=int(row.shared),
                 )
             )
+        return out
+
+    def fingerprint_data(self, record_ids: Sequence[str]) -> dict[str, str]:
+        """The stored fingerprints (JSON) of ``record_ids``."""
+        f = t.fingerprints
+        out: dict[str, str] = {}
+        for chunk in _chunks(list(record_ids)):
+            query = sa.select(f.c.record_id, f.c.data).where(f.c.record_id.in_(chunk))
+            out.update((row.record_id, row.data) for row in self.conn.execute(query))
         return out
 
     def create_development(self, record_id: str, *, first_seen: datetime) -> str:
