@@ -30,6 +30,7 @@ __all__ = [
     "content_hash",
     "is_headline_like",
     "lead_of",
+    "link_list_start",
     "parse",
     "parse_filename",
     "plain_text",
@@ -42,6 +43,7 @@ __all__ = [
 
 LIST_MARKER = "- "
 MAX_TITLE_CHARS = 160
+MIN_LINK_LIST = 4  # headline lines in a row that end a text and count as a "more news" list
 # A headline is shorter than this; longer lines are paragraphs whatever their punctuation.
 _MAX_HEADLINE_CHARS = 200
 _MAX_HEADLINE_WORDS = 30
@@ -270,12 +272,30 @@ def _body(doc: Document, layout: tuple[int | None, int | None]) -> str:
     title_i, lead_i = layout
     anchors = [i for i in (title_i, lead_i) if i is not None]
     start = min(anchors) if anchors else 0
+    end = link_list_start(doc, after=max(anchors, default=-1))
     skip = {title_i, lead_i}
     return "\n".join(
         t
-        for i, b in enumerate(doc.blocks)
+        for i, b in enumerate(doc.blocks[:end])
         if i >= start and i not in skip and (t := block_plain_text(b)).strip()
     )
+
+
+def link_list_start(doc: Document, after: int = -1) -> int:
+    """Where a trailing list of other stories' headlines begins (``len(doc.blocks)`` when there
+    is none): at least ``MIN_LINK_LIST`` headline-like lines in a row that end the text, set off
+    by a blank line, after block ``after``. Pages often end with such "more news" lists; they are
+    kept in the text but are not the article's body."""
+    blocks = doc.blocks
+    i = len(blocks)
+    while i > after + 1 and blocks[i - 1].kind is BlockKind.HEADING and blocks[i - 1].gap == 0:
+        i -= 1
+    # blocks[i - 1] may be the run's first line, the one preceded by the blank line.
+    if i > after + 1 and blocks[i - 1].kind is BlockKind.HEADING and blocks[i - 1].gap > 0:
+        i -= 1
+        if len(blocks) - i >= MIN_LINK_LIST:
+            return i
+    return len(blocks)
 
 
 def sections(doc: Document) -> tuple[str, str, str]:

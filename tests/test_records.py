@@ -13,6 +13,7 @@ from aggregator.records import (
     compose,
     content_hash,
     lead_of,
+    link_list_start,
     parse,
     parse_filename,
     plain_text,
@@ -325,3 +326,23 @@ def test_a_lead_starting_with_by_is_not_a_byline() -> None:
     assert lead_of(doc) == "By Monday, the two crossings will be closed."
     byline = "By Jane Doe\n\nLithuania Shuts Crossings\nThe lead is here.\n"
     assert title_of(parse(byline)) == "Lithuania Shuts Crossings"
+
+
+def test_trailing_headline_list_is_not_body() -> None:
+    doc = parse(seed("004"))
+    body = body_text(doc)
+    assert "Trump Claims Pardon" not in body and "Belarus Frees 123" not in body
+    assert body.startswith("The balloon incursions have become")
+    assert "Trump Claims Pardon" in plain_text(doc)  # still in the text
+    start = link_list_start(doc)
+    assert doc.blocks[start].text.startswith("Trump Claims Pardon")
+
+
+def test_short_or_attached_heading_runs_stay_in_the_body() -> None:
+    three = "Lead text here.\nTitle\nBody paragraph.\n\nOne\nTwo\nThree\n"
+    assert body_text(parse(three)).endswith("One\nTwo\nThree")
+    no_gap = "Lead text here.\nTitle\nBody paragraph.\nOne\nTwo\nThree\nFour\n"
+    assert body_text(parse(no_gap)).endswith("Four")
+    for text in (seed("000"), seed("001"), seed("002"), seed("003")):
+        doc = parse(text)
+        assert link_list_start(doc) == len(doc.blocks)
