@@ -6,9 +6,9 @@
 Prints, for our extractor and for a bare selectolax ``<p>``-text baseline measured in the
 same process: F1, mean precision, mean recall (scrapinghub article-extraction-benchmark
 metric: multisets of 4-token shingles, tokens = runs of \\w; precision averaged over pages
-with output, recall over pages with truth; F1 = harmonic mean of the two means) and pages/s
-per CPU-second of one core (process time: parse + extraction, best of ``--repeat`` interleaved runs, caches reset
-before each run), with ratios.
+with output, recall over pages with truth; F1 = harmonic mean of the two means) and pages per
+CPU-second of one core (process time of parse + extraction; best of ``--repeat`` interleaved
+runs, caches reset before each run), with ratios.
 
 ``--half a|b`` scores the even/odd positions of the sorted page ids, so rules can be
 developed on one half and checked on the other. ``--trafilatura`` adds trafilatura as an

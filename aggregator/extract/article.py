@@ -25,7 +25,7 @@ import re
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from aggregator.errors import ExtractionError
-from aggregator.extract.blocks import DROP_TAGS, Segment, Walk, normalize_space, walk
+from aggregator.extract.blocks import Segment, Walk, normalize_space, walk
 from aggregator.extract.metadata import PageMeta, clean_title, read_metadata
 from aggregator.model import Article, Block, BlockKind
 from aggregator.records import compose, first_sentence
@@ -35,7 +35,6 @@ __all__ = ["extract_article", "extract_text", "reset_caches", "select_segments"]
 # --- boilerplate hints ---------------------------------------------------------------------
 
 _SKIP_TAGS = frozenset(("nav", "footer", "aside", "menu", "figcaption"))
-_STRIP_TAGS = [*DROP_TAGS, *sorted(_SKIP_TAGS)]
 _NEVER_SKIP_TAGS = frozenset(("html", "body", "main", "article"))
 # Word lists read best as text; ruff's SIM905 would explode them one word per line.
 _SKIP_ROLES = frozenset(
@@ -133,6 +132,12 @@ _PENALTY = 0.25
 _DECAY = 0.9
 
 
+# Links and text-level formatting are not judged by their attributes: reading the many
+# attributes of every link is the walk's largest cost, and a link's text is short and counted
+# as link text anyway.
+_UNJUDGED_TAGS = frozenset(
+    "a b strong em i u s small sup sub abbr cite time font q code mark label".split()  # noqa: SIM905
+)
 # class/id string -> hint, shared across pages (a site repeats its class names); cleared when
 # it grows past _HINT_CACHE_MAX so a long-running service does not grow without bound.
 _HINT_CACHE: dict[str, int] = {}
@@ -148,6 +153,8 @@ def _classify(node: LexborNode, tag: str) -> int | None:
     """None to skip the subtree, -1 doubtful, +1 content hint, 0 neutral."""
     if tag in _SKIP_TAGS:
         return None
+    if tag in _UNJUDGED_TAGS:
+        return 0
     attrs = node.attributes
     if not attrs:
         return 0
@@ -349,8 +356,8 @@ def extract_article(html: str, url: str | None = None) -> Article:
     tree = LexborHTMLParser(html)
     meta = read_metadata(tree, url)
     title = _choose_title(tree, meta)
-    # Furniture by tag goes in C before the walk: fewer nodes for Python to visit.
-    tree.strip_tags(_STRIP_TAGS)
+    # No strip_tags pass: the walk skips scripts, styles and furniture tags without entering
+    # them, which costs less than removing them first.
     body = tree.body
     if body is None:
         raise ExtractionError("the document has no <body>")

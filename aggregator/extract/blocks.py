@@ -108,6 +108,10 @@ BLOCK_TAGS = frozenset(
 )
 _HEADING_LEVEL = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _BOLD_TAGS = frozenset(("b", "strong"))
+# Inline tags whose only effect on the text is being there (links count as link text).
+_PLAIN_INLINE_TAGS = frozenset(
+    "a em i u s small sup sub abbr cite time font q code mark label span".split()  # noqa: SIM905
+)
 _LIST_ITEM_TAGS = frozenset(("li", "dd", "dt"))
 _WS_RE = re.compile(r"\s+")
 # Beyond this depth the walk stops recursing and takes the subtree's text in one piece, so a
@@ -155,8 +159,6 @@ class Walk:
     parent: list[int] = field(default_factory=list)
     end: list[int] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
-    hints: list[int] = field(default_factory=list)  # +1 content hint, -1 soft boilerplate hint
-    nodes: list[LexborNode] = field(default_factory=list)
 
 
 class _Walker:
@@ -176,14 +178,12 @@ class _Walker:
 
     # --- elements and segments ---------------------------------------------------------------
 
-    def open_elem(self, node: LexborNode, tag: str, parent: int, hint: int) -> int:
+    def open_elem(self, tag: str, parent: int) -> int:
         out = self.out
         index = len(out.parent)
         out.parent.append(parent)
         out.end.append(index + 1)
         out.tags.append(tag)
-        out.hints.append(hint)
-        out.nodes.append(node)
         return index
 
     def flush(self, elem: int) -> None:
@@ -236,6 +236,20 @@ class _Walker:
                 if self.parts:
                     self.flush(elem)
                 continue
+            if tag in _PLAIN_INLINE_TAGS:
+                # A link or an <em> around a single text node: no recursion needed.
+                first = child.first_child
+                if first is not None and first.next is None and first.tag == "-text":
+                    # A class on an inline element cannot change its text's fate (that is
+                    # decided per block), but hidden or role-skipped text still goes.
+                    if tag == "span" and classify is not None and classify(child, tag) is None:
+                        continue
+                    text = first.text_content
+                    if text and (self.parts or not text.isspace()):
+                        self.parts.append(text)
+                        if tag == "a" or self.link_depth:
+                            self.link_chars += len(text.strip())
+                    continue
             hint = classify(child, tag) if classify is not None else 0
             if hint is None:
                 continue
@@ -245,7 +259,7 @@ class _Walker:
                     self.flush(elem)
                 if hint:
                     self.doubt = hint < 0
-                new = self.open_elem(child, tag, elem, hint)
+                new = self.open_elem(tag, elem)
                 if tag == "table" and self.table(child, new):
                     pass
                 elif tag == "pre":
@@ -347,7 +361,7 @@ def _wrap_bold(parts: list[str], mark: int) -> None:
 def inline_text(node: LexborNode) -> str:
     """A node's text on one line, with ``**bold**`` kept; block boundaries become spaces."""
     w = _Walker(None)
-    w.open_elem(node, "td", -1, 0)
+    w.open_elem("td", -1)
     w.walk(node, 0, 0)
     texts = [s.text for s in w.out.segments]
     if w.parts:
@@ -358,7 +372,7 @@ def inline_text(node: LexborNode) -> str:
 def walk(root: LexborNode, classify: ClassifyFn | None = None) -> Walk:
     """Walk ``root`` (usually ``<body>``) into segments; ``classify`` may skip subtrees."""
     w = _Walker(classify)
-    top = w.open_elem(root, root.tag or "body", -1, 0)
+    top = w.open_elem(root.tag or "body", -1)
     w.walk(root, top, 0)
     w.flush(top)
     w.out.end[top] = len(w.out.parent)

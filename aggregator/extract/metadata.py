@@ -67,6 +67,25 @@ _AUTHOR_META = (
 )
 
 
+_USED_META = frozenset(
+    (
+        *_DATE_META,
+        *_AUTHOR_META,
+        "og:title",
+        "twitter:title",
+        "dc.title",
+        "og:url",
+        "og:description",
+        "description",
+        "og:site_name",
+        "og:locale",
+        "content-language",
+        "language",
+        "dc.language",
+    )
+)
+
+
 @dataclass(frozen=True, slots=True)
 class PageMeta:
     title: str | None = None  # best title from metadata (not yet compared with the <h1>)
@@ -118,15 +137,16 @@ def read_metadata(tree: LexborHTMLParser, url: str | None = None) -> PageMeta:
 def _meta_tags(tree: LexborHTMLParser) -> dict[str, str]:
     """``name``/``property``/``itemprop``/``http-equiv`` -> content (first one wins)."""
     out: dict[str, str] = {}
-    for node in tree.css("meta"):
+    for node in tree.css("meta[content]"):
         attrs = node.attributes
-        content = attrs.get("content")
-        if not content:
-            continue
         for key in ("property", "name", "itemprop", "http-equiv"):
             name = attrs.get(key)
             if name:
-                out.setdefault(name.strip().lower(), normalize_space(content))
+                name = name.strip().lower()
+                if name in _USED_META and name not in out:
+                    content = normalize_space(attrs.get("content") or "")
+                    if content:
+                        out[name] = content
     return out
 
 
