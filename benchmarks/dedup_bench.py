@@ -104,7 +104,7 @@ Decider = Callable[[dedup.Fingerprint, Sequence[dedup.Candidate]], dedup.Decisio
 def run_online(
     articles: Sequence[Article], decider: Decider
 ) -> tuple[dict[str, str], list[str], float]:
-    """Stream ``articles``; returns (article id -> development id, ids that started one, seconds)."""
+    """Stream ``articles``: (article id -> development id, ids that started one, seconds)."""
     index = MemoryIndex()
     assigned: dict[str, str] = {}
     started: list[str] = []
@@ -146,13 +146,11 @@ def tfidf_single_pass(
     """Baseline: cosine to development centroids, IDF from the articles seen so far, full scan."""
     t0 = time.perf_counter()
     df: Counter[str] = Counter()
-    n = 0
     centroids: dict[str, Counter[str]] = {}
     assigned: dict[str, str] = {}
     started: list[str] = []
-    for art in articles:
+    for n, art in enumerate(articles, start=1):
         tf = Counter(w.lower() for w in _WORD.findall(f"{art.title}\n{art.text}"))
-        n += 1
         df.update(tf.keys())
         vec = {t: (1 + math.log(c)) * math.log((n + 1) / (df[t] + 0.5)) for t, c in tf.items()}
         norm = math.sqrt(sum(v * v for v in vec.values())) or 1.0
