@@ -72,6 +72,9 @@ Path_ = tuple[str | int, ...]
 
 @dataclass(frozen=True)
 class Watchlist:
+    """A validated watchlist. Sources carry their final URL (query sources resolved), their
+    schedule and defaults applied; ``path`` is the file it was read from."""
+
     topics: tuple[Topic, ...]
     sources: tuple[Source, ...]
     fetch: FetchPolicy
@@ -269,9 +272,6 @@ class _Lines:
             p = p[:-1]
         return self.value.get((), 1)
 
-    def of_key(self, path: Sequence[str | int]) -> int:
-        return self.of(path)
-
 
 def _walk(
     node: yaml.Node,
@@ -402,9 +402,8 @@ class _Report:
         self.lines = lines
         self.problems: list[ConfigProblem] = []
 
-    def add(self, path: Sequence[str | int], message: str, *, at_key: bool = False) -> None:
-        line = self.lines.of_key(path) if at_key else self.lines.of(path)
-        self.problems.append(ConfigProblem(self.file, line, message))
+    def add(self, path: Sequence[str | int], message: str) -> None:
+        self.problems.append(ConfigProblem(self.file, self.lines.of(path), message))
 
     def add_line(self, line: int, message: str) -> None:
         self.problems.append(ConfigProblem(self.file, line, message))
@@ -424,7 +423,6 @@ class _Report:
                 self.add(
                     path,
                     f"unknown key '{key}' in {parent}{suggestion}; allowed: {', '.join(allowed)}",
-                    at_key=True,
                 )
             elif kind == "missing":
                 key = str(loc[-1]) if loc else "?"
@@ -869,7 +867,6 @@ def _top_level(report: _Report, data: Mapping[Any, object]) -> None:
             report.add(
                 (key,),
                 f"unknown top-level key '{key}'{suggestion}; allowed: {', '.join(_TOP_LEVEL_KEYS)}",
-                at_key=True,
             )
     for key in _REQUIRED_TOP_LEVEL:
         if key not in data:
