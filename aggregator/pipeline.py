@@ -54,11 +54,11 @@ INGEST_ATTEMPTS = 5
 
 
 class _FingerprintCache:
-    """Parsed fingerprints of recently seen candidates, by record id.
+    """Parsed fingerprints of recently seen candidates, by ``StoredCandidate.cache_key``.
 
-    A record's fingerprint never changes once stored, and the same recent records are
-    candidates for many new ones, so parsing each once per process (not once per ingest)
-    saves most of the candidate cost. Bounded (LRU); a parsed fingerprint is ~20 KB.
+    A stored fingerprint never changes, and the same recent records are candidates for many
+    new ones, so parsing each once per process (not once per ingest) saves most of the
+    candidate cost. Bounded (LRU); a parsed fingerprint is ~20 KB.
     """
 
     def __init__(self, size: int) -> None:
@@ -132,10 +132,7 @@ def ingest(
     for attempt in range(1, INGEST_ATTEMPTS + 1):
         try:
             with store.write() as tx:
-                result = _ingest_in(tx, prepared, options, now)
-            if result.stored:  # committed: its fingerprint is final
-                _FINGERPRINTS.put(record.id, prepared.fingerprint)
-            return result
+                return _ingest_in(tx, prepared, options, now)
         except StoreConflict as exc:
             if attempt == INGEST_ATTEMPTS:
                 raise
@@ -211,11 +208,13 @@ def _ingest_in(tx: WriteTx, p: _Prepared, options: DedupOptions, now: datetime) 
         window=timedelta(days=options.window_days),
         cap=CANDIDATE_CAP,
     )
-    fps = _FINGERPRINTS.get_many([c.record_id for c in stored])
+    keys = {c.record_id: c.cache_key(tx.instance) for c in stored}
+    cached = _FINGERPRINTS.get_many(list(keys.values()))
+    fps = {rid: cached[key] for rid, key in keys.items() if key in cached}
     missing = [c.record_id for c in stored if c.record_id not in fps]
     if missing:
         for rid, data in tx.fingerprint_data(missing).items():
-            fps[rid] = _FINGERPRINTS.put(rid, dedup.fingerprint_from_json(data))
+            fps[rid] = _FINGERPRINTS.put(keys[rid], dedup.fingerprint_from_json(data))
     candidates = [
         dedup.Candidate(
             record_id=c.record_id,

@@ -66,6 +66,12 @@ class StoredCandidate:
     development_id: str
     time: datetime
     shared_keys: int
+    seq: int  # the record's insertion number: with the record id, names this stored row
+
+    def cache_key(self, instance: str) -> str:
+        """A key no other stored row shares, in this database or another (a record pruned and
+        stored again gets a new seq), for caching what is derived from the row."""
+        return f"{instance}:{self.record_id}:{self.seq}"
 
 
 def open_store(url: str, *, migrate: bool = True) -> Store:
@@ -242,6 +248,17 @@ class Store:
 
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
+        self._instance: str | None = None
+
+    @property
+    def instance(self) -> str:
+        """The database's random instance id (tells caches of two databases apart)."""
+        if self._instance is None:
+            with self._read() as conn:
+                self._instance = conn.execute(
+                    sa.select(t.store_meta.c.instance).where(t.store_meta.c.id == 1)
+                ).scalar_one()
+        return self._instance
 
     @property
     def engine(self) -> sa.Engine:
@@ -278,8 +295,9 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[WriteTx]:
         """One write transaction (committed on success, rolled back on any error)."""
+        instance = self.instance
         with self._write() as conn:
-            yield WriteTx(conn)
+            yield WriteTx(conn, instance)
 
     # --- records ------------------------------------------------------------------------
 
@@ -648,8 +666,9 @@ class Store:
 class WriteTx:
     """The operations ``pipeline.ingest`` runs inside one write transaction."""
 
-    def __init__(self, conn: sa.Connection) -> None:
+    def __init__(self, conn: sa.Connection, instance: str = "") -> None:
         self.conn = conn
+        self.instance = instance  # Store.instance
 
     @property
     def is_postgres(self) -> bool:
@@ -824,10 +843,13 @@ class WriteTx:
             .group_by(hits.c.record_id)
             .subquery("ranked")
         )
-        m = t.memberships
+        m, r = t.memberships, t.records
         query = (
-            sa.select(ranked.c.record_id, ranked.c.shared, m.c.development_id, ranked.c.time)
+            sa.select(
+                ranked.c.record_id, ranked.c.shared, m.c.development_id, ranked.c.time, r.c.seq
+            )
             .join(m, m.c.record_id == ranked.c.record_id)
+            .join(r, r.c.id == ranked.c.record_id)
             .order_by(ranked.c.shared.desc(), ranked.c.time.desc(), ranked.c.record_id)
             .limit(cap)
         )
@@ -844,6 +866,7 @@ class WriteTx:
                     development_id=row.development_id,
                     time=t.UTCDateTime().process_result_value(when, self.conn.dialect) or time,
                     shared_keys=int(row.shared),
+                    seq=int(row.seq),
                 )
             )
         return out
