@@ -329,17 +329,14 @@ def _error_line(text: str, exc: yaml.MarkedYAMLError) -> int:
     return last_content
 
 
-def _last_multiline_quote(text: str, before_line: int) -> int | None:
-    """The line where the last quoted scalar that runs over a line break starts, if one starts
-    before ``before_line``."""
+def _last_multiline_quote(text: str, problem_line: int) -> int | None:
+    """The line where a quoted scalar begins that runs over line breaks up to the problem line
+    (a quote left open), or None."""
     quote: str | None = None
     start = 0
-    found: int | None = None
     for number, line in enumerate(text.splitlines(), start=1):
-        if number > before_line:
+        if number > problem_line:
             break
-        if quote is not None and number > start and found != start:
-            found = start
         i = 0
         while i < len(line):
             ch = line[i]
@@ -357,8 +354,10 @@ def _last_multiline_quote(text: str, before_line: int) -> int | None:
                     i += 1
                 else:
                     quote = None
+                    if start < number == problem_line:
+                        return start  # it closed only on the problem line
             i += 1
-    return found if found is not None and found < before_line else None
+    return start if quote is not None and start < problem_line else None
 
 
 def _read_yaml(text: str, problems: list[tuple[int, str]]) -> tuple[object, _Lines]:

@@ -509,3 +509,10 @@ def test_shipped_topics_in_three_languages(title: str, lead: str, expected: set[
     text = records.compose(title, lead, ())
     record = Record(id="0" * 16, text=text, title=title, content_hash="")
     assert {m.topic_id for m in matcher.match(record)} == expected
+
+
+def test_a_legit_multiline_quote_is_not_blamed(tmp_path: Path) -> None:
+    text = MINIMAL.replace("    title: T\n", '    title: "a long\n      title"\n')
+    assert load_watchlist_text(text).topics[0].title == "a long title"
+    problem = only(problems(text + "    title: x: y\n", tmp_path))
+    assert problem.line == 11 and "mapping values are not allowed" in problem.message
