@@ -25,7 +25,7 @@ import math
 import re
 import unicodedata
 import zlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -397,8 +397,9 @@ def _tokenize(text: str) -> _Tokens:
         return _Tokens([], [])
     # Normalize all tokens in one pass over a joined string: the folds never cross a newline.
     folded = _skeleton_text("\n".join(raw)).split("\n")
-    keys = [k if k[:1].isdigit() else _concept(k[:STEM_LENGTH]) for k in folded]
-    return _Tokens(raw, keys)
+    # Each distinct word is mapped once: articles repeat their words.
+    mapped = {k: k if k[:1].isdigit() else _concept(k[:STEM_LENGTH]) for k in set(folded)}
+    return _Tokens(raw, [mapped[k] for k in folded])
 
 
 # --------------------------------------------------------------------------------------------
@@ -465,7 +466,9 @@ NEAR_DUPLICATE_THRESHOLD = 0.5  # estimated Jaccard of word 3-shingles
 
 
 def _token_hashes(keys: Sequence[str]) -> np.ndarray:
-    return np.fromiter((zlib.crc32(k.encode()) for k in keys), dtype=np.uint64, count=len(keys))
+    # crc32 is stable across processes (unlike hash()), so replicas compute the same signature.
+    table = {k: zlib.crc32(k.encode()) for k in set(keys)}
+    return np.fromiter((table[k] for k in keys), dtype=np.uint64, count=len(keys))
 
 
 def _minhash(keys: Sequence[str]) -> tuple[int, ...]:
@@ -660,13 +663,13 @@ def fingerprint(
     entities = _entity_keys(body) | _entity_keys(head)
     counts: dict[str, float] = defaultdict(float)
     numbers: set[str] = set()
-    for key in body.keys:
+    for key, count in Counter(body.keys).items():
         num = _number_key(key)
         if num is not None:
             numbers.add(num)
-            counts[num] += 1
+            counts[num] += count
         elif _is_content(key):
-            counts[key] += 1
+            counts[key] += count
     for pair in _name_pairs(body):
         counts[pair] += 1
         entities.add(pair)
