@@ -1,7 +1,185 @@
+"""Fetch commands: ``fetch-once`` (one cycle now) and ``sources`` (each source's health)."""
+
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import sys
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aggregator.model import FetchState, Source
+from aggregator.settings import Settings
+
+if TYPE_CHECKING:
+    from aggregator.pipeline import SourceReport
+
+    _Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Sub-commands of this group are added here as they are built."""
+def register(subparsers: _Subparsers) -> None:
+    fetch_once = subparsers.add_parser(
+        "fetch-once",
+        help="run one fetch cycle over every due source (or the given ones) and report",
+        description=(
+            "Fetch every source that is due (next fetch time reached), or exactly the sources "
+            "given with --source (due or not), ingest their new entries and print one line per "
+            "source: status, HTTP status, new records, entries already known, time taken, and "
+            "why it failed. A failing source never stops the others; its state (failure class, "
+            "consecutive failures, backoff) is stored and shown by `aggregator sources`. "
+            "Exit status 0 when every fetched source succeeded, 1 when any failed."
+        ),
+    )
+    fetch_once.add_argument(
+        "--source",
+        metavar="ID",
+        action="append",
+        dest="sources",
+        help="fetch this source now, due or not (repeatable)",
+    )
+    fetch_once.add_argument("--json", action="store_true", help="one JSON object per source")
+    fetch_once.set_defaults(handler=run_fetch_once)
+
+    sources = subparsers.add_parser(
+        "sources",
+        help="show each source's health (state, failure class, failures, next fetch)",
+        description=(
+            "List the watchlist's sources with their fetch health: state (ok, failing, backoff "
+            "or new), last failure class and error, consecutive failures, failure counts by "
+            "class, last success and next fetch time."
+        ),
+    )
+    sources.add_argument("--json", action="store_true", help="a JSON array instead of a table")
+    sources.set_defaults(handler=run_sources)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def run_fetch_once(args: argparse.Namespace, settings: Settings) -> int:
+    from aggregator.fetch import Fetcher
+    from aggregator.pipeline import run_cycle
+    from aggregator.store import open_store
+    from aggregator.watchlist import load_watchlist
+
+    watchlist = load_watchlist(settings.config_path)
+    wanted: list[str] | None = args.sources
+    if wanted:
+        unknown = [s for s in wanted if watchlist.source(s) is None]
+        if unknown:
+            print(f"aggregator: error: unknown source id(s): {', '.join(unknown)}", file=sys.stderr)
+            return 2
+
+    async def cycle() -> list[SourceReport]:
+        async with Fetcher(watchlist.fetch) as fetcher:
+            with open_store(settings.db_url) as store:
+                return await run_cycle(store, fetcher, watchlist, source_ids=wanted, now=_now())
+
+    reports = asyncio.run(cycle())
+    if args.json:
+        for report in reports:
+            print(json.dumps(report.to_json(), ensure_ascii=False))
+    else:
+        _print_reports(reports)
+    return 1 if any(r.status == "failed" for r in reports) else 0
+
+
+def _print_reports(reports: list[SourceReport]) -> None:
+    if not reports:
+        print("no source is due (use --source ID to fetch one anyway)")
+        return
+    width = max(len(r.source_id) for r in reports)
+    for r in sorted(reports, key=lambda r: r.source_id):
+        http = str(r.http_status) if r.http_status else "-"
+        line = (
+            f"{r.source_id:<{width}}  {r.status:<12} http {http:<3}  "
+            f"new {r.new_records:>3}  known {r.known:>3}  dup {r.duplicates:>2}  "
+            f"{r.elapsed:6.2f}s"
+        )
+        if r.failure_class:
+            line += f"  [{r.failure_class}] {r.error}"
+        elif r.item_errors:
+            line += f"  ({r.item_errors} unreadable entries)"
+        print(line)
+    new = sum(r.new_records for r in reports)
+    failed = sum(1 for r in reports if r.status == "failed")
+    print(f"{len(reports)} sources fetched, {failed} failed, {new} new records")
+
+
+def health(state: FetchState, source: Source | None, now: datetime) -> dict[str, Any]:
+    """One source's health as plain data (the ``sources --json`` shape)."""
+    if state.fetch_count == 0:
+        status = "new"
+    elif state.consecutive_failures == 0:
+        status = "ok"
+    elif state.consecutive_failures >= 3 or (
+        state.next_fetch is not None
+        and state.last_attempt is not None
+        and (state.next_fetch - state.last_attempt).total_seconds() > 2 * _interval(source)
+    ):
+        status = "backoff"  # failing long enough that its fetches are being spaced out
+    else:
+        status = "failing"
+    return {
+        "source": state.source_id,
+        "title": source.title if source else "",
+        "kind": str(source.kind) if source else None,
+        "url": source.url if source else None,
+        "enabled": source.enabled if source else False,
+        "state": status,
+        "failure_class": None if state.failure_class is None else str(state.failure_class),
+        "last_error": state.last_error,
+        "consecutive_failures": state.consecutive_failures,
+        "failure_counts": dict(state.failure_counts),
+        "fetch_count": state.fetch_count,
+        "last_attempt": _iso(state.last_attempt),
+        "last_success": _iso(state.last_success),
+        "next_fetch": _iso(state.next_fetch),
+        "due": state.next_fetch is None or state.next_fetch <= now,
+    }
+
+
+def _interval(source: Source | None) -> float:
+    if source is not None and source.schedule.interval_seconds:
+        return float(source.schedule.interval_seconds)
+    return 3600.0
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat(timespec="seconds")
+
+
+def run_sources(args: argparse.Namespace, settings: Settings) -> int:
+    from aggregator.store import open_store
+    from aggregator.watchlist import load_watchlist
+
+    watchlist = load_watchlist(settings.config_path)
+    now = _now()
+    with open_store(settings.db_url) as store:
+        states = {s.source_id: s for s in store.list_fetch_states()}
+    rows = [
+        health(states.get(source.id) or FetchState(source_id=source.id), source, now)
+        for source in watchlist.sources
+    ]
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    if not rows:
+        print("the watchlist has no sources")
+        return 0
+    width = max(len(r["source"]) for r in rows)
+    print(
+        f"{'SOURCE':<{width}}  {'STATE':<8} {'CLASS':<18} {'FAILS':>5}  "
+        f"{'LAST SUCCESS':<25} {'NEXT FETCH':<25}"
+    )
+    for r in rows:
+        print(
+            f"{r['source']:<{width}}  {r['state']:<8} {r['failure_class'] or '-':<18} "
+            f"{r['consecutive_failures']:>5}  {r['last_success'] or '-':<25} "
+            f"{r['next_fetch'] or 'now':<25}"
+        )
+        if r["last_error"] and r["state"] != "ok":
+            print(f"{'':<{width}}  last error: {r['last_error']}")
+    return 0

@@ -158,6 +158,12 @@ def _headers_dict(headers: httpx.Headers) -> dict[str, str]:
     return out
 
 
+def _status_message(url: httpx.URL, response: httpx.Response) -> str:
+    message = f"{url}: HTTP {response.status_code} {response.reason_phrase}".rstrip()
+    retry_after = response.headers.get("retry-after")
+    return f"{message} (Retry-After: {retry_after})" if retry_after else message
+
+
 def _origin(url: httpx.URL) -> str:
     default = {"http": 80, "https": 443}.get(url.scheme)
     port = f":{url.port}" if url.port and url.port != default else ""
@@ -371,11 +377,17 @@ class Fetcher:
                 hints=hints,
             )
         if status == 429:
-            raise FetchStatusError(FailureClass.RATE_LIMITED, f"{url}: 429", status, hints)
+            raise FetchStatusError(
+                FailureClass.RATE_LIMITED, _status_message(url, response), status, hints
+            )
         if status >= 500:
-            raise FetchStatusError(FailureClass.HTTP_5XX, f"{url}: {status}", status, hints)
+            raise FetchStatusError(
+                FailureClass.HTTP_5XX, _status_message(url, response), status, hints
+            )
         if status >= 400:
-            raise FetchStatusError(FailureClass.HTTP_4XX, f"{url}: {status}", status, hints)
+            raise FetchStatusError(
+                FailureClass.HTTP_4XX, _status_message(url, response), status, hints
+            )
         if not 200 <= status < 300:
             raise FetchStatusError(FailureClass.PROTOCOL, f"{url}: status {status}", status, hints)
         cap = self.policy.max_body_bytes
