@@ -40,7 +40,6 @@ from aggregator.model import (
 from aggregator.store import Store, StoreConflict, WriteTx, record_time
 from aggregator.store.transfer import read_import
 from aggregator.watchlist import Watchlist
-
 log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------------
@@ -408,6 +407,7 @@ async def fetch_source(
     started = _time.monotonic()
     outcome = _Outcome()
     failure: tuple[FailureClass, str, CacheHints] | None = None
+    http_status: int | None = None
     try:
         state = store.get_fetch_state(source.id)
     except Exception as exc:  # the store is down: nothing to record it in either
@@ -428,9 +428,11 @@ async def fetch_source(
             await _fetch_feed_source(
                 store, fetcher, source, state, matcher, watchlist, now, outcome
             )
+    except FetchStatusError as exc:
+        http_status = exc.status
+        failure = (FailureClass(exc.failure_class), str(exc), exc.hints)
     except FetchError as exc:
-        hints = exc.hints if isinstance(exc, FetchStatusError) else CacheHints()
-        failure = (FailureClass(exc.failure_class), str(exc), hints)
+        failure = (FailureClass(exc.failure_class), str(exc), CacheHints())
     except FeedParseError as exc:
         failure = (feeds.failure_class_of(exc), str(exc), CacheHints())
     except ExtractionError as exc:
@@ -460,7 +462,7 @@ async def fetch_source(
         entries=outcome.entries,
         known=outcome.known,
         item_errors=outcome.item_errors,
-        http_status=response.status if response else None,
+        http_status=response.status if response else http_status,
         failure_class=failure[0] if failure else None,
         error=failure[1][:MAX_ERROR_CHARS] if failure else None,
         elapsed=_time.monotonic() - started,
