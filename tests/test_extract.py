@@ -252,3 +252,31 @@ def test_scrape_listing_item_is_the_link_and_base_href() -> None:
 def test_scrape_listing_bad_selector_is_a_clear_error() -> None:
     with pytest.raises(ExtractionError, match="item selector"):
         scrape_listing("<a href=x>x</a>", "https://e.example/", PageSelectors(item="li[[["))
+
+
+# --- body selector (page sources' selectors.body) ----------------------------------------
+
+
+def test_body_selector_picks_the_article_text() -> None:
+    teaser = "A teaser paragraph about another story that is long enough to look like text."
+    html = _page(
+        "<h1>Headline here</h1>"
+        + "".join(f"<div class='txt'><p>{p}</p></div>" for p in PARAS[:2])
+        + f"<div class='promo-box'><p>{teaser}</p></div>"
+        + f"<div class='txt'><p>{PARAS[2]}</p><div class='txt'><p>nested</p></div></div>"
+    )
+    art = extract_article(html, body_selector="div.txt")
+    assert art.lead == PARAS[0]
+    assert [b.text for b in art.blocks] == [PARAS[1], PARAS[2], "nested"]
+    # Without the selector the extractor decides alone (the promo box is furniture).
+    assert teaser not in extract_text(html)
+
+
+def test_body_selector_matching_nothing_falls_back() -> None:
+    html = _page("<h1>Headline here</h1>" + "".join(f"<p>{p}</p>" for p in PARAS))
+    assert extract_text(html, body_selector=".no-such-class") == extract_text(html)
+
+
+def test_invalid_body_selector_is_an_extraction_error() -> None:
+    with pytest.raises(ExtractionError, match="body selector"):
+        extract_article(_page("<p>x</p>"), body_selector="div[[[")

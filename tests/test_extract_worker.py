@@ -105,3 +105,9 @@ def test_async_variant_from_an_event_loop() -> None:
         return [r.title if not isinstance(r, BaseException) else type(r).__name__ for r in results]
 
     assert asyncio.run(main()) == ["Guarded", "Guarded", "ExtractionError"]
+
+
+def test_body_selector_reaches_the_worker(pool: ExtractorPool) -> None:
+    page = PAGE.replace("<article>", "<article><div class='intro'><p>Chosen by selector.</p></div>")
+    art = pool.extract(page, timeout=30, body_selector="div.intro")
+    assert art.lead == "Chosen by selector." and art.blocks == ()

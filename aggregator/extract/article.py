@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-from selectolax.lexbor import LexborHTMLParser, LexborNode
+from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
 
 from aggregator.errors import ExtractionError
 from aggregator.extract.blocks import Segment, Walk, normalize_space, walk
@@ -30,7 +30,14 @@ from aggregator.extract.metadata import PageMeta, clean_title, read_metadata
 from aggregator.model import Article, Block, BlockKind
 from aggregator.records import compose, first_sentence
 
-__all__ = ["extract_article", "extract_text", "reset_caches", "select_segments"]
+__all__ = [
+    "container_segments",
+    "extract_article",
+    "extract_text",
+    "finish_segments",
+    "reset_caches",
+    "select_segments",
+]
 
 # --- boilerplate hints ---------------------------------------------------------------------
 
@@ -239,17 +246,25 @@ def _best_container(w: Walk) -> int:
 
 def select_segments(w: Walk, title: str) -> list[Segment]:
     """The article's segments, in order, from a walk of the page body."""
+    return finish_segments(container_segments(w), title)
+
+
+def container_segments(w: Walk, container: int | None = None) -> list[Segment]:
+    """The segments kept inside ``container`` (the best-scoring element when None)."""
     if not w.segments:
         return []
     for seg in w.segments:
         if not seg.doubtful and _is_boilerplate_line(seg):
             seg.doubtful = True
-    container = _best_container(w)
+    if container is None:
+        container = _best_container(w)
     end = w.end[container]
-    inside = [s for s in w.segments if container <= s.elem < end]
-    kept = [s for s in inside if _keep(s)]
-    kept = _drop_title_and_preamble(kept, title)
-    return _drop_empty_sections(kept)
+    return [s for s in w.segments if container <= s.elem < end and _keep(s)]
+
+
+def finish_segments(segs: list[Segment], title: str) -> list[Segment]:
+    """Drop the repeated title, the preamble and headings left with nothing under them."""
+    return _drop_empty_sections(_drop_title_and_preamble(segs, title))
 
 
 def _is_boilerplate_line(seg: Segment) -> bool:
@@ -345,11 +360,16 @@ def _choose_title(tree: LexborHTMLParser, meta: PageMeta) -> str:
 # --- public API ----------------------------------------------------------------------------
 
 
-def extract_article(html: str, url: str | None = None) -> Article:
+def extract_article(
+    html: str, url: str | None = None, *, body_selector: str | None = None
+) -> Article:
     """Extract an article page into an ``Article`` (title, lead, body blocks, metadata, text).
 
-    Raises ExtractionError when the document has no body at all. A page without article text
-    still gives an Article (possibly with an empty body): callers decide whether that is enough.
+    ``body_selector`` (a page source's ``selectors.body``) names the element(s) holding the
+    article text; when it matches nothing the extractor finds the text on its own. Raises
+    ExtractionError for a document without a body or an invalid selector. A page without
+    article text still gives an Article (possibly with an empty body): callers decide whether
+    that is enough.
     """
     if not isinstance(html, str):
         raise ExtractionError(f"expected HTML text, got {type(html).__name__}")
@@ -361,8 +381,32 @@ def extract_article(html: str, url: str | None = None) -> Article:
     body = tree.body
     if body is None:
         raise ExtractionError("the document has no <body>")
-    segs = select_segments(walk(body, _classify), title)
+    roots = _selected_roots(tree, body_selector) if body_selector else []
+    if roots:
+        segs = [seg for root in roots for seg in container_segments(walk(root, _classify), 0)]
+        segs = finish_segments(segs, title)
+    else:
+        segs = select_segments(walk(body, _classify), title)
     return _assemble(title, segs, meta, url)
+
+
+def _selected_roots(tree: LexborHTMLParser, selector: str) -> list[LexborNode]:
+    """The outermost elements matching ``selector``, in document order."""
+    try:
+        matches = tree.css(selector)
+    except SelectolaxError as exc:
+        raise ExtractionError(f"invalid body selector {selector!r}: {exc}") from exc
+    if len(matches) <= 1:
+        return matches
+    ids = {m.mem_id for m in matches}
+    outermost = []
+    for node in matches:
+        parent = node.parent
+        while parent is not None and parent.mem_id not in ids:
+            parent = parent.parent
+        if parent is None:
+            outermost.append(node)
+    return outermost
 
 
 def _assemble(title: str, segs: list[Segment], meta: PageMeta, url: str | None) -> Article:
@@ -390,6 +434,6 @@ def _assemble(title: str, segs: list[Segment], meta: PageMeta, url: str | None) 
     )
 
 
-def extract_text(html: str, url: str | None = None) -> str:
+def extract_text(html: str, url: str | None = None, *, body_selector: str | None = None) -> str:
     """The record text of an article page: lead line, title line, then the body blocks."""
-    return extract_article(html, url).text
+    return extract_article(html, url, body_selector=body_selector).text

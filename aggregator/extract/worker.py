@@ -60,12 +60,12 @@ def _serve(conn: Connection, memory_limit: int | None) -> None:
     conn.send(("ready", os.getpid()))
     while True:
         try:
-            html, url = conn.recv()
+            html, url, body_selector = conn.recv()
         except (EOFError, OSError):
             return
         reply: tuple[str, Any]
         try:
-            reply = ("ok", extract_article(html, url))
+            reply = ("ok", extract_article(html, url, body_selector=body_selector))
         except ExtractionError as exc:
             reply = ("error", str(exc))
         except MemoryError:
@@ -103,10 +103,10 @@ class _Worker:
     def pid(self) -> int | None:
         return self.process.pid
 
-    def run(self, html: str, url: str | None, timeout: float) -> Article:
+    def run(self, html: str, url: str | None, body_selector: str | None, timeout: float) -> Article:
         """Extract in the worker; raises TimeoutError (worker must be killed) or
         ExtractionError (worker still usable unless it died)."""
-        self.conn.send((html, url))
+        self.conn.send((html, url, body_selector))
         if not self.conn.poll(timeout):
             raise TimeoutError
         status, payload = self.conn.recv()
@@ -166,12 +166,13 @@ class ExtractorPool:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        body_selector: str | None = None,
     ) -> Article:
         check_size(html, max_bytes)
         worker = self._acquire()
         keep = True
         try:
-            return worker.run(html, url, timeout)
+            return worker.run(html, url, body_selector, timeout)
         except TimeoutError:
             keep = False
             self.killed += 1
@@ -285,10 +286,13 @@ def extract_article_guarded(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    body_selector: str | None = None,
 ) -> Article:
     """``extract_article`` in a killable worker: raises ExtractionError when the page is over
     ``max_bytes``, when extraction takes longer than ``timeout`` seconds, or when it fails."""
-    return default_pool().extract(html, url, timeout=timeout, max_bytes=max_bytes)
+    return default_pool().extract(
+        html, url, timeout=timeout, max_bytes=max_bytes, body_selector=body_selector
+    )
 
 
 async def extract_article_guarded_async(
@@ -297,9 +301,15 @@ async def extract_article_guarded_async(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    body_selector: str | None = None,
 ) -> Article:
     """The asyncio form of ``extract_article_guarded`` (the wait runs on a thread)."""
     check_size(html, max_bytes)
     return await asyncio.to_thread(
-        extract_article_guarded, html, url, timeout=timeout, max_bytes=max_bytes
+        extract_article_guarded,
+        html,
+        url,
+        timeout=timeout,
+        max_bytes=max_bytes,
+        body_selector=body_selector,
     )
