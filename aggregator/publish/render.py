@@ -143,6 +143,13 @@ def feed_id(site: Site, key: str) -> str:
     return f"tag:{site.authority}:feed/{url_part(key)}"
 
 
+def home_url(site: Site, key: str) -> str:
+    """The feed's page for people: the index, at the topic's section for a topic feed."""
+    if key == ALL_FEED:
+        return site.root + "/"
+    return f"{site.root}/#topic-{url_part(key)}"
+
+
 def feed_title(site: Site, key: str) -> str:
     if key == ALL_FEED:
         return one_line(site.title)
@@ -328,7 +335,7 @@ def render_atom(site: Site, key: str, entries: Sequence[Entry], now: datetime) -
         f"  <updated>{rfc3339_precise(feed_updated(entries, now))}</updated>\n",
         f'  <link rel="self" type="application/atom+xml" '
         f'href="{escape_attr(feed_url(site, key, "atom"))}"/>\n',
-        f'  <link rel="alternate" type="text/html" href="{escape_attr(site.root + "/")}"/>\n',
+        f'  <link rel="alternate" type="text/html" href="{escape_attr(home_url(site, key))}"/>\n',
     ]
     hub = safe_url(site.websub_hub)
     if hub:
@@ -386,7 +393,7 @@ def render_rss(site: Site, key: str, entries: Sequence[Entry], now: datetime) ->
         'xmlns:content="http://purl.org/rss/1.0/modules/content/">\n',
         "  <channel>\n",
         f"    <title>{escape_text(feed_title(site, key))}</title>\n",
-        f"    <link>{escape_text(site.root + '/')}</link>\n",
+        f"    <link>{escape_text(home_url(site, key))}</link>\n",
         f"    <description>{escape_text(one_line(site.description))}</description>\n",
         f'    <atom:link rel="self" type="application/rss+xml" '
         f'href="{escape_attr(feed_url(site, key, "rss"))}"/>\n',
@@ -436,7 +443,7 @@ def render_json_feed(site: Site, key: str, entries: Sequence[Entry], now: dateti
     feed: dict[str, object] = {
         "version": "https://jsonfeed.org/version/1.1",
         "title": feed_title(site, key),
-        "home_page_url": site.root + "/",
+        "home_page_url": home_url(site, key),
         "feed_url": feed_url(site, key, "json"),
         "description": one_line(site.description),
         "authors": [{"name": one_line(site.title), "url": site.root + "/"}],
