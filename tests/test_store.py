@@ -398,3 +398,16 @@ def test_postgres_connections_recover_after_a_server_side_disconnect(pg_database
         assert s.feed_version()
     finally:
         s.close()
+
+
+def test_in_memory_sqlite_store_is_one_database() -> None:
+    s = open_store("sqlite:///:memory:")
+    try:
+        put(s, make_record("Orla hits Port Avery", STORM, url="https://a/1"))
+        seen: list[int] = []
+        th = threading.Thread(target=lambda: seen.append(s.count_records()))
+        th.start()
+        th.join()
+        assert seen == [1]  # another thread sees the same database
+    finally:
+        s.close()

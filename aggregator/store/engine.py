@@ -58,8 +58,12 @@ def _sqlite_engine(url: URL) -> sa.Engine:
     database = url.database
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    in_memory = not database or database == ":memory:"
     engine = sa.create_engine(
-        url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+        url,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        # An in-memory database lives as long as its connection: share one (tests, trials).
+        **({"poolclass": sa.pool.StaticPool} if in_memory else {}),
     )
 
     @sa.event.listens_for(engine, "connect")
