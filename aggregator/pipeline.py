@@ -40,6 +40,7 @@ from aggregator.model import (
 from aggregator.store import Store, StoreConflict, WriteTx, record_time
 from aggregator.store.transfer import read_import
 from aggregator.watchlist import Watchlist
+
 log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------------
