@@ -52,6 +52,7 @@ __all__ = [
     "load_watchlist",
     "load_watchlist_text",
     "parse_duration",
+    "validate_watchlist",
 ]
 
 SUPPORTED_VERSION = 1
@@ -950,7 +951,12 @@ def load_watchlist(path: str | Path) -> Watchlist:
 
 def check_watchlist(path: str | Path) -> list[ConfigProblem]:
     """Every problem in the watchlist file ([] when it is valid), sorted by line."""
+    return validate_watchlist(path)[1]
+
+
+def validate_watchlist(path: str | Path) -> tuple[Watchlist | None, list[ConfigProblem]]:
+    """The watchlist and no problems, or None and every problem, reading the file once."""
     text, problems = _read(path)
     if text is None:
-        return problems
-    return _build(text, str(path))[1]
+        return None, problems
+    return _build(text, str(path))

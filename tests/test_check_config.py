@@ -238,3 +238,19 @@ def test_dry_run_unknown_topic(capsys: pytest.CaptureFixture[str], tmp_path: Pat
         capsys,
     )  # fmt: skip
     assert code == 2 and "unknown topic weather" in err
+
+
+def test_json_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["check-config", str(SHIPPED), "--json"], capsys)
+    report = json.loads(out)
+    assert code == 0 and report["ok"] is True and report["problems"] == []
+    assert report["topics"] == ["border", "balloons", "sanctions"]
+    old, new, blamed, message = BAD_EDITS["bad-url"]
+    path = tmp_path / "w.yaml"
+    path.write_text(SHIPPED_TEXT.replace(old, new), encoding="utf-8")
+    code, out, err = run(["check-config", str(path), "--json"], capsys)
+    report = json.loads(out)
+    assert code == 2 and report["ok"] is False
+    (problem,) = report["problems"]
+    assert problem["line"] == line_of(blamed) and message in problem["message"]
+    assert f"{path}:{line_of(blamed)}: " in err  # the lines still go to stderr

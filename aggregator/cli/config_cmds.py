@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from aggregator.settings import Settings
 
 if TYPE_CHECKING:
+    from aggregator.errors import ConfigProblem
     from aggregator.model import Record
     from aggregator.store import Store
     from aggregator.watchlist import Watchlist
@@ -42,7 +43,11 @@ def register(subparsers: _Subparsers) -> None:
         action="store_true",
         help="match the stored records against this watchlist's topics (nothing is written)",
     )
-    parser.add_argument("--json", action="store_true", help="print the dry run as JSON")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the result as JSON on stdout (the problems, or the dry run)",
+    )
     parser.add_argument(
         "--topic",
         action="append",
@@ -61,24 +66,26 @@ def register(subparsers: _Subparsers) -> None:
 
 
 def run_check_config(args: argparse.Namespace, settings: Settings) -> int:
-    from aggregator.watchlist import check_watchlist, load_watchlist
+    from aggregator.watchlist import validate_watchlist
 
     path: Path = args.path or settings.config_path
-    problems = check_watchlist(path)
-    if problems:
+    watchlist, problems = validate_watchlist(path)
+    if args.json and not args.dry_run:
+        print(json.dumps(_check_json(path, watchlist, problems), ensure_ascii=False, indent=2))
+    if watchlist is None:
         for problem in problems:
             print(problem, file=sys.stderr)
         noun = "problem" if len(problems) == 1 else "problems"
         print(f"{path}: {len(problems)} {noun}", file=sys.stderr)
         return EXIT_INVALID
-    watchlist = load_watchlist(path)
     unknown = [t for t in args.topic if watchlist.topic(t) is None]
     if unknown:
         known = ", ".join(t.id for t in watchlist.topics)
         print(f"unknown topic {', '.join(unknown)} (known: {known})", file=sys.stderr)
         return EXIT_INVALID
     if not args.dry_run:
-        print(summary_line(watchlist, path))
+        if not args.json:
+            print(summary_line(watchlist, path))
         return EXIT_OK
     report = dry_run(watchlist, settings.db_url, topics=args.topic)
     if args.json:
@@ -87,6 +94,18 @@ def run_check_config(args: argparse.Namespace, settings: Settings) -> int:
         print(summary_line(watchlist, path), file=sys.stderr)
         print_dry_run(report, watchlist, limit=args.limit)
     return EXIT_OK
+
+
+def _check_json(
+    path: Path, watchlist: Watchlist | None, problems: Sequence[ConfigProblem]
+) -> dict[str, Any]:
+    return {
+        "config": str(path),
+        "ok": watchlist is not None,
+        "problems": [{"file": p.file, "line": p.line, "message": p.message} for p in problems],
+        "topics": [t.id for t in watchlist.topics] if watchlist else [],
+        "sources": [s.id for s in watchlist.sources] if watchlist else [],
+    }
 
 
 def summary_line(watchlist: Watchlist, path: Path) -> str:
