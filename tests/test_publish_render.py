@@ -387,3 +387,23 @@ def test_lone_surrogates_anywhere_cannot_break_the_json_feed(site: Site, feeds: 
     assert item["_aggregator"]["development_id"] == "devx"
     for render in (render_atom, render_rss):
         ET.fromstring(render(site, "all", [Entry(bad, entry.body)], NOW))
+
+
+def test_the_entry_text_is_the_representative_record_whose_title_the_development_has() -> None:
+    store = MemoryStore()
+    dev = store.devs[1]
+    # The store took the title from the second member (r3's text here): its text is shown.
+    store.devs = [
+        replace(
+            dev,
+            title="Kiaušinių kainos",
+            record_ids=("r1", "r3"),
+            sources=(
+                dev.sources[0],
+                replace(dev.sources[0], record_id="r3", title="Kiaušinių kainos"),
+            ),
+        )
+    ]
+    feeds = collect_feeds(store, (), 10)
+    texts = [b.text for b in feeds.all[0].body]
+    assert "Ūkininkai sako, kad šalčiai sumažino produkciją." in texts

@@ -139,9 +139,17 @@ def _representative_bodies(
 
 
 def _representative_id(dev: Development) -> str | None:
+    """The record the development's title and summary come from, whose text the entry shows.
+
+    The store takes the title from its representative member, so that member is the one whose
+    title is the development's; failing that, the first report.
+    """
     representative = getattr(dev, "representative_id", None)
     if isinstance(representative, str) and representative:
         return representative
+    for ref in dev.sources:
+        if ref.title and ref.title == dev.title and ref.record_id in dev.record_ids:
+            return ref.record_id
     return dev.record_ids[0] if dev.record_ids else None
 
 
