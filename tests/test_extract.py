@@ -280,3 +280,43 @@ def test_body_selector_matching_nothing_falls_back() -> None:
 def test_invalid_body_selector_is_an_extraction_error() -> None:
     with pytest.raises(ExtractionError, match="body selector"):
         extract_article(_page("<p>x</p>"), body_selector="div[[[")
+
+
+# --- furniture inside the article container ---------------------------------------------
+
+
+def test_small_forms_captions_and_labels_are_dropped() -> None:
+    body = (
+        "<h1>Headline here</h1>"
+        + f"<p>{PARAS[0]}</p>"
+        + "<p>The protesters marched to the square on Sunday. (Image: GETTY )</p>"
+        + "<p>Anzeige</p>"
+        + f"<p>{PARAS[1]}</p>"
+        + "<form><p>E-mail:</p><p>Password:</p><p>I agree to the processing of my personal "
+        "data for the purpose of creating a personal account on this site.</p></form>"
+        + f"<p>{PARAS[2]}</p><p>Updated at 1:23 p.m.</p>"
+    )
+    art = extract_article(_page(body))
+    assert [art.lead, *(b.text for b in art.blocks)] == PARAS
+
+
+def test_page_wrapped_in_a_form_still_extracts() -> None:
+    paras = [p + " " + p for p in PARAS] * 2  # more text than a sign-up form holds
+    html = _page("<h1>Headline here</h1>" + "".join(f"<p>{p}</p>" for p in paras))
+    html = html.replace("<body>", "<body><form id='aspnetForm'>").replace(
+        "</body>", "</form></body>"
+    )
+    assert extract_article(html).lead == paras[0]
+
+
+def test_heading_of_a_dropped_block_goes_with_it() -> None:
+    links = "".join(f"<p><a href='/x{i}'>Another story headline {i}</a></p>" for i in range(3))
+    body = (
+        "<h1>Headline here</h1>"
+        + "".join(f"<p>{p}</p>" for p in PARAS[:2])
+        + f"<h3>Don't miss</h3>{links}"
+        + "<h3>What happens next</h3>"
+        + f"<p>{PARAS[2]}</p>"
+    )
+    art = extract_article(_page(body))
+    assert [b.text for b in art.blocks] == [PARAS[1], "What happens next", PARAS[2]]

@@ -115,10 +115,18 @@ _BOILERPLATE_LINE_RE = re.compile(
             r"(\d+ )?min(ute)?s? read|listen( to)?( this)?( article| story)?.*",
             r"\d+ (of|/|-) \d+( of \d+)?",  # gallery counters
             r".{0,40}requires javascript\.?|(please )?enable javascript.*",
+            r"(updated|published|posted|last (updated|modified))( at| on|:)? .{0,60}",
+            # The "advertisement" label in a few more languages.
+            r"anzeige|werbung|publicidad|publicit[ée]|pubblicit[àa]|reklama|реклама|iklan",
+            r"advertentie|annons|mainos|hirdetés|διαφήμιση",
         )
     )
     + ")$",
     re.IGNORECASE,
+)
+# A picture's caption outside <figcaption>: "... (Image: GETTY)".
+_CAPTION_END_RE = re.compile(
+    r"\((?:image|photo|picture|pic|foto|credit|source|video)s?:[^()]{1,80}\)$", re.IGNORECASE
 )
 # Legal lines are furniture whatever their length.
 _LEGAL_LINE_RE = re.compile(
@@ -256,10 +264,35 @@ def container_segments(w: Walk, container: int | None = None) -> list[Segment]:
     for seg in w.segments:
         if not seg.doubtful and _is_boilerplate_line(seg):
             seg.doubtful = True
+    _doubt_small_forms(w)
     if container is None:
         container = _best_container(w)
     end = w.end[container]
-    return [s for s in w.segments if container <= s.elem < end and _keep(s)]
+    inside = [s for s in w.segments if container <= s.elem < end]
+    keep = [_keep(s) for s in inside]
+    # A heading right above a block that is dropped ("Related", "Don't miss", "Topics") is
+    # that block's title: it goes too.
+    for i, seg in enumerate(inside):
+        if keep[i] and seg.kind is BlockKind.HEADING and i + 1 < len(inside) and not keep[i + 1]:
+            keep[i] = False
+    return [s for s, k in zip(inside, keep, strict=True) if k]
+
+
+# A form holding less text than this is a sign-up, log-in or comment form; a larger one is a
+# page wrapped in <form> (ASP.NET) and says nothing.
+_SMALL_FORM_CHARS = 1500
+
+
+def _doubt_small_forms(w: Walk) -> None:
+    forms = [e for e, tag in enumerate(w.tags) if tag == "form"]
+    if not forms:
+        return
+    for form in forms:
+        end = w.end[form]
+        inside = [s for s in w.segments if form <= s.elem < end]
+        if sum(s.length for s in inside) < _SMALL_FORM_CHARS:
+            for seg in inside:
+                seg.doubtful = True
 
 
 def finish_segments(segs: list[Segment], title: str) -> list[Segment]:
@@ -278,6 +311,8 @@ def _is_boilerplate_line(seg: Segment) -> bool:
     ):
         return True
     if text[0] in "<[" and _MARKUP_LINE_RE.match(text):
+        return True
+    if text[-1] == ")" and _CAPTION_END_RE.search(text):
         return True
     return seg.length < 120 and _BOILERPLATE_LINE_RE.match(text) is not None
 
