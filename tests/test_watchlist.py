@@ -4,6 +4,8 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aggregator import records
 from aggregator.errors import ConfigError, ConfigProblem
@@ -231,7 +233,8 @@ def test_cron_schedule_is_accepted(tmp_path: Path) -> None:
 
 def test_bad_regex(tmp_path: Path) -> None:
     text, line = edited(
-        "        - /lithuan|lietuv|литв|литов|літв|літоў/\n        - /belarus|baltarus|беларус|белорус|minsk",
+        "        - /lithuan|lietuv|литв|литов|літв|літоў/\n"
+        "        - /belarus|baltarus|беларус|белорус|minsk",
         "        - /lithuan|(lietuv/\n        - /belarus|baltarus|беларус|белорус|minsk",
     )
     problem = only(problems(text, tmp_path))
@@ -516,3 +519,53 @@ def test_a_legit_multiline_quote_is_not_blamed(tmp_path: Path) -> None:
     assert load_watchlist_text(text).topics[0].title == "a long title"
     problem = only(problems(text + "    title: x: y\n", tmp_path))
     assert problem.line == 11 and "mapping values are not allowed" in problem.message
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=len(SHIPPED_TEXT) - 1),
+            st.integers(min_value=0, max_value=3),
+            st.sampled_from(
+                [
+                    ":",
+                    "-",
+                    " ",
+                    "  ",
+                    '"',
+                    "'",
+                    "[",
+                    "{",
+                    "}",
+                    "*",
+                    "\t",
+                    "#",
+                    "\n",
+                    "x",
+                    "&",
+                    "!",
+                    "",
+                ]
+            ),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_property_random_edits_never_crash(edits: list[tuple[int, int, str]]) -> None:
+    """Whatever an admin's editor does to the file, the answer is problems with lines, or a
+    valid watchlist; never an exception."""
+    text = SHIPPED_TEXT
+    for pos, cut, insert in edits:
+        pos = min(pos, len(text))
+        text = text[:pos] + insert + text[pos + cut :]
+    try:
+        watchlist = load_watchlist_text(text, "w.yaml")
+    except ConfigError as exc:
+        assert exc.problems
+        last = text.count("\n") + 1
+        for problem in exc.problems:
+            assert problem.file == "w.yaml" and 1 <= problem.line <= last, problem
+    else:
+        assert watchlist.topics
