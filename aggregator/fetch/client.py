@@ -30,7 +30,8 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from aggregator.errors import FetchError
@@ -184,6 +185,10 @@ class Fetcher:
         self.policy = policy
         self.retry_wait_initial = retry_wait_initial
         self.retry_wait_max = retry_wait_max
+        # Exponential from retry_wait_initial, capped, plus up to one initial wait of jitter.
+        self._backoff = wait_exponential(
+            multiplier=retry_wait_initial, max=retry_wait_max
+        ) + wait_random(0, retry_wait_initial)
         self.backend = GuardedBackend(parse_networks(policy.allow_networks))
         self._allowed = self.backend.allowed
         limits = httpx.Limits(
@@ -263,9 +268,7 @@ class Fetcher:
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     def _wait(self, state: RetryCallState) -> float:
-        base = wait_exponential_jitter(
-            initial=self.retry_wait_initial, max=self.retry_wait_max, jitter=self.retry_wait_initial
-        )(state)
+        base = self._backoff(state)
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, _Transient) and isinstance(exc.error, FetchStatusError):
             retry_after = exc.error.hints.retry_after
