@@ -298,18 +298,22 @@ _MONTHS = {
 # group is folded into its first word, so "refuses talks" meets "rejects negotiations" and
 # "atmeta derybas" / "отказался от переговоров".
 _SYNONYMS_RAW = """
-reject refuse refusal decline rebuff dismiss spurn atmesti atmeta atmete atsisako atsisake
-  otkaz otkazal otkazalas otklonil otvergl otvergla
-talks negotiations negotiation dialogue discussions derybos derybu derybas pokalbiai
-  peregovor peregovori peregovorov dialog
-earthquake quake tremor drebejimas zemetresen
-kill killed dead death died dies die zuvo mire nuzude zuve ubit ubili pogib pogibli umer skoncal
-arrest arrested detain detained custody sulaike sulaikytas areštuotas zaderzan arestovan
-acquire acquisition buy buys bought purchase takeover isigyja isigijo pirks kupil pokupka
-resign resigned resignation quit atsistatydina atsistatydino otstavk
-emergency nepaprastoji nepaprastasis crezvycain
-balloon balionai balionu balionus aerostat
-smuggling smuggler smugglers kontrabanda kontrabandininkai kontrabandist
+reject refuse refusal decline rebuff dismiss spurn atmesti atmeta atmetė atsisako atsisakė
+  отказ отказался отказалась отказались отклонил отклонила отверг отвергла отвергли
+talks negotiations negotiation dialogue discussions derybos derybų derybas pokalbiai
+  переговоры переговоров переговорах диалог
+earthquake quake tremor drebėjimas землетрясение землетрясения толчок
+kill killed dead death died dies die žuvo mirė nužudė žuvę погиб погибли погибших убит
+  убиты умер скончался
+arrest arrested detain detained custody sulaikė sulaikytas areštuotas задержан задержаны
+  арестован арестованы
+acquire acquisition buy buys bought purchase takeover įsigyja įsigijo pirks купил купит
+  покупка приобретение
+resign resigned resignation quit atsistatydina atsistatydino отставка отставку ушел
+pledge promise vow pledged promised vowed pažadėjo žada pažadas пообещал обещает обещание
+emergency nepaprastoji nepaprastąją чрезвычайное чрезвычайного
+balloon balionai balionų balionus balionais аэростат аэростаты шары шаров
+smuggling smuggler smugglers kontrabanda kontrabandininkai контрабанда контрабандисты
 """
 
 _STOPWORDS_RAW = """
@@ -376,6 +380,12 @@ def _synonym_map() -> dict[str, str]:
 
 
 _SYNONYM_OF = _synonym_map()
+# The groups that name what happened (an action), as opposed to what it is about: two reports
+# of one development say the same action in their headlines and leads.
+_PREDICATES = frozenset(
+    _skeleton_word(w)
+    for w in ("reject", "kill", "arrest", "acquire", "resign", "pledge", "emergency")
+)
 _MONTH_OF = {_skeleton_word(name): key for key, names in _MONTHS.items() for name in names}
 
 
@@ -923,10 +933,13 @@ def _semantic(a: Fingerprint, b: Fingerprint) -> float | None:
     return min(1.0, max(0.0, (cos - SEMANTIC_FLOOR) / (SEMANTIC_CEILING - SEMANTIC_FLOOR)))
 
 
-# How many of the record's leading names (its protagonists) a development's headlines and leads
-# must mention; each one missing takes this share of the score away.
+# The record's leading names (its protagonists: the heaviest names of its headline and lead); a
+# development whose headlines and leads mention none of them loses this share of its score.
 PROTAGONISTS = 2
 PROTAGONIST_PENALTY = 0.3
+# Share lost when the record's headline and lead name an action (_PREDICATES) and the
+# development's name only other actions: "pledges to stop" is not "refuses talks".
+ACTION_PENALTY = 0.5
 
 
 def development_scores(
@@ -947,6 +960,7 @@ def development_scores(
     best: dict[str, tuple[float, str]] = {}
     ents = set(fp.entities)
     protagonists = [t for t in fp.head_terms if t in ents][:PROTAGONISTS]
+    actions = _PREDICATES.intersection(fp.head_terms)
     sem: dict[str, list[float]] = defaultdict(list)
     for cand in unique:
         cvec = cand.fingerprint.vector()
@@ -976,9 +990,11 @@ def development_scores(
         if tnorm and hnorm:
             head = _dot(tvec, tcen) / (tnorm * hnorm)
             score = (1 - TITLE_SHARE) * score + TITLE_SHARE * head
-            if protagonists:
-                covered = sum(1 for t in protagonists if t in tcen) / len(protagonists)
-                score *= 1.0 - PROTAGONIST_PENALTY * (1.0 - covered)
+            if protagonists and not any(t in tcen for t in protagonists):
+                score *= 1.0 - PROTAGONIST_PENALTY
+            dev_actions = _PREDICATES.intersection(tcen)
+            if actions and dev_actions and actions.isdisjoint(dev_actions):
+                score *= 1.0 - ACTION_PENALTY
         if sem.get(dev):
             score = (1 - SEMANTIC_WEIGHT) * score + SEMANTIC_WEIGHT * max(sem[dev])
         out[dev] = (score, best[dev][1])
