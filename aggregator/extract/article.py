@@ -176,7 +176,7 @@ def _classify(node: LexborNode, tag: str) -> int | None:
     if "hidden" in attrs or attrs.get("aria-hidden") == "true":
         return None
     style = attrs.get("style")
-    if style and _HIDDEN_STYLE_RE.search(style):
+    if style and ("none" in style or "hidden" in style) and _HIDDEN_STYLE_RE.search(style):
         return None
     role = attrs.get("role")
     if role and role.lower() in _SKIP_ROLES and tag not in _NEVER_SKIP_TAGS:
@@ -284,14 +284,22 @@ _SMALL_FORM_CHARS = 1500
 
 
 def _doubt_small_forms(w: Walk) -> None:
-    forms = [e for e, tag in enumerate(w.tags) if tag == "form"]
-    if not forms:
+    if "form" not in w.tags:
         return
-    for form in forms:
-        end = w.end[form]
-        inside = [s for s in w.segments if form <= s.elem < end]
-        if sum(s.length for s in inside) < _SMALL_FORM_CHARS:
-            for seg in inside:
+    # Forms never nest (the parser closes one before opening another), so their element
+    # ranges are disjoint, and each one's segments are a contiguous run in document order:
+    # one merge pass, linear whatever the number of forms.
+    runs: dict[int, list[Segment]] = {}
+    forms = [(e, w.end[e]) for e, tag in enumerate(w.tags) if tag == "form"]
+    i = 0
+    for seg in w.segments:
+        while i < len(forms) and seg.elem >= forms[i][1]:
+            i += 1
+        if i < len(forms) and forms[i][0] <= seg.elem:
+            runs.setdefault(i, []).append(seg)
+    for segs in runs.values():
+        if sum(s.length for s in segs) < _SMALL_FORM_CHARS:
+            for seg in segs:
                 seg.doubtful = True
 
 

@@ -12,7 +12,6 @@ ends a line (a new block). Everything else inline is flattened to text.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -113,7 +112,6 @@ _PLAIN_INLINE_TAGS = frozenset(
     "a em i u s small sup sub abbr cite time font q code mark label span".split()  # noqa: SIM905
 )
 _LIST_ITEM_TAGS = frozenset(("li", "dd", "dt"))
-_WS_RE = re.compile(r"\s+")
 # Beyond this depth the walk stops recursing and takes the subtree's text in one piece, so a
 # deeply nested page cannot exhaust the Python stack.
 MAX_DEPTH = 250
@@ -122,7 +120,8 @@ _MAX_DATA_CELL_CHARS = 300
 
 
 def normalize_space(text: str) -> str:
-    return _WS_RE.sub(" ", text).strip()
+    """Runs of whitespace (Unicode's, NBSP included) to one space, no space at the ends."""
+    return " ".join(text.split())
 
 
 @dataclass(slots=True)
