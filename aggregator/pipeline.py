@@ -190,7 +190,7 @@ def _ingest_in(tx: WriteTx, p: _Prepared, options: DedupOptions, now: datetime) 
         dev_id = tx.development_of(dup_id)
         if tx.add_alias(dup_id, r, seen=now):
             if dev_id is not None:
-                tx.refresh_development(dev_id, updated=p.time)
+                tx.refresh_development(dev_id, updated=now)
             tx.bump_feed_version()
         return IngestResult(
             record_id=dup_id,
@@ -248,7 +248,7 @@ def _ingest_in(tx: WriteTx, p: _Prepared, options: DedupOptions, now: datetime) 
     )
     known = {c.record_id: c.fingerprint for c in candidates}
     known[r.id] = p.fingerprint
-    tx.refresh_development(dev_id, updated=p.time, known=known)
+    tx.refresh_development(dev_id, updated=now, known=known)
     tx.bump_feed_version()
     return IngestResult(
         record_id=r.id,

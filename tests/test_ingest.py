@@ -205,7 +205,7 @@ def test_near_duplicate_joins_and_updates_the_development(store: Store) -> None:
     assert dev is not None
     assert dev.record_ids == (first.id, rewrite.id)
     assert dev.first_seen == NOW  # published as new once
-    assert dev.updated == NOW + timedelta(hours=3)  # moved on by the new report
+    assert dev.updated == NOW + timedelta(hours=4)  # moved on when the report came in
     assert store.feed_version() != v
 
 

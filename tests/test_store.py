@@ -248,9 +248,12 @@ def test_developments_listing_topics_and_sources(store: Store) -> None:
     store.sync_sources([source("wire")])
     a = make_record("Orla hits Port Avery", STORM, url="https://a/1", source_id="wire")
     b = make_record("Marisund votes", VOTE, url="https://a/2", published=NOW - timedelta(days=1))
-    ra, rb = put(store, a), put(store, b)
+    rb = put(store, b, NOW - timedelta(hours=2))  # published a day ago, found 2 hours ago
+    ra = put(store, a)
     devs = store.list_developments()
-    assert [d.record_ids for d in devs] == [(a.id,), (b.id,)]  # newest first
+    assert [d.record_ids for d in devs] == [(a.id,), (b.id,)]  # last changed first
+    assert devs[1].first_seen == NOW - timedelta(days=1)
+    assert devs[1].updated == NOW - timedelta(hours=2)
     storm = devs[0]
     assert storm.topics == ("storms",)
     assert "hurricane*" in storm.terms
@@ -314,7 +317,7 @@ def test_split_and_merge(store: Store) -> None:
 def test_prune_removes_old_developments_whole(store: Store) -> None:
     old = make_record("Old storm", STORM, url="https://a/old", published=NOW - timedelta(days=400))
     new = make_record("Marisund votes", VOTE, url="https://a/new")
-    put(store, old)
+    put(store, old, NOW - timedelta(days=400))
     put(store, new)
     v = store.feed_version()
     assert store.prune(NOW - timedelta(days=365)) == 1
@@ -325,6 +328,9 @@ def test_prune_removes_old_developments_whole(store: Store) -> None:
     assert store.prune(NOW - timedelta(days=365)) == 0
     # Its index rows went with it: a re-ingest is stored again, as new.
     assert put(store, old).stored
+    # Retention counts from when a development last changed here, not from publication: an
+    # old article found today stays.
+    assert store.prune(NOW - timedelta(days=365)) == 0
 
 
 # --- migrations ------------------------------------------------------------------------------

@@ -377,7 +377,8 @@ class Store:
     def list_developments(
         self, topic: str | None = None, limit: int = 50, since: datetime | None = None
     ) -> list[Development]:
-        """Developments newest (last updated) first, with members and sources filled in.
+        """Developments last changed most recently first (then newest first_seen), with
+        members and sources filled in.
 
         ``topic`` keeps those matching that topic; ``since`` those updated at or after it.
         Developments merged into another are left out (their records belong to the other).
@@ -393,7 +394,7 @@ class Store:
             )
         if since is not None:
             query = query.where(d.c.updated >= since)
-        query = query.order_by(d.c.updated.desc(), d.c.id.desc())
+        query = query.order_by(d.c.updated.desc(), d.c.first_seen.desc(), d.c.id.desc())
         if limit is not None and limit > 0:
             query = query.limit(limit)
         with self._read() as conn:
