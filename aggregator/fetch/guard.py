@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -31,6 +32,9 @@ _ALWAYS_REFUSED = (
     ipaddress.ip_network("0.0.0.0/8"),
     ipaddress.ip_network("64:ff9b:1::/48"),  # local-use NAT64
 )
+
+
+_HOST_CHARS = re.compile(r"^[A-Za-z0-9._\-:\[\]%]+$")
 
 
 class BlockedAddressError(Exception):
@@ -109,6 +113,10 @@ def check_url(url: httpx.URL, allowed: Sequence[IPNetwork] = ()) -> None:
         raise BlockedAddressError(f"scheme {url.scheme!r} is not fetched: {url}")
     if not url.host:
         raise BlockedAddressError(f"no host in URL: {url}")
+    if not _HOST_CHARS.match(url.raw_host.decode("ascii", "replace")):  # IDNs are punycode here
+        raise BlockedAddressError(f"malformed host {url.host!r} in URL: {url}")
+    if url.port is not None and not 0 < url.port < 65536:
+        raise BlockedAddressError(f"port {url.port} out of range in URL: {url}")
     ip = numeric_host(url.host)
     if ip is not None:
         reason = refusal_reason(ip, allowed)
