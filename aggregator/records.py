@@ -343,7 +343,7 @@ def is_headline_like(text: str) -> bool:
         return False
     if len(line.split()) > _MAX_HEADLINE_WORDS:
         return False
-    if line[-1] in ".:;,":
+    if line[-1] in ".:;,…":  # a truncated summary ends with "…"
         return False
     return _first_sentence_end(line) is None
 

@@ -346,3 +346,9 @@ def test_short_or_attached_heading_runs_stay_in_the_body() -> None:
     for text in (seed("000"), seed("001"), seed("002"), seed("003")):
         doc = parse(text)
         assert link_list_start(doc) == len(doc.blocks)
+
+
+def test_truncated_summary_is_a_lead_not_a_title() -> None:
+    doc = parse("Lithuania Extends Checkpoint Closures\nLithuania has closed two checkpoints on…\n")
+    assert title_of(doc) == "Lithuania Extends Checkpoint Closures"
+    assert lead_of(doc) == "Lithuania has closed two checkpoints on…"
