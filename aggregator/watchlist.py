@@ -552,6 +552,14 @@ def _check_terms(report: _Report, base: Path_, rules: RulesModel) -> None:
             if term in seen:
                 report.add((*base, key, i), f"term {term!r} is listed twice in {key}")
             seen.add(term)
+    excluded = set(rules.none)
+    for key in ("any", "all"):
+        for i, term in enumerate(getattr(rules, key)):
+            if term in excluded:
+                report.add(
+                    (*base, key, i),
+                    f"term {term!r} is in both {key} and none: a record it matches is excluded",
+                )
     if not rules.any and not rules.all:
         report.add(base, "a topic's rules need at least one term in 'any' or 'all'")
     if not rules.fields:

@@ -569,3 +569,9 @@ def test_property_random_edits_never_crash(edits: list[tuple[int, int, str]]) ->
             assert problem.file == "w.yaml" and 1 <= problem.line <= last, problem
     else:
         assert watchlist.topics
+
+
+def test_term_in_both_any_and_none(tmp_path: Path) -> None:
+    text = MINIMAL.replace("      any: [word]", "      any: [word, other]\n      none: [other]")
+    problem = only(problems(text, tmp_path))
+    assert problem.line == 6 and "in both any and none" in problem.message
