@@ -301,3 +301,37 @@ def test_concurrent_rewrites_make_one_development(store: Store, db_url: str) -> 
     assert len({r.development_id for r in results}) == 1
     assert sorted(r.reason for r in results).count(DedupReason.NEW) == 1
     assert len(store.list_developments()) == 1
+
+
+def _ingest_in_process(db_url: str, rec: Record, start_at: float) -> tuple[bool, str | None]:
+    """Run in a child process: wait for the common start instant, ingest, report."""
+    import time as time_mod
+
+    s = open_store(db_url, migrate=False)
+    try:
+        time_mod.sleep(max(0.0, start_at - time_mod.time()))
+        res = put(s, rec)
+        return res.stored, res.development_id
+    finally:
+        s.close()
+
+
+@pytest.mark.slow
+def test_two_processes_ingesting_one_story(store: Store, db_url: str) -> None:
+    """Two replicas (processes, each with its own engine and pool) get copies of one story at
+    the same instant: one record, one development."""
+    import multiprocessing
+    import time as time_mod
+
+    copies = [
+        record("Orla", BODY + " Final.", "https://one.example/orla"),
+        record("Orla", BODY + " Final.", "https://two.example/orla"),
+    ]
+    start_at = time_mod.time() + 1.5
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        results = pool.starmap(_ingest_in_process, [(db_url, c, start_at) for c in copies])
+    assert sorted(stored for stored, _ in results) == [False, True]
+    assert len({dev for _, dev in results}) == 1
+    assert store.count_records() == 1
+    assert len(store.list_developments()) == 1
