@@ -12,7 +12,14 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from aggregator import __version__
-from aggregator.cli import config_cmds, fetch_cmds, publish_cmds, service_cmds, store_cmds
+from aggregator.cli import (
+    config_cmds,
+    extract_cmds,
+    fetch_cmds,
+    publish_cmds,
+    service_cmds,
+    store_cmds,
+)
 from aggregator.errors import AggregatorError
 from aggregator.settings import Settings, load_settings
 
@@ -25,6 +32,7 @@ COMMAND_MODULES: tuple[_CommandModule, ...] = (
     config_cmds,
     store_cmds,
     fetch_cmds,
+    extract_cmds,
     publish_cmds,
     service_cmds,
 )
