@@ -320,3 +320,8 @@ def test_heading_of_a_dropped_block_goes_with_it() -> None:
     )
     art = extract_article(_page(body))
     assert [b.text for b in art.blocks] == [PARAS[1], "What happens next", PARAS[2]]
+
+
+def test_page_with_nothing_at_all_is_an_extraction_error() -> None:
+    with pytest.raises(ExtractionError, match="no article found"):
+        extract_article("<html><body><nav><a href='/'>Home</a></nav></body></html>")

@@ -462,6 +462,8 @@ def _assemble(title: str, segs: list[Segment], meta: PageMeta, url: str | None) 
         lead = blocks.pop(lead_at).text
     if not title:
         title = first_sentence(lead) if lead else (meta.description or "")
+    if not normalize_space(title) and not lead and not blocks:
+        raise ExtractionError("no article found: the page has neither a title nor text")
     body: tuple[Block, ...] = tuple(blocks)
     text = compose(title, lead, body)
     return Article(
