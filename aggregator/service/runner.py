@@ -509,30 +509,29 @@ class Service:
                 self._check_drained()
 
     def _record_report(self, source: Source, report: Any, seconds: float) -> None:
+        """Metrics and one log line per fetch (``pipeline.SourceReport``; the fake fetches of
+        the tests may return a plain dict with the same names)."""
         failure = _field(report, "failure_class")
-        status = _field(report, "status")
-        result = str(failure) if failure else ("not-modified" if status == 304 else "ok")
-        new = int(_field(report, "new_records", "records_new", "stored") or 0)
-        dups = int(_field(report, "duplicates", "records_duplicate") or 0)
-        devs = int(_field(report, "new_developments", "developments_new") or 0)
+        status = str(_field(report, "status") or "ok")
+        result = str(failure) if failure else ("not-modified" if status == "not-modified" else "ok")
+        new = int(_field(report, "new_records") or 0)
+        dups = int(_field(report, "duplicates") or 0)
         self.metrics.fetches.labels(result).inc()
         if new:
             self.metrics.records.labels("new").inc(new)
         if dups:
             self.metrics.records.labels("duplicate").inc(dups)
-        if devs:
-            self.metrics.developments.inc(devs)
         extra = {
             "failure_class": str(failure) if failure else None,
             "status": status,
+            "http_status": _field(report, "http_status"),
+            "entries": _field(report, "entries"),
             "new_records": new,
             "duplicates": dups,
-            "new_developments": devs,
             "seconds": round(seconds, 3),
         }
         if failure:
-            error = _field(report, "error", "last_error", "message")
-            log.warning("fetch failed: %s", error or failure, extra=extra)
+            log.warning("fetch failed: %s", _field(report, "error") or failure, extra=extra)
         else:
             log.info("fetched: %d new records", new, extra=extra)
 
@@ -633,10 +632,7 @@ class Service:
         return failing
 
     def _store_counts(self) -> tuple[int, int]:
-        records = int(self.store.count_records())
-        counter = getattr(self.store, "count_developments", None)
-        developments = int(counter()) if counter is not None else -1
-        return records, developments
+        return int(self.store.count_records()), int(self.store.count_developments())
 
     def _import_seeds_if_empty(self, watchlist: Any) -> None:
         seeds = self.options.seeds_dir

@@ -51,9 +51,6 @@ class ServiceMetrics:
             ["outcome"],
             registry=r,
         )
-        self.developments = Counter(
-            "aggregator_developments_created", "New developments started", registry=r
-        )
         self.fetch_duration = Histogram(
             "aggregator_fetch_duration_seconds",
             "Time to fetch and ingest one source",
