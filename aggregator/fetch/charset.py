@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections import Counter
 from collections.abc import Mapping
 
 _BOMS = (
@@ -104,25 +105,46 @@ def _is_cyrillic(ch: str) -> bool:
     return "\u0400" <= ch <= "\u04ff"
 
 
+# Accented Latin letters of the languages whose text we expect. Text decoded with the right
+# table uses the letters of one language; a wrong table scatters letters from several.
+_ALPHABETS = tuple(
+    frozenset(letters + letters.upper())
+    for letters in (
+        "ąčęėįšųūž",  # Lithuanian
+        "āčēģīķļņšūž",  # Latvian
+        "äöüõšž",  # Estonian
+        "ąćęłńóśźż",  # Polish
+        "áčďéěíňóřšťúůýž",  # Czech, Slovak
+        "äöüß",  # German
+        "àâæçéèêëîïôœùûüÿ",  # French
+        "áéíóúñüàèìòùç",  # Spanish, Catalan, Italian, Portuguese
+        "ãõâêôáéíóúàç",  # Portuguese
+        "åäöæøéü",  # Scandinavian
+    )
+)
+
+
 def mojibake_score(text: str) -> int:
     """How strongly ``text`` looks like bytes decoded with the wrong table (0 = clean)."""
     score = 0
+    accented: Counter[str] = Counter()
     for ch in text:
         code = ord(ch)
-        if 0x80 <= code <= 0x9F:
+        if code < 0x80:
+            continue
+        if code <= 0x9F:
             score += 5  # C1 controls: never in real text
-        elif ch in "\ufffd\u00ad":
+        elif ch == "\ufffd":
             score += 1
+        elif ch.isalpha() and not _is_cyrillic(ch):
+            accented[ch] += 1
+    if accented:
+        score += min(
+            sum(n for ch, n in accented.items() if ch not in alphabet) for alphabet in _ALPHABETS
+        )
     for word in _WORD.findall(text):
-        cyr = sum(1 for c in word if _is_cyrillic(c))
-        latin = sum(1 for c in word if c.isascii())
-        other = len(word) - cyr - latin
-        if cyr and (latin or other):
-            score += 3  # mixed scripts inside a word
-        elif not cyr and other * 2 > len(word):
-            score += 2  # a "Latin" word made mostly of accented letters
-        elif not cyr and other and any(c in "ðþÐÞ¹²³ºª" for c in word):
-            score += 1  # letters that mostly appear through mis-decoded 8-bit text
+        if any(_is_cyrillic(c) for c in word) and not all(_is_cyrillic(c) for c in word):
+            score += 3  # Latin and Cyrillic inside one word
     return score
 
 
