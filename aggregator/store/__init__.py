@@ -2,19 +2,16 @@
 
 ``open_store(url)`` connects to SQLite (the embedded default) or PostgreSQL and migrates the
 schema to head; every ``Store`` method returns ``aggregator.model`` types, never ORM rows.
+
+Modules: ``engine`` (engine setup per database), ``schema`` (tables), ``migrate`` (alembic),
+``core`` (``Store``), ``tx`` (``WriteTx``, one write transaction), ``queries`` (queries both
+share, row conversions), ``common`` (errors, keys, ids), ``transfer`` (import/export files).
 """
 
-from aggregator.store.core import (
-    Store,
-    StoreConflict,
-    StoredCandidate,
-    WriteTx,
-    development_id_for,
-    open_store,
-    record_time,
-    upgrade_database,
-)
+from aggregator.store.common import StoreConflict, development_id_for, record_time
+from aggregator.store.core import Store, open_store, upgrade_database
 from aggregator.store.migrate import UpgradeResult, upgrade
+from aggregator.store.tx import StoredCandidate, WriteTx
 
 __all__ = [
     "Store",

@@ -1,0 +1,359 @@
+"""Queries shared by ``Store`` (reads, admin actions) and ``WriteTx`` (ingest), and the
+conversions of rows to model types."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from aggregator import dedup, records
+from aggregator.errors import RecordFormatError, StoreError
+from aggregator.model import (
+    DedupReason,
+    Development,
+    FailureClass,
+    FetchState,
+    Membership,
+    Record,
+    SourceRef,
+    TopicMatch,
+)
+from aggregator.store import schema as t
+from aggregator.store.common import chunks
+
+# The latest members considered when choosing a development's title: the choice is quadratic
+# in this, and the latest coverage is what a reader should see.
+MAX_REPRESENTATIVE_MEMBERS = 30
+SUMMARY_MAX_CHARS = 1000
+
+
+# --------------------------------------------------------------------------------------------
+# rows to model types
+# --------------------------------------------------------------------------------------------
+
+RECORD_COLUMNS = (
+    t.records.c.id,
+    t.records.c.text,
+    t.records.c.title,
+    t.records.c.content_hash,
+    t.records.c.url,
+    t.records.c.canonical_url,
+    t.records.c.guid,
+    t.records.c.source_id,
+    t.records.c.published,
+    t.records.c.fetched,
+    t.records.c.language,
+    t.records.c.author,
+)
+
+
+def record_of(row: Any) -> Record:
+    return Record(
+        id=row.id,
+        text=row.text,
+        title=row.title,
+        content_hash=row.content_hash,
+        url=row.url,
+        canonical_url=row.canonical_url,
+        guid=row.guid,
+        source_id=row.source_id,
+        published=row.published,
+        fetched=row.fetched,
+        language=row.language,
+        author=row.author,
+    )
+
+
+def fetch_state_of(row: Any) -> FetchState:
+    failure_class = None
+    if row.failure_class:
+        try:
+            failure_class = FailureClass(row.failure_class)
+        except ValueError:
+            failure_class = FailureClass.INTERNAL
+    return FetchState(
+        source_id=row.source_id,
+        etag=row.etag,
+        last_modified=row.last_modified,
+        next_fetch=row.next_fetch,
+        last_attempt=row.last_attempt,
+        last_success=row.last_success,
+        consecutive_failures=row.consecutive_failures,
+        failure_class=failure_class,
+        last_error=row.last_error,
+        failure_counts={str(k): int(v) for k, v in (row.failure_counts or {}).items()},
+        fetch_count=row.fetch_count,
+    )
+
+
+def membership_of(row: Any) -> Membership:
+    try:
+        reason = DedupReason(row.reason)
+    except ValueError:
+        reason = DedupReason.MANUAL
+    return Membership(
+        record_id=row.record_id,
+        development_id=row.development_id,
+        reason=reason,
+        score=float(row.score),
+        matched_record_id=row.matched_record_id,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# queries shared by Store and WriteTx
+# --------------------------------------------------------------------------------------------
+
+
+def find_duplicate_row(conn: sa.Connection, record: Record) -> tuple[str, DedupReason] | None:
+    r = t.records
+    conditions: list[sa.ColumnElement[bool]] = [
+        r.c.id == record.id,
+        r.c.content_hash == record.content_hash,
+    ]
+    if record.canonical_url:
+        conditions.append(r.c.canonical_url == record.canonical_url)
+    if record.guid and record.source_id:
+        conditions.append(sa.and_(r.c.source_id == record.source_id, r.c.guid == record.guid))
+    rows = conn.execute(
+        sa.select(r.c.id, r.c.canonical_url, r.c.source_id, r.c.guid, r.c.content_hash)
+        .where(sa.or_(*conditions))
+        .order_by(r.c.seq)
+        .limit(10)
+    ).all()
+    if not rows and record.guid and record.source_id:
+        a = t.record_aliases
+        alias_of = conn.execute(
+            sa.select(a.c.record_id)
+            .where(a.c.source_id == record.source_id, a.c.guid == record.guid)
+            .limit(1)
+        ).scalar_one_or_none()
+        if alias_of is not None:
+            return alias_of, DedupReason.SAME_GUID
+    if not rows:
+        return None
+    for row in rows:  # the most specific reason wins
+        if row.id == record.id or (
+            record.canonical_url and row.canonical_url == record.canonical_url
+        ):
+            reason = DedupReason.SAME_URL if record.canonical_url else DedupReason.SAME_CONTENT
+            return row.id, reason
+    for row in rows:
+        if record.guid and row.source_id == record.source_id and row.guid == record.guid:
+            return row.id, DedupReason.SAME_GUID
+    return rows[0].id, DedupReason.SAME_CONTENT
+
+
+def resolve_development(conn: sa.Connection, dev_id: str) -> str | None:
+    """Follow ``merged_into`` links to the development that holds the records now."""
+    d = t.developments
+    current = dev_id
+    for _ in range(20):
+        row = conn.execute(sa.select(d.c.id, d.c.merged_into).where(d.c.id == current)).first()
+        if row is None:
+            return None
+        if row.merged_into is None:
+            return str(row.id)
+        current = row.merged_into
+    raise StoreError(f"development {dev_id}: merge chain too long or circular")
+
+
+def record_topic_matches(
+    conn: sa.Connection, record_ids: Sequence[str]
+) -> dict[str, tuple[TopicMatch, ...]]:
+    out: dict[str, list[TopicMatch]] = {}
+    tm = t.topic_matches
+    for chunk in chunks(list(record_ids)):
+        query = sa.select(tm).where(tm.c.record_id.in_(chunk)).order_by(tm.c.topic_id)
+        for row in conn.execute(query):
+            out.setdefault(row.record_id, []).append(
+                TopicMatch(topic_id=row.topic_id, record_id=row.record_id, terms=tuple(row.terms))
+            )
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def developments_of(conn: sa.Connection, rows: Sequence[Any]) -> list[Development]:
+    """Model developments for ``rows`` of the developments table, in the same order."""
+    if not rows:
+        return []
+    ids = [row.id for row in rows]
+    m, r, s = t.memberships, t.records, t.sources
+    members: dict[str, list[Any]] = {i: [] for i in ids}
+    for chunk in chunks(ids):
+        query = (
+            sa.select(
+                m.c.development_id,
+                r.c.id,
+                r.c.source_id,
+                r.c.url,
+                r.c.title,
+                r.c.published,
+                s.c.title.label("source_title"),
+            )
+            .join(r, r.c.id == m.c.record_id)
+            .outerjoin(s, s.c.id == r.c.source_id)
+            .where(m.c.development_id.in_(chunk))
+            .order_by(r.c.time, r.c.seq)
+        )
+        for row in conn.execute(query):
+            members[row.development_id].append(row)
+    aliases: dict[str, list[Any]] = {i: [] for i in ids}
+    a = t.record_aliases
+    for chunk in chunks(ids):
+        query = (
+            sa.select(
+                m.c.development_id,
+                a.c.record_id,
+                a.c.source_id,
+                a.c.url,
+                a.c.published,
+                r.c.title,
+                s.c.title.label("source_title"),
+            )
+            .join(m, m.c.record_id == a.c.record_id)
+            .join(r, r.c.id == a.c.record_id)
+            .outerjoin(s, s.c.id == a.c.source_id)
+            .where(m.c.development_id.in_(chunk))
+            .order_by(a.c.seen, a.c.id)
+        )
+        for row in conn.execute(query):
+            aliases[row.development_id].append(row)
+    topics: dict[str, list[str]] = {i: [] for i in ids}
+    dt = t.development_topics
+    for chunk in chunks(ids):
+        query = sa.select(dt).where(dt.c.development_id.in_(chunk)).order_by(dt.c.topic_id)
+        for row in conn.execute(query):
+            topics[row.development_id].append(row.topic_id)
+    all_records = [row.id for rows_ in members.values() for row in rows_]
+    matches = record_topic_matches(conn, all_records)
+    out = []
+    for row in rows:
+        mem = members[row.id]
+        terms: dict[str, None] = {}
+        for rec in mem:
+            for match in matches.get(rec.id, ()):
+                terms.update(dict.fromkeys(match.terms))
+        out.append(
+            Development(
+                id=row.id,
+                title=row.title,
+                summary=row.summary,
+                topics=tuple(topics[row.id]),
+                first_seen=row.first_seen,
+                updated=row.updated,
+                record_ids=tuple(rec.id for rec in mem),
+                sources=tuple(
+                    SourceRef(
+                        record_id=rec.id,
+                        source_id=rec.source_id,
+                        source_title=rec.source_title or rec.source_id or "",
+                        url=rec.url,
+                        title=rec.title,
+                        published=rec.published,
+                    )
+                    for rec in mem
+                )
+                + tuple(
+                    SourceRef(
+                        record_id=alias.record_id,
+                        source_id=alias.source_id,
+                        source_title=alias.source_title or alias.source_id or "",
+                        url=alias.url,
+                        title=alias.title,
+                        published=alias.published,
+                    )
+                    for alias in aliases[row.id]
+                ),
+                terms=tuple(terms),
+            )
+        )
+    return out
+
+
+def refresh_development(
+    conn: sa.Connection,
+    dev_id: str,
+    updated: datetime,
+    known: Mapping[str, dedup.Fingerprint] | None = None,
+) -> None:
+    """Choose the development's representative among its latest members (``known``: parsed
+    fingerprints the caller holds already), take its title and summary, move ``updated``
+    forward and recompute the topics. A development left without members is deleted."""
+    d, m, r, f = t.developments, t.memberships, t.records, t.fingerprints
+    rows = conn.execute(
+        sa.select(r.c.id, r.c.title, f.c.data)
+        .join(m, m.c.record_id == r.c.id)
+        .outerjoin(f, f.c.record_id == r.c.id)
+        .where(m.c.development_id == dev_id)
+        .order_by(r.c.time.desc(), r.c.seq.desc())
+        .limit(MAX_REPRESENTATIVE_MEMBERS)
+    ).all()
+    if not rows:
+        conn.execute(sa.delete(d).where(d.c.id == dev_id))
+        return
+    rows = list(reversed(rows))  # oldest first: ties go to the first report
+    chosen = rows[_representative_index(rows, known or {})]
+    current = conn.execute(
+        sa.select(d.c.representative_id, d.c.title).where(d.c.id == dev_id)
+    ).first()
+    values: dict[str, Any] = {
+        "updated": sa.case(
+            (d.c.updated < updated, sa.literal(updated, t.UTCDateTime())),
+            else_=d.c.updated,
+        )
+    }
+    if current is None or current.representative_id != chosen.id or not current.title:
+        text = conn.execute(sa.select(r.c.text).where(r.c.id == chosen.id)).scalar_one()
+        values.update(title=chosen.title, summary=_summary(text), representative_id=chosen.id)
+    conn.execute(sa.update(d).where(d.c.id == dev_id).values(**values))
+    dt, tm = t.development_topics, t.topic_matches
+    topics = conn.execute(
+        sa.select(tm.c.topic_id)
+        .distinct()
+        .join(m, m.c.record_id == tm.c.record_id)
+        .where(m.c.development_id == dev_id)
+    ).scalars()
+    wanted = set(topics)
+    have = set(
+        conn.execute(sa.select(dt.c.topic_id).where(dt.c.development_id == dev_id)).scalars()
+    )
+    if have - wanted:
+        conn.execute(
+            sa.delete(dt).where(dt.c.development_id == dev_id, dt.c.topic_id.in_(have - wanted))
+        )
+    if wanted - have:
+        conn.execute(
+            sa.insert(dt),
+            [{"development_id": dev_id, "topic_id": topic} for topic in sorted(wanted - have)],
+        )
+
+
+def _representative_index(rows: Sequence[Any], known: Mapping[str, dedup.Fingerprint]) -> int:
+    indexed: list[tuple[int, dedup.Fingerprint]] = []
+    for i, row in enumerate(rows):
+        fp = known.get(row.id)
+        if fp is None and row.data:
+            try:
+                fp = dedup.fingerprint_from_json(row.data)
+            except (ValueError, KeyError, TypeError):
+                fp = None
+        if fp is not None:
+            indexed.append((i, fp))
+    if not indexed:
+        return 0
+    return indexed[dedup.representative([fp for _, fp in indexed])][0]
+
+
+def _summary(text: str) -> str:
+    try:
+        lead = records.lead_of(records.parse(text))
+    except RecordFormatError:
+        lead = ""
+    if not lead:
+        lead = " ".join(text.split())
+    if len(lead) > SUMMARY_MAX_CHARS:
+        lead = lead[: SUMMARY_MAX_CHARS - 1].rsplit(" ", 1)[0] + "…"
+    return lead

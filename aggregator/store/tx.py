@@ -1,0 +1,421 @@
+"""``WriteTx``: the operations ``pipeline.ingest`` and the admin actions run inside one write
+transaction (see core.py for the concurrency design)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from aggregator import dedup
+from aggregator.errors import StoreError
+from aggregator.model import DedupReason, Record, TopicMatch
+from aggregator.store import schema as t
+from aggregator.store.common import chunks, development_id_for, lock_key
+from aggregator.store.engine import is_postgres
+from aggregator.store.queries import find_duplicate_row, refresh_development, resolve_development
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCandidate:
+    """A stored record found by the candidate query (its fingerprint: ``fingerprint_data``)."""
+
+    record_id: str
+    development_id: str
+    time: datetime
+    shared_keys: int
+    seq: int  # the record's insertion number: with the record id, names this stored row
+
+    def cache_key(self, instance: str) -> str:
+        """A key no other stored row shares, in this database or another (a record pruned and
+        stored again gets a new seq), for caching what is derived from the row."""
+        return f"{instance}:{self.record_id}:{self.seq}"
+
+
+# --------------------------------------------------------------------------------------------
+# one write transaction
+# --------------------------------------------------------------------------------------------
+
+
+class WriteTx:
+    """The operations ``pipeline.ingest`` runs inside one write transaction."""
+
+    def __init__(self, conn: sa.Connection, instance: str = "") -> None:
+        self.conn = conn
+        self.instance = instance  # Store.instance
+
+    @property
+    def is_postgres(self) -> bool:
+        return is_postgres(self.conn)
+
+    def lock(self, keys: Iterable[str]) -> None:
+        """Serialize with every other transaction touching any of ``keys`` (PostgreSQL
+        advisory locks, released at commit; SQLite already serializes writers)."""
+        if not self.is_postgres:
+            return
+        ordered = sorted({lock_key(k) for k in keys})
+        if ordered:
+            # One round trip; a function scan of unnest() yields the array in order, so the
+            # locks are taken in sorted order.
+            self.conn.execute(
+                sa.text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(:keys) AS k"),
+                {"keys": ordered},
+            )
+
+    def duplicate_of(self, record: Record) -> tuple[str, DedupReason] | None:
+        return find_duplicate_row(self.conn, record)
+
+    def add_alias(self, stored_id: str, record: Record, *, seen: datetime) -> bool:
+        """Remember that ``record``, an exact duplicate of ``stored_id``, was also published by
+        its source at its URL; False when that place is known already (a refetch)."""
+        r, a = t.records, t.record_aliases
+        place = (record.source_id, record.url or record.canonical_url, record.guid)
+        stored = self.conn.execute(
+            sa.select(r.c.source_id, r.c.url, r.c.canonical_url, r.c.guid).where(
+                r.c.id == stored_id
+            )
+        ).first()
+        if stored is None:
+            return False
+        if place[1] is not None and place[1] in (stored.url, stored.canonical_url):
+            return False  # the same page, whichever feed linked to it
+        if stored.source_id == place[0] and (place[1] is None or place[2] == stored.guid):
+            return False  # the same entry of the same source
+        if place[0] is None and place[1] is None:
+            return False  # nothing to show: an anonymous re-import of the same text
+        known = self.conn.execute(
+            sa.select(a.c.source_id, a.c.url, a.c.guid).where(a.c.record_id == stored_id)
+        ).all()
+        for row in known:
+            if row.source_id == place[0] and (
+                row.url == place[1] or (place[2] and row.guid == place[2])
+            ):
+                return False
+        self.conn.execute(
+            sa.insert(a).values(
+                record_id=stored_id,
+                source_id=place[0],
+                url=place[1],
+                guid=place[2],
+                published=record.published,
+                seen=seen,
+            )
+        )
+        return True
+
+    def development_of(self, record_id: str) -> str | None:
+        return self.conn.execute(
+            sa.select(t.memberships.c.development_id).where(t.memberships.c.record_id == record_id)
+        ).scalar_one_or_none()
+
+    def topics_of(self, record_id: str) -> tuple[str, ...]:
+        return tuple(
+            self.conn.execute(
+                sa.select(t.topic_matches.c.topic_id)
+                .where(t.topic_matches.c.record_id == record_id)
+                .order_by(t.topic_matches.c.topic_id)
+            ).scalars()
+        )
+
+    def add_record(self, record: Record, *, time: datetime, ingested: datetime) -> None:
+        values: dict[str, Any] = {
+            "id": record.id,
+            "text": record.text,
+            "title": record.title,
+            "url": record.url,
+            "canonical_url": record.canonical_url,
+            "guid": record.guid,
+            "source_id": record.source_id,
+            "published": record.published,
+            "fetched": record.fetched,
+            "ingested": ingested,
+            "time": time,
+            "language": record.language,
+            "author": record.author,
+            "content_hash": record.content_hash,
+        }
+        if not self.is_postgres:
+            # SQLite ignores identity columns; writers are serialized, so max+1 is safe.
+            values["seq"] = (
+                sa.select(sa.func.coalesce(sa.func.max(t.records.c.seq), 0) + 1)
+            ).scalar_subquery()
+        self.conn.execute(sa.insert(t.records).values(**values))
+
+    def add_topic_matches(self, matches: Sequence[TopicMatch]) -> None:
+        if matches:
+            self.conn.execute(
+                sa.insert(t.topic_matches),
+                [
+                    {"record_id": m.record_id, "topic_id": m.topic_id, "terms": list(m.terms)}
+                    for m in matches
+                ],
+            )
+
+    def add_fingerprint(
+        self,
+        record_id: str,
+        data: str,
+        *,
+        bands: Sequence[str],
+        key_terms: Sequence[str],
+        time: datetime,
+    ) -> None:
+        """Store a record's fingerprint and index its LSH bands and key terms."""
+        self.conn.execute(sa.insert(t.fingerprints).values(record_id=record_id, data=data))
+        if bands:
+            self.conn.execute(
+                sa.insert(t.lsh_bands),
+                [{"band": b, "record_id": record_id, "time": time} for b in dict.fromkeys(bands)],
+            )
+        if key_terms:
+            self.conn.execute(
+                sa.insert(t.key_terms),
+                [
+                    {"term": k, "record_id": record_id, "time": time}
+                    for k in dict.fromkeys(key_terms)
+                ],
+            )
+
+    def candidates(
+        self,
+        *,
+        bands: Sequence[str],
+        key_terms: Sequence[str],
+        time: datetime,
+        window: timedelta,
+        cap: int,
+        exclude: str | None = None,
+    ) -> list[StoredCandidate]:
+        """Stored records sharing an LSH band or a key term with a record filed at ``time``,
+        within ``window`` either side: those sharing the most keys first, then the most recent,
+        at most ``cap``. An index lookup per key, never a scan."""
+        lo, hi = time - window, time + window
+        parts: list[sa.Select[Any]] = []
+        if bands:
+            b = t.lsh_bands
+            parts.append(
+                sa.select(b.c.record_id, b.c.time).where(
+                    b.c.band.in_(list(dict.fromkeys(bands))), b.c.time.between(lo, hi)
+                )
+            )
+        if key_terms:
+            k = t.key_terms
+            parts.append(
+                sa.select(k.c.record_id, k.c.time).where(
+                    k.c.term.in_(list(dict.fromkeys(key_terms))), k.c.time.between(lo, hi)
+                )
+            )
+        if not parts:
+            return []
+        hits = sa.union_all(*parts).subquery("hits")
+        ranked = (
+            sa.select(
+                hits.c.record_id,
+                sa.func.count().label("shared"),
+                sa.func.max(hits.c.time).label("time"),
+            )
+            .group_by(hits.c.record_id)
+            .subquery("ranked")
+        )
+        m, r = t.memberships, t.records
+        query = (
+            sa.select(
+                ranked.c.record_id, ranked.c.shared, m.c.development_id, ranked.c.time, r.c.seq
+            )
+            .join(m, m.c.record_id == ranked.c.record_id)
+            .join(r, r.c.id == ranked.c.record_id)
+            .order_by(ranked.c.shared.desc(), ranked.c.time.desc(), ranked.c.record_id)
+            .limit(cap)
+        )
+        if exclude is not None:
+            query = query.where(ranked.c.record_id != exclude)
+        out = []
+        for row in self.conn.execute(query):
+            when = row.time
+            if isinstance(when, str):  # SQLite returns aggregates untyped
+                when = datetime.fromisoformat(when)
+            out.append(
+                StoredCandidate(
+                    record_id=row.record_id,
+                    development_id=row.development_id,
+                    time=t.UTCDateTime().process_result_value(when, self.conn.dialect) or time,
+                    shared_keys=int(row.shared),
+                    seq=int(row.seq),
+                )
+            )
+        return out
+
+    def fingerprint_data(self, record_ids: Sequence[str]) -> dict[str, str]:
+        """The stored fingerprints (JSON) of ``record_ids``."""
+        f = t.fingerprints
+        out: dict[str, str] = {}
+        for chunk in chunks(list(record_ids)):
+            query = sa.select(f.c.record_id, f.c.data).where(f.c.record_id.in_(chunk))
+            out.update((row.record_id, row.data) for row in self.conn.execute(query))
+        return out
+
+    def create_development(self, record_id: str, *, first_seen: datetime) -> str:
+        """A new development started by ``record_id`` (title and summary filled by refresh)."""
+        for attempt in range(100):
+            dev_id = development_id_for(record_id, "" if attempt == 0 else str(attempt))
+            exists = self.conn.execute(
+                sa.select(t.developments.c.id).where(t.developments.c.id == dev_id)
+            ).first()
+            if exists is None:
+                break
+        else:  # pragma: no cover - needs 100 sha256 collisions
+            raise StoreError(f"cannot derive a free development id for record {record_id}")
+        self.conn.execute(
+            sa.insert(t.developments).values(
+                id=dev_id,
+                title="",
+                summary="",
+                first_seen=first_seen,
+                updated=first_seen,
+                representative_id=record_id,
+            )
+        )
+        return dev_id
+
+    def add_membership(
+        self,
+        record_id: str,
+        dev_id: str,
+        *,
+        reason: DedupReason,
+        score: float,
+        matched_record_id: str | None,
+        joined: datetime,
+        manual: bool = False,
+    ) -> None:
+        self.conn.execute(
+            sa.insert(t.memberships).values(
+                record_id=record_id,
+                development_id=dev_id,
+                reason=str(reason),
+                score=float(score),
+                matched_record_id=matched_record_id,
+                manual=manual,
+                joined=joined,
+            )
+        )
+
+    def refresh_development(
+        self,
+        dev_id: str,
+        *,
+        updated: datetime,
+        known: Mapping[str, dedup.Fingerprint] | None = None,
+    ) -> None:
+        """Recompute a development's title, summary, representative and topics from its members
+        and move ``updated`` forward to ``updated``; a development left empty is deleted.
+        ``known`` holds fingerprints the caller parsed already (saves parsing them again)."""
+        refresh_development(self.conn, dev_id, updated, known)
+
+    def bump_feed_version(self) -> None:
+        self.conn.execute(
+            sa.update(t.store_meta)
+            .where(t.store_meta.c.id == 1)
+            .values(feed_version=t.store_meta.c.feed_version + 1)
+        )
+
+    # --- admin decisions ----------------------------------------------------------------
+
+    def split_record(self, record_id: str, now: datetime) -> str:
+        m = t.memberships
+        old_dev = self.development_of(record_id)
+        if old_dev is None:
+            if self.conn.execute(
+                sa.select(t.records.c.id).where(t.records.c.id == record_id)
+            ).first():
+                raise StoreError(f"record {record_id} belongs to no development")
+            raise StoreError(f"no record {record_id}")
+        members = self.conn.execute(
+            sa.select(sa.func.count()).select_from(m).where(m.c.development_id == old_dev)
+        ).scalar_one()
+        if members <= 1:
+            raise StoreError(
+                f"record {record_id} is the only member of development {old_dev}: nothing to split"
+            )
+        record_at = self.conn.execute(
+            sa.select(t.records.c.time).where(t.records.c.id == record_id)
+        ).scalar_one()
+        new_dev = self._new_development_id(record_id, f"split:{now.isoformat()}")
+        self.conn.execute(
+            sa.insert(t.developments).values(
+                id=new_dev,
+                title="",
+                summary="",
+                first_seen=min(record_at, now),
+                updated=now,
+                representative_id=record_id,
+            )
+        )
+        self.conn.execute(
+            sa.update(m)
+            .where(m.c.record_id == record_id)
+            .values(
+                development_id=new_dev,
+                reason=str(DedupReason.MANUAL),
+                score=1.0,
+                matched_record_id=None,
+                manual=True,
+                joined=now,
+            )
+        )
+        refresh_development(self.conn, old_dev, now)
+        refresh_development(self.conn, new_dev, now)
+        self.bump_feed_version()
+        return new_dev
+
+    def merge_developments(self, keep_id: str, other_id: str, now: datetime) -> None:
+        d, m = t.developments, t.memberships
+        keep = resolve_development(self.conn, keep_id)
+        other = resolve_development(self.conn, other_id)
+        if keep is None:
+            raise StoreError(f"no development {keep_id}")
+        if other is None:
+            raise StoreError(f"no development {other_id}")
+        if keep == other:
+            raise StoreError(f"{keep_id} and {other_id} are the same development")
+        rows = self.conn.execute(sa.select(d).where(d.c.id.in_([keep, other]))).all()
+        by_id = {row.id: row for row in rows}
+        self.conn.execute(
+            sa.update(m)
+            .where(m.c.development_id == other)
+            .values(
+                development_id=keep,
+                reason=str(DedupReason.MANUAL),
+                score=1.0,
+                matched_record_id=by_id[keep].representative_id,
+                manual=True,
+                joined=now,
+            )
+        )
+        self.conn.execute(
+            sa.update(d)
+            .where(sa.or_(d.c.id == other, d.c.merged_into == other))
+            .values(merged_into=keep, updated=now)
+        )
+        self.conn.execute(
+            sa.delete(t.development_topics).where(t.development_topics.c.development_id == other)
+        )
+        first_seen = min(by_id[keep].first_seen, by_id[other].first_seen)
+        self.conn.execute(sa.update(d).where(d.c.id == keep).values(first_seen=first_seen))
+        refresh_development(self.conn, keep, now)
+        self.bump_feed_version()
+
+    def _new_development_id(self, record_id: str, salt: str) -> str:
+        for attempt in range(100):
+            dev_id = development_id_for(record_id, f"{salt}:{attempt}")
+            if (
+                self.conn.execute(
+                    sa.select(t.developments.c.id).where(t.developments.c.id == dev_id)
+                ).first()
+                is None
+            ):
+                return dev_id
+        raise StoreError(f"cannot derive a free development id for record {record_id}")
