@@ -163,6 +163,8 @@ def _not_a_feed(body: bytes, url: str, result: Any) -> FeedParseError:
         shown = html.unescape(title.group(1).decode("utf-8", "replace").strip()) if title else ""
         suffix = f" ({shown[:80]!r})" if shown else ""
         return NotAFeedError(f"{url}: an HTML page, not a feed{suffix}")
+    if b"<" not in head[:1024]:
+        return NotAFeedError(f"{url}: plain text, not a feed")
     if result.get("bozo"):
         problem = result.get("bozo_exception")
         return BrokenFeedError(f"{url}: not a readable feed: {problem}")
@@ -190,7 +192,9 @@ def _text(value: Any) -> str:
 
 
 def _when(entry: Any, key: str) -> datetime | None:
-    parsed = entry.get(f"{key}_parsed")
+    # dict.get: FeedParserDict's own lookup maps a missing updated_parsed to published_parsed
+    # with a DeprecationWarning; the plain dict lookup gives exactly what the feed said.
+    parsed = dict.get(entry, f"{key}_parsed")
     if not parsed:
         return None
     try:
