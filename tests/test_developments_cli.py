@@ -144,3 +144,12 @@ def test_db_upgrade_and_current(
     assert cli(db_url, "db", "upgrade") == 0
     with open_store(db_url) as store:
         assert store.count_records() == 0
+
+
+def test_db_prune(seeded: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(seeded, "db", "prune", "--days", "30") == 0
+    assert "pruned 0 records" in capsys.readouterr().out  # imported just now
+    assert cli(seeded, "db", "prune") == 0  # the default watchlist's retention
+    assert "5 records remain" in capsys.readouterr().out
+    assert cli(seeded, "db", "prune", "--days", "0") == 1
+    assert "at least 1" in capsys.readouterr().err

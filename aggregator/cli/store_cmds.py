@@ -113,6 +113,17 @@ def _register_db(subparsers: _Subparsers) -> None:
     upgrade.set_defaults(handler=run_db_upgrade)
     current = db_sub.add_parser("current", help="print the schema version of the database")
     current.set_defaults(handler=run_db_current)
+    prune = db_sub.add_parser(
+        "prune",
+        help="delete developments (and their records) not updated for DAYS days",
+        description=(
+            "Apply retention now (the service does it daily): delete every development last "
+            "updated more than DAYS days ago, with all its records. DAYS defaults to "
+            "AGGREGATOR_RETENTION_DAYS, else the watchlist's retention_days."
+        ),
+    )
+    prune.add_argument("--days", type=int, metavar="DAYS", help="retention in days (>= 1)")
+    prune.set_defaults(handler=run_db_prune)
     parser.set_defaults(handler=_db_help(parser))
 
 
@@ -224,6 +235,28 @@ def run_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
         print(f"database upgraded from {result.before or 'empty'} to {result.after}")
     else:
         print(f"database already at {result.after} (newest)")
+    return 0
+
+
+def run_db_prune(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import timedelta
+
+    from aggregator.errors import AggregatorError
+    from aggregator.store import open_store
+
+    days = args.days
+    if days is None:
+        from aggregator.service.runner import retention_days
+        from aggregator.watchlist import load_watchlist
+
+        days = retention_days(load_watchlist(settings.config_path), settings)
+    if days < 1:
+        raise AggregatorError(f"--days must be at least 1, got {days}")
+    cutoff = _now() - timedelta(days=days)
+    with open_store(settings.db_url) as store:
+        removed = store.prune(cutoff)
+        left = store.count_records()
+    print(f"pruned {removed} records not updated for {days} days; {left} records remain")
     return 0
 
 
