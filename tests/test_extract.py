@@ -325,3 +325,19 @@ def test_heading_of_a_dropped_block_goes_with_it() -> None:
 def test_page_with_nothing_at_all_is_an_extraction_error() -> None:
     with pytest.raises(ExtractionError, match="no article found"):
         extract_article("<html><body><nav><a href='/'>Home</a></nav></body></html>")
+
+
+def test_html_to_blocks_drops_feed_footers() -> None:
+    html = (
+        "<p>Lithuania closed the border on Tuesday.</p>"
+        "<p>Officials said the decision was final. Read more about it below.</p>"
+        "<p>The post <a href='https://x.example/a'>Border closed</a> appeared first on "
+        "<a href='https://x.example'>X News</a>.</p>"
+    )
+    assert [b.text for b in html_to_blocks(html)] == [
+        "Lithuania closed the border on Tuesday.",
+        "Officials said the decision was final. Read more about it below.",
+    ]
+    assert html_to_blocks("<p>Short teaser of the story […]</p><p>Continue reading →</p>") == (
+        Block(P, text="Short teaser of the story […]"),
+    )

@@ -12,6 +12,7 @@ ends a line (a new block). Everything else inline is flattened to text.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -378,23 +379,42 @@ def walk(root: LexborNode, classify: ClassifyFn | None = None) -> Walk:
     return w.out
 
 
+# What feed software appends to an entry's content: WordPress's "The post X appeared first on
+# Y.", "Continue reading X", "Read more", a bare "[…]".
+_FEED_FOOTER_RE = re.compile(
+    r"^(?:the post .+ appeared first on .+|continue reading\b.*|read more\b.*|read the full "
+    r"(?:story|article)\b.*|\[(?:…|\.\.\.)\]|(?:…|\.\.\.)? ?\[(?:read|more)[^\]]*\])$",
+    re.IGNORECASE,
+)
+
+
 def html_to_blocks(fragment: str) -> tuple[Block, ...]:
     """Feed entry content/summary HTML -> blocks: paragraphs, headings, list items, tables.
 
-    Nothing is judged boilerplate here (a feed's content is the article), but scripts, styles,
-    forms and media are dropped. Plain text without tags becomes one paragraph per line.
+    Nothing inside is judged boilerplate (a feed's content is the article), but scripts,
+    styles, forms and media are dropped, and so are the footers feed software appends ("The
+    post ... appeared first on ...", "Continue reading ..."). Plain text without tags becomes
+    one paragraph per line.
     """
     if not fragment or not fragment.strip():
         return ()
     if "<" not in fragment:
-        return tuple(
+        blocks = [
             Block(BlockKind.PARAGRAPH, text=line)
             for line in (normalize_space(x) for x in fragment.splitlines())
             if line
-        )
-    tree = LexborHTMLParser(fragment)
-    tree.strip_tags(DROP_TAGS)
-    root = tree.body
-    if root is None:
-        return ()
-    return tuple(seg.to_block() for seg in walk(root).segments)
+        ]
+    else:
+        tree = LexborHTMLParser(fragment)
+        tree.strip_tags(DROP_TAGS)
+        root = tree.body
+        if root is None:
+            return ()
+        blocks = [seg.to_block() for seg in walk(root).segments]
+    while blocks and blocks[-1].kind is not BlockKind.TABLE and _is_feed_footer(blocks[-1].text):
+        blocks.pop()
+    return tuple(blocks)
+
+
+def _is_feed_footer(text: str) -> bool:
+    return len(text) < 300 and _FEED_FOOTER_RE.match(_unbold(text)) is not None
