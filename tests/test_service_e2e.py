@@ -115,7 +115,12 @@ class Running:
 
 @contextmanager
 def service(
-    tmp: Path, db: Path, config: Path, *extra: str, lease: float = 300, **env_extra: str
+    tmp: Path,
+    db: Path,
+    config: Path,
+    *extra: str,
+    lease: float = 300,
+    env_extra: dict[str, str] | None = None,
 ) -> Iterator[Running]:
     port = free_port()
     log = tmp / f"service-{port}.log"
@@ -125,7 +130,7 @@ def service(
         "AGGREGATOR_RELOAD_INTERVAL": "0.2",
         "AGGREGATOR_LEASE_SECONDS": str(lease),
         "AGGREGATOR_SHUTDOWN_TIMEOUT": "5",
-        **env_extra,
+        **(env_extra or {}),
     }
     with open(log, "w", encoding="utf-8") as out:
         proc = subprocess.Popen(
@@ -229,7 +234,7 @@ def test_kill_9_and_restart_publishes_nothing_twice(tmp_path: Path) -> None:
 
     # Reference: one run that is never interrupted.
     ref_db = tmp_path / "ref.db"
-    with service(tmp_path, ref_db, config, **SERIAL) as ref:
+    with service(tmp_path, ref_db, config, env_extra=SERIAL) as ref:
         ref.wait(cycle_done(ref, 3), what="the reference cycle")
         expected = _entry_ids(ref)
         ref.proc.send_signal(signal.SIGTERM)
@@ -240,13 +245,13 @@ def test_kill_9_and_restart_publishes_nothing_twice(tmp_path: Path) -> None:
 
     db = tmp_path / "crash.db"
     # Killed as soon as the first source is done, with the next one in flight.
-    with service(tmp_path, db, config, lease=1, **SERIAL) as victim:
+    with service(tmp_path, db, config, lease=1, env_extra=SERIAL) as victim:
         victim.wait(lambda: "fetched:" in victim.logs(), what="the first fetch")
         victim.proc.send_signal(signal.SIGKILL)
         victim.proc.wait(10)
     assert _count(db, "records") < expected_records
     time.sleep(1.2)  # the dead replica's leases expire
-    with service(tmp_path, db, config, lease=1, **SERIAL) as again:
+    with service(tmp_path, db, config, lease=1, env_extra=SERIAL) as again:
         again.wait(cycle_done(again, 3), what="the cycle after the crash")
         again.wait(
             lambda: sorted(_entry_ids(again)) == sorted(expected),
@@ -264,7 +269,7 @@ def test_kill_9_and_restart_publishes_nothing_twice(tmp_path: Path) -> None:
             "UPDATE fetch_state SET next_fetch = NULL, lease_owner = NULL, lease_expires = NULL,"
             " etag = NULL, last_modified = NULL"
         )
-    with service(tmp_path, db, config, **SERIAL) as last:
+    with service(tmp_path, db, config, env_extra=SERIAL) as last:
         last.wait(cycle_done(last, 3), what="the re-fetch cycle")
         final = _entry_ids(last)
         assert last.logs().count('"fetched: 0 new records"') == 3
