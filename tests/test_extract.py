@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -340,4 +341,22 @@ def test_html_to_blocks_drops_feed_footers() -> None:
     ]
     assert html_to_blocks("<p>Short teaser of the story […]</p><p>Continue reading →</p>") == (
         Block(P, text="Short teaser of the story […]"),
+    )
+
+
+def test_json_ld_article_body_stands_in_for_a_script_rendered_page() -> None:
+    body_text = "\n".join(PARAS * 2)
+    ld = json.dumps({"@type": "NewsArticle", "headline": "Headline here", "articleBody": body_text})
+    head = f'<script type="application/ld+json">{ld}</script>'
+    app = _page("<h1>Headline here</h1><div id='app'>Loading…</div>", head)
+    art = extract_article(app)
+    assert art.lead == PARAS[0]
+    assert [b.text for b in art.blocks] == [*PARAS[1:], *PARAS]
+    # When the page has its text, a short or partial articleBody changes nothing.
+    full = _page("<h1>Headline here</h1>" + "".join(f"<p>{p}</p>" for p in PARAS * 2), head)
+    assert (
+        extract_article(full).text
+        == extract_article(
+            _page("<h1>Headline here</h1>" + "".join(f"<p>{p}</p>" for p in PARAS * 2))
+        ).text
     )

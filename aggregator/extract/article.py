@@ -25,7 +25,7 @@ import re
 from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
 
 from aggregator.errors import ExtractionError
-from aggregator.extract.blocks import Segment, Walk, normalize_space, walk
+from aggregator.extract.blocks import Segment, Walk, html_to_blocks, normalize_space, walk
 from aggregator.extract.metadata import PageMeta, clean_title, read_metadata
 from aggregator.model import Article, Block, BlockKind
 from aggregator.records import compose, first_sentence
@@ -430,7 +430,29 @@ def extract_article(
         segs = finish_segments(segs, title)
     else:
         segs = select_segments(walk(body, _classify), title)
-    return _assemble(title, segs, meta, url)
+    blocks = _json_ld_fallback([s.to_block() for s in segs], meta)
+    return _assemble(title, blocks, meta, url)
+
+
+# JSON-LD articleBody is often cut short (500 characters is common) or a summary, so it only
+# stands in for the page when the page itself gives much less: a page rendered by JavaScript.
+_LD_MIN_CHARS = 500
+_LD_SHARE = 0.3
+
+
+def _json_ld_fallback(blocks: list[Block], meta: PageMeta) -> list[Block]:
+    ld_body = meta.article_body
+    if not ld_body or len(ld_body) < _LD_MIN_CHARS:
+        return blocks
+    have = sum(_block_chars(b) for b in blocks)
+    if have >= _LD_SHARE * len(ld_body):
+        return blocks
+    ld_blocks = list(html_to_blocks(ld_body))
+    return ld_blocks if sum(_block_chars(b) for b in ld_blocks) > have else blocks
+
+
+def _block_chars(block: Block) -> int:
+    return len(block.text) + sum(len(cell) for row in block.rows for cell in row)
 
 
 def _selected_roots(tree: LexborHTMLParser, selector: str) -> list[LexborNode]:
@@ -452,8 +474,7 @@ def _selected_roots(tree: LexborHTMLParser, selector: str) -> list[LexborNode]:
     return outermost
 
 
-def _assemble(title: str, segs: list[Segment], meta: PageMeta, url: str | None) -> Article:
-    blocks = [s.to_block() for s in segs]
+def _assemble(title: str, blocks: list[Block], meta: PageMeta, url: str | None) -> Article:
     lead = ""
     lead_at = next(
         (i for i, b in enumerate(blocks) if b.kind is BlockKind.PARAGRAPH and b.text), None
