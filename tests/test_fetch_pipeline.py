@@ -1,0 +1,207 @@
+"""The fetch cycle end to end: hostile and healthy sources in one cycle, on SQLite and
+PostgreSQL; states say why; other sources are unaffected; nothing stored is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from aggregator.cli import main as cli_main
+from aggregator.fetch import Fetcher
+from aggregator.model import FailureClass
+from aggregator.pipeline import SourceReport, fetch_source, run_cycle
+from aggregator.store import Store, open_store
+from aggregator.watchlist import Watchlist, load_watchlist_text
+from tests.hostile_server import HostileServer
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+JSON_TYPE = "application/feed%2Bjson"
+MISLABELLED = "rss_mislabelled_1251.xml"
+LATIN1 = "text/xml;%20charset=iso-8859-1"
+
+HOSTILE = {
+    "slow-drip": ("/slow", FailureClass.TIMEOUT),
+    "gzip-bomb": ("/bomb", FailureClass.TOO_LARGE),
+    "endless": ("/endless", FailureClass.TOO_LARGE),
+    "redirect-loop": ("/loop/a", FailureClass.TOO_MANY_REDIRECTS),
+    "to-private": ("/to-private", FailureClass.BLOCKED_BY_POLICY),
+    "to-metadata": ("/to-metadata", FailureClass.BLOCKED_BY_POLICY),
+    "wrong-length": ("/wrong-length", FailureClass.PROTOCOL),
+    "rate-limited": ("/rate-limited", FailureClass.RATE_LIMITED),
+    "storm-500": ("/error500", FailureClass.HTTP_5XX),
+    "challenge": ("/challenge", FailureClass.NOT_A_FEED),
+    "empty": ("/empty", FailureClass.NOT_A_FEED),
+    "entities": ("/entities", FailureClass.PARSE_ERROR),
+}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[HostileServer]:
+    with HostileServer() as s:
+        yield s
+
+
+def watchlist_text(server: HostileServer) -> str:
+    def fixture(name: str, ctype: str = "application/xml") -> str:
+        return server.url(f"/fixture?name={name}&type={ctype}")
+
+    lines = [
+        "version: 1",
+        "defaults:",
+        "  schedule: {every: 10m}",
+        "fetch:",
+        "  timeout_seconds: 1",
+        "  connect_timeout_seconds: 0.5",
+        "  max_body_bytes: 262144",
+        "  retries: 1",
+        "  per_host_concurrency: 16",
+        "  min_host_interval_seconds: 0",
+        "  max_backoff_seconds: 86400",
+        '  allow_networks: ["127.0.0.1/32"]',
+        "topics:",
+        "  - id: border",
+        "    title: Border",
+        "    rules:",
+        "      any: [border*, balloon*, airport, Vilnius, Лукашенко, Літва, Vyriausybė]",
+        "sources:",
+        f'  - {{id: etag-feed, kind: feed, url: "{server.url("/feed.xml")}"}}',
+        f'  - {{id: rss, kind: feed, url: "{fixture("rss_utf8.xml")}"}}',
+        f'  - {{id: atom, kind: feed, url: "{fixture("atom.xml")}"}}',
+        f'  - {{id: json, kind: feed, url: "{fixture("jsonfeed.json", JSON_TYPE)}"}}',
+        f'  - {{id: by, kind: feed, language: be, url: "{fixture(MISLABELLED, LATIN1)}"}}',
+        f'  - {{id: lt, kind: feed, language: lt, url: "{fixture("rss_windows1257.xml")}"}}',
+    ]
+    lines += [
+        f'  - {{id: {sid}, kind: feed, url: "{server.url(path)}"}}'
+        for sid, (path, _) in HOSTILE.items()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def cycle(
+    store: Store, watchlist: Watchlist, *, now: datetime = NOW, ids: list[str] | None = None
+) -> dict[str, SourceReport]:
+    async def go() -> list[SourceReport]:
+        async with Fetcher(watchlist.fetch, retry_wait_initial=0.01, retry_wait_max=0.05) as f:
+            return await run_cycle(store, f, watchlist, source_ids=ids, now=now)
+
+    return {r.source_id: r for r in asyncio.run(go())}
+
+
+def test_one_cycle_with_hostile_and_healthy_sources(db_url: str, server: HostileServer) -> None:
+    watchlist = load_watchlist_text(watchlist_text(server))
+    with open_store(db_url) as store:
+        reports = cycle(store, watchlist)
+        assert set(reports) == {s.id for s in watchlist.sources}
+        for sid in ("etag-feed", "rss", "atom", "json", "by", "lt"):
+            assert reports[sid].status == "ok", reports[sid]
+            assert reports[sid].new_records >= 1
+        for sid, (_, expected) in HOSTILE.items():
+            report = reports[sid]
+            assert report.status == "failed" and report.failure_class == expected, report
+            state = store.get_fetch_state(sid)
+            assert state.failure_class == expected
+            assert state.consecutive_failures == 1
+            assert state.failure_counts == {str(expected): 1}
+            assert state.last_error and state.last_success is None
+            assert state.next_fetch is not None and state.next_fetch > NOW
+        assert reports["slow-drip"].elapsed < 1 * 2 + 3  # two attempts of the 1 s deadline
+        rate = store.get_fetch_state("rate-limited")
+        assert rate.next_fetch is not None and rate.next_fetch >= NOW + timedelta(seconds=3600)
+        stored = store.count_records()
+        assert stored == sum(r.new_records for r in reports.values())
+        by = [r for r in store.iter_records() if r.source_id == "by"]
+        assert any(r.title == "Лукашенко пообещал остановить метеозонды" for r in by)
+        good = store.get_fetch_state("etag-feed")
+        assert good.etag == '"v1"' and good.last_success == NOW and good.failure_class is None
+
+        # Second cycle, everything due again: healthy feeds cost nothing, failures grow.
+        later = NOW + timedelta(days=2)
+        again = cycle(store, watchlist, now=later)
+        assert again["etag-feed"].status == "not-modified" and again["etag-feed"].http_status == 304
+        for sid in ("rss", "atom", "by", "lt"):
+            assert again[sid].status == "ok" and again[sid].new_records == 0
+            assert again[sid].known == again[sid].entries
+        for sid in ("rss", "atom"):
+            assert again[sid].parsed is False  # the id pre-pass saw nothing new
+        # Relative guids ("by-1") cannot be predicted by the pre-pass: parsed, then skipped.
+        assert again["by"].parsed is True
+        assert again["json"].new_records == 0 and again["json"].known == 2
+        assert store.count_records() == stored  # nothing lost, nothing duplicated
+        storm = store.get_fetch_state("storm-500")
+        assert storm.consecutive_failures == 2 and storm.failure_counts == {"http-5xx": 2}
+        assert storm.next_fetch is not None
+        assert storm.next_fetch - later >= timedelta(minutes=20)  # 10 min doubled
+
+
+def test_success_resets_the_backoff(db_url: str, server: HostileServer) -> None:
+    watchlist = load_watchlist_text(watchlist_text(server))
+    source = watchlist.source("etag-feed")
+    assert source is not None
+    broken = source.__class__(
+        **{**{f: getattr(source, f) for f in source.__slots__}, "url": server.url("/error500")}
+    )
+
+    async def go(src: object, now: datetime) -> SourceReport:
+        async with Fetcher(watchlist.fetch, retry_wait_initial=0.01, retry_wait_max=0.05) as f:
+            from aggregator.match import TopicMatcher
+
+            return await fetch_source(
+                store, f, src, matcher=TopicMatcher(watchlist.topics), watchlist=watchlist, now=now
+            )
+
+    with open_store(db_url) as store:
+        store.sync_sources(watchlist.sources, NOW)
+        for i in range(3):
+            assert asyncio.run(go(broken, NOW + timedelta(hours=i))).status == "failed"
+        assert store.get_fetch_state("etag-feed").consecutive_failures == 3
+        ok = asyncio.run(go(source, NOW + timedelta(hours=5)))
+        assert ok.status == "ok"
+        state = store.get_fetch_state("etag-feed")
+        assert state.consecutive_failures == 0 and state.failure_class is None
+        assert state.failure_counts == {"http-5xx": 3}  # history is kept
+        assert state.next_fetch == ok.next_fetch
+        assert state.next_fetch is not None
+        # Back to the schedule, stretched by the feed's <ttl>90</ttl> (plus up to 10 % jitter).
+        delay = state.next_fetch - (NOW + timedelta(hours=5))
+        assert timedelta(minutes=90) <= delay <= timedelta(minutes=99)
+
+
+def test_explicit_sources_are_fetched_even_when_not_due(db_url: str, server: HostileServer) -> None:
+    watchlist = load_watchlist_text(watchlist_text(server))
+    with open_store(db_url) as store:
+        first = cycle(store, watchlist, ids=["rss"])
+        assert list(first) == ["rss"] and first["rss"].new_records == 3
+        assert cycle(store, watchlist, ids=["rss"])["rss"].known == 3
+        due = cycle(store, watchlist, now=NOW)  # rss is not due any more
+        assert "rss" not in due
+
+
+def test_cli_fetch_once_and_sources(
+    tmp_path: Path, server: HostileServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "watchlist.yaml"
+    config.write_text(watchlist_text(server), encoding="utf-8")
+    db = f"sqlite:///{tmp_path / 'agg.db'}"
+    args = ["--db", db, "--config", str(config)]
+    assert cli_main([*args, "fetch-once", "--source", "rss", "--source", "challenge"]) == 1
+    out = capsys.readouterr().out
+    assert "rss" in out and "new   3" in out and "[not-a-feed]" in out
+    assert cli_main([*args, "fetch-once", "--source", "rss", "--json"]) == 0
+    line = json.loads(capsys.readouterr().out.strip())
+    assert line["source"] == "rss" and line["known"] == 3 and line["status"] == "ok"
+    assert cli_main([*args, "sources", "--json"]) == 0
+    health = {row["source"]: row for row in json.loads(capsys.readouterr().out)}
+    assert health["rss"]["state"] == "ok" and health["rss"]["last_success"]
+    assert health["challenge"]["state"] == "failing"
+    assert health["challenge"]["failure_class"] == "not-a-feed"
+    assert health["atom"]["state"] == "new" and health["atom"]["due"] is True
+    assert cli_main([*args, "sources"]) == 0
+    table = capsys.readouterr().out
+    assert "not-a-feed" in table and "last error" in table
+    assert cli_main([*args, "fetch-once", "--source", "nope"]) == 2
