@@ -360,3 +360,10 @@ def test_json_ld_article_body_stands_in_for_a_script_rendered_page() -> None:
             _page("<h1>Headline here</h1>" + "".join(f"<p>{p}</p>" for p in PARAS * 2))
         ).text
     )
+
+
+def test_page_of_short_lines_still_has_its_text() -> None:
+    verse = [f"Line {i} of the poem about the river Neris" for i in range(12)]
+    body = "<h1>Headline here</h1><div class='poem'>" + "<br>".join(verse) + "</div>"
+    art = extract_article(_page(body))
+    assert [art.lead, *(b.text for b in art.blocks)] == verse

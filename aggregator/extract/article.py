@@ -139,6 +139,8 @@ _SENTENCE_END_RE = re.compile(r"[.!?…:;\"”’)»]$")
 
 # A paragraph this long and link-poor is article text; shorter ones are neutral.
 _GOOD_CHARS = 80
+_SHORT_CHARS = 20
+_SHORT_WEIGHT = 0.2
 _MAX_LINK_DENSITY = 0.5
 # How much link-heavy or doubtful text counts against a container, relative to good text. It
 # only has to keep the container from growing over page furniture: the furniture inside the
@@ -228,6 +230,9 @@ def _weight(seg: Segment) -> float:
         return 0.5 * seg.length * (1.0 - ld)
     if seg.length >= _GOOD_CHARS or (seg.length >= 40 and _SENTENCE_END_RE.search(seg.text)):
         return seg.length * (1.0 - 2.0 * ld)
+    if seg.length >= _SHORT_CHARS and ld < 0.2:
+        # Short lines count a little: a page of short lines (verse, Q&A) still has a container.
+        return _SHORT_WEIGHT * seg.length
     return 0.0
 
 
@@ -334,7 +339,14 @@ def _keep(seg: Segment) -> bool:
 
 
 def _is_good(seg: Segment) -> bool:
-    return seg.kind is not BlockKind.HEADING and _weight(seg) > 0
+    """A real paragraph (or table) of article text: where the preamble ends."""
+    if seg.kind is BlockKind.HEADING or seg.doubtful or seg.link_density > _MAX_LINK_DENSITY:
+        return False
+    if seg.kind is BlockKind.TABLE:
+        return True
+    return seg.length >= _GOOD_CHARS or (
+        seg.length >= 40 and _SENTENCE_END_RE.search(seg.text) is not None
+    )
 
 
 def _fold(text: str) -> str:
