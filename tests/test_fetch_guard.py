@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -133,9 +134,9 @@ def _policy(**overrides: object) -> FetchPolicy:
 
 
 @pytest.fixture(scope="module")
-def server() -> HostileServer:
+def server() -> Iterator[HostileServer]:
     with HostileServer() as s:
-        yield s  # type: ignore[misc]
+        yield s
 
 
 def test_fetcher_connects_through_the_guard(server: HostileServer) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 
 from aggregator.cli import main as cli_main
 from aggregator.fetch import Fetcher
-from aggregator.model import FailureClass
+from aggregator.model import FailureClass, Source
 from aggregator.pipeline import SourceReport, fetch_source, run_cycle
 from aggregator.store import Store, open_store
 from aggregator.watchlist import Watchlist, load_watchlist_text
@@ -143,11 +144,9 @@ def test_success_resets_the_backoff(db_url: str, server: HostileServer) -> None:
     watchlist = load_watchlist_text(watchlist_text(server))
     source = watchlist.source("etag-feed")
     assert source is not None
-    broken = source.__class__(
-        **{**{f: getattr(source, f) for f in source.__slots__}, "url": server.url("/error500")}
-    )
+    broken = replace(source, url=server.url("/error500"))
 
-    async def go(src: object, now: datetime) -> SourceReport:
+    async def go(src: Source, now: datetime) -> SourceReport:
         async with Fetcher(watchlist.fetch, retry_wait_initial=0.01, retry_wait_max=0.05) as f:
             from aggregator.match import TopicMatcher
 
