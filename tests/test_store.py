@@ -417,3 +417,55 @@ def test_in_memory_sqlite_store_is_one_database() -> None:
         assert seen == [1]  # another thread sees the same database
     finally:
         s.close()
+
+
+def test_very_long_urls_and_guids_are_stored_and_found(store: Store) -> None:
+    # Longer than a PostgreSQL btree entry may be: the URL and GUID indexes are hash indexes.
+    url = "https://news.example/story?" + "&".join(f"k{i}=v{i}" for i in range(700))
+    assert len(url) > 5000
+    rec = make_record("Orla", STORM, url=url, source_id="wire", guid="urn:" + "x" * 6000)
+    assert put(store, rec).stored
+    assert store.get_record(rec.id) == rec
+    assert store.find_duplicate(make_record("Other", VOTE, url=url)) == rec.id
+    assert store.known_guids("wire", [rec.guid or ""]) == {rec.guid}
+
+
+def test_upgrade_from_the_first_revision_keeps_data(db_url: str) -> None:
+    """A database made by an older version (revision 0001) with data in it upgrades in place."""
+    from alembic import command
+
+    from aggregator.store.engine import create_engine
+    from aggregator.store.migrate import alembic_config
+
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # the fixture's database is at head: reset
+                conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+                conn.exec_driver_sql("CREATE SCHEMA public")
+            cfg = alembic_config()
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0001")
+        assert current_revision(engine) == "0001"
+    finally:
+        engine.dispose()
+    old = open_store(db_url, migrate=False)
+    try:
+        rec = make_record("Orla", STORM, url="https://a/1", source_id="wire", guid="g")
+        with old.write() as tx:  # what version 0001 wrote: a record and its development
+            tx.add_record(rec, time=NOW, ingested=NOW)
+            dev = tx.create_development(rec.id, first_seen=NOW)
+            tx.add_membership(
+                rec.id, dev, reason=DedupReason.NEW, score=1.0, matched_record_id=None, joined=NOW
+            )
+    finally:
+        old.close()
+    s = open_store(db_url)
+    try:
+        assert current_revision(s.engine) == head_revision()
+        assert s.get_record(rec.id) == rec
+        assert s.known_guids("wire", ["g"]) == {"g"}
+        assert s.find_duplicate(make_record("x", VOTE, url="https://a/1")) == rec.id
+        assert [d.record_ids for d in s.list_developments()] == [(rec.id,)]
+    finally:
+        s.close()

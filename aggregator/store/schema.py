@@ -118,8 +118,10 @@ records = sa.Table(
     sa.Column("language", sa.String(35)),
     sa.Column("author", sa.Text),
     sa.Column("content_hash", sa.String(64), nullable=False),
-    sa.Index("ix_records_canonical_url", "canonical_url"),
-    sa.Index("ix_records_source_id_guid", "source_id", "guid"),
+    # Hash indexes on PostgreSQL: URLs and GUIDs can be longer than a btree entry may be
+    # (about 2.7 KB), and these are only ever compared for equality.
+    sa.Index("ix_records_canonical_url", "canonical_url", postgresql_using="hash"),
+    sa.Index("ix_records_guid", "guid", postgresql_using="hash"),
     sa.Index("ix_records_content_hash", "content_hash"),
     sa.Index("ix_records_time", "time"),
 )
@@ -179,7 +181,7 @@ record_aliases = sa.Table(
     sa.Column("published", UTCDateTime),
     sa.Column("seen", UTCDateTime, nullable=False),
     sa.Index("ix_record_aliases_record_id", "record_id"),
-    sa.Index("ix_record_aliases_source_id_guid", "source_id", "guid"),
+    sa.Index("ix_record_aliases_guid", "guid", postgresql_using="hash"),
 )
 
 developments = sa.Table(

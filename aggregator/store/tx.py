@@ -18,6 +18,15 @@ from aggregator.store.common import chunks, development_id_for, lock_key
 from aggregator.store.engine import is_postgres
 from aggregator.store.queries import find_duplicate_row, refresh_development, resolve_development
 
+MAX_KEY_CHARS = 100  # the width of lsh_bands.band; key_terms.term is wider
+
+
+def index_keys(keys: Sequence[str]) -> list[str]:
+    """Distinct band/term keys, in order, cut to the indexed column width (keys are short
+    stems and hashes; a freak long one must not fail the insert, and cutting it the same way
+    on insert and on lookup keeps it findable)."""
+    return list(dict.fromkeys(k[:MAX_KEY_CHARS] for k in keys if k))
+
 
 @dataclass(frozen=True, slots=True)
 class StoredCandidate:
@@ -168,15 +177,12 @@ class WriteTx:
         if bands:
             self.conn.execute(
                 sa.insert(t.lsh_bands),
-                [{"band": b, "record_id": record_id, "time": time} for b in dict.fromkeys(bands)],
+                [{"band": b, "record_id": record_id, "time": time} for b in index_keys(bands)],
             )
         if key_terms:
             self.conn.execute(
                 sa.insert(t.key_terms),
-                [
-                    {"term": k, "record_id": record_id, "time": time}
-                    for k in dict.fromkeys(key_terms)
-                ],
+                [{"term": k, "record_id": record_id, "time": time} for k in index_keys(key_terms)],
             )
 
     def candidates(
@@ -198,14 +204,14 @@ class WriteTx:
             b = t.lsh_bands
             parts.append(
                 sa.select(b.c.record_id, b.c.time).where(
-                    b.c.band.in_(list(dict.fromkeys(bands))), b.c.time.between(lo, hi)
+                    b.c.band.in_(index_keys(bands)), b.c.time.between(lo, hi)
                 )
             )
         if key_terms:
             k = t.key_terms
             parts.append(
                 sa.select(k.c.record_id, k.c.time).where(
-                    k.c.term.in_(list(dict.fromkeys(key_terms))), k.c.time.between(lo, hi)
+                    k.c.term.in_(index_keys(key_terms)), k.c.time.between(lo, hi)
                 )
             )
         if not parts:
