@@ -396,10 +396,9 @@ def _drop_empty_sections(segs: list[Segment]) -> list[Segment]:
 # --- title -----------------------------------------------------------------------------------
 
 
-def _choose_title(tree: LexborHTMLParser, meta: PageMeta) -> str:
+def _choose_title(meta: PageMeta) -> str:
     known = [t for t in (meta.title, meta.html_title) if t]
-    h1s = [normalize_space(h.text(deep=True) or "") for h in tree.css("h1")]
-    h1s = [h for h in h1s if h]
+    h1s = meta.h1s
     folded = [_fold(t) for t in known]
     for h1 in h1s:
         f = _fold(h1)
@@ -430,7 +429,7 @@ def extract_article(
         raise ExtractionError(f"expected HTML text, got {type(html).__name__}")
     tree = LexborHTMLParser(html)
     meta = read_metadata(tree, url)
-    title = _choose_title(tree, meta)
+    title = _choose_title(meta)
     # No strip_tags pass: the walk skips scripts, styles and furniture tags without entering
     # them, which costs less than removing them first.
     body = tree.body

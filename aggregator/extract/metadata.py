@@ -15,7 +15,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from selectolax.lexbor import LexborHTMLParser
+from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from aggregator.extract.blocks import normalize_space
 
@@ -97,15 +97,23 @@ class PageMeta:
     description: str | None = None
     article_body: str | None = None  # JSON-LD articleBody, a hint for the content scorer
     site_name: str | None = None
+    h1s: tuple[str, ...] = ()  # texts of the page's <h1> elements
+
+
+_HEAD_SELECTOR = 'meta[content], script[type="application/ld+json"], title, link[rel], h1'
 
 
 def read_metadata(tree: LexborHTMLParser, url: str | None = None) -> PageMeta:
-    meta = _meta_tags(tree)
-    ld = _json_ld_article(tree)
+    # One pass over the tree for every element the metadata comes from.
+    found: dict[str, list[LexborNode]] = {}
+    for node in tree.css(_HEAD_SELECTOR):
+        found.setdefault(node.tag or "", []).append(node)
+    meta = _meta_tags(found.get("meta", []))
+    ld = _json_ld_article(found.get("script", []))
     html_title = None
-    title_node = tree.css_first("title")
-    if title_node is not None:
-        html_title = normalize_space(title_node.text(deep=True) or "") or None
+    titles = found.get("title")
+    if titles:
+        html_title = normalize_space(titles[0].text(deep=True) or "") or None
     title = (
         _ld_str(ld.get("headline"))
         or meta.get("og:title")
@@ -118,26 +126,28 @@ def read_metadata(tree: LexborHTMLParser, url: str | None = None) -> PageMeta:
         or _first_date(meta.get(k) for k in _DATE_META)
         or _time_element_date(tree)
     )
+    h1s = (normalize_space(h.text(deep=True) or "") for h in found.get("h1", []))
     return PageMeta(
         title=normalize_space(title) if title else None,
         html_title=html_title,
         author=author,
         published=published,
-        canonical_url=_canonical(tree, meta, ld, url),
+        canonical_url=_canonical(found.get("link", []), meta, url),
         language=_language(tree, meta),
         description=meta.get("og:description") or meta.get("description"),
         article_body=_ld_str(ld.get("articleBody")),
         site_name=meta.get("og:site_name"),
+        h1s=tuple(h for h in h1s if h),
     )
 
 
 # --- <meta> tags -------------------------------------------------------------------------------
 
 
-def _meta_tags(tree: LexborHTMLParser) -> dict[str, str]:
+def _meta_tags(nodes: list[LexborNode]) -> dict[str, str]:
     """``name``/``property``/``itemprop``/``http-equiv`` -> content (first one wins)."""
     out: dict[str, str] = {}
-    for node in tree.css("meta[content]"):
+    for node in nodes:
         attrs = node.attributes
         for key in ("property", "name", "itemprop", "http-equiv"):
             name = attrs.get(key)
@@ -180,10 +190,10 @@ def _clean_byline(text: str) -> str | None:
 # --- JSON-LD -------------------------------------------------------------------------------
 
 
-def _json_ld_article(tree: LexborHTMLParser) -> dict[str, Any]:
+def _json_ld_article(scripts: list[LexborNode]) -> dict[str, Any]:
     """The first schema.org Article-like object in the page's JSON-LD, or {}."""
     best: dict[str, Any] = {}
-    for node in tree.css('script[type="application/ld+json"]'):
+    for node in scripts:
         raw = node.text(deep=True) or ""
         try:
             data = json.loads(raw)
@@ -288,11 +298,9 @@ def _time_element_date(tree: LexborHTMLParser) -> datetime | None:
 # --- URL and language --------------------------------------------------------------------
 
 
-def _canonical(
-    tree: LexborHTMLParser, meta: dict[str, str], ld: dict[str, Any], url: str | None
-) -> str | None:
+def _canonical(links: list[LexborNode], meta: dict[str, str], url: str | None) -> str | None:
     candidates: list[str | None] = []
-    for node in tree.css("link[rel]"):
+    for node in links:
         rels = (node.attributes.get("rel") or "").lower().split()
         if "canonical" in rels:
             candidates.append(node.attributes.get("href"))
