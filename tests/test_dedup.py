@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import struct
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from aggregator import dedup, records
+from aggregator import dedup, embed, records
 from aggregator.dedup import Candidate, Fingerprint
 from aggregator.model import DedupOptions, DedupReason
 
@@ -348,3 +351,92 @@ def test_seeds_form_three_developments() -> None:
         frozenset({"002"}),
         frozenset({"004"}),
     }
+
+
+# ------------------------------------------------------------------ optional semantic embedder
+
+
+def _write_safetensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    blobs = []
+    offset = 0
+    for name, arr in tensors.items():
+        raw = np.ascontiguousarray(arr, dtype=np.float32).tobytes()
+        header[name] = {
+            "dtype": "F32",
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + len(raw)],
+        }
+        blobs.append(raw)
+        offset += len(raw)
+    head = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(head)) + head + b"".join(blobs))
+
+
+def _tiny_model(path: Path, vocab: list[str]) -> None:
+    """A 1-layer, 8-wide BERT with random weights: the real loading and forward code, small."""
+    rng = np.random.default_rng(7)
+    d, ff = 8, 16
+    t: dict[str, np.ndarray] = {
+        "embeddings.word_embeddings.weight": rng.normal(size=(len(vocab), d)),
+        "embeddings.position_embeddings.weight": rng.normal(size=(32, d)),
+        "embeddings.token_type_embeddings.weight": rng.normal(size=(2, d)),
+        "embeddings.LayerNorm.weight": np.ones(d),
+        "embeddings.LayerNorm.bias": np.zeros(d),
+    }
+    p = "encoder.layer.0."
+    for name, shape in [
+        ("attention.self.query", (d, d)),
+        ("attention.self.key", (d, d)),
+        ("attention.self.value", (d, d)),
+        ("attention.output.dense", (d, d)),
+        ("intermediate.dense", (ff, d)),
+        ("output.dense", (d, ff)),
+    ]:
+        t[p + name + ".weight"] = rng.normal(size=shape) / np.sqrt(shape[1])
+        t[p + name + ".bias"] = np.zeros(shape[0])
+    for ln in ("attention.output.LayerNorm", "output.LayerNorm"):
+        t[p + ln + ".weight"] = np.ones(d)
+        t[p + ln + ".bias"] = np.zeros(d)
+    _write_safetensors(path / "model.safetensors", t)
+    (path / "config.json").write_text(
+        json.dumps({"num_hidden_layers": 1, "num_attention_heads": 2})
+    )
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+
+
+def test_wordpiece_tokenizer() -> None:
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "quake", "hits", "ace", "##h", ",", "zurich"]
+    wp = embed.WordPiece(vocab)
+    ids = wp.encode("Quake hits Aceh, Zürich!")
+    tokens = [vocab[i] for i in ids]
+    assert tokens == ["[CLS]", "quake", "hits", "ace", "##h", ",", "zurich", "[UNK]", "[SEP]"]
+    assert len(wp.encode("quake " * 1000, max_tokens=16)) == 16
+
+
+def test_minilm_forward_on_a_tiny_model(tmp_path: Path) -> None:
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "quake", "hits", "aceh", "papua", "talks"]
+    _tiny_model(tmp_path, vocab)
+    model = embed.MiniLM(tmp_path)
+    a = model.embed("quake hits aceh")
+    b = model.embed("quake hits aceh")
+    c = model.embed("talks")
+    assert a.shape == (8,) and np.linalg.norm(a) == pytest.approx(1.0, abs=1e-5)
+    assert np.allclose(a, b) and not np.allclose(a, c)
+
+
+def test_semantic_embedder_of_the_installed_model() -> None:
+    try:
+        embedder = embed.semantic_embedder()
+    except embed.SemanticUnavailable:
+        pytest.skip("the optional semantic extra is not installed")
+    vectors = np.array(
+        [
+            embedder("Lithuania refuses border talks with Belarus"),
+            embedder("Lithuanian minister rejects Lukashenko's offer of talks"),
+            embedder("A magnitude 6.1 earthquake hits Aceh, Indonesia"),
+        ]
+    )
+    assert vectors.shape == (3, 384)
+    sims = vectors @ vectors.T
+    assert sims[0, 1] > 0.5 > sims[0, 2]
