@@ -367,3 +367,16 @@ def test_page_of_short_lines_still_has_its_text() -> None:
     body = "<h1>Headline here</h1><div class='poem'>" + "<br>".join(verse) + "</div>"
     art = extract_article(_page(body))
     assert [art.lead, *(b.text for b in art.blocks)] == verse
+
+
+def test_byline_after_the_lead_is_dropped() -> None:
+    body = (
+        f"<h1>Headline here</h1><p>{PARAS[0]}</p><p>By Jane Roe and John Doe</p>"
+        + "".join(f"<p>{p}</p>" for p in PARAS[1:])
+        + "<p>By the end of the day the border was closed again, officials said.</p>"
+    )
+    art = extract_article(_page(body))
+    assert [b.text for b in art.blocks] == [
+        *PARAS[1:],
+        "By the end of the day the border was closed again, officials said.",
+    ]

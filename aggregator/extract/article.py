@@ -124,6 +124,8 @@ _BOILERPLATE_LINE_RE = re.compile(
     + ")$",
     re.IGNORECASE,
 )
+# A byline line wherever it stands: "By Jane Roe", "By: TA | AP Insight", "Von Anna Muster".
+_BYLINE_RE = re.compile(r"^(?:By|BY|Von|VON|Par|Por|Door|Autor|Author|Text):?\s+\S[^.!?]*$")
 # A picture's caption outside <figcaption>: "... (Image: GETTY)".
 _CAPTION_END_RE = re.compile(
     r"\((?:image|photo|picture|pic|foto|credit|source|video)s?:[^()]{1,80}\)$", re.IGNORECASE
@@ -326,6 +328,8 @@ def _is_boilerplate_line(seg: Segment) -> bool:
     if text[0] in "<[" and _MARKUP_LINE_RE.match(text):
         return True
     if text[-1] == ")" and _CAPTION_END_RE.search(text):
+        return True
+    if seg.length < 80 and _BYLINE_RE.match(text):
         return True
     return seg.length < 120 and _BOILERPLATE_LINE_RE.match(text) is not None
 
