@@ -111,3 +111,24 @@ def test_body_selector_reaches_the_worker(pool: ExtractorPool) -> None:
     page = PAGE.replace("<article>", "<article><div class='intro'><p>Chosen by selector.</p></div>")
     art = pool.extract(page, timeout=30, body_selector="div.intro")
     assert art.lead == "Chosen by selector." and art.blocks == ()
+
+
+def test_concurrent_callers_share_a_bounded_pool() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ExtractorPool(max_workers=2) as p:
+
+        def call(i: int) -> str:
+            if i == 3:
+                try:
+                    p.extract(DEEP, timeout=0.5)
+                except ExtractionError:
+                    return "timeout"
+            return p.extract(PAGE, timeout=30).title
+
+        with ThreadPoolExecutor(max_workers=5) as ex:
+            results = list(ex.map(call, range(10)))
+        assert results.count("timeout") == 1
+        assert results.count("Guarded") == 9
+        assert len(p.worker_pids()) <= 2
+        assert p.killed == 1
