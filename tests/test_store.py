@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -469,3 +470,12 @@ def test_upgrade_from_the_first_revision_keeps_data(db_url: str) -> None:
         assert [d.record_ids for d in s.list_developments()] == [(rec.id,)]
     finally:
         s.close()
+
+
+def test_unusable_locations_are_clear_errors(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    with pytest.raises(StoreError, match="cannot create the data directory"):
+        open_store(f"sqlite:///{blocker}/sub/aggregator.db")
+    with pytest.raises(StoreError, match="database error"):
+        open_store("postgresql://127.0.0.1:1/nothing")

@@ -57,7 +57,11 @@ def create_engine(url: str) -> sa.Engine:
 def _sqlite_engine(url: URL) -> sa.Engine:
     database = url.database
     if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(database).expanduser().parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the data directory {folder}: {exc}") from exc
     in_memory = not database or database == ":memory:"
     engine = sa.create_engine(
         url,
