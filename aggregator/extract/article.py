@@ -81,19 +81,8 @@ _POSITIVE_WORDS = frozenset(
     """article body content entry main story text post prose blog articlebody richtext
     news embed""".split()  # noqa: SIM905
 )
-_HINT_PREFILTER_RE = re.compile(
-    "|".join(
-        sorted(
-            {*_NEGATIVE_STEMS, *_POSITIVE_WORDS, *(w for w in _NEGATIVE_WORDS if len(w) > 3)},
-            key=len,
-            reverse=True,
-        )
-    )
-    + r"|(?<![a-z])(?:"
-    + "|".join(w for w in _NEGATIVE_WORDS if len(w) <= 3)
-    + r")(?![a-z])"
-)
-_CAMEL_RE = re.compile(r"([a-z0-9])([A-Z])")
+_TOKEN_SPLIT_RE = re.compile(r"[^A-Za-z0-9]+")
+_CAMEL_WORD_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z0-9]+")
 _WORD_RE = re.compile(r"[a-z0-9]+")
 _HIDDEN_STYLE_RE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
 
@@ -193,8 +182,7 @@ def _classify(node: LexborNode, tag: str) -> int | None:
         return 0
     hint = _HINT_CACHE.get(key)
     if hint is None:
-        # Most class strings ("col-md-6 d-flex") hold no hint word: one regex rules them out.
-        hint = _hint_of_words(key) if _HINT_PREFILTER_RE.search(key.lower()) else 0
+        hint = _hint_of_words(key)
         if len(_HINT_CACHE) >= _HINT_CACHE_MAX:
             _HINT_CACHE.clear()
         _HINT_CACHE[key] = hint
@@ -204,17 +192,33 @@ def _classify(node: LexborNode, tag: str) -> int | None:
 
 
 def _hint_of_words(key: str) -> int:
-    words = set(_WORD_RE.findall(_CAMEL_RE.sub(r"\1 \2", key).lower()))
+    words = _class_words(key)
     # "article-body pagination-first" is content, "article-comments" undecided (0: the
     # nearest decided ancestor holds).
-    negative = sum(
-        1
-        for word in words
-        if word in _NEGATIVE_WORDS
-        or (word.startswith(_NEGATIVE_STEMS) and not word.startswith("commentar"))
-    )
-    balance = len(words & _POSITIVE_WORDS) - negative
+    negative = 0
+    positive = 0
+    for word in words:
+        if word in _POSITIVE_WORDS:
+            positive += 1
+        elif word in _NEGATIVE_WORDS or (
+            word.startswith(_NEGATIVE_STEMS) and not word.startswith("commentar")
+        ):
+            negative += 1
+    balance = positive - negative
     return (balance > 0) - (balance < 0)
+
+
+def _class_words(key: str) -> set[str]:
+    """Lower-case words of a class/id string, camelCase split: "shareBar x_y" -> share bar x y."""
+    words: set[str] = set()
+    for token in _TOKEN_SPLIT_RE.split(key):
+        if not token:
+            continue
+        if token.islower() or not any(c.isupper() for c in token[1:]):
+            words.add(token.lower())
+        else:
+            words.update(w.lower() for w in _CAMEL_WORD_RE.findall(token))
+    return words
 
 
 # --- container selection -------------------------------------------------------------------
