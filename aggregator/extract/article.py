@@ -214,7 +214,8 @@ def _class_words(key: str) -> set[str]:
     for token in _TOKEN_SPLIT_RE.split(key):
         if not token:
             continue
-        if token.islower() or not any(c.isupper() for c in token[1:]):
+        rest = token[1:]
+        if rest == rest.lower():  # no capital after the first letter: one word
             words.add(token.lower())
         else:
             words.update(w.lower() for w in _CAMEL_WORD_RE.findall(token))
