@@ -380,3 +380,23 @@ def test_byline_after_the_lead_is_dropped() -> None:
         *PARAS[1:],
         "By the end of the day the border was closed again, officials said.",
     ]
+
+
+@pytest.mark.parametrize(
+    ("key", "hint"),
+    [
+        ("entry-content", 1),
+        ("theiaStickySidebar", -1),  # camelCase words
+        ("sd-sharing-enabled sharedaddy", -1),  # glued furniture stems
+        ("article-body pagination-first", 1),  # more content words than furniture words
+        ("article-comments", 0),  # undecided: the nearest decided ancestor holds
+        ("commentary-body", 1),  # commentary is not comments
+        ("col-md-6 d-flex", 0),
+        ("adSlot", -1),
+        ("header", 0),  # "ad" only as a whole word
+    ],
+)
+def test_class_and_id_words(key: str, hint: int) -> None:
+    from aggregator.extract.article import _hint_of_words
+
+    assert _hint_of_words(key) == hint
