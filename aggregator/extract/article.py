@@ -2,19 +2,22 @@
 
 The method, in general terms (no per-site rules):
 
-1. Parse with selectolax (Lexbor); read metadata (metadata.py) before anything is removed.
-2. Drop scripts, styles, media and form controls; skip subtrees that are boilerplate by tag
-   (``nav``, ``footer``, ``aside``), ARIA role, hidden state, or class/id words (share, social,
-   related, comments, cookie, newsletter, ads, breadcrumbs, ...). Words that hint at content
-   (article, body, story, ...) on the same element make it *doubtful* instead of skipped.
-3. Walk the rest into text segments (blocks.py) that know their link density.
-4. Score every block element by the text below it: long, link-poor paragraphs count for,
-   link-heavy or doubtful text counts against. The element with the highest sum is the
-   article container: it gathers the paragraphs under a common ancestor while leaving out
-   link lists and other page furniture around them.
-5. Inside the container, drop link lists (a "related headlines" block), short boilerplate
-   lines (share prompts, "Advertisement"), the title repeated as ``<h1>``, the preamble before
-   the first paragraph (kicker, byline, date) and headings left with nothing under them.
+1. Parse with selectolax (Lexbor); read metadata (metadata.py) before anything else.
+2. Walk the body into text segments (blocks.py) that know their link density, skipping
+   scripts, styles, media and form controls, furniture tags (``nav``, ``footer``, ``aside``,
+   ``figcaption``), hidden elements and ARIA roles of furniture. Class/id words decide what is
+   *doubtful*: furniture words (share, social, related, comments, cookie, newsletter, ads,
+   breadcrumbs, ...) against content words (article, body, story, ...); the nearest element
+   with a decided balance wins.
+3. Score every block element by the text below it: long, link-poor text counts for it,
+   link-heavy or doubtful text against it, and each level up keeps 0.9 of a child's score.
+   The element with the highest score is the article container: the nearest common ancestor
+   of the bulk of the text, leaving out link lists and other page furniture around it.
+4. Inside the container, drop link lists (a "related headlines" block), small forms, short
+   furniture lines (share prompts, "Advertisement", bylines, date lines), legal lines, the
+   title repeated as ``<h1>``, the preamble before the first paragraph (kicker, byline, date),
+   the heading of a dropped block and headings left with nothing under them.
+5. JSON-LD ``articleBody`` stands in only when the page gives far less text.
 6. The first paragraph is the lead; compose lead, title and body into the record text.
 """
 

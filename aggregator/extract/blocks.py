@@ -33,7 +33,7 @@ __all__ = [
     "walk",
 ]
 
-# Removed with their content before the walk (done in C by selectolax: cheap).
+# Never text: the walk skips them with their content (html_to_blocks strips them first, in C).
 DROP_TAGS = [
     "script",
     "style",
