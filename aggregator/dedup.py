@@ -316,6 +316,9 @@ pledge promise vow pledged promised vowed pažadėjo žada pažadas пообещ
 emergency nepaprastoji nepaprastąją чрезвычайное чрезвычайного
 balloon balionai balionų balionus balionais аэростат аэростаты шары шаров
 smuggling smuggler smugglers kontrabanda kontrabandininkai контрабанда контрабандисты
+eu es ес евросоюз евросоюза
+usa jav сша
+lng sgd спг
 """
 
 _STOPWORDS_RAW = """
