@@ -527,7 +527,7 @@ def minhash_similarity(a: Sequence[int], b: Sequence[int]) -> float:
 
 FINGERPRINT_VERSION = 1
 MAX_TERMS = 120  # the heaviest terms kept per record; plenty for a cosine between two articles
-MAX_KEY_TERMS = 8
+MAX_KEY_TERMS = 12
 TITLE_WEIGHT = 2.0  # a title word counts as this many body occurrences
 ENTITY_WEIGHT = 1.5  # names (capitalized mid-sentence) and numbers mark the event
 
