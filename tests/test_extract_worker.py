@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +133,41 @@ def test_concurrent_callers_share_a_bounded_pool() -> None:
         assert results.count("Guarded") == 9
         assert len(p.worker_pids()) <= 2
         assert p.killed == 1
+
+
+def test_workers_die_with_their_parent(tmp_path: Path) -> None:
+    """A parent killed outright (no atexit) takes its busy worker with it."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "parent.py"
+    # spawn re-imports the main module in the worker: the script needs its main guard.
+    script.write_text(
+        "import threading\n"
+        "from aggregator.extract import ExtractorPool\n"
+        f"PAGE = {PAGE!r}\n"
+        "DEEP = '<html><body>' + '<div>' * 60000 + 'x' + '</div>' * 60000\n"
+        "if __name__ == '__main__':\n"
+        "    pool = ExtractorPool(max_workers=1)\n"
+        "    pool.extract(PAGE, timeout=60)\n"
+        "    print(pool.worker_pids()[0], flush=True)\n"
+        "    threading.Thread(target=pool.extract, args=(DEEP * 3,),\n"
+        "                     kwargs={'timeout': 600}, daemon=True).start()\n"
+        "    threading.Event().wait()\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    parent = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=root
+    )
+    try:
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())
+        time.sleep(0.5)  # the worker is busy parsing the deep page now
+        assert _alive(pid)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)

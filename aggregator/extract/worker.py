@@ -18,6 +18,7 @@ import atexit
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -45,9 +46,25 @@ DEFAULT_MEMORY_LIMIT = 1536 * 1024 * 1024
 _START_TIMEOUT = 60.0  # a fresh worker imports selectolax and the extractor; slow on a busy box
 
 
+def _die_with_parent() -> None:
+    """On Linux, have the kernel kill this worker when its parent dies, even in the middle of
+    a long parse (otherwise it would notice only when the parse ends and the pipe is gone)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _serve(conn: Connection, memory_limit: int | None) -> None:
     """Worker main loop: extract pages until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    _die_with_parent()
     if memory_limit:
         try:
             import resource
