@@ -414,7 +414,8 @@ class Service:
         """The job of one source: note it is due here and let the dispatcher claim work."""
         if self._stop.is_set() or source_id not in self.sources:
             return
-        self._pending.add(source_id)
+        if source_id not in self._in_flight:  # already being fetched: nothing to add
+            self._pending.add(source_id)
         self._update_gauges()
         await self._pump()
 
