@@ -171,3 +171,16 @@ def test_workers_die_with_their_parent(tmp_path: Path) -> None:
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(pid)
+
+
+def test_worker_started_from_a_short_lived_thread_outlives_it(pool: ExtractorPool) -> None:
+    import threading
+
+    thread = threading.Thread(target=pool.extract, args=(PAGE,), kwargs={"timeout": 30})
+    thread.start()
+    thread.join()
+    [pid] = pool.worker_pids()
+    time.sleep(0.3)
+    assert _alive(pid)
+    assert pool.extract(PAGE, timeout=30).title == "Guarded"
+    assert pool.worker_pids() == [pid]

@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import Any
@@ -170,6 +171,10 @@ class ExtractorPool:
         self.memory_limit = memory_limit
         self.queue_timeout = queue_timeout
         self._ctx = multiprocessing.get_context("spawn")
+        # Workers are started from one long-lived thread of the pool: the kernel's
+        # parent-death signal fires when the *thread* that started a process ends, so a worker
+        # started from a short-lived caller thread would die with that thread.
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract-spawner")
         self._idle: list[_Worker] = []
         self._started = 0  # workers alive: idle plus in use
         self._cond = threading.Condition()
@@ -224,7 +229,7 @@ class ExtractorPool:
                     raise ExtractionError("no extraction worker became free in time")
                 self._cond.wait(left)
         try:
-            return _Worker(self._ctx, self.memory_limit)
+            return self._spawner.submit(_Worker, self._ctx, self.memory_limit).result()
         except BaseException:
             with self._cond:
                 self._started -= 1
@@ -255,6 +260,8 @@ class ExtractorPool:
             self._cond.notify_all()
         for worker in idle:
             worker.close()
+        # Busy workers were started by this thread too: they end with it (or their call).
+        self._spawner.shutdown(wait=False)
 
     def __enter__(self) -> ExtractorPool:
         return self
