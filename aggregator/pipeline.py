@@ -8,6 +8,7 @@ matching, the dedup decision and the store, in one transaction. The fetch cycle 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import random
@@ -15,10 +16,12 @@ import threading
 import time as _time
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 
 from aggregator import dedup, feeds, normalize, records
 from aggregator.errors import ExtractionError, FeedParseError, FetchError, RecordFormatError
@@ -372,6 +375,26 @@ class _Outcome:
     parsed: bool = False
 
 
+_T = TypeVar("_T")
+_lane: ThreadPoolExecutor | None = None
+_lane_lock = threading.Lock()
+
+
+async def _off_loop(fn: Callable[..., _T], *args: Any) -> _T:
+    """Run blocking work (parsing, database, matching and dedup) on the fetch cycle's worker
+    thread, so the event loop keeps serving the other fetches' sockets and deadlines.
+
+    One thread for all of it: SQLite takes one writer at a time anyway, and a fetch's deadline
+    must not be eaten by another source's long ingest running on the loop.
+    """
+    global _lane
+    if _lane is None:
+        with _lane_lock:
+            if _lane is None:
+                _lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch-cycle")
+    return await asyncio.get_running_loop().run_in_executor(_lane, functools.partial(fn, *args))
+
+
 def schedule_interval(source: Source, now: datetime) -> float:
     """Seconds between fetches of ``source``: its interval, or the gap to its next cron time."""
     if source.schedule.interval_seconds:
@@ -410,7 +433,7 @@ async def fetch_source(
     failure: tuple[FailureClass, str, CacheHints] | None = None
     http_status: int | None = None
     try:
-        state = store.get_fetch_state(source.id)
+        state = await _off_loop(store.get_fetch_state, source.id)
     except Exception as exc:  # the store is down: nothing to record it in either
         log.exception("cannot read the fetch state of %s", source.id)
         return SourceReport(
@@ -444,7 +467,7 @@ async def fetch_source(
     cap = float(watchlist.fetch.max_backoff_seconds)
     new_state = _next_state(state, source, outcome, failure, now, cap)
     try:
-        store.save_fetch_state(new_state)
+        await _off_loop(store.save_fetch_state, new_state)
     except Exception as exc:
         log.exception("cannot save the fetch state of %s", source.id)
         if failure is None:
@@ -546,14 +569,34 @@ async def _fetch_feed_source(
     outcome.hints = response.hints
     if response.not_modified:
         return  # a 304 costs no parsing
+    entries = await _off_loop(_new_feed_entries, store, source, response, outcome)
+    records = await _off_loop(
+        lambda: [normalize.record_from_entry(entry, source, now) for entry in entries]
+    )
+    if source.full_text:
+        for i, (entry, record) in enumerate(zip(entries, records, strict=True)):
+            if _needs_full_text(record):
+                records[i] = await _full_text(fetcher, source, entry, record, now, outcome)
+    await _off_loop(_ingest_all, store, records, source, matcher, watchlist, now, outcome)
+
+
+def _new_feed_entries(
+    store: Store, source: Source, response: FetchResponse, outcome: _Outcome
+) -> list[feeds.FeedEntry]:
+    """The entries of a fetched feed whose guids the store does not know, oldest first.
+
+    The id pre-pass runs first: when every id is known, feedparser is never called.
+    """
     ids = feeds.scan_entry_ids(response.text)
     if ids is not None:
         outcome.entries = len(ids)
         known = store.known_guids(source.id, ids) if ids else set()
         if len(known) == len(set(ids)):
-            # Every entry is stored already: feedparser is not needed at all.
             outcome.known = len(ids)
-            return
+            ttl = feeds.scan_ttl(response.text)
+            if ttl:
+                outcome.hints = outcome.hints.with_ttl(ttl)
+            return []
     parsed = feeds.parse_feed(
         response.body, response.headers, response.url, encoding=response.encoding
     )
@@ -564,12 +607,19 @@ async def _fetch_feed_source(
     entries = _unique_entries(parsed.entries)
     known = store.known_guids(source.id, [e.guid for e in entries]) if entries else set()
     outcome.known = sum(1 for e in entries if e.guid in known)
-    for entry in entries:
-        if entry.guid in known:
-            continue
-        record = normalize.record_from_entry(entry, source, now)
-        if source.full_text and _needs_full_text(record):
-            record = await _full_text(fetcher, source, entry, record, now, outcome)
+    return [e for e in entries if e.guid not in known]
+
+
+def _ingest_all(
+    store: Store,
+    records: Sequence[Record],
+    source: Source,
+    matcher: TopicMatcher,
+    watchlist: Watchlist,
+    now: datetime,
+    outcome: _Outcome,
+) -> None:
+    for record in records:
         _ingest_one(store, record, source, matcher, watchlist, now, outcome)
 
 
@@ -639,10 +689,11 @@ async def _fetch_page_source(
     if response.not_modified:
         return
     outcome.parsed = True
-    items = scrape_listing(response.text, response.url, source.selectors)
+    selectors = source.selectors
+    items = await _off_loop(scrape_listing, response.text, response.url, selectors)
     outcome.entries = len(items)
     urls = list(dict.fromkeys(item.url for item in items))
-    known = store.known_guids(source.id, urls) if urls else set()
+    known = await _off_loop(store.known_guids, source.id, urls) if urls else set()
     outcome.known = len(known)
     by_url = {item.url: item for item in items}
     for url in reversed(urls):  # listings are newest first
@@ -663,7 +714,7 @@ async def _fetch_page_source(
         record = normalize.record_from_article(
             article, source, url, now, guid=url, published=item.published
         )
-        _ingest_one(store, record, source, matcher, watchlist, now, outcome)
+        await _off_loop(_ingest_one, store, record, source, matcher, watchlist, now, outcome)
 
 
 def _ingest_one(
@@ -708,7 +759,7 @@ async def run_cycle(
     queue: memory stays flat however many sources there are.
     """
     matcher = matcher or TopicMatcher(watchlist.topics)
-    store.sync_sources(watchlist.sources, now)
+    await _off_loop(store.sync_sources, watchlist.sources, now)
     sources = {s.id: s for s in watchlist.sources}
     width = max(1, concurrency or watchlist.fetch.max_in_flight)
     owner = owner or f"cycle-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -733,7 +784,7 @@ async def run_cycle(
                 )
             finally:
                 if source_ids is None:
-                    _release(store, owner, source.id)
+                    await _off_loop(_release, store, owner, source.id)
 
     workers = [asyncio.create_task(worker()) for _ in range(width)]
     try:
@@ -746,11 +797,11 @@ async def run_cycle(
         else:
             seen: set[str] = set()
             while True:
-                claimed = store.claim_due_sources(owner, now, lease, width)
+                claimed = await _off_loop(store.claim_due_sources, owner, now, lease, width)
                 fresh = [i for i in claimed if i not in seen and i in sources]
                 for source_id in claimed:
                     if source_id not in fresh:
-                        _release(store, owner, source_id)
+                        await _off_loop(_release, store, owner, source_id)
                 if not fresh:
                     break
                 for source_id in fresh:
