@@ -343,6 +343,15 @@ def _unwrap_cdata(m: re.Match[str]) -> str:
     return "" if "<" in inner else html.escape(inner, quote=False)
 
 
+_TTL = re.compile(r"<ttl>\s*(\d{1,6})\s*</ttl>")
+
+
+def scan_ttl(text: str) -> float | None:
+    """The RSS ``<ttl>`` in seconds, read cheaply (for feeds the pre-pass does not parse)."""
+    m = _TTL.search(text, 0, 20000)
+    return _ttl(m.group(1)) if m else None
+
+
 def scan_entry_ids(text: str) -> list[str] | None:
     """The ids ``parse_feed`` would give this RSS/Atom document's entries, cheaply; None when
     the document is not simple enough to be sure (then parse it fully).
