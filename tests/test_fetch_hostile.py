@@ -223,3 +223,18 @@ def test_per_host_min_interval_spaces_requests(server: HostileServer) -> None:
             return time.monotonic() - start
 
     assert asyncio.run(go()) >= 0.6  # 4 starts, 0.2 s apart
+
+
+def test_waiting_for_a_polite_turn_does_not_count_against_the_deadline(
+    server: HostileServer,
+) -> None:
+    # One request at a time to this host, 0.3 s apart: the fourth waits ~0.9 s for its turn,
+    # longer than the 0.5 s deadline of the exchange itself, and must still succeed.
+    pol = policy(per_host_concurrency=1, min_host_interval_seconds=0.3, timeout_seconds=0.5)
+
+    async def go() -> list[int]:
+        async with Fetcher(pol) as f:
+            responses = await asyncio.gather(*(f.fetch(server.url("/feed.xml")) for _ in range(4)))
+            return [r.status for r in responses]
+
+    assert asyncio.run(go()) == [200, 200, 200, 200]

@@ -281,8 +281,8 @@ class Fetcher:
     ) -> FetchResponse:
         started = time.monotonic()
         try:
-            async with asyncio.timeout(self.policy.timeout_seconds):
-                return await self._follow(url, headers, language, started)
+            async with asyncio.timeout(self.policy.timeout_seconds) as deadline:
+                return await self._follow(url, headers, language, started, deadline)
         except FetchStatusError as exc:
             if self._retry_status(exc):
                 raise _Transient(exc) from exc
@@ -309,13 +309,18 @@ class Fetcher:
         return retry_after is None or retry_after <= self.retry_wait_max
 
     async def _follow(
-        self, url: httpx.URL, headers: dict[str, str], language: str | None, started: float
+        self,
+        url: httpx.URL,
+        headers: dict[str, str],
+        language: str | None,
+        started: float,
+        deadline: asyncio.Timeout,
     ) -> FetchResponse:
         hops: list[str] = []
         current = url
         while True:
             check_url(current, self._allowed)
-            outcome = await self._hop(current, headers, language)
+            outcome = await self._hop(current, headers, language, deadline)
             if isinstance(outcome, FetchResponse):
                 return FetchResponse(
                     url=outcome.url,
@@ -339,10 +344,22 @@ class Fetcher:
             current = outcome
 
     async def _hop(
-        self, url: httpx.URL, headers: dict[str, str], language: str | None
+        self,
+        url: httpx.URL,
+        headers: dict[str, str],
+        language: str | None,
+        deadline: asyncio.Timeout,
     ) -> FetchResponse | httpx.URL:
         """One request: a final response, or the URL a redirect points to."""
+        # Time spent queueing for politeness is not the server's: the deadline is paused while
+        # waiting for a slot, or fifty sources on one host would time out waiting their turn.
+        loop = asyncio.get_running_loop()
+        when = deadline.when()
+        remaining = None if when is None else when - loop.time()
+        deadline.reschedule(None)
         async with self._hosts.slot(url.host), self._in_flight:
+            if remaining is not None:
+                deadline.reschedule(loop.time() + remaining)
             request = self.client.build_request("GET", url, headers=headers)
             response = await self.client.send(request, stream=True)
             try:
