@@ -400,3 +400,10 @@ def test_class_and_id_words(key: str, hint: int) -> None:
     from aggregator.extract.article import _hint_of_words
 
     assert _hint_of_words(key) == hint
+
+
+def test_class_words_cannot_condemn_the_whole_article() -> None:
+    body = "<h1>Headline here</h1>" + "".join(f"<p>{p}</p>" for p in PARAS)
+    html = _page(body).replace("<main>", "<main><div class='layout-with-sidebar'>")
+    art = extract_article(html.replace("</main>", "</div></main>"))
+    assert [art.lead, *(b.text for b in art.blocks)] == PARAS

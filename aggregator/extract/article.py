@@ -269,7 +269,24 @@ def _best_container(w: Walk) -> int:
 
 def select_segments(w: Walk, title: str) -> list[Segment]:
     """The article's segments, in order, from a walk of the page body."""
-    return finish_segments(container_segments(w), title)
+    segs = container_segments(w)
+    if _chars(segs) < _NOTHING_FOUND_CHARS:
+        # Class words can condemn a whole article (a "layout-with-sidebar" wrapper and no
+        # content word below it): when they leave next to nothing, judge the page without them.
+        for seg in w.segments:
+            seg.doubtful = False
+        retry = container_segments(w)
+        if _chars(retry) > _chars(segs):
+            segs = retry
+    return finish_segments(segs, title)
+
+
+# Less text than this kept from a page means the extraction found nothing.
+_NOTHING_FOUND_CHARS = 100
+
+
+def _chars(segs: list[Segment]) -> int:
+    return sum(s.length for s in segs)
 
 
 def container_segments(w: Walk, container: int | None = None) -> list[Segment]:
