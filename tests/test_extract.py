@@ -407,3 +407,9 @@ def test_class_words_cannot_condemn_the_whole_article() -> None:
     html = _page(body).replace("<main>", "<main><div class='layout-with-sidebar'>")
     art = extract_article(html.replace("</main>", "</div></main>"))
     assert [art.lead, *(b.text for b in art.blocks)] == PARAS
+
+
+def test_article_behind_an_aria_hidden_wrapper_is_found() -> None:
+    body = "<h1>Headline here</h1>" + "".join(f"<p>{p}</p>" for p in PARAS)
+    html = _page(body).replace("<main>", "<main aria-hidden='true'>")
+    assert extract_article(html).lead == PARAS[0]

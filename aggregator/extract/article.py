@@ -194,6 +194,11 @@ def _classify(node: LexborNode, tag: str) -> int | None:
     return hint
 
 
+def _classify_lenient(node: LexborNode, tag: str) -> int | None:
+    """Skip furniture by tag only (the second try on a page where nothing was found)."""
+    return None if tag in _SKIP_TAGS else 0
+
+
 def _hint_of_words(key: str) -> int:
     words = _class_words(key)
     # "article-body pagination-first" is content, "article-comments" undecided (0: the
@@ -470,6 +475,12 @@ def extract_article(
         segs = finish_segments(segs, title)
     else:
         segs = select_segments(walk(body, _classify), title)
+        if _chars(segs) < _NOTHING_FOUND_CHARS:
+            # Hidden or ARIA-hidden wrappers (a page greyed out behind a consent dialog) can
+            # hide the whole article: when nothing was found, walk again reading them.
+            retry = select_segments(walk(body, _classify_lenient), title)
+            if _chars(retry) > _chars(segs):
+                segs = retry
     blocks = _json_ld_fallback([s.to_block() for s in segs], meta)
     return _assemble(title, blocks, meta, url)
 
