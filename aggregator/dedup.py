@@ -27,7 +27,7 @@ import re
 import unicodedata
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -957,53 +957,56 @@ def development_scores(
     have in common, so one loosely related member cannot pull in a different event. With
     ``semantic``, the members' embedding similarity is mixed in (see ``SEMANTIC_WEIGHT``).
     """
-    unique = list({c.record_id: c for c in candidates}.values())
-    vec = fp.vector()
+    groups: dict[str, dict[str, Candidate]] = defaultdict(dict)
+    for cand in candidates:
+        groups[cand.development_id][cand.record_id] = cand
+    vec = fp.vector()  # unit length, like every stored vector: a dot product is a cosine
     tvec = fp.head_vector()
-    title_centroids: dict[str, dict[str, float]] = {}
-    centroids: dict[str, dict[str, float]] = {}
-    best: dict[str, tuple[float, str]] = {}
     ents = set(fp.entities)
     protagonists = [t for t in fp.head_terms if t in ents][:PROTAGONISTS]
     actions = _PREDICATES.intersection(fp.head_terms)
-    sem: dict[str, list[float]] = defaultdict(list)
-    for cand in unique:
-        cvec = cand.fingerprint.vector()
-        dev = cand.development_id
-        sim = _cosine(vec, cvec)
-        if dev not in best or sim > best[dev][0]:
-            best[dev] = (sim, cand.record_id)
-        cen = centroids.setdefault(dev, {})
-        for t, w in cvec.items():
-            cen[t] = cen.get(t, 0.0) + w
-        if tvec:
-            tcen = title_centroids.setdefault(dev, {})
-            for t, w in cand.fingerprint.head_vector().items():
-                tcen[t] = tcen.get(t, 0.0) + w
-        if semantic:
-            s = _semantic(fp, cand.fingerprint)
-            if s is not None:
-                sem[dev].append(s)
     out = {}
-    for dev, cen in centroids.items():
-        norm = math.sqrt(sum(w * w for w in cen.values()))
-        vnorm = math.sqrt(sum(w * w for w in vec.values()))
-        score = _dot(vec, cen) / (norm * vnorm) if norm and vnorm else 0.0
-        tcen = title_centroids.get(dev, {})
-        tnorm = math.sqrt(sum(w * w for w in tcen.values()))
-        hnorm = math.sqrt(sum(w * w for w in tvec.values()))
-        if tnorm and hnorm:
-            head = _dot(tvec, tcen) / (tnorm * hnorm)
-            score = (1 - TITLE_SHARE) * score + TITLE_SHARE * head
-            if protagonists and not any(t in tcen for t in protagonists):
+    for dev, by_id in groups.items():
+        members = [c.fingerprint for c in by_id.values()]
+        sims = [(_dot(vec, m.vector()), rid) for rid, m in zip(by_id, members, strict=True)]
+        closest = max(sims)
+        if len(members) == 1:  # the centroid is the member itself
+            body, heads = closest[0], members[0].head_vector()
+            head = _dot(tvec, heads) if tvec and heads else None
+        else:
+            # cos(record, sum of members) = sum of the members' cosines / |sum of members|
+            norm = _norm(_sum_vectors(m.vector() for m in members))
+            body = sum(s for s, _ in sims) / norm if norm else 0.0
+            heads = _sum_vectors(m.head_vector() for m in members)
+            hnorm = _norm(heads)
+            head = _dot(tvec, heads) / hnorm if tvec and hnorm else None
+        score = body
+        if head is not None:
+            score = (1 - TITLE_SHARE) * body + TITLE_SHARE * head
+            if protagonists and not any(t in heads for t in protagonists):
                 score *= 1.0 - PROTAGONIST_PENALTY
-            dev_actions = _PREDICATES.intersection(tcen)
+            dev_actions = _PREDICATES.intersection(heads)
             if actions and dev_actions and actions.isdisjoint(dev_actions):
                 score *= 1.0 - ACTION_PENALTY
-        if sem.get(dev):
-            score = (1 - SEMANTIC_WEIGHT) * score + SEMANTIC_WEIGHT * sum(sem[dev]) / len(sem[dev])
-        out[dev] = (score, best[dev][1])
+        if semantic:
+            sem = [x for x in (_semantic(fp, m) for m in members) if x is not None]
+            if sem:
+                score = (1 - SEMANTIC_WEIGHT) * score + SEMANTIC_WEIGHT * sum(sem) / len(sem)
+        out[dev] = (score, closest[1])
     return out
+
+
+def _sum_vectors(vectors: Iterable[dict[str, float]]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    get = total.get
+    for v in vectors:
+        for t, w in v.items():
+            total[t] = get(t, 0.0) + w
+    return total
+
+
+def _norm(v: dict[str, float]) -> float:
+    return math.sqrt(sum(w * w for w in v.values()))
 
 
 # --------------------------------------------------------------------------------------------
