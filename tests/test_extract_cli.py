@@ -58,3 +58,24 @@ def test_scrape_listing_lines_and_json(capsys: pytest.CaptureFixture[str]) -> No
 def test_scrape_needs_selectors(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["scrape", str(PAGES / "listing.html"), "--base-url", "https://e.example/"]) == 1
     assert "--item" in capsys.readouterr().err
+
+
+def test_scrape_with_a_watchlist_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    watchlist = tmp_path / "watchlist.yaml"
+    watchlist.write_text(
+        "topics:\n"
+        "  - {id: border, title: Border, rules: {any: [border]}}\n"
+        "sources:\n"
+        "  - id: east-watch\n"
+        "    kind: page\n"
+        '    url: "https://eastwatch.example/baltics/"\n'
+        "    schedule: {every: 1h}\n"
+        "    selectors: {item: article.teaser, link: .teaser__title a, date: .teaser__date}\n",
+        encoding="utf-8",
+    )
+    listing = str(PAGES / "listing.html")
+    assert main(["--config", str(watchlist), "scrape", listing, "--source", "east-watch"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and "https://eastwatch.example/2026/11/19/" in lines[2]
+    assert main(["--config", str(watchlist), "scrape", listing, "--source", "nope"]) == 1
+    assert "not a page source" in capsys.readouterr().err

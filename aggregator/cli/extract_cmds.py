@@ -143,7 +143,7 @@ def run_scrape(args: argparse.Namespace, settings: Settings) -> int:
     if not page:
         raise ExtractionError("give the listing PAGE (file, '-' or URL)")
     html, fetched_url = _read_page(page, settings)
-    base_url = args.base_url or fetched_url or (page if _is_url(page) else None)
+    base_url = args.base_url or fetched_url or (page if _is_url(page) else None) or source_url
     if base_url is None:
         raise ExtractionError("give --base-url for a listing read from a file")
     items = scrape_listing(html, base_url, selectors)
