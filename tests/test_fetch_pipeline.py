@@ -204,3 +204,102 @@ def test_cli_fetch_once_and_sources(
     table = capsys.readouterr().out
     assert "not-a-feed" in table and "last error" in table
     assert cli_main([*args, "fetch-once", "--source", "nope"]) == 2
+
+
+ARTICLE = """<!DOCTYPE html><html lang="en"><head><meta charset="windows-1257">
+<title>{title}</title></head><body><nav><a href="/">Home</a> | <a href="/about">About</a></nav>
+<article><h1>{title}</h1>
+<p>{lead}</p>
+<p>The government said the measures would stay in force until the border situation improves,
+and that patrols along the frontier would be doubled during the coming weeks.</p>
+<p>Officials in Vilnius described the balloon incursions as a deliberate hybrid attack and said
+that further steps were being prepared together with partners in the European Union.</p>
+</article><footer>© Example News</footer></body></html>
+"""
+
+
+def _add_site(server: HostileServer) -> None:
+    async def send(w: object, body: bytes, ctype: str) -> None:
+        await server._send(w, 200, body, ctype)  # type: ignore[arg-type]
+
+    def page(title: str, lead: str) -> bytes:
+        return ARTICLE.format(title=title, lead=lead).encode("cp1257")
+
+    async def listing(req: object, w: object) -> None:
+        body = (
+            b"<html><body><ul class='news'>"
+            b"<li><a href='/site/a1.html'>Vilnius airport closed again</a></li>"
+            b"<li><a href='/site/a2.html'>Border patrols doubled</a></li>"
+            b"<li><a href='/site/broken.html'>Broken article</a></li>"
+            b"</ul></body></html>"
+        )
+        await send(w, body, "text/html")
+
+    async def a1(req: object, w: object) -> None:
+        lead = "Vilniaus oro uostas vėl uždarytas: balionai sustabdė skrydžius šeštą kartą."
+        await send(w, page("Vilnius airport closed again", lead), "text/html; charset=iso-8859-1")
+
+    async def a2(req: object, w: object) -> None:
+        lead = "Lithuania doubles border patrols after a week of balloon incursions."
+        await send(w, page("Border patrols doubled", lead), "text/html")
+
+    async def a3(req: object, w: object) -> None:
+        lead = "Patrols were doubled along the whole frontier on Monday night."
+        await send(w, page("Border patrols doubled", lead), "text/html")
+
+    async def broken(req: object, w: object) -> None:
+        await server._send(w, 500, b"boom", "text/plain")  # type: ignore[arg-type]
+
+    async def short_feed(req: object, w: object) -> None:
+        link = server.url("/site/a3.html")
+        body = (
+            '<?xml version="1.0"?><rss version="2.0"><channel><title>Short</title>'
+            f"<item><title>Border patrols doubled</title><link>{link}</link>"
+            f"<guid>{link}</guid><description>Patrols doubled.</description></item>"
+            "</channel></rss>"
+        ).encode()
+        await send(w, body, "application/rss+xml")
+
+    server.routes.update(
+        {
+            "/site/listing.html": listing,
+            "/site/a1.html": a1,
+            "/site/a2.html": a2,
+            "/site/a3.html": a3,
+            "/site/broken.html": broken,
+            "/site/short.xml": short_feed,
+        }
+    )
+
+
+def test_page_source_and_full_text(db_url: str, server: HostileServer) -> None:
+    _add_site(server)
+    text = watchlist_text(server).replace(
+        "sources:\n",
+        "sources:\n"
+        "  - id: site\n    kind: page\n    language: lt\n"
+        f'    url: "{server.url("/site/listing.html")}"\n'
+        "    selectors: {item: 'ul.news li', link: a}\n"
+        "  - id: short\n    kind: feed\n    full_text: true\n"
+        f'    url: "{server.url("/site/short.xml")}"\n',
+        1,
+    )
+    watchlist = load_watchlist_text(text)
+    with open_store(db_url) as store:
+        site = cycle(store, watchlist, ids=["site"])["site"]
+        assert site.status == "ok" and site.entries == 3
+        assert site.new_records == 2 and site.item_errors == 1  # the broken article is skipped
+        stored = {r.url: r for r in store.iter_records()}
+        a1 = stored[server.url("/site/a1.html")]
+        assert a1.title == "Vilnius airport closed again"
+        assert "Vilniaus oro uostas vėl uždarytas" in a1.text  # windows-1257 behind a latin-1 label
+        assert "Home | About" not in a1.text
+        short = cycle(store, watchlist, ids=["short"])["short"]
+        assert short.status == "ok" and short.new_records == 1
+        # The entry only says "Patrols doubled."; full_text fetched and extracted the article.
+        a3 = store.get_records([r.id for r in store.iter_records() if r.source_id == "short"])[0]
+        assert a3.url == server.url("/site/a3.html") and a3.guid == a3.url
+        assert "Patrols were doubled along the whole frontier" in a3.text
+        assert "hybrid attack" in a3.text
+        again = cycle(store, watchlist, ids=["site"])["site"]
+        assert again.new_records == 0 and again.known == 2 and again.item_errors == 1
