@@ -491,17 +491,15 @@ class Service:
     async def _fetch_task(self, source: Source, fetcher: Any) -> None:
         sid = source.id
         started = time.monotonic()
-        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(sid))
         with source_context(sid):
             try:
                 report = await self._fetch_one(self, source, fetcher, datetime.now(UTC))
-                heartbeat.cancel()
                 self._record_report(source, report, time.monotonic() - started)
             except asyncio.CancelledError:
-                heartbeat.cancel()
                 self.metrics.fetches.labels("cancelled").inc()
+                # Still due (it was claimed because it was): the lease release below lets
+                # whichever replica is up take it at once.
                 log.warning("fetch cancelled", extra={"failure_class": "cancelled"})
-                self._reopen(sid)
                 raise
             except AggregatorError as exc:
                 failure = str(getattr(exc, "failure_class", "internal"))
@@ -512,7 +510,6 @@ class Service:
                 log.exception("fetch crashed: %s", exc, extra={"failure_class": "internal"})
                 self._record_crash(sid, exc)
             finally:
-                heartbeat.cancel()
                 elapsed = time.monotonic() - started
                 self.metrics.fetch_duration.observe(elapsed)
                 self._in_flight.pop(sid, None)
@@ -525,38 +522,6 @@ class Service:
                     asyncio.get_running_loop().create_task(self._pump())
                 self._update_gauges()
                 self._check_drained()
-
-    async def _heartbeat(self, sid: str) -> None:
-        """Keep a long fetch's source from looking due to other replicas.
-
-        The store's lease expires after ``lease_seconds`` whatever happens, so a dead replica
-        cannot hold a source for ever; a live one whose fetch and ingest take longer pushes the
-        source's ``next_fetch`` one lease ahead every third of a lease (claims skip sources not
-        due). The final fetch state saved by the fetch layer replaces it. Each read-and-write
-        here runs without an await in between, so it cannot interleave with the fetch layer's
-        own save on this loop.
-        """
-        period = self.options.lease_seconds / 3
-        while True:
-            await asyncio.sleep(period)
-            state = self._fetch_state(sid)
-            if state is None:
-                continue
-            hold = datetime.now(UTC) + timedelta(seconds=self.options.lease_seconds)
-            try:
-                self.store.save_fetch_state(dataclasses.replace(state, next_fetch=hold))
-            except Exception:
-                log.exception("extending the hold on a long fetch failed")
-
-    def _reopen(self, sid: str) -> None:
-        """A fetch cancelled at shutdown: due again at once, for whichever replica is up."""
-        state = self._fetch_state(sid)
-        now = datetime.now(UTC)
-        if state is not None and state.next_fetch is not None and state.next_fetch > now:
-            try:
-                self.store.save_fetch_state(dataclasses.replace(state, next_fetch=now))
-            except Exception:
-                log.exception("reopening a cancelled source failed")
 
     def _record_report(self, source: Source, report: Any, seconds: float) -> None:
         """Metrics and one log line per fetch (``pipeline.SourceReport``; the fake fetches of
