@@ -491,14 +491,17 @@ class Service:
     async def _fetch_task(self, source: Source, fetcher: Any) -> None:
         sid = source.id
         started = time.monotonic()
+        cancelled = False
         with source_context(sid):
             try:
                 report = await self._fetch_one(self, source, fetcher, datetime.now(UTC))
                 self._record_report(source, report, time.monotonic() - started)
             except asyncio.CancelledError:
+                cancelled = True
                 self.metrics.fetches.labels("cancelled").inc()
                 # Still due (it was claimed because it was): the lease release below lets
-                # whichever replica is up take it at once.
+                # whichever replica is up take it at once. Its fetch state is left alone: the
+                # fetch layer's worker thread may still be finishing a write to it.
                 log.warning("fetch cancelled", extra={"failure_class": "cancelled"})
                 raise
             except AggregatorError as exc:
@@ -516,7 +519,8 @@ class Service:
                 self._fetcher_of.pop(sid, None)
                 self.fetch_log.append(sid)
                 self.state.last_fetch = datetime.now(UTC)
-                self._after_fetch(sid)
+                if not cancelled:
+                    self._after_fetch(sid)
                 self._release(sid)
                 if not self._stop.is_set():
                     asyncio.get_running_loop().create_task(self._pump())
