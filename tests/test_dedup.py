@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aggregator import dedup, embed, records
 from aggregator.dedup import Candidate, Fingerprint
@@ -440,3 +442,43 @@ def test_semantic_embedder_of_the_installed_model() -> None:
     assert vectors.shape == (3, 384)
     sims = vectors @ vectors.T
     assert sims[0, 1] > 0.5 > sims[0, 2]
+
+
+# ------------------------------------------------------------------ properties
+
+_segment = st.text(alphabet="abcAMPmp-_.0123456789", min_size=1, max_size=8)
+
+
+@given(
+    host=st.sampled_from(["example.com", "www.lrt.lt", "m.delfi.lt", "amp.bbc.co.uk", "x.org"]),
+    scheme=st.sampled_from(["http", "https", "HTTPS"]),
+    path=st.lists(_segment, max_size=4),
+    params=st.lists(
+        st.tuples(st.sampled_from(["id", "utm_source", "fbclid", "page", "amp", "ref"]), _segment),
+        max_size=4,
+    ),
+    fragment=st.sampled_from(["", "#top", "#!/x"]),
+    slash=st.booleans(),
+)
+@settings(max_examples=200, deadline=None)
+def test_canonical_url_is_idempotent(
+    host: str,
+    scheme: str,
+    path: list[str],
+    params: list[tuple[str, str]],
+    fragment: str,
+    slash: bool,
+) -> None:
+    query = "&".join(f"{k}={v}" for k, v in params)
+    url = f"{scheme}://{host}/{'/'.join(path)}{'/' if slash else ''}{'?' + query if query else ''}"
+    once = dedup.canonical_url(url + fragment)
+    assert dedup.canonical_url(once) == once
+    assert "utm_" not in once and "fbclid" not in once and "#" not in once
+
+
+@given(title=st.text(max_size=80), text=st.text(max_size=600))
+@settings(max_examples=150, deadline=None)
+def test_fingerprint_never_fails_and_round_trips(title: str, text: str) -> None:
+    fp = dedup.fingerprint(title, text)
+    assert dedup.fingerprint_from_json(dedup.fingerprint_to_json(fp)) == fp
+    assert dedup.decide(fp, None, [Candidate("r", "d", fp, None)], OPTIONS).reason in DedupReason
