@@ -318,6 +318,51 @@ def test_seeds_imported_on_first_start_only(tmp_path: Path) -> None:
     assert start_once() == 5
 
 
+def test_retention_job_prunes_old_developments(tmp_path: Path) -> None:
+    from aggregator import pipeline, records
+    from aggregator.match import TopicMatcher
+    from aggregator.model import DedupOptions, Record
+    from aggregator.watchlist import load_watchlist
+
+    db_url = f"sqlite:///{tmp_path / 'aggregator.db'}"
+    config = tmp_path / "watchlist.yaml"
+    config.write_text(watchlist_text(["a"]) + "retention_days: 30\n")
+    store = open_store(db_url)
+    matcher = TopicMatcher(load_watchlist(config).topics)
+    for age_days, title in ((400, "Old border story"), (1, "New border story")):
+        when = datetime.now(UTC) - timedelta(days=age_days)
+        text = records.compose(title, f"{title}: the lead about the border.", ())
+        url = f"https://example.org/{age_days}"
+        record = Record(
+            id=records.record_id(url, text),
+            text=text,
+            title=title,
+            content_hash=records.content_hash(text),
+            url=url,
+            canonical_url=url,
+            published=when,
+            fetched=when,
+        )
+        pipeline.ingest(store, record, matcher=matcher, options=DedupOptions(), now=when)
+    store.close()
+    service = make_service(settings_for(tmp_path, db_url, config), FakeFetch())
+
+    async def body() -> None:
+        task = asyncio.create_task(service.run())
+        await until(lambda: service.state.ready)
+        await service._retention()
+        service.request_stop()
+        assert await task == 0
+
+    run(body)
+    assert service.metrics.registry.get_sample_value("aggregator_pruned_total") == 1
+    store = open_store(db_url)
+    try:
+        assert [d.title for d in store.list_developments()] == ["New border story"]
+    finally:
+        store.close()
+
+
 def test_invalid_watchlist_at_start_is_fatal_with_line(tmp_path: Path) -> None:
     from aggregator.errors import ConfigError
 
