@@ -54,6 +54,7 @@ SWEEP_JOB = "claim-sweep"
 # next_fetch is set this far before the job's next run, so jitter never makes the job early.
 NEXT_FETCH_SLACK = timedelta(seconds=5)
 FAILING_CACHE_SECONDS = 2.0
+PUMP_DELAY_SECONDS = 0.05
 
 
 def _env_float(name: str, default: float) -> float:
@@ -144,6 +145,7 @@ class Service:
         self._drained = asyncio.Event()
         self._scheduler_stopped = False
         self._failing_cache: tuple[float, list[str]] | None = None
+        self._pump_handle: asyncio.TimerHandle | None = None
         self.fetch_log: list[str] = []  # source ids in the order fetched (for tests)
 
     # ---------------------------------------------------------------- life cycle
@@ -332,6 +334,8 @@ class Service:
 
     async def _close(self) -> None:
         self._stop_scheduler()
+        if self._pump_handle is not None:
+            self._pump_handle.cancel()
         for fetcher in {id(f): f for f in [self.fetcher, *self._fetcher_of.values()]}.values():
             if fetcher is not None:
                 try:
@@ -417,7 +421,18 @@ class Service:
         if source_id not in self._in_flight:  # already being fetched: nothing to add
             self._pending.add(source_id)
         self._update_gauges()
-        await self._pump()
+        self._pump_soon()
+
+    def _pump_soon(self) -> None:
+        """Claim after a short pause, so jobs that fire together share one claim query."""
+        if self._pump_handle is not None:
+            return
+
+        def fire() -> None:
+            self._pump_handle = None
+            asyncio.get_running_loop().create_task(self._pump())
+
+        self._pump_handle = asyncio.get_running_loop().call_later(PUMP_DELAY_SECONDS, fire)
 
     def _capacity(self) -> int:
         if self.options.max_concurrent_sources > 0:
