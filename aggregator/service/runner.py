@@ -55,6 +55,7 @@ SWEEP_JOB = "claim-sweep"
 NEXT_FETCH_SLACK = timedelta(seconds=5)
 FAILING_CACHE_SECONDS = 2.0
 PUMP_DELAY_SECONDS = 0.05
+BULK_STATE_THRESHOLD = 50
 
 
 def _env_float(name: str, default: float) -> float:
@@ -483,13 +484,32 @@ class Service:
         return mine
 
     def _settle_pending(self, claimed: set[str]) -> None:
-        """Woken sources that were not due (backoff, or another replica fetched them)."""
-        for sid in list(self._pending - claimed - set(self._in_flight)):
+        """Woken sources that were not due (backoff, or another replica fetched them): their
+        jobs move to the stored next fetch time, so they do not wake us again before it."""
+        settled = list(self._pending - claimed - set(self._in_flight))
+        if not settled:
+            return
+        for sid in settled:
             self._pending.discard(sid)
-            self.metrics.fetches.labels("not-due").inc()
-            state = self._fetch_state(sid)
-            if state is not None and state.next_fetch is not None and self.scheduler is not None:
-                self.scheduler.defer(sid, state.next_fetch)
+        self.metrics.fetches.labels("not-due").inc(len(settled))
+        if self.scheduler is None:
+            return
+        for sid, next_fetch in self._next_fetches(settled).items():
+            self.scheduler.defer(sid, next_fetch)
+
+    def _next_fetches(self, ids: list[str]) -> dict[str, datetime]:
+        """Stored next fetch times: one query for many sources (a start with thousands of
+        sources fetched recently), one per source for a few."""
+        if len(ids) > BULK_STATE_THRESHOLD:
+            wanted = set(ids)
+            try:
+                states = [s for s in self.store.list_fetch_states() if s.source_id in wanted]
+            except Exception:
+                log.exception("reading the fetch states failed")
+                return {}
+        else:
+            states = [s for s in map(self._fetch_state, ids) if s is not None]
+        return {s.source_id: s.next_fetch for s in states if s.next_fetch is not None}
 
     def _start_fetch(self, sid: str) -> None:
         self._pending.discard(sid)
