@@ -17,7 +17,7 @@ import time as _time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -420,8 +420,12 @@ async def fetch_source(
     matcher: TopicMatcher,
     watchlist: Watchlist,
     now: datetime,
+    parse_pool: Executor | None = None,
 ) -> SourceReport:
     """Fetch one source, ingest its new entries and record how it went.
+
+    ``parse_pool`` (a process pool) runs feedparser beside the event loop's process, so both
+    cores work on a big cycle; without it, parsing runs on the cycle's worker thread.
 
     Never raises for a source's own trouble: every error is classified, stored in the source's
     FetchState (class, counts, last error, backoff) and reported, so one bad source cannot stop
@@ -450,7 +454,7 @@ async def fetch_source(
             )
         else:
             await _fetch_feed_source(
-                store, fetcher, source, state, matcher, watchlist, now, outcome
+                store, fetcher, source, state, matcher, watchlist, now, outcome, parse_pool
             )
     except FetchStatusError as exc:
         http_status = exc.status
@@ -557,6 +561,7 @@ async def _fetch_feed_source(
     watchlist: Watchlist,
     now: datetime,
     outcome: _Outcome,
+    parse_pool: Executor | None = None,
 ) -> None:
     response = await fetcher.fetch(
         source.url,
@@ -569,7 +574,20 @@ async def _fetch_feed_source(
     outcome.hints = response.hints
     if response.not_modified:
         return  # a 304 costs no parsing
-    entries = await _off_loop(_new_feed_entries, store, source, response, outcome)
+    if await _off_loop(_all_entries_known, store, source, response, outcome):
+        return  # the id pre-pass found nothing new: feedparser is not needed at all
+    parse = functools.partial(
+        feeds.parse_feed,
+        response.body,
+        dict(response.headers),
+        response.url,
+        encoding=response.encoding,
+    )
+    if parse_pool is not None:
+        parsed = await asyncio.get_running_loop().run_in_executor(parse_pool, parse)
+    else:
+        parsed = await _off_loop(parse)
+    entries = await _off_loop(_new_feed_entries, store, source, parsed, outcome)
     records = await _off_loop(
         lambda: [normalize.record_from_entry(entry, source, now) for entry in entries]
     )
@@ -580,26 +598,28 @@ async def _fetch_feed_source(
     await _off_loop(_ingest_all, store, records, source, matcher, watchlist, now, outcome)
 
 
-def _new_feed_entries(
+def _all_entries_known(
     store: Store, source: Source, response: FetchResponse, outcome: _Outcome
-) -> list[feeds.FeedEntry]:
-    """The entries of a fetched feed whose guids the store does not know, oldest first.
-
-    The id pre-pass runs first: when every id is known, feedparser is never called.
-    """
+) -> bool:
+    """The id pre-pass: True when the store knows every entry of the fetched feed."""
     ids = feeds.scan_entry_ids(response.text)
-    if ids is not None:
-        outcome.entries = len(ids)
-        known = store.known_guids(source.id, ids) if ids else set()
-        if len(known) == len(set(ids)):
-            outcome.known = len(ids)
-            ttl = feeds.scan_ttl(response.text)
-            if ttl:
-                outcome.hints = outcome.hints.with_ttl(ttl)
-            return []
-    parsed = feeds.parse_feed(
-        response.body, response.headers, response.url, encoding=response.encoding
-    )
+    if ids is None:
+        return False
+    outcome.entries = len(ids)
+    known = store.known_guids(source.id, ids) if ids else set()
+    if len(known) < len(set(ids)):
+        return False
+    outcome.known = len(ids)
+    ttl = feeds.scan_ttl(response.text)
+    if ttl:
+        outcome.hints = outcome.hints.with_ttl(ttl)
+    return True
+
+
+def _new_feed_entries(
+    store: Store, source: Source, parsed: feeds.ParsedFeed, outcome: _Outcome
+) -> list[feeds.FeedEntry]:
+    """The entries of a parsed feed whose guids the store does not know, oldest first."""
     outcome.parsed = True
     outcome.entries = len(parsed.entries)
     if parsed.ttl_seconds:
@@ -750,6 +770,7 @@ async def run_cycle(
     matcher: TopicMatcher | None = None,
     concurrency: int | None = None,
     owner: str | None = None,
+    parse_pool: Executor | None = None,
 ) -> list[SourceReport]:
     """One fetch cycle: every due source (or exactly ``source_ids``, due or not).
 
@@ -772,7 +793,13 @@ async def run_cycle(
             try:
                 reports.append(
                     await fetch_source(
-                        store, fetcher, source, matcher=matcher, watchlist=watchlist, now=now
+                        store,
+                        fetcher,
+                        source,
+                        matcher=matcher,
+                        watchlist=watchlist,
+                        now=now,
+                        parse_pool=parse_pool,
                     )
                 )
             except Exception as exc:  # fetch_source records its own failures; this is a bug
