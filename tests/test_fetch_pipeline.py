@@ -303,3 +303,27 @@ def test_page_source_and_full_text(db_url: str, server: HostileServer) -> None:
         assert "hybrid attack" in a3.text
         again = cycle(store, watchlist, ids=["site"])["site"]
         assert again.new_records == 0 and again.known == 2 and again.item_errors == 1
+
+
+def test_parsing_in_a_process_pool_gives_the_same_records(
+    tmp_path: Path, server: HostileServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "watchlist.yaml"
+    config.write_text(watchlist_text(server), encoding="utf-8")
+    wanted = ["rss", "atom", "by", "challenge", "entities"]
+    outputs = []
+    for processes, db in (("0", "inline.db"), ("2", "pool.db")):
+        args = ["--db", f"sqlite:///{tmp_path / db}", "--config", str(config)]
+        sources = [a for sid in wanted for a in ("--source", sid)]
+        assert (
+            cli_main([*args, "fetch-once", *sources, "--json", "--parse-processes", processes]) == 1
+        )
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        outputs.append(
+            {r["source"]: (r["status"], r["new_records"], r["failure_class"]) for r in rows}
+        )
+        with open_store(args[1]) as store:
+            outputs.append(sorted((r.id, r.text) for r in store.iter_records()))  # type: ignore[arg-type]
+    assert outputs[0] == outputs[2] and outputs[1] == outputs[3]
+    assert outputs[0]["challenge"] == ("failed", 0, "not-a-feed")
+    assert outputs[0]["entities"] == ("failed", 0, "parse-error")

@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
+import os
 import sys
+from concurrent.futures import Executor, ProcessPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aggregator.model import FetchState, Source
 from aggregator.settings import Settings
+
+PARSE_POOL_MIN_SOURCES = 50
 
 if TYPE_CHECKING:
     from aggregator.pipeline import SourceReport
@@ -39,6 +44,15 @@ def register(subparsers: _Subparsers) -> None:
         help="fetch this source now, due or not (repeatable)",
     )
     fetch_once.add_argument("--json", action="store_true", help="one JSON object per source")
+    fetch_once.add_argument(
+        "--parse-processes",
+        metavar="N",
+        type=int,
+        help=(
+            "processes that run feedparser beside the fetching process (0: none; default: one "
+            f"per core when at least {PARSE_POOL_MIN_SOURCES} sources are fetched)"
+        ),
+    )
     fetch_once.set_defaults(handler=run_fetch_once)
 
     sources = subparsers.add_parser(
@@ -72,18 +86,36 @@ def run_fetch_once(args: argparse.Namespace, settings: Settings) -> int:
             print(f"aggregator: error: unknown source id(s): {', '.join(unknown)}", file=sys.stderr)
             return 2
 
-    async def cycle() -> list[SourceReport]:
+    async def cycle(pool: Executor | None) -> list[SourceReport]:
         async with Fetcher(watchlist.fetch) as fetcher:
             with open_store(settings.db_url) as store:
-                return await run_cycle(store, fetcher, watchlist, source_ids=wanted, now=_now())
+                return await run_cycle(
+                    store, fetcher, watchlist, source_ids=wanted, now=_now(), parse_pool=pool
+                )
 
-    reports = asyncio.run(cycle())
+    workers = _parse_workers(args.parse_processes, len(wanted or watchlist.sources))
+    if workers:
+        # forkserver: the cycle has threads by the time the first feed is parsed.
+        context = multiprocessing.get_context("forkserver")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            reports = asyncio.run(cycle(pool))
+    else:
+        reports = asyncio.run(cycle(None))
     if args.json:
         for report in reports:
             print(json.dumps(report.to_json(), ensure_ascii=False))
     else:
         _print_reports(reports)
     return 1 if any(r.status == "failed" for r in reports) else 0
+
+
+def _parse_workers(requested: int | None, sources: int) -> int:
+    """Processes for feedparser: as asked, else one per core when the cycle is big enough to
+    repay their start-up, else none (parse on the cycle's worker thread)."""
+    if requested is not None:
+        return max(0, requested)
+    cores = os.cpu_count() or 1
+    return cores if cores > 1 and sources >= PARSE_POOL_MIN_SOURCES else 0
 
 
 def _print_reports(reports: list[SourceReport]) -> None:
