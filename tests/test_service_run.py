@@ -199,6 +199,43 @@ def test_sighup_reloads_at_once(tmp_path: Path) -> None:
     run(body)
 
 
+def test_a_changed_fetch_policy_gets_a_new_fetcher(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'aggregator.db'}"
+    config = tmp_path / "watchlist.yaml"
+    config.write_text(watchlist_text(["a"]))
+    made: list[Any] = []
+    closed: list[Any] = []
+
+    class Fetcher:
+        def __init__(self, policy: Any) -> None:
+            self.policy = policy
+            made.append(self)
+
+        async def aclose(self) -> None:
+            closed.append(self)
+
+    fetch = FakeFetch()
+    opts = ServiceOptions(serve=False, seeds_dir=None, reload_interval=0.1)
+    service = Service(
+        settings_for(tmp_path, db_url, config), opts, fetch_one=fetch, make_fetcher=Fetcher
+    )
+
+    async def body() -> None:
+        task = asyncio.create_task(service.run())
+        await until(lambda: fetch.calls["a"] == 1)
+        config.write_text(
+            watchlist_text(["a"]).replace("version: 1", "version: 1\nfetch:\n  retries: 0")
+        )
+        await until(lambda: len(made) == 2 and closed == made[:1])
+        assert service.fetcher is made[1]
+        assert made[1].policy.retries == 0
+        service.request_stop()
+        assert await task == 0
+
+    run(body)
+    assert closed == made
+
+
 def test_a_crashing_fetch_is_recorded_and_the_service_goes_on(tmp_path: Path) -> None:
     db_url = f"sqlite:///{tmp_path / 'aggregator.db'}"
     config = tmp_path / "watchlist.yaml"
