@@ -188,10 +188,15 @@ def test_watcher_reload_forces_a_load_and_survives_deletion(tmp_path: Path) -> N
     assert watcher.reload() is True
     assert applied == ["one"]
     path.unlink()
+    assert watcher.check() is False  # an editor's rename in progress: not reported yet
+    assert errors == []
     assert watcher.check() is False
-    assert watcher.reload() is False
-    assert "not found" in errors[-1][0]
+    assert "not found" in errors[-1][0]  # still gone: reported
     assert watcher.current == "one"
+    assert watcher.reload() is False
+    path.write_text("one\n")  # back, same content: applied again, which clears the report
+    assert watcher.check() is True
+    assert applied == ["one", "one"]
 
 
 def test_watcher_reports_loader_crash_as_problem(tmp_path: Path) -> None:

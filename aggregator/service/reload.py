@@ -24,6 +24,7 @@ from aggregator.errors import ConfigError, ConfigProblem
 log = logging.getLogger("aggregator.service.reload")
 
 W = TypeVar("W")
+MISSING_CHECKS = 2  # consecutive looks without the file before it is reported missing
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,7 @@ class WatchlistWatcher(Generic[W]):
         self._seen: FileVersion | None = None
         self._stat: tuple[int, int] | None = None
         self.current: W | None = None
+        self._missing = 0
 
     def load_initial(self) -> W:
         """First load at start: an invalid watchlist is fatal here (nothing good to keep)."""
@@ -83,13 +85,22 @@ class WatchlistWatcher(Generic[W]):
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            return False  # a delete or a rename in progress: keep the last good watchlist
+            # An editor replacing the file by a rename: gone for an instant. Still gone at the
+            # next look: say so (the last good watchlist stays in force).
+            self._missing += 1
+            if self._missing == MISSING_CHECKS:
+                self._on_error([f"{self.path}:0: watchlist file not found"])
+            return False
+        back = self._missing >= MISSING_CHECKS
+        self._missing = 0
         stat = (st.st_mtime_ns, st.st_size)
-        if stat == self._stat:
+        if stat == self._stat and not back:
             return False
         self._stat = stat
         version = read_version(self.path)
-        if version is None or (self._seen is not None and version.digest == self._seen.digest):
+        if version is None:
+            return False
+        if not back and self._seen is not None and version.digest == self._seen.digest:
             return False  # touched, not changed
         return self._apply(version)
 
