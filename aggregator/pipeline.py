@@ -131,7 +131,7 @@ def ingest(
     Everything happens in one transaction, retried when it loses a race with another writer,
     so two replicas ingesting copies of one story at once make one record and one development.
     """
-    prepared = _prepare(record, matcher, allowed_topics, now)
+    prepared = _prepare(record, matcher, allowed_topics, now, options)
     for attempt in range(1, INGEST_ATTEMPTS + 1):
         try:
             with store.write() as tx:
@@ -156,11 +156,29 @@ def dedup_text(record: Record) -> str:
     return text or records.plain_text(doc)
 
 
+@functools.cache
+def _semantic_embedder() -> Callable[[str], Sequence[float]] | None:
+    """The optional semantic model, loaded once per process; None (logged once) when its
+    package is not installed, so ingest goes on with lexical fingerprints."""
+    from aggregator.embed import SemanticUnavailable, semantic_embedder
+
+    try:
+        return semantic_embedder()
+    except SemanticUnavailable as exc:
+        log.error("dedup.semantic is on but unavailable, deduplicating lexically: %s", exc)
+        return None
+
+
 def _prepare(
-    record: Record, matcher: TopicMatcher, allowed_topics: Sequence[str], now: datetime
+    record: Record,
+    matcher: TopicMatcher,
+    allowed_topics: Sequence[str],
+    now: datetime,
+    options: DedupOptions,
 ) -> _Prepared:
     matches = tuple(matcher.match(record, allowed_topics))
-    fp = dedup.fingerprint(record.title, dedup_text(record), record.language)
+    embedder = _semantic_embedder() if options.semantic else None
+    fp = dedup.fingerprint(record.title, dedup_text(record), record.language, embedder=embedder)
     return _Prepared(
         record=record,
         matches=matches,

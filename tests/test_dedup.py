@@ -14,9 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator import dedup, embed, records
+from aggregator import dedup, embed, pipeline, records
 from aggregator.dedup import Candidate, Fingerprint
-from aggregator.model import DedupOptions, DedupReason
+from aggregator.match import TopicMatcher
+from aggregator.model import DedupOptions, DedupReason, Record
+from aggregator.pipeline import ingest
+from aggregator.store import open_store, schema
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"
@@ -442,6 +445,65 @@ def test_semantic_embedder_of_the_installed_model() -> None:
     assert vectors.shape == (3, 384)
     sims = vectors @ vectors.T
     assert sims[0, 1] > 0.5 > sims[0, 2]
+
+
+def _ingest_storm(store_url: str, semantic: bool) -> dict[str, object]:
+
+    body = "A magnitude 6.1 earthquake hit Aceh province on Tuesday, killing 12 people."
+    text = f"{body}\n\nQuake hits Aceh\n\n{body}\n"
+    rec = Record(
+        id=records.record_id(None, text + str(semantic)),
+        text=text,
+        title="Quake hits Aceh",
+        content_hash=records.content_hash(text + str(semantic)),
+        fetched=T0,
+    )
+    store = open_store(store_url)
+    try:
+        ingest(
+            store,
+            rec,
+            matcher=TopicMatcher(()),
+            options=DedupOptions(semantic=semantic),
+            now=T0,
+        )
+        with store.engine.connect() as conn:
+            data = conn.execute(
+                schema.fingerprints.select().where(schema.fingerprints.c.record_id == rec.id)
+            ).one()
+    finally:
+        store.close()
+    obj: dict[str, object] = json.loads(data.data)
+    return obj
+
+
+def test_ingest_embeds_only_in_semantic_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts: list[str] = []
+
+    def fake(text: str) -> list[float]:
+        texts.append(text)
+        return [0.6, 0.8]
+
+    monkeypatch.setattr(pipeline, "_semantic_embedder", lambda: fake)
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    assert "embedding" not in _ingest_storm(url, semantic=False)
+    assert not texts
+    assert _ingest_storm(url, semantic=True)["embedding"] == [0.6, 0.8]
+    assert texts and texts[0].startswith("Quake hits Aceh\n")
+
+
+def test_missing_semantic_package_falls_back_to_lexical(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def unavailable() -> Callable[[str], list[float]]:
+        raise embed.SemanticUnavailable("not installed")
+
+    monkeypatch.setattr(embed, "semantic_embedder", unavailable)
+    with caplog.at_level("ERROR", logger="aggregator.pipeline"):
+        assert pipeline._semantic_embedder.__wrapped__() is None
+    assert "deduplicating lexically" in caplog.text
 
 
 # ------------------------------------------------------------------ properties
