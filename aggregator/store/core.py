@@ -16,10 +16,14 @@ insert that slipped past fails with IntegrityError, which surfaces as ``StoreCon
 
 from __future__ import annotations
 
+import logging
+import random
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import sqlalchemy as sa
 
@@ -57,6 +61,12 @@ from aggregator.store.queries import (
 from aggregator.store.tx import StoredCandidate, WriteTx
 
 __all__ = ["Store", "StoreConflict", "StoredCandidate", "WriteTx", "open_store", "record_time"]
+
+log = logging.getLogger("aggregator.store")
+
+_T = TypeVar("_T")
+# Attempts of a short, idempotent write (fetch state, leases) that lost its connection or a race.
+WRITE_ATTEMPTS = 3
 
 
 def open_store(url: str, *, migrate: bool = True) -> Store:
@@ -147,6 +157,26 @@ class Store:
     def _write(self) -> Iterator[sa.Connection]:
         with translate_errors(), self._engine.begin() as conn:
             yield conn
+
+    def _write_retrying(self, work: Callable[[sa.Connection], _T], what: str) -> _T:
+        """Run ``work`` in a write transaction, again on a fresh connection when the first one
+        died under it (PostgreSQL restarted, the backend was terminated) or lost a race.
+
+        Only for short writes that are safe to repeat as a whole (``work`` reads nothing it
+        has written before). A failure that outlasts the attempts raises ``StoreError``.
+        """
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                with self._write() as conn:
+                    return work(conn)
+            except StoreConflict as exc:
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+                log.warning("%s: %s; retrying (attempt %d)", what, exc, attempt + 1)
+                # The pool discarded the dead connections; a short pause lets a restarting
+                # server come back and spreads replicas that collided.
+                time.sleep(random.uniform(0.05, 0.2) * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @contextmanager
     def write(self) -> Iterator[WriteTx]:
@@ -406,13 +436,16 @@ class Store:
             "failure_counts": dict(state.failure_counts),
             "fetch_count": state.fetch_count,
         }
-        with self._write() as conn:
+
+        def save(conn: sa.Connection) -> None:
             stmt = dialect_insert(conn, t.fetch_state).values(source_id=state.source_id, **values)
             stmt = stmt.on_conflict_do_update(
                 index_elements=[t.fetch_state.c.source_id],
                 set_={k: stmt.excluded[k] for k in values},
             )
             conn.execute(stmt)
+
+        self._write_retrying(save, f"saving the fetch state of {state.source_id}")
 
     def list_fetch_states(self) -> list[FetchState]:
         with self._read() as conn:
@@ -444,29 +477,77 @@ class Store:
             .order_by(fs.c.next_fetch.asc().nulls_first(), fs.c.source_id)
             .limit(limit)
         )
-        with self._write() as conn:
-            if is_postgres(conn):
-                query = query.with_for_update(skip_locked=True, of=fs)
-            ids = list(conn.execute(query).scalars())
+
+        def claim(conn: sa.Connection) -> list[str]:
+            locked = query.with_for_update(skip_locked=True, of=fs) if is_postgres(conn) else query
+            ids = list(conn.execute(locked).scalars())
             if ids:
                 conn.execute(
                     sa.update(fs)
                     .where(fs.c.source_id.in_(ids))
                     .values(lease_owner=owner, lease_expires=now + timedelta(seconds=lease_seconds))
                 )
-        return ids
+            return ids
+
+        # A claim whose commit got through before its connection died is not seen by the retry:
+        # those sources stay leased to ``owner`` until the lease runs out, then are due again.
+        return self._write_retrying(claim, "claiming due sources")
 
     def release_source(self, owner: str, source_id: str) -> None:
         """Give up ``owner``'s lease on a source (a lease held by someone else is left alone)."""
-        with self._write() as conn:
-            conn.execute(
-                sa.update(t.fetch_state)
-                .where(
-                    t.fetch_state.c.source_id == source_id,
-                    t.fetch_state.c.lease_owner == owner,
-                )
-                .values(lease_owner=None, lease_expires=None)
+        stmt = (
+            sa.update(t.fetch_state)
+            .where(
+                t.fetch_state.c.source_id == source_id,
+                t.fetch_state.c.lease_owner == owner,
             )
+            .values(lease_owner=None, lease_expires=None)
+        )
+        self._write_retrying(lambda conn: conn.execute(stmt), f"releasing {source_id}")
+
+    def renew_lease(self, owner: str, source_id: str, now: datetime, lease_seconds: float) -> bool:
+        """Extend ``owner``'s lease on a source to ``now + lease_seconds``; False when
+        ``owner`` no longer holds it (released, or taken over by another replica after it
+        expired). Only the lease columns are written: the fetch state is left as it is."""
+        return source_id in self.renew_leases(owner, [source_id], now, lease_seconds)
+
+    def renew_leases(
+        self, owner: str, source_ids: Sequence[str], now: datetime, lease_seconds: float
+    ) -> set[str]:
+        """``renew_lease`` for several sources in one transaction; the ids still held (and now
+        extended). One atomic ``UPDATE ... WHERE lease_owner = :owner``: a lease another
+        replica took over is never taken back."""
+        fs = t.fetch_state
+        ids = list(dict.fromkeys(source_ids))
+        if not ids:
+            return set()
+        expires = now + timedelta(seconds=lease_seconds)
+
+        def renew(conn: sa.Connection) -> set[str]:
+            held: set[str] = set()
+            for chunk in chunks(ids):
+                stmt = (
+                    sa.update(fs)
+                    .where(fs.c.source_id.in_(chunk), fs.c.lease_owner == owner)
+                    .values(lease_expires=expires)
+                    .returning(fs.c.source_id)
+                )
+                held.update(conn.execute(stmt).scalars())
+            return held
+
+        return self._write_retrying(renew, "renewing leases")
+
+    def list_leases(self) -> dict[str, tuple[str, datetime | None]]:
+        """Every source with a lease: source id -> (owner, expiry); an expiry in the past is a
+        lease whose owner died or stalled (any replica may take the source over)."""
+        fs = t.fetch_state
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(fs.c.source_id, fs.c.lease_owner, fs.c.lease_expires).where(
+                    fs.c.lease_owner.is_not(None)
+                )
+            ).all()
+        return {row.source_id: (row.lease_owner, row.lease_expires) for row in rows}
 
     def lease_of(self, source_id: str) -> tuple[str | None, datetime | None]:
         """(owner, expiry) of a source's lease, for operators and tests."""
