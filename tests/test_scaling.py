@@ -8,12 +8,16 @@ server; each test has a database of its own (the ``db_url`` fixture).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from aggregator.model import FetchState, Schedule, Source, SourceKind
 from aggregator.store import Store, open_store
@@ -99,3 +103,245 @@ def test_list_leases_for_operators(store: Store) -> None:
     }
     store.release_source("one", "a")
     assert set(store.list_leases()) == {"b"}
+
+
+# --- the service renews the leases of its in-flight fetches ----------------------------------
+
+
+class SlowFetch:
+    """A fetch that outlasts several leases and saves the fetch state half way, from a worker
+    thread, as the fetch layer does."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.calls: list[str] = []
+        self.running = asyncio.Event()
+        self.state_seen: FetchState | None = None
+
+    async def __call__(self, service: Any, source: Source, fetcher: Any, now: datetime) -> Any:
+        self.calls.append(source.id)
+        self.running.set()
+        state = dataclasses.replace(service.store.get_fetch_state(source.id), etag='"mid"')
+        await asyncio.to_thread(service.store.save_fetch_state, state)
+        await asyncio.sleep(self.seconds)
+        self.state_seen = service.store.get_fetch_state(source.id)
+        return {"status": 200, "new_records": 0}
+
+
+def slow_service(tmp_path: Path, db_url: str, fetch: SlowFetch, lease: float) -> Any:
+    from tests.test_service_run import make_service, settings_for, watchlist_text
+
+    config = tmp_path / "watchlist.yaml"
+    config.write_text(watchlist_text(["slow"]))
+    return make_service(settings_for(tmp_path, db_url, config), fetch, lease_seconds=lease)  # type: ignore[arg-type]
+
+
+def run(body: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(body())
+
+
+def test_service_renews_the_lease_of_a_fetch_that_outlives_it(tmp_path: Path, db_url: str) -> None:
+    lease = 1.0
+    fetch = SlowFetch(seconds=4 * lease)
+    service = slow_service(tmp_path, db_url, fetch, lease)
+
+    async def body() -> None:
+        task = asyncio.create_task(service.run())
+        await asyncio.wait_for(fetch.running.wait(), 10)
+        with open_store(db_url) as rival:
+            # Another replica keeps trying to claim for the whole fetch: never gets the source.
+            while service._in_flight:
+                assert rival.claim_due_sources("rival", datetime.now(UTC), lease, 10) == []
+                owner, expires = rival.lease_of("slow")
+                if service._in_flight:
+                    assert owner == service.owner
+                    assert expires is not None and expires > datetime.now(UTC)
+                await asyncio.sleep(0.1)
+        assert fetch.calls == ["slow"]
+        # The state the fetch saved while the renewals went on is intact; the lease is released.
+        assert fetch.state_seen is not None and fetch.state_seen.etag == '"mid"'
+        assert service.store.lease_of("slow") == (None, None)
+        service.request_stop()
+        assert await task == 0
+
+    run(body)
+
+
+def test_a_lease_taken_over_is_not_taken_back(
+    tmp_path: Path, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    lease = 1.0
+    fetch = SlowFetch(seconds=2.5)
+    service = slow_service(tmp_path, db_url, fetch, lease)
+    caplog.set_level(logging.WARNING, logger="aggregator.service")
+
+    async def body() -> None:
+        task = asyncio.create_task(service.run())
+        await asyncio.wait_for(fetch.running.wait(), 10)
+        with open_store(db_url) as rival:
+            # The replica stalled past its lease and another one took the source over.
+            with rival.engine.begin() as conn:
+                conn.execute(
+                    sa.text("UPDATE fetch_state SET lease_owner = 'rival', lease_expires = :t"),
+                    {"t": datetime.now(UTC) + timedelta(hours=1)},
+                )
+            await asyncio.sleep(lease)
+            assert rival.lease_of("slow")[0] == "rival"
+            while service._in_flight:
+                await asyncio.sleep(0.05)
+            # Finishing its fetch, the first replica leaves the rival's lease alone.
+            assert rival.lease_of("slow")[0] == "rival"
+        service.request_stop()
+        assert await task == 0
+
+    run(body)
+    lost = [r for r in caplog.records if "lease on slow lost" in r.getMessage()]
+    assert len(lost) == 1  # said once, not at every renewal
+
+
+# --- reconnecting after PostgreSQL dropped the connections ------------------------------------
+
+postgres_only = pytest.mark.postgres
+
+
+def _admin_url(db_url: str) -> str:
+    return db_url.replace("postgresql+psycopg://", "postgresql://")
+
+
+def terminate_backends(db_url: str) -> int:
+    """What a server restart does to the store: every connection of the database but ours dies."""
+    import psycopg
+
+    with psycopg.connect(_admin_url(db_url), autocommit=True) as conn:
+        return len(conn.execute(TERMINATE_OTHERS).fetchall())
+
+
+class KillOnStatement:
+    """Terminates the store's own backend just before a matching statement runs, inside its
+    transaction: a write interrupted mid-way, as by a server restart."""
+
+    def __init__(self, store: Store, db_url: str, prefix: str, times: int) -> None:
+        self.db_url = db_url
+        self.prefix = prefix
+        self.left = times
+        self.kills = 0
+        sa.event.listen(store.engine, "before_cursor_execute", self)
+
+    def __call__(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if self.left <= 0 or not statement.startswith(self.prefix):
+            return
+        self.left -= 1
+        self.kills += 1
+        import psycopg
+
+        pid = cursor.connection.info.backend_pid
+        with psycopg.connect(_admin_url(self.db_url), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
+
+
+def seed_records() -> list[Any]:
+    from aggregator.store.transfer import read_import
+
+    return [item.record for item in read_import([ROOT / "seeds"], now=NOW).items]
+
+
+def ingest(store: Store, record: Any) -> Any:
+    from aggregator import pipeline
+    from aggregator.match import TopicMatcher
+    from aggregator.model import DedupOptions
+
+    return pipeline.ingest(store, record, matcher=TopicMatcher(()), options=DedupOptions(), now=NOW)
+
+
+@pytest.fixture
+def pg_url(pg_database: str) -> str:
+    """The run's PostgreSQL database, emptied (terminating backends is PostgreSQL's)."""
+    from tests.conftest import _reset_pg
+
+    _reset_pg(pg_database)
+    return pg_database
+
+
+@postgres_only
+def test_store_keeps_working_after_its_connections_are_terminated(pg_url: str) -> None:
+    first, *rest = seed_records()
+    with open_store(pg_url) as store:
+        store.sync_sources(sources("a"), NOW)
+        assert ingest(store, first).stored
+        with ThreadPoolExecutorish(store) as busy:  # several pooled connections, all idle now
+            busy.read_in_parallel(4)
+        assert terminate_backends(pg_url) >= 1
+        # Reads, an ingest, fetch-state and lease writes: each on a fresh connection.
+        assert store.count_records() == 1
+        assert store.get_record(first.id) is not None
+        assert ingest(store, rest[0]).stored
+        assert store.claim_due_sources("one", NOW, 60, 10) == ["a"]
+        store.save_fetch_state(FetchState(source_id="a", etag='"x"'))
+        assert store.renew_lease("one", "a", NOW, 60)
+        assert store.count_records() == 2
+        assert store.list_developments()
+
+
+class ThreadPoolExecutorish:
+    """Checks out several pool connections at once (so more than one dies at the restart)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __enter__(self) -> ThreadPoolExecutorish:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def read_in_parallel(self, n: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(n) as pool:
+            list(pool.map(lambda _: self.store.count_records(), range(n)))
+
+
+@postgres_only
+def test_an_ingest_interrupted_mid_transaction_is_retried(pg_url: str) -> None:
+    records = seed_records()
+    with open_store(pg_url) as store:
+        killer = KillOnStatement(store, pg_url, "INSERT INTO records", times=2)
+        results = [ingest(store, r) for r in records]
+        assert killer.kills == 2
+        assert all(r.stored for r in results)
+        assert store.count_records() == len(records)
+        with store.engine.connect() as conn:
+            stored = conn.execute(sa.text("SELECT count(DISTINCT id) FROM records")).scalar_one()
+        assert stored == len(records)
+
+
+@postgres_only
+def test_a_fetch_state_write_interrupted_mid_transaction_is_retried(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="aggregator.store")
+    with open_store(pg_url) as store:
+        store.sync_sources(sources("a"), NOW)
+        killer = KillOnStatement(store, pg_url, "INSERT INTO fetch_state", times=1)
+        store.save_fetch_state(FetchState(source_id="a", etag='"after"', fetch_count=1))
+        assert killer.kills == 1
+        assert store.get_fetch_state("a").etag == '"after"'
+    assert any("saving the fetch state of a" in r.getMessage() for r in caplog.records)
+
+
+@postgres_only
+def test_a_write_that_keeps_failing_fails_cleanly(pg_url: str) -> None:
+    from aggregator.errors import StoreError
+
+    first, second, *_ = seed_records()
+    with open_store(pg_url) as store:
+        killer = KillOnStatement(store, pg_url, "INSERT INTO records", times=100)
+        with pytest.raises(StoreError, match=r"administrator command|connection"):
+            ingest(store, first)
+        assert killer.kills == 5  # every attempt of pipeline.ingest, then a clear error
+        killer.left = 0
+        # Nothing half-stored; the store goes on.
+        assert store.count_records() == 0
+        assert store.count_developments() == 0
+        assert ingest(store, second).stored
+        assert store.count_records() == 1

@@ -56,6 +56,7 @@ NEXT_FETCH_SLACK = timedelta(seconds=5)
 FAILING_CACHE_SECONDS = 2.0
 PUMP_DELAY_SECONDS = 0.05
 BULK_STATE_THRESHOLD = 50
+LEASE_RENEWALS_PER_LEASE = 3  # a lease is renewed this many times per lease time while in flight
 
 
 def _env_float(name: str, default: float) -> float:
@@ -147,6 +148,8 @@ class Service:
         self._scheduler_stopped = False
         self._failing_cache: tuple[float, list[str]] | None = None
         self._pump_handle: asyncio.TimerHandle | None = None
+        self._renewer: asyncio.Task[None] | None = None
+        self._lease_lost: dict[str, asyncio.Task[None]] = {}  # fetches whose lease was taken
         self.fetch_log: list[str] = []  # source ids in the order fetched (for tests)
 
     # ---------------------------------------------------------------- life cycle
@@ -234,6 +237,11 @@ class Service:
             coalesce=True,
             max_instances=1,
             misfire_grace_time=60,
+        )
+        # Not a scheduler job: renewals must go on while the scheduler is paused at shutdown
+        # and in-flight fetches finish.
+        self._renewer = asyncio.get_running_loop().create_task(
+            self._renew_leases_forever(), name="lease-renewal"
         )
         log.info(
             "service started",
@@ -337,6 +345,8 @@ class Service:
         self._stop_scheduler()
         if self._pump_handle is not None:
             self._pump_handle.cancel()
+        if self._renewer is not None:
+            self._renewer.cancel()
         for fetcher in {id(f): f for f in [self.fetcher, *self._fetcher_of.values()]}.values():
             if fetcher is not None:
                 try:
@@ -641,6 +651,45 @@ class Service:
             return None
         return state
 
+    async def _renew_leases_forever(self) -> None:
+        every = renew_seconds(self.options.lease_seconds)
+        while True:
+            await asyncio.sleep(every)
+            await self.renew_leases()
+
+    async def renew_leases(self) -> None:
+        """Extend the leases of the sources being fetched here, so a fetch and ingest that
+        outlive one lease are not fetched again by another replica. Only the lease columns
+        are written (the fetch layer saves the fetch state from its own thread meanwhile)."""
+        lost = self._lease_lost
+        for sid in [s for s, task in lost.items() if self._in_flight.get(s) is not task]:
+            del lost[sid]  # that fetch is over
+        running = {s: task for s, task in self._in_flight.items() if s not in lost}
+        if not running or self.store is None:
+            return
+        try:
+            held = await asyncio.to_thread(
+                self.store.renew_leases,
+                self.owner,
+                list(running),
+                datetime.now(UTC),
+                self.options.lease_seconds,
+            )
+        except Exception:
+            log.exception("renewing the leases failed; will retry")
+            return
+        for sid, task in running.items():
+            # A fetch that finished meanwhile released its lease: nothing was lost.
+            if sid not in held and self._in_flight.get(sid) is task:
+                lost[sid] = task  # said once; not renewed again
+                log.warning(
+                    "lease on %s lost: it ran out before renewal and another replica took "
+                    "the source over, which may fetch it too (ingest stores nothing twice); "
+                    "raise AGGREGATOR_LEASE_SECONDS",
+                    sid,
+                    extra={"source_id": sid},
+                )
+
     def _release(self, sid: str) -> None:
         try:
             self.store.release_source(self.owner, sid)
@@ -716,6 +765,12 @@ class Service:
 def sweep_seconds(lease_seconds: float) -> float:
     """How often to look for due sources besides the jobs: half a lease, 1 s to 60 s."""
     return min(60.0, max(1.0, lease_seconds / 2))
+
+
+def renew_seconds(lease_seconds: float) -> float:
+    """How often in-flight leases are renewed: a third of the lease (at least every 0.1 s), so
+    two renewals can fail or come late before a lease runs out."""
+    return max(0.1, lease_seconds / LEASE_RENEWALS_PER_LEASE)
 
 
 def retention_days(watchlist: Any, settings: Settings) -> int:
