@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
+import os
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -220,15 +226,22 @@ class KillOnStatement:
     """Terminates the store's own backend just before a matching statement runs, inside its
     transaction: a write interrupted mid-way, as by a server restart."""
 
-    def __init__(self, store: Store, db_url: str, prefix: str, times: int) -> None:
+    def __init__(
+        self, store: Store, db_url: str, prefix: str, times: int, source_id: str | None = None
+    ) -> None:
         self.db_url = db_url
         self.prefix = prefix
+        self.source_id = source_id  # only statements about this source
         self.left = times
         self.kills = 0
         sa.event.listen(store.engine, "before_cursor_execute", self)
 
-    def __call__(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+    def __call__(self, conn: Any, cursor: Any, statement: str, params: Any, *args: Any) -> None:
         if self.left <= 0 or not statement.startswith(self.prefix):
+            return
+        if self.source_id is not None and (
+            not isinstance(params, dict) or params.get("source_id") != self.source_id
+        ):
             return
         self.left -= 1
         self.kills += 1
@@ -345,3 +358,135 @@ def test_a_write_that_keeps_failing_fails_cleanly(pg_url: str) -> None:
         assert store.count_developments() == 0
         assert ingest(store, second).stored
         assert store.count_records() == 1
+
+
+@postgres_only
+def test_the_service_goes_on_through_terminated_connections_and_failed_writes(
+    tmp_path: Path, pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The real fetch path against the loopback feed server: one source's ingest keeps losing
+    its connection (its fetch fails with a logged error, nothing half-stored), then every
+    connection of the service is terminated; the service carries on and the source's next
+    fetch stores everything, once."""
+    from aggregator.service import Service, ServiceOptions
+    from aggregator.settings import Settings
+    from benchmarks.feedserver import FeedServerProcess
+    from tests.test_service_replicas import duplicates, watchlist
+
+    caplog.set_level(logging.INFO)
+    killers: list[KillOnStatement] = []
+
+    def hooked_store(url: str) -> Store:
+        store = open_store(url)
+        killers.append(KillOnStatement(store, url, "INSERT INTO records", 100, "feed001"))
+        return store
+
+    with FeedServerProcess(feeds=3, hosts=1, seed=5) as server:
+        config = tmp_path / "watchlist.yaml"
+        config.write_text(watchlist(server.urls()))
+        settings = Settings(data_dir=tmp_path, db_url=pg_url, config_path=config)
+        options = ServiceOptions(serve=False, seeds_dir=None, reload_interval=0.1)
+        service = Service(settings, options, open_store=hooked_store)
+
+        async def until(check: Callable[[], bool], timeout: float = 60) -> None:
+            deadline = time.monotonic() + timeout
+            while not check():
+                assert time.monotonic() < deadline, "timed out"
+                await asyncio.sleep(0.05)
+
+        async def body() -> None:
+            task = asyncio.create_task(service.run())
+            await until(lambda: len(service.fetch_log) >= 3 and not service._in_flight)
+            failed = service.store.get_fetch_state("feed001")
+            assert failed.consecutive_failures == 1 and failed.failure_class == "internal"
+            assert "administrator command" in (failed.last_error or "")
+            assert killers[0].kills == 5  # every attempt of the first record, then given up
+            assert per_source(pg_url).get("feed001", 0) == 0  # nothing half-stored
+            killers[0].left = 0
+            assert terminate_backends(pg_url) >= 1
+            with service.store.engine.begin() as conn:
+                conn.execute(sa.text("UPDATE fetch_state SET next_fetch = NULL"))
+            assert service.scheduler is not None
+            service.scheduler.run_now("feed001")
+            await until(lambda: len(service.fetch_log) >= 4 and not service._in_flight)
+            assert service.store.get_fetch_state("feed001").consecutive_failures == 0
+            assert service.state.ready and not service.state.stopping
+            service.request_stop()
+            assert await task == 0
+
+        run(body)
+    counts = per_source(pg_url)
+    assert counts["feed000"] > 0 and counts["feed001"] > 0 and counts["feed002"] > 0
+    engine = sa.create_engine(pg_url)
+    try:
+        assert duplicates(engine) == []
+    finally:
+        engine.dispose()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("feed001" in r.getMessage() for r in errors)
+
+
+def per_source(url: str) -> dict[str, int]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT source_id, count(*) FROM records GROUP BY source_id")
+            ).all()
+    finally:
+        engine.dispose()
+    return {str(sid): int(n) for sid, n in rows}
+
+
+# --- one replica on SQLite --------------------------------------------------------------------
+
+
+def test_a_second_replica_on_sqlite_exits_with_a_clear_error(tmp_path: Path) -> None:
+    """``aggregator run`` twice on one SQLite file, as an admin would start them: the second
+    exits 1 at once, saying why and what to do; the first keeps serving."""
+    from tests.test_service_replicas import free_port
+
+    config = tmp_path / "watchlist.yaml"
+    config.write_text(
+        'version: 1\ntopics:\n  - id: all\n    title: All\n    rules:\n      any: ["/./"]\n'
+        "sources: []\n"
+    )
+    db = tmp_path / "aggregator.db"
+    env = {**os.environ, "AGGREGATOR_DATA_DIR": str(tmp_path), "AGGREGATOR_LOG_FORMAT": "text"}
+
+    def command(port: int) -> list[str]:
+        return [
+            sys.executable, "-m", "aggregator", "--db", f"sqlite:///{db}", "--config",
+            str(config), "run", "--port", str(port), "--no-seeds",
+        ]  # fmt: skip
+
+    port = free_port()
+    log = tmp_path / "first.log"
+    with open(log, "wb") as out:
+        first = subprocess.Popen(command(port), cwd=ROOT, env=env, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert first.poll() is None, log.read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    if json.loads(r.read())["ready"]:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the first replica did not get ready"
+            time.sleep(0.2)
+        second = subprocess.run(
+            command(free_port()), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert second.returncode == 1
+        assert "another aggregator service is already running on this SQLite database" in (
+            second.stderr
+        )
+        assert f"{db}.lock" in second.stderr and f"pid {first.pid}" in second.stderr
+        assert "use PostgreSQL" in second.stderr
+        assert first.poll() is None  # the first one is untouched
+    finally:
+        first.terminate()
+        first.wait(20)
+    assert first.returncode == 0
