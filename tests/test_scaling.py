@@ -490,3 +490,34 @@ def test_a_second_replica_on_sqlite_exits_with_a_clear_error(tmp_path: Path) -> 
         first.terminate()
         first.wait(20)
     assert first.returncode == 0
+
+
+# --- the operator's view ----------------------------------------------------------------------
+
+
+def test_sources_command_shows_who_holds_each_lease(
+    tmp_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aggregator.cli import main as cli_main
+    from tests.test_service_run import watchlist_text
+
+    config = tmp_path / "watchlist.yaml"
+    config.write_text(watchlist_text(["a", "b", "c"]))
+    now = datetime.now(UTC)
+    with open_store(db_url) as store:
+        store.sync_sources(sources("a", "b", "c"), now)
+        assert store.claim_due_sources("host1:11:aaaaaa", now, 300, 1) == ["a"]
+        # b's owner died: its lease ran out and nobody has taken the source over yet.
+        assert store.claim_due_sources("host2:22:bbbbbb", now - timedelta(hours=1), 60, 1) == ["b"]
+    args = ["--db", db_url, "--config", str(config), "sources"]
+    assert cli_main([*args, "--json"]) == 0
+    rows = {row["source"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["a"]["lease_owner"] == "host1:11:aaaaaa" and rows["a"]["lease_expired"] is False
+    assert rows["a"]["lease_expires"] > now.isoformat(timespec="seconds")
+    assert rows["b"]["lease_owner"] == "host2:22:bbbbbb" and rows["b"]["lease_expired"] is True
+    assert rows["c"]["lease_owner"] is None and rows["c"]["lease_expires"] is None
+    assert cli_main(args) == 0
+    text = capsys.readouterr().out
+    assert "leased by host1:11:aaaaaa until " in text
+    assert "leased by host2:22:bbbbbb until " in text and "(expired" in text
+    assert text.count("leased by") == 2

@@ -191,10 +191,15 @@ def run_sources(args: argparse.Namespace, settings: Settings) -> int:
     now = _now()
     with open_store(settings.db_url) as store:
         states = {s.source_id: s for s in store.list_fetch_states()}
+        leases = store.list_leases()
     rows = [
         health(states.get(source.id) or FetchState(source_id=source.id), source, now)
         for source in watchlist.sources
     ]
+    for row in rows:  # which replica is fetching it now (several replicas: docs/scaling.md)
+        owner, expires = leases.get(row["source"], (None, None))
+        row["lease_owner"], row["lease_expires"] = owner, _iso(expires)
+        row["lease_expired"] = owner is not None and (expires is None or expires <= now)
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
@@ -214,4 +219,7 @@ def run_sources(args: argparse.Namespace, settings: Settings) -> int:
         )
         if r["last_error"] and r["state"] != "ok":
             print(f"{'':<{width}}  last error: {r['last_error']}")
+        if r["lease_owner"]:
+            stale = " (expired: any replica may take it over)" if r["lease_expired"] else ""
+            print(f"{'':<{width}}  leased by {r['lease_owner']} until {r['lease_expires']}{stale}")
     return 0
