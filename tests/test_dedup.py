@@ -48,6 +48,8 @@ T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
         ("https://example.com/a?amp=1", "https://example.com/a"),
         ("https://example.com/a?outputType=amp", "https://example.com/a"),
         ("https://example.com/a.amp.html", "https://example.com/a.html"),
+        ("https://example.com/a/.amp", "https://example.com/a"),  # found by hypothesis
+        ("https://example.com/a/amp.amp", "https://example.com/a"),
         ("https://example.com/a?fbclid=abc&gclid=def&mc_cid=1&mc_eid=2", "https://example.com/a"),
         ("https://example.com/a?ref=twitter&ref_src=twsrc", "https://example.com/a"),
         ("https://example.com/a?b=2&a=1", "https://example.com/a?a=1&b=2"),
@@ -249,6 +251,49 @@ def test_duplicate_candidates_count_once() -> None:
     once = dedup.development_scores(new, [Candidate("r1", "aceh", aceh, T0)])
     twice = dedup.development_scores(new, [Candidate("r1", "aceh", aceh, T0)] * 2)
     assert once == twice
+
+
+def test_version_1_fingerprints_still_read_and_compare() -> None:
+    # Stored before MAX_TERMS grew to 300: 120 terms, "v": 1.
+    aceh = dedup.fingerprint("Quake in Aceh", QUAKE)
+    data = json.loads(dedup.fingerprint_to_json(aceh))
+    data["v"], data["terms"], data["weights"] = 1, data["terms"][:120], data["weights"][:120]
+    old = dedup.fingerprint_from_json(json.dumps(data))
+    assert old.version == 1 and aceh.version == dedup.FINGERPRINT_VERSION == 2
+    new = dedup.fingerprint("Quake kills 22 in Aceh", QUAKE_OTHER_WORDS)
+    joined = dedup.decide(new, T0, [Candidate("r1", "aceh", old, T0)], OPTIONS)
+    assert joined.development_id == "aceh"
+
+
+def _vectors(
+    terms: dict[str, float], head: dict[str, float], names: tuple[str, ...] = ()
+) -> Fingerprint:
+    return Fingerprint(
+        minhash=(),
+        bands=(),
+        key_terms=(),
+        terms=tuple(terms),
+        weights=tuple(terms.values()),
+        head_terms=tuple(head),
+        head_weights=tuple(head.values()),
+        entities=names,
+    )
+
+
+def test_protagonists_named_only_in_a_development_s_text_are_not_missing() -> None:
+    # The record leads with a name; one development names it below its lead, one never does.
+    record = _vectors(
+        {"quake": 0.8, "nova_irians": 0.6}, {"nova_irians": 0.6, "quake": 0.8}, ("nova_irians",)
+    )
+    named = _vectors({"quake": 0.8, "nova_irians": 0.6}, {"quake": 1.0})
+    never = _vectors({"quake": 0.8, "other": 0.6}, {"quake": 1.0})
+    scores = dedup.development_scores(
+        record, [Candidate("r1", "named", named, T0), Candidate("r2", "never", never, T0)]
+    )
+    share = dedup.TITLE_SHARE
+    assert scores["named"][0] == pytest.approx((1 - share) * 1.0 + share * 0.8)
+    unpenalized = (1 - share) * 0.64 + share * 0.8
+    assert scores["never"][0] == pytest.approx(unpenalized * (1 - dedup.PROTAGONIST_PENALTY))
 
 
 def test_semantic_option_without_embeddings_is_lexical() -> None:
