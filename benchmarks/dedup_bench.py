@@ -104,19 +104,34 @@ def _index_keys(fp: dedup.Fingerprint) -> list[str]:
 Decider = Callable[[dedup.Fingerprint, Sequence[dedup.Candidate]], dedup.Decision]
 
 
+@dataclass(frozen=True)
+class Step:
+    """One decision of a run, kept for the error breakdown (not timed)."""
+
+    article: Article
+    fingerprint: dedup.Fingerprint
+    candidates: list[dedup.Candidate]
+    decision: dedup.Decision
+
+
 def run_online(
     articles: Sequence[Article],
     decider: Decider,
     embedder: Callable[[str], Sequence[float]] | None = None,
+    steps: list[Step] | None = None,
 ) -> tuple[dict[str, str], list[str], float]:
-    """Stream ``articles``: (article id -> development id, ids that started one, seconds)."""
+    """Stream ``articles``: (article id -> development id, ids that started one, seconds).
+    With ``steps``, every decision is appended to it for ``breakdown``."""
     index = MemoryIndex()
     assigned: dict[str, str] = {}
     started: list[str] = []
     t0 = time.process_time()
     for art in articles:
         fp = dedup.fingerprint(art.title, art.text, art.lang, embedder=embedder)
-        decision = decider(fp, index.candidates(fp))
+        cands = index.candidates(fp)
+        decision = decider(fp, cands)
+        if steps is not None:
+            steps.append(Step(art, fp, cands, decision))
         dev = decision.development_id
         if dev is None:
             dev = f"dev-{art.id}"
@@ -253,6 +268,78 @@ def _orders(articles: list[Article], shuffles: int, seed: int) -> list[tuple[str
     return out
 
 
+@dataclass
+class Breakdown:
+    """Why decisions went wrong, over every order of a run."""
+
+    new_right: int = 0  # started a development for the first report of a story
+    false_new: int = 0  # started one for a story that already had a development
+    no_candidate: int = 0  # ... no earlier report of the story among the candidates
+    below_threshold: int = 0  # ... the story's development scored best, under the threshold
+    outranked: int = 0  # ... another development scored higher than the story's
+    first_joined: int = 0  # the first report of a story joined another story's development
+    wrong_join: int = 0  # a later report joined a development mostly of another story
+    missed_scores: list[float] | None = None  # the story's score in below_threshold cases
+
+    def add(self, steps: Sequence[Step], assigned: dict[str, str]) -> None:
+        """Classify one order's decisions (``assigned``: the run's article -> development)."""
+        if self.missed_scores is None:
+            self.missed_scores = []
+        members: dict[str, list[str]] = defaultdict(list)
+        gold = {st.article.id: st.article.gold for st in steps}
+        seen: set[str] = set()
+        for st in steps:
+            art, dev = st.article, st.decision.development_id
+            # The story's development: the one holding most of its earlier reports.
+            story_devs = Counter(
+                d for d, ids in members.items() for i in ids if gold[i] == art.gold
+            )
+            story_dev = story_devs.most_common(1)[0][0] if story_devs else None
+            if dev is None:
+                if art.gold not in seen:
+                    self.new_right += 1
+                else:
+                    self._false_new(st, story_dev, gold)
+            elif art.gold not in seen:
+                self.first_joined += 1
+            else:
+                majority = Counter(gold[i] for i in members[dev]).most_common(1)[0][0]
+                self.wrong_join += majority != art.gold
+            members[assigned[art.id]].append(art.id)
+            seen.add(art.gold)
+
+    def _false_new(self, st: Step, story_dev: str | None, gold: dict[str, str]) -> None:
+        self.false_new += 1
+        if not any(gold.get(c.record_id) == st.article.gold for c in st.candidates):
+            self.no_candidate += 1
+            return
+        scores = dedup.development_scores(st.fingerprint, st.candidates)
+        best = max(scores, key=lambda d: scores[d][0])
+        if best == story_dev:
+            self.below_threshold += 1
+            assert self.missed_scores is not None
+            self.missed_scores.append(scores[best][0])
+        else:
+            self.outranked += 1
+
+    def report(self) -> str:
+        missed = sorted(self.missed_scores or [])
+        spread = (
+            f" (scores: median {statistics.median(missed):.2f}, "
+            f"{sum(1 for x in missed if x >= 0.25)} at 0.25-0.30)"
+            if missed
+            else ""
+        )
+        return (
+            f"new developments: {self.new_right} right, {self.false_new} for a story that had one"
+            f" -- {self.no_candidate} without any report of the story among the candidates"
+            f" (retrieval), {self.below_threshold} with the story's development best but under"
+            f" the threshold{spread}, {self.outranked} with another development scoring higher;"
+            f" joins: {self.first_joined} first reports joined another story,"
+            f" {self.wrong_join} later reports joined a development of another story"
+        )
+
+
 HEADER = (
     f"{'method':<22}{'order':<10}{'B3 P':>6}{'B3 R':>6}{'B3 F1':>7}{'pw P':>6}{'pw R':>6}"
     f"{'pw F1':>7}{'new P':>7}{'new R':>7}{'devs':>6}{'art/s':>9}"
@@ -299,8 +386,10 @@ def evaluate(
     verbose: bool = True,
     embedder: CachedEmbedder | None = None,
 ) -> dict[str, list[Scores]]:
+    steps: list[Step] = []
+    breakdown = Breakdown()
     methods: dict[str, Callable[[list[Article]], tuple[dict[str, str], list[str], float]]] = {
-        "dedup (default)": lambda arts: run_online(arts, default_decider(options)),
+        "dedup (default)": lambda arts: run_online(arts, default_decider(options), steps=steps),
         "baseline MinHash-only": lambda arts: run_online(arts, minhash_only),
         "baseline TF-IDF 1-pass": tfidf_single_pass,
     }
@@ -314,13 +403,23 @@ def evaluate(
     print(HEADER)
     for order, arts in _orders(articles, shuffles, seed):
         for method, fn in methods.items():
-            s = score(arts, *fn(arts))
+            steps.clear()
+            assigned, started, seconds = fn(arts)
+            if steps:
+                breakdown.add(steps, assigned)
+            s = score(arts, assigned, started, seconds)
             results[method].append(s)
             if verbose:
                 print(_row(method, order, s))
     print("-- mean/min over orders")
     for method, runs in results.items():
         print(_summary(method, runs))
+    print(f"-- dedup (default), all orders: {breakdown.report()}")
+    ours = results["dedup (default)"]
+    print(
+        f"-- orders meeting the goals: B-cubed F1 >= 0.92 in {sum(s.b3_f >= 0.92 for s in ours)}"
+        f" of {len(ours)}, pairwise precision >= 0.90 in {sum(s.pw_p >= 0.90 for s in ours)}"
+    )
     return results
 
 
