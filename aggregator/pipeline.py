@@ -24,7 +24,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aggregator import dedup, feeds, normalize, records
-from aggregator.errors import ExtractionError, FeedParseError, FetchError, RecordFormatError
+from aggregator.errors import (
+    ExtractionError,
+    FeedParseError,
+    FetchError,
+    RecordFormatError,
+    StoreError,
+)
 from aggregator.extract import extract_article_guarded_async, scrape_listing
 from aggregator.fetch import backoff
 from aggregator.fetch.backoff import CacheHints
@@ -40,8 +46,20 @@ from aggregator.model import (
     SourceKind,
     TopicMatch,
 )
-from aggregator.store import Store, StoreConflict, WriteTx, record_time
+from aggregator.store import (
+    NewDevelopment,
+    NewMember,
+    Store,
+    StoreConflict,
+    StoredCandidate,
+    WriteTx,
+    development_id_for,
+    record_time,
+    summary_of,
+)
+from aggregator.store.queries import MAX_REPRESENTATIVE_MEMBERS
 from aggregator.store.transfer import read_import
+from aggregator.store.tx import index_keys
 from aggregator.watchlist import Watchlist
 
 log = logging.getLogger(__name__)
@@ -114,6 +132,11 @@ class _Prepared:
     fingerprint: dedup.Fingerprint
     fingerprint_json: str
     time: datetime
+    # The fingerprint as a later ingest reads it back from the store (differs from
+    # ``fingerprint`` only in the rounding of a semantic embedding).
+    stored_fingerprint: dedup.Fingerprint
+    bands: frozenset[str]  # index keys, as the candidate query matches them
+    terms: frozenset[str]
 
 
 def ingest(
@@ -179,12 +202,16 @@ def _prepare(
     matches = tuple(matcher.match(record, allowed_topics))
     embedder = _semantic_embedder() if options.semantic else None
     fp = dedup.fingerprint(record.title, dedup_text(record), record.language, embedder=embedder)
+    data = dedup.fingerprint_to_json(fp)
     return _Prepared(
         record=record,
         matches=matches,
         fingerprint=fp,
-        fingerprint_json=dedup.fingerprint_to_json(fp),
+        fingerprint_json=data,
         time=record_time(record, now),
+        stored_fingerprint=dedup.fingerprint_from_json(data) if fp.embedding else fp,
+        bands=frozenset(index_keys(fp.bands)),
+        terms=frozenset(index_keys(fp.key_terms)),
     )
 
 
@@ -282,6 +309,282 @@ def _ingest_in(tx: WriteTx, p: _Prepared, options: DedupOptions, now: datetime) 
     )
 
 
+# Records one ``ingest_many`` transaction takes at most: a feed's new entries usually fit in
+# one; the bound keeps a transaction (and its advisory locks on PostgreSQL) short.
+MAX_BATCH = 100
+
+
+def ingest_many(
+    store: Store,
+    records: Sequence[Record],
+    *,
+    matcher: TopicMatcher,
+    options: DedupOptions,
+    allowed_topics: Sequence[str] = (),
+    now: datetime,
+) -> list[IngestResult]:
+    """``ingest`` for several records (a feed's new entries), in order, with the same results
+    as ingesting them one after another, in one transaction per ``MAX_BATCH`` records.
+
+    The records of a batch see each other exactly as sequential ingests would: a later one is
+    an exact duplicate of an earlier one, or has it among its candidates, and joins its
+    development. What the batch saves is the per-record overhead: one transaction, one set of
+    advisory locks, one exact-duplicate lookup for the batch, one statement per table for the
+    inserts, developments refreshed once, ``feed_version`` bumped once.
+    """
+    prepared = [_prepare(r, matcher, allowed_topics, now, options) for r in records]
+    return _ingest_prepared(store, prepared, options, now)
+
+
+def _ingest_prepared(
+    store: Store, prepared: Sequence[_Prepared], options: DedupOptions, now: datetime
+) -> list[IngestResult]:
+    results: list[IngestResult] = []
+    for start in range(0, len(prepared), MAX_BATCH):
+        results.extend(_ingest_batch(store, prepared[start : start + MAX_BATCH], options, now))
+    return results
+
+
+def _ingest_batch(
+    store: Store, batch: Sequence[_Prepared], options: DedupOptions, now: datetime
+) -> list[IngestResult]:
+    for attempt in range(1, INGEST_ATTEMPTS + 1):
+        try:
+            with store.write() as tx:
+                work = _Batch(tx, options, now)
+                results = work.run(batch)
+            work.remember_fingerprints()  # only once committed: the rows exist
+            return results
+        except StoreConflict as exc:
+            if attempt == INGEST_ATTEMPTS:
+                raise
+            log.debug("ingest of %d records lost a race (%s); retrying", len(batch), exc)
+            _time.sleep(random.uniform(0.005, 0.05) * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _exact_keys(r: Record) -> set[tuple[str | None, ...]]:
+    """What the exact-duplicate check compares (``find_duplicate_row``)."""
+    keys: set[tuple[str | None, ...]] = {("id", r.id), ("hash", r.content_hash)}
+    if r.canonical_url:
+        keys.add(("url", r.canonical_url))
+    if r.guid and r.source_id:
+        keys.add(("guid", r.source_id, r.guid))
+    return keys
+
+
+class _Batch:
+    """The records of one ``ingest_many`` transaction, decided in order.
+
+    A record that may be an exact duplicate (the store holds a record or alias sharing one of
+    its keys, or an earlier record of the batch does) goes the way ``_ingest_in`` goes, after
+    the decided records are written: the same queries on the same rows. The others (nearly all)
+    are decided on the candidate query plus the not yet written records of the batch, ranked as
+    the query ranks, and are written together (``_flush``). Developments are refreshed at the
+    end, in id order; each refresh reads only the final members, so the outcome is the one of
+    sequential ingests.
+    """
+
+    def __init__(self, tx: WriteTx, options: DedupOptions, now: datetime) -> None:
+        self.tx = tx
+        self.options = options
+        self.now = now
+        self.window = timedelta(days=options.window_days)
+        self.pending: list[tuple[_Prepared, NewMember]] = []  # decided, not written yet
+        self.new_devs: dict[str, list[_Prepared]] = {}  # started by pending records
+        self.created: set[str] = set()  # every development id this batch started
+        self.taken: set[str] = set()  # first-choice development ids already in the store
+        self.touched: set[str] = set()  # stored developments to refresh at the end
+        self.known: dict[str, dedup.Fingerprint] = {}
+        self.seen: set[tuple[str | None, ...]] = set()
+        self.changed = False
+        self.written: list[tuple[str, dedup.Fingerprint]] = []  # cache keys, once committed
+
+    def run(self, batch: Sequence[_Prepared]) -> list[IngestResult]:
+        self.tx.lock([k for p in batch for k in _lock_keys(p)])
+        suspects = self.tx.possible_duplicates([p.record for p in batch])
+        self.taken = self.tx.existing_developments([development_id_for(p.record.id) for p in batch])
+        results = []
+        for p in batch:
+            keys = _exact_keys(p.record)
+            if p.record.id in suspects or not keys.isdisjoint(self.seen):
+                results.append(self._exact(p))
+            else:
+                results.append(self._store(p))
+            self.seen.update(keys)
+        self._flush()
+        for dev_id in sorted(self.touched):
+            self.tx.refresh_development(dev_id, updated=self.now, known=self.known)
+        if self.changed:
+            self.tx.bump_feed_version()
+        return results
+
+    def remember_fingerprints(self) -> None:
+        for key, fp in self.written:
+            _FINGERPRINTS.put(key, fp)
+
+    def _exact(self, p: _Prepared) -> IngestResult:
+        self._flush()  # the duplicate check must see every earlier record of the batch
+        r = p.record
+        duplicate = self.tx.duplicate_of(r)
+        if duplicate is None:
+            return self._store(p)
+        dup_id, reason = duplicate
+        dev_id = self.tx.development_of(dup_id)
+        if self.tx.add_alias(dup_id, r, seen=self.now):
+            if dev_id is not None:
+                self.touched.add(dev_id)
+            self.changed = True
+        return IngestResult(
+            record_id=dup_id,
+            stored=False,
+            development_id=dev_id,
+            reason=reason,
+            score=1.0,
+            topics=self.tx.topics_of(dup_id),
+            matched_record_id=dup_id,
+        )
+
+    def _candidates(self, p: _Prepared) -> list[dedup.Candidate]:
+        stored = self.tx.candidates(
+            bands=p.fingerprint.bands,
+            key_terms=p.fingerprint.key_terms,
+            time=p.time,
+            window=self.window,
+            cap=CANDIDATE_CAP,
+        )
+        unwritten: dict[str, _Prepared] = {}
+        lo, hi = p.time - self.window, p.time + self.window
+        for q, member in self.pending:
+            if not lo <= q.time <= hi:
+                continue
+            shared = len(p.bands & q.bands) + len(p.terms & q.terms)
+            if shared:
+                unwritten[q.record.id] = q
+                stored.append(
+                    StoredCandidate(q.record.id, member.development_id, q.time, shared, 0)
+                )
+        if unwritten:  # rank as the query does: most shared keys, most recent, then id
+            stored.sort(key=lambda c: c.record_id)
+            stored.sort(key=lambda c: c.time, reverse=True)
+            stored.sort(key=lambda c: c.shared_keys, reverse=True)
+            del stored[CANDIDATE_CAP:]
+        fps = _stored_fingerprints(self.tx, [c for c in stored if c.record_id not in unwritten])
+        fps.update((rid, q.stored_fingerprint) for rid, q in unwritten.items())
+        return [
+            dedup.Candidate(
+                record_id=c.record_id,
+                development_id=c.development_id,
+                fingerprint=fps[c.record_id],
+                time=c.time,
+            )
+            for c in stored
+            if c.record_id in fps
+        ]
+
+    def _store(self, p: _Prepared) -> IngestResult:
+        r = p.record
+        candidates = self._candidates(p)
+        decision = dedup.decide(p.fingerprint, p.time, candidates, self.options)
+        dev_id = decision.development_id
+        if dev_id is None:
+            dev_id = self._new_development_id(r.id)
+            self.new_devs[dev_id] = [p]
+            self.created.add(dev_id)
+        elif dev_id in self.new_devs:
+            self.new_devs[dev_id].append(p)
+        else:
+            self.touched.add(dev_id)
+        self.pending.append(
+            (
+                p,
+                NewMember(
+                    record=r,
+                    time=p.time,
+                    matches=p.matches,
+                    fingerprint_json=p.fingerprint_json,
+                    bands=p.fingerprint.bands,
+                    key_terms=p.fingerprint.key_terms,
+                    development_id=dev_id,
+                    reason=decision.reason,
+                    score=decision.score,
+                    matched_record_id=decision.matched_record_id,
+                ),
+            )
+        )
+        self.known.update((c.record_id, c.fingerprint) for c in candidates)
+        self.known[r.id] = p.fingerprint
+        self.changed = True
+        return IngestResult(
+            record_id=r.id,
+            stored=True,
+            development_id=dev_id,
+            reason=decision.reason,
+            score=decision.score,
+            topics=tuple(sorted({m.topic_id for m in p.matches})),
+            matched_record_id=decision.matched_record_id,
+        )
+
+    def _new_development_id(self, record_id: str) -> str:
+        """``WriteTx.create_development``'s choice of id, checked against the store (first
+        choices looked up for the whole batch at once) and this batch's own developments."""
+        for attempt in range(100):
+            dev_id = development_id_for(record_id, "" if attempt == 0 else str(attempt))
+            if dev_id in self.created:
+                continue
+            if attempt == 0:
+                if dev_id not in self.taken:
+                    return dev_id
+            elif not self.tx.existing_developments([dev_id]):
+                return dev_id
+        raise StoreError(f"cannot derive a free development id for record {record_id}")
+
+    def _new_development(self, dev_id: str, members: Sequence[_Prepared]) -> NewDevelopment:
+        """What ``refresh_development`` makes of a development whose members are all in
+        ``members`` (in insertion order): its representative among the latest, topics, times."""
+        order = sorted(range(len(members)), key=lambda i: (members[i].time, i))
+        latest = order[-MAX_REPRESENTATIVE_MEMBERS:]
+        chosen = members[latest[dedup.representative([members[i].fingerprint for i in latest])]]
+        first_seen = members[0].time
+        return NewDevelopment(
+            id=dev_id,
+            title=chosen.record.title,
+            summary=summary_of(chosen.record.text),
+            first_seen=first_seen,
+            updated=max(first_seen, self.now),
+            representative_id=chosen.record.id,
+            topics=tuple(sorted({m.topic_id for q in members for m in q.matches})),
+        )
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        devs = [self._new_development(d, members) for d, members in self.new_devs.items()]
+        seqs = self.tx.add_batch([m for _, m in self.pending], devs, ingested=self.now)
+        for p, _ in self.pending:
+            seq = seqs.get(p.record.id)
+            if seq is not None:
+                key = StoredCandidate(p.record.id, "", p.time, 0, seq).cache_key(self.tx.instance)
+                self.written.append((key, p.stored_fingerprint))
+        self.pending.clear()
+        self.new_devs.clear()
+
+
+def _stored_fingerprints(
+    tx: WriteTx, stored: Sequence[StoredCandidate]
+) -> dict[str, dedup.Fingerprint]:
+    """The parsed fingerprints of stored candidates: from the process-wide cache, else read
+    and parsed (and cached)."""
+    keys = {c.record_id: c.cache_key(tx.instance) for c in stored}
+    cached = _FINGERPRINTS.get_many(list(keys.values()))
+    fps = {rid: cached[key] for rid, key in keys.items() if key in cached}
+    missing = [c.record_id for c in stored if c.record_id not in fps]
+    if missing:
+        for rid, data in tx.fingerprint_data(missing).items():
+            fps[rid] = _FINGERPRINTS.put(keys[rid], dedup.fingerprint_from_json(data))
+    return fps
+
+
 @dataclass(slots=True)
 class ImportSummary:
     """What ``import_records`` did."""
@@ -315,12 +618,17 @@ def import_records(
     batch = read_import(paths, now=now)
     summary = ImportSummary(files=len(batch.items), skipped=batch.skipped, warnings=batch.warnings)
     topics_of = source_topics or {}
-    for item in batch.items:
-        record = item.record
-        allowed = topics_of.get(record.source_id, ()) if record.source_id else ()
-        result = ingest(
-            store, record, matcher=matcher, options=options, allowed_topics=allowed, now=now
+    prepared = [
+        _prepare(
+            item.record,
+            matcher,
+            topics_of.get(item.record.source_id, ()) if item.record.source_id else (),
+            now,
+            options,
         )
+        for item in batch.items
+    ]
+    for result in _ingest_prepared(store, prepared, options, now):
         summary.results.append(result)
         if not result.stored:
             summary.duplicates += 1
@@ -657,8 +965,16 @@ def _ingest_all(
     now: datetime,
     outcome: _Outcome,
 ) -> None:
-    for record in records:
-        _ingest_one(store, record, source, matcher, watchlist, now, outcome)
+    results = ingest_many(
+        store,
+        records,
+        matcher=matcher,
+        options=watchlist.dedup,
+        allowed_topics=source.topics,
+        now=now,
+    )
+    outcome.new_records += sum(1 for r in results if r.stored)
+    outcome.duplicates += sum(1 for r in results if not r.stored)
 
 
 def _unique_entries(entries: Sequence[feeds.FeedEntry]) -> list[feeds.FeedEntry]:

@@ -11,9 +11,12 @@ share, row conversions), ``common`` (errors, keys, ids), ``transfer`` (import/ex
 from aggregator.store.common import StoreConflict, development_id_for, record_time
 from aggregator.store.core import Store, open_store, upgrade_database
 from aggregator.store.migrate import UpgradeResult, upgrade
-from aggregator.store.tx import StoredCandidate, WriteTx
+from aggregator.store.queries import summary_of
+from aggregator.store.tx import NewDevelopment, NewMember, StoredCandidate, WriteTx
 
 __all__ = [
+    "NewDevelopment",
+    "NewMember",
     "Store",
     "StoreConflict",
     "StoredCandidate",
@@ -22,6 +25,7 @@ __all__ = [
     "development_id_for",
     "open_store",
     "record_time",
+    "summary_of",
     "upgrade",
     "upgrade_database",
 ]

@@ -307,7 +307,7 @@ def refresh_development(
     }
     if current is None or current.representative_id != chosen.id or not current.title:
         text = conn.execute(sa.select(r.c.text).where(r.c.id == chosen.id)).scalar_one()
-        values.update(title=chosen.title, summary=_summary(text), representative_id=chosen.id)
+        values.update(title=chosen.title, summary=summary_of(text), representative_id=chosen.id)
     conn.execute(sa.update(d).where(d.c.id == dev_id).values(**values))
     dt, tm = t.development_topics, t.topic_matches
     topics = conn.execute(
@@ -347,7 +347,7 @@ def _representative_index(rows: Sequence[Any], known: Mapping[str, dedup.Fingerp
     return indexed[dedup.representative([fp for _, fp in indexed])][0]
 
 
-def _summary(text: str) -> str:
+def summary_of(text: str) -> str:
     try:
         lead = records.lead_of(records.parse(text))
     except RecordFormatError:

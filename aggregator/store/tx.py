@@ -44,6 +44,78 @@ class StoredCandidate:
         return f"{instance}:{self.record_id}:{self.seq}"
 
 
+def _candidates_statement() -> sa.Select[Any]:
+    """The candidate query, built once: its IN lists are expanding parameters, so executing it
+    costs no statement building or cache-key generation per ingest."""
+    b, k, m, r = t.lsh_bands, t.key_terms, t.memberships, t.records
+    lo, hi = sa.bindparam("lo", type_=t.UTCDateTime()), sa.bindparam("hi", type_=t.UTCDateTime())
+    hits = sa.union_all(
+        sa.select(b.c.record_id, b.c.time).where(
+            b.c.band.in_(sa.bindparam("bands", expanding=True)), b.c.time.between(lo, hi)
+        ),
+        sa.select(k.c.record_id, k.c.time).where(
+            k.c.term.in_(sa.bindparam("terms", expanding=True)), k.c.time.between(lo, hi)
+        ),
+    ).subquery("hits")
+    ranked = (
+        sa.select(
+            hits.c.record_id,
+            sa.func.count().label("shared"),
+            sa.func.max(hits.c.time).label("time"),
+        )
+        .group_by(hits.c.record_id)
+        .subquery("ranked")
+    )
+    return (
+        sa.select(ranked.c.record_id, ranked.c.shared, m.c.development_id, ranked.c.time, r.c.seq)
+        .join(m, m.c.record_id == ranked.c.record_id)
+        .join(r, r.c.id == ranked.c.record_id)
+        .where(ranked.c.record_id != sa.bindparam("exclude"))
+        .order_by(ranked.c.shared.desc(), ranked.c.time.desc(), ranked.c.record_id)
+        .limit(sa.bindparam("cap"))
+    )
+
+
+_CANDIDATES = _candidates_statement()
+_INSERT_RECORDS = sa.insert(t.records)
+_INSERT_FINGERPRINTS = sa.insert(t.fingerprints)
+_INSERT_BANDS = sa.insert(t.lsh_bands)
+_INSERT_TERMS = sa.insert(t.key_terms)
+_INSERT_DEVELOPMENTS = sa.insert(t.developments)
+_INSERT_MEMBERSHIPS = sa.insert(t.memberships)
+_INSERT_DEVELOPMENT_TOPICS = sa.insert(t.development_topics)
+_INSERT_TOPIC_MATCHES = sa.insert(t.topic_matches)
+
+
+@dataclass(frozen=True, slots=True)
+class NewDevelopment:
+    """A development started in a batch, written with its final title and summary at once."""
+
+    id: str
+    title: str
+    summary: str
+    first_seen: datetime
+    updated: datetime
+    representative_id: str
+    topics: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NewMember:
+    """A record and everything stored with it when a batch is written (see ``add_batch``)."""
+
+    record: Record
+    time: datetime
+    matches: tuple[TopicMatch, ...]
+    fingerprint_json: str
+    bands: tuple[str, ...]
+    key_terms: tuple[str, ...]
+    development_id: str
+    reason: DedupReason
+    score: float
+    matched_record_id: str | None
+
+
 # --------------------------------------------------------------------------------------------
 # one write transaction
 # --------------------------------------------------------------------------------------------
@@ -198,48 +270,19 @@ class WriteTx:
         """Stored records sharing an LSH band or a key term with a record filed at ``time``,
         within ``window`` either side: those sharing the most keys first, then the most recent,
         at most ``cap``. An index lookup per key, never a scan."""
-        lo, hi = time - window, time + window
-        parts: list[sa.Select[Any]] = []
-        if bands:
-            b = t.lsh_bands
-            parts.append(
-                sa.select(b.c.record_id, b.c.time).where(
-                    b.c.band.in_(index_keys(bands)), b.c.time.between(lo, hi)
-                )
-            )
-        if key_terms:
-            k = t.key_terms
-            parts.append(
-                sa.select(k.c.record_id, k.c.time).where(
-                    k.c.term.in_(index_keys(key_terms)), k.c.time.between(lo, hi)
-                )
-            )
-        if not parts:
+        if not bands and not key_terms:
             return []
-        hits = sa.union_all(*parts).subquery("hits")
-        ranked = (
-            sa.select(
-                hits.c.record_id,
-                sa.func.count().label("shared"),
-                sa.func.max(hits.c.time).label("time"),
-            )
-            .group_by(hits.c.record_id)
-            .subquery("ranked")
-        )
-        m, r = t.memberships, t.records
-        query = (
-            sa.select(
-                ranked.c.record_id, ranked.c.shared, m.c.development_id, ranked.c.time, r.c.seq
-            )
-            .join(m, m.c.record_id == ranked.c.record_id)
-            .join(r, r.c.id == ranked.c.record_id)
-            .order_by(ranked.c.shared.desc(), ranked.c.time.desc(), ranked.c.record_id)
-            .limit(cap)
-        )
-        if exclude is not None:
-            query = query.where(ranked.c.record_id != exclude)
+        params = {
+            "bands": index_keys(bands),
+            "terms": index_keys(key_terms),
+            "lo": time - window,
+            "hi": time + window,
+            # No record id is empty: "" excludes nothing.
+            "exclude": exclude if exclude is not None else "",
+            "cap": cap,
+        }
         out = []
-        for row in self.conn.execute(query):
+        for row in self.conn.execute(_CANDIDATES, params):
             when = row.time
             if isinstance(when, str):  # SQLite returns aggregates untyped
                 when = datetime.fromisoformat(when)
@@ -262,6 +305,163 @@ class WriteTx:
             query = sa.select(f.c.record_id, f.c.data).where(f.c.record_id.in_(chunk))
             out.update((row.record_id, row.data) for row in self.conn.execute(query))
         return out
+
+    # --- batches (pipeline.ingest_many) ---------------------------------------------------
+
+    def possible_duplicates(self, batch: Sequence[Record]) -> set[str]:
+        """Ids of the records of ``batch`` that a stored record or alias may duplicate (same
+        id, content hash, canonical URL, or source and GUID): a few indexed lookups for the
+        whole batch. Records not named here have no exact duplicate in the store."""
+        r, a = t.records, t.record_aliases
+        ids = {x.id for x in batch}
+        hashes = {x.content_hash for x in batch}
+        urls = {x.canonical_url for x in batch if x.canonical_url}
+        guids = {(x.source_id, x.guid) for x in batch if x.guid and x.source_id}
+        hit_ids: set[str] = set()
+        hit_hashes: set[str] = set()
+        hit_urls: set[str] = set()
+        hit_guids: set[tuple[str | None, str | None]] = set()
+        for column, values in (
+            (r.c.id, ids),
+            (r.c.content_hash, hashes),
+            (r.c.canonical_url, urls),
+            (r.c.guid, {g for _, g in guids}),
+        ):
+            for chunk in chunks(sorted(v for v in values if v is not None)):
+                query = sa.select(
+                    r.c.id, r.c.content_hash, r.c.canonical_url, r.c.source_id, r.c.guid
+                )
+                for row in self.conn.execute(query.where(column.in_(chunk))):
+                    hit_ids.add(row.id)
+                    hit_hashes.add(row.content_hash)
+                    if row.canonical_url:
+                        hit_urls.add(row.canonical_url)
+                    hit_guids.add((row.source_id, row.guid))
+        for chunk in chunks(sorted({g for _, g in guids if g is not None})):
+            query = sa.select(a.c.source_id, a.c.guid).where(a.c.guid.in_(chunk))
+            hit_guids.update((row.source_id, row.guid) for row in self.conn.execute(query))
+        return {
+            x.id
+            for x in batch
+            if x.id in hit_ids
+            or x.content_hash in hit_hashes
+            or (x.canonical_url and x.canonical_url in hit_urls)
+            or (x.guid and x.source_id and (x.source_id, x.guid) in hit_guids)
+        }
+
+    def existing_developments(self, dev_ids: Sequence[str]) -> set[str]:
+        """The development ids among ``dev_ids`` that are taken."""
+        d = t.developments
+        found: set[str] = set()
+        for chunk in chunks(sorted(set(dev_ids))):
+            found.update(self.conn.execute(sa.select(d.c.id).where(d.c.id.in_(chunk))).scalars())
+        return found
+
+    def add_batch(
+        self,
+        members: Sequence[NewMember],
+        developments: Sequence[NewDevelopment],
+        *,
+        ingested: datetime,
+    ) -> dict[str, int]:
+        """Write decided records with everything that goes with them, a statement per table
+        (executemany), in insertion order: records, topic matches, fingerprints and their
+        index rows, the developments they start (complete), memberships. Returns each record's
+        insertion number where the database told it (SQLite; {} on PostgreSQL)."""
+        if not members:
+            return {}
+        rows: list[dict[str, Any]] = [
+            {
+                "id": m.record.id,
+                "text": m.record.text,
+                "title": m.record.title,
+                "url": m.record.url,
+                "canonical_url": m.record.canonical_url,
+                "guid": m.record.guid,
+                "source_id": m.record.source_id,
+                "published": m.record.published,
+                "fetched": m.record.fetched,
+                "ingested": ingested,
+                "time": m.time,
+                "language": m.record.language,
+                "author": m.record.author,
+                "content_hash": m.record.content_hash,
+            }
+            for m in members
+        ]
+        seqs: dict[str, int] = {}
+        if not self.is_postgres:
+            # SQLite ignores identity columns; writers are serialized, so max+1 is safe.
+            last = self.conn.execute(
+                sa.select(sa.func.coalesce(sa.func.max(t.records.c.seq), 0))
+            ).scalar_one()
+            for i, row in enumerate(rows, start=int(last) + 1):
+                row["seq"] = i
+                seqs[row["id"]] = i
+        self.conn.execute(_INSERT_RECORDS, rows)
+        matches = [
+            {"record_id": x.record_id, "topic_id": x.topic_id, "terms": list(x.terms)}
+            for m in members
+            for x in m.matches
+        ]
+        if matches:
+            self.conn.execute(_INSERT_TOPIC_MATCHES, matches)
+        self.conn.execute(
+            _INSERT_FINGERPRINTS,
+            [{"record_id": m.record.id, "data": m.fingerprint_json} for m in members],
+        )
+        bands = [
+            {"band": b, "record_id": m.record.id, "time": m.time}
+            for m in members
+            for b in index_keys(m.bands)
+        ]
+        if bands:
+            self.conn.execute(_INSERT_BANDS, bands)
+        terms = [
+            {"term": k, "record_id": m.record.id, "time": m.time}
+            for m in members
+            for k in index_keys(m.key_terms)
+        ]
+        if terms:
+            self.conn.execute(_INSERT_TERMS, terms)
+        if developments:
+            self.conn.execute(
+                _INSERT_DEVELOPMENTS,
+                [
+                    {
+                        "id": d.id,
+                        "title": d.title,
+                        "summary": d.summary,
+                        "first_seen": d.first_seen,
+                        "updated": d.updated,
+                        "representative_id": d.representative_id,
+                    }
+                    for d in developments
+                ],
+            )
+            topics = [
+                {"development_id": d.id, "topic_id": topic}
+                for d in developments
+                for topic in d.topics
+            ]
+            if topics:
+                self.conn.execute(_INSERT_DEVELOPMENT_TOPICS, topics)
+        self.conn.execute(
+            _INSERT_MEMBERSHIPS,
+            [
+                {
+                    "record_id": m.record.id,
+                    "development_id": m.development_id,
+                    "reason": str(m.reason),
+                    "score": float(m.score),
+                    "matched_record_id": m.matched_record_id,
+                    "manual": False,
+                    "joined": ingested,
+                }
+                for m in members
+            ],
+        )
+        return seqs
 
     def create_development(self, record_id: str, *, first_seen: datetime) -> str:
         """A new development started by ``record_id`` (title and summary filled by refresh)."""

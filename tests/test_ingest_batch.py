@@ -1,0 +1,237 @@
+"""pipeline.ingest_many (a feed's new entries in one transaction) leaves the store exactly as
+ingesting the same records one by one does: the same results, rows, decisions, developments and
+aliases, on SQLite and PostgreSQL. The records mix exact duplicates inside a batch and across
+batches, near-duplicates, reports of one event in three languages, and synthetic feed entries
+with wire stories carried by several feeds."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from aggregator import dedup, feeds, normalize, pipeline, records
+from aggregator.match import TopicMatcher
+from aggregator.model import (
+    DedupOptions,
+    DedupReason,
+    Record,
+    Schedule,
+    Source,
+    SourceKind,
+    Topic,
+    TopicRules,
+)
+from aggregator.pipeline import IngestResult, ingest, ingest_many
+from aggregator.store import Store, open_store
+from aggregator.store import schema as t
+from benchmarks.feedserver import DEFAULT_EPOCH, feed_spec, render_feed
+
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+ARTICLES = Path(__file__).resolve().parent.parent / "benchmarks/data/multilingual/articles.jsonl"
+TOPICS = (
+    Topic("quakes", "Earthquakes", TopicRules(any=("earthquake*", "quake*", "землетрясени*"))),
+    Topic("border", "Border", TopicRules(any=("border*", "smuggl*", "kontraband*"))),
+    Topic("courts", "Courts", TopicRules(any=("court*", "teismas", "суд"))),
+)
+OPTIONS = DedupOptions()
+
+
+def _record(
+    title: str,
+    body: str,
+    url: str | None,
+    *,
+    source_id: str | None = None,
+    guid: str | None = None,
+    published: datetime | None = None,
+    language: str | None = None,
+) -> Record:
+    text = f"{title}\n\n{body}\n"
+    return Record(
+        id=records.record_id(dedup.canonical_url(url) if url else None, text),
+        text=text,
+        title=title,
+        content_hash=records.content_hash(text),
+        url=url,
+        canonical_url=dedup.canonical_url(url) if url else None,
+        guid=guid,
+        source_id=source_id,
+        published=published,
+        fetched=NOW,
+        language=language,
+    )
+
+
+def _articles() -> list[Record]:
+    """Reports of five events in English, Lithuanian and Russian (same-event joins)."""
+    out = []
+    lines = ARTICLES.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(x for x in lines if x.strip()):
+        art = json.loads(line)
+        out.append(
+            _record(
+                art["title"],
+                art["text"].replace("\n", "\n\n"),
+                f"https://{art['lang']}.example/{art['id']}",
+                source_id=f"outlet-{art['lang']}",
+                guid=art["id"],
+                published=NOW - timedelta(hours=30 - i),
+                language=art["lang"],
+            )
+        )
+    return out
+
+
+def _feed_records(feeds_n: int = 6) -> list[Record]:
+    """Entries of synthetic feeds as the fetch cycle normalizes them; wire stories appear in
+    several feeds under the same link (exact duplicates across sources)."""
+    out: list[Record] = []
+    for i in range(feeds_n):
+        spec = feed_spec(1, i)
+        doc = render_feed(1, spec, 0, DEFAULT_EPOCH)
+        parsed = feeds.parse_feed(doc.body, {"content-type": doc.content_type}, f"http://f/{i}")
+        source = Source(
+            id=f"feed{i}",
+            kind=SourceKind.FEED,
+            url=f"http://f/{i}",
+            schedule=Schedule(interval_seconds=900),
+        )
+        entries = list(reversed(parsed.entries))[:12]
+        out.extend(normalize.record_from_entry(e, source, NOW) for e in entries)
+    return out
+
+
+def _mixed() -> list[Record]:
+    arts = _articles()
+    base = arts[0]
+    assert base.url is not None
+    body = base.text.split("\n\n", 1)[1]
+    extra = [
+        # the same page again, from another feed: same URL
+        _record("Other headline", "Other words entirely.", base.url, source_id="agg", guid="x1"),
+        # the same text under another URL: same content, kept as an alias
+        _record(base.title, body.replace(" ", "  "), "https://copy.example/a", source_id="copy"),
+        # the same entry of the same source under a new URL: same GUID
+        _record(
+            "Renamed",
+            "New text here.",
+            "https://en.example/moved",
+            source_id=base.source_id,
+            guid=base.guid,
+        ),
+        # a near-duplicate rewrite
+        _record(base.title + " (update)", body + "\n\nMore to follow.", "https://b.example/u"),
+    ]
+    feed = _feed_records()
+    # Interleave so duplicates and joins fall inside batches and across them.
+    mixed: list[Record] = []
+    for i in range(max(len(arts), len(feed))):
+        if i < len(arts):
+            mixed.append(arts[i])
+        if i < len(feed):
+            mixed.append(feed[i])
+        if i == 2:
+            mixed.extend(extra[:2])
+        if i == 7:
+            mixed.extend(extra[2:])
+    mixed.extend(feed[:3])  # a refetch: same ids
+    mixed.extend(arts[:2])
+    return mixed
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    s = open_store(db_url)
+    yield s
+    s.close()
+
+
+def _clear(store: Store) -> None:
+    with store.engine.begin() as conn:
+        for table in reversed(t.metadata.sorted_tables):
+            if table.name not in ("store_meta", "alembic_version", "sources", "fetch_state"):
+                conn.execute(sa.delete(table))
+
+
+def _dump(store: Store) -> dict[str, Any]:
+    """Every row that ingest writes, comparable between two runs (no surrogate keys)."""
+    out: dict[str, Any] = {}
+    with store.engine.connect() as conn:
+        for table in t.metadata.sorted_tables:
+            if table.name in ("store_meta", "alembic_version", "sources", "fetch_state"):
+                continue
+            cols = [c for c in table.c if c.name not in ("seq",) and table.name != "x"]
+            if table.name == "record_aliases":
+                cols = [c for c in cols if c.name != "id"]
+            rows = conn.execute(sa.select(*cols)).all()
+            out[table.name] = sorted(tuple(repr(v) for v in row) for row in rows)
+        out["order"] = list(
+            conn.execute(sa.select(t.records.c.id).order_by(t.records.c.seq)).scalars()
+        )
+    return out
+
+
+def _one_by_one(store: Store, recs: Sequence[Record]) -> list[IngestResult]:
+    matcher = TopicMatcher(TOPICS)
+    return [ingest(store, r, matcher=matcher, options=OPTIONS, now=NOW) for r in recs]
+
+
+def _batched(store: Store, recs: Sequence[Record], size: int) -> list[IngestResult]:
+    matcher = TopicMatcher(TOPICS)
+    out: list[IngestResult] = []
+    for start in range(0, len(recs), size):
+        out.extend(
+            ingest_many(
+                store, recs[start : start + size], matcher=matcher, options=OPTIONS, now=NOW
+            )
+        )
+    return out
+
+
+def test_batches_leave_the_store_as_sequential_ingests(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recs = _mixed()
+    sequential = _one_by_one(store, recs)
+    expected = _dump(store)
+    reasons = {r.reason for r in sequential}
+    # The corpus exercises every path: new, joins, and the three kinds of exact duplicate.
+    assert {DedupReason.NEW, DedupReason.SAME_URL, DedupReason.SAME_CONTENT} <= reasons
+    assert DedupReason.SAME_GUID in reasons
+    assert DedupReason.SAME_EVENT in reasons or DedupReason.NEAR_DUPLICATE in reasons
+    assert expected["record_aliases"]
+    for size, cap in ((len(recs), 1000), (13, 1000), (40, 9)):
+        _clear(store)
+        monkeypatch.setattr(pipeline, "MAX_BATCH", cap)
+        batched = _batched(store, recs, size)
+        assert batched == sequential, (size, cap)
+        assert _dump(store) == expected, (size, cap)
+
+
+def test_batch_of_copies_makes_one_record(store: Store) -> None:
+    arts = _articles()
+    copies = [arts[0], arts[0], arts[1], arts[0]]
+    results = ingest_many(store, copies, matcher=TopicMatcher(TOPICS), options=OPTIONS, now=NOW)
+    assert [r.stored for r in results] == [True, False, True, False]
+    assert store.count_records() == 2
+    assert results[1].record_id == results[3].record_id == arts[0].id
+
+
+def test_empty_batch_writes_nothing(store: Store) -> None:
+    v = store.feed_version()
+    assert ingest_many(store, [], matcher=TopicMatcher(TOPICS), options=OPTIONS, now=NOW) == []
+    assert store.feed_version() == v
+
+
+def test_lexical_fingerprints_survive_the_store_unchanged() -> None:
+    # The batch compares unwritten records with the fingerprint as written; a later ingest
+    # reads it back from JSON. Both must be the same value.
+    for rec in _articles()[:5]:
+        fp = dedup.fingerprint(rec.title, pipeline.dedup_text(rec), rec.language)
+        assert dedup.fingerprint_from_json(dedup.fingerprint_to_json(fp)) == fp
