@@ -217,8 +217,8 @@ def instrument_stages() -> None:
     The pipeline may call ``aggregator.profile.stage`` itself; where it does, the inner timer
     gets the time and these wrappers add nothing (a stage's figure is its own time). Every
     wrapped function is looked up through its module at call time by the pipeline, so wrapping
-    the module attribute is enough. "store" is what ``ingest`` and the store calls of the
-    cycle cost besides matching and dedup (SQL, transactions, candidate reads).
+    the module attribute is enough. "store" is what ``ingest``/``ingest_many`` and the store
+    calls of the cycle cost besides matching and dedup (SQL, transactions, candidate reads).
     """
     from aggregator import dedup, feeds, normalize, pipeline
     from aggregator.fetch import Fetcher
@@ -237,6 +237,7 @@ def instrument_stages() -> None:
         (dedup, "fingerprint_from_json", "dedup"),
         (dedup, "fingerprint_to_json", "dedup"),
         (pipeline, "ingest", "store"),
+        (pipeline, "ingest_many", "store"),
         (Store, "known_guids", "store"),
         (Store, "get_fetch_state", "store"),
         (Store, "save_fetch_state", "store"),
