@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from aggregator import dedup, feeds, normalize, records
+from aggregator import dedup, feeds, normalize, profile, records
 from aggregator.errors import (
     ExtractionError,
     FeedParseError,
@@ -199,10 +199,12 @@ def _prepare(
     now: datetime,
     options: DedupOptions,
 ) -> _Prepared:
-    matches = tuple(matcher.match(record, allowed_topics))
+    with profile.stage("match"):
+        matches = tuple(matcher.match(record, allowed_topics))
     embedder = _semantic_embedder() if options.semantic else None
-    fp = dedup.fingerprint(record.title, dedup_text(record), record.language, embedder=embedder)
-    data = dedup.fingerprint_to_json(fp)
+    with profile.stage("dedup"):
+        fp = dedup.fingerprint(record.title, dedup_text(record), record.language, embedder=embedder)
+        data = dedup.fingerprint_to_json(fp)
     return _Prepared(
         record=record,
         matches=matches,
@@ -350,7 +352,8 @@ def _ingest_batch(
 ) -> list[IngestResult]:
     for attempt in range(1, INGEST_ATTEMPTS + 1):
         try:
-            with store.write() as tx:
+            # SQL and transaction time; matching and dedup inside count for their own stages.
+            with profile.stage("store"), store.write() as tx:
                 work = _Batch(tx, options, now)
                 results = work.run(batch)
             work.remember_fingerprints()  # only once committed: the rows exist
@@ -485,7 +488,8 @@ class _Batch:
     def _store(self, p: _Prepared) -> IngestResult:
         r = p.record
         candidates = self._candidates(p)
-        decision = dedup.decide(p.fingerprint, p.time, candidates, self.options)
+        with profile.stage("dedup"):
+            decision = dedup.decide(p.fingerprint, p.time, candidates, self.options)
         dev_id = decision.development_id
         if dev_id is None:
             dev_id = self._new_development_id(r.id)
@@ -747,8 +751,12 @@ async def fetch_source(
     watchlist: Watchlist,
     now: datetime,
     parse_pool: Executor | None = None,
+    release_owner: str | None = None,
 ) -> SourceReport:
     """Fetch one source, ingest its new entries and record how it went.
+
+    ``release_owner``: the lease of that owner on the source ends with the saving of its
+    fetch state, in the same transaction (``run_cycle`` passes its own).
 
     ``parse_pool`` (a process pool) runs feedparser beside the event loop's process, so both
     cores work on a big cycle; without it, parsing runs on the cycle's worker thread.
@@ -766,6 +774,8 @@ async def fetch_source(
         state = await _off_loop(store.get_fetch_state, source.id)
     except Exception as exc:  # the store is down: nothing to record it in either
         log.exception("cannot read the fetch state of %s", source.id)
+        if release_owner is not None:
+            await _off_loop(_release, store, release_owner, source.id)
         return SourceReport(
             source.id,
             "failed",
@@ -797,9 +807,13 @@ async def fetch_source(
     cap = float(watchlist.fetch.max_backoff_seconds)
     new_state = _next_state(state, source, outcome, failure, now, cap)
     try:
-        await _off_loop(store.save_fetch_state, new_state)
+        await _off_loop(
+            functools.partial(store.save_fetch_state, new_state, release_owner=release_owner)
+        )
     except Exception as exc:
         log.exception("cannot save the fetch state of %s", source.id)
+        if release_owner is not None:
+            await _off_loop(_release, store, release_owner, source.id)
         if failure is None:
             failure = (FailureClass.INTERNAL, f"store: {exc}", CacheHints())
     response = outcome.response
@@ -1124,6 +1138,7 @@ async def run_cycle(
 
     async def worker() -> None:
         while (source := await queue.get()) is not None:
+            released = False  # fetch_source ends the lease with the saving of the fetch state
             try:
                 reports.append(
                     await fetch_source(
@@ -1134,8 +1149,10 @@ async def run_cycle(
                         watchlist=watchlist,
                         now=now,
                         parse_pool=parse_pool,
+                        release_owner=owner if source_ids is None else None,
                     )
                 )
+                released = True
             except Exception as exc:  # fetch_source records its own failures; this is a bug
                 log.exception("fetch of %s crashed", source.id)
                 reports.append(
@@ -1144,7 +1161,7 @@ async def run_cycle(
                     )
                 )
             finally:
-                if source_ids is None:
+                if source_ids is None and not released:
                     await _off_loop(_release, store, owner, source.id)
 
     workers = [asyncio.create_task(worker()) for _ in range(width)]

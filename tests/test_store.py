@@ -212,6 +212,17 @@ def test_claim_due_sources_leases(store: Store) -> None:
     assert store.claim_due_sources("five", NOW + timedelta(hours=2), 60, 10) == [*"abcde"]
 
 
+def test_saving_the_fetch_state_can_end_the_lease(store: Store) -> None:
+    store.sync_sources([source("a"), source("b")])
+    assert store.claim_due_sources("one", NOW, 300, 1) == ["a"]
+    assert store.claim_due_sources("two", NOW, 300, 1) == ["b"]
+    store.save_fetch_state(FetchState(source_id="a", etag='"1"'), release_owner="one")
+    store.save_fetch_state(FetchState(source_id="b", etag='"2"'), release_owner="one")
+    assert store.lease_of("a") == (None, None)
+    assert store.lease_of("b")[0] == "two"  # another owner's lease is left alone
+    assert store.get_fetch_state("a").etag == '"1"' and store.get_fetch_state("b").etag == '"2"'
+
+
 def test_concurrent_claims_never_share_a_source(store: Store, db_url: str) -> None:
     store.sync_sources([source(f"s{i:03d}") for i in range(120)])
     results: dict[str, list[str]] = {}
