@@ -296,6 +296,19 @@ def test_protagonists_named_only_in_a_development_s_text_are_not_missing() -> No
     assert scores["never"][0] == pytest.approx(unpenalized * (1 - dedup.PROTAGONIST_PENALTY))
 
 
+def test_centroid_norm_from_pairwise_cosines_equals_the_summed_vector() -> None:
+    texts = [QUAKE, QUAKE_OTHER_WORDS, QUAKE_ELSEWHERE, BALLOONS, _rewrite(BALLOONS)]
+    fps = [dedup.fingerprint(f"t{i}", t) for i, t in enumerate(texts)]
+    for n in (1, 2, 5):
+        summed = dedup._norm(dedup._sum_vectors(f.vector() for f in fps[:n]))
+        assert dedup._centroid_norm(fps[:n]) == pytest.approx(summed)
+    many = fps * 3  # above _PAIRWISE_NORM_MAX: the summed vector itself
+    assert len(many) > dedup._PAIRWISE_NORM_MAX
+    assert dedup._centroid_norm(many) == pytest.approx(
+        dedup._norm(dedup._sum_vectors(f.vector() for f in many))
+    )
+
+
 def test_semantic_option_without_embeddings_is_lexical() -> None:
     aceh = dedup.fingerprint("Quake in Aceh", QUAKE)
     new = dedup.fingerprint("Quake kills 22 in Aceh", QUAKE_OTHER_WORDS)
