@@ -1026,11 +1026,12 @@ _PAIRWISE_NORM_MAX = 12
 
 
 def _centroid_norm(members: Sequence[Fingerprint]) -> float:
-    """|sum of the members' unit vectors|: sqrt(n + 2 * sum of their pairwise cosines)."""
+    """|sum of the members' vectors|: sqrt(sum of their squared lengths (1 but for rounding)
+    + 2 * sum of their pairwise dot products)."""
     vectors = [m.vector() for m in members]
     if len(vectors) > _PAIRWISE_NORM_MAX:
         return _norm(_sum_vectors(vectors))
-    total = float(sum(1 for v in vectors if v))
+    total = sum(w * w for v in vectors for w in v.values())
     for i, a in enumerate(vectors):
         for b in vectors[i + 1 :]:
             total += 2.0 * _dot(a, b)
