@@ -928,6 +928,15 @@ async def _fetch_feed_source(
     else:
         parsed = await _off_loop(parse)
     entries = await _off_loop(_new_feed_entries, store, source, parsed, outcome)
+    if parse_pool is not None and not source.full_text and entries:
+        # Normalizing, matching and fingerprinting are pure CPU work too: the pool does them,
+        # and the cycle's thread only runs the transaction.
+        prepared = await asyncio.get_running_loop().run_in_executor(
+            parse_pool,
+            functools.partial(_prepare_entries, entries, source, now, matcher, watchlist.dedup),
+        )
+        await _off_loop(_ingest_prepared_into, store, prepared, watchlist, now, outcome)
+        return
     records = await _off_loop(
         lambda: [normalize.record_from_entry(entry, source, now) for entry in entries]
     )
@@ -936,6 +945,32 @@ async def _fetch_feed_source(
             if _needs_full_text(record):
                 records[i] = await _full_text(fetcher, source, entry, record, now, outcome)
     await _off_loop(_ingest_all, store, records, source, matcher, watchlist, now, outcome)
+
+
+def _prepare_entries(
+    entries: Sequence[feeds.FeedEntry],
+    source: Source,
+    now: datetime,
+    matcher: TopicMatcher,
+    options: DedupOptions,
+) -> list[_Prepared]:
+    """Records of new feed entries, matched and fingerprinted (in a parse-pool process)."""
+    return [
+        _prepare(normalize.record_from_entry(e, source, now), matcher, source.topics, now, options)
+        for e in entries
+    ]
+
+
+def _ingest_prepared_into(
+    store: Store,
+    prepared: Sequence[_Prepared],
+    watchlist: Watchlist,
+    now: datetime,
+    outcome: _Outcome,
+) -> None:
+    results = _ingest_prepared(store, prepared, watchlist.dedup, now)
+    outcome.new_records += sum(1 for r in results if r.stored)
+    outcome.duplicates += sum(1 for r in results if not r.stored)
 
 
 def _all_entries_known(
