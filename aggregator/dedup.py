@@ -400,6 +400,10 @@ _PREDICATES = frozenset(
     _skeleton_word(w)
     for w in ("reject", "kill", "arrest", "acquire", "resign", "pledge", "emergency")
 )
+# Actions that are successive phases of one story, compared as one: a report that leads with the
+# arrest over a killing belongs with the reports of the killing (docs/dedup.md: every wrong
+# action check on the development corpus was a killing against an arrest).
+_PHASE_OF = {_skeleton_word("arrest"): _skeleton_word("kill")}
 _MONTH_OF = {_skeleton_word(name): key for key, names in _MONTHS.items() for name in names}
 
 
@@ -983,7 +987,7 @@ def development_scores(
     tvec = fp.head_vector()
     ents = set(fp.entities)
     protagonists = [t for t in fp.head_terms if t in ents][:PROTAGONISTS]
-    actions = _PREDICATES.intersection(fp.head_terms)
+    actions = _actions(fp.head_terms)
     out = {}
     for dev, by_id in groups.items():
         members = [c.fingerprint for c in by_id.values()]
@@ -1004,7 +1008,7 @@ def development_scores(
             score = (1 - TITLE_SHARE) * body + TITLE_SHARE * head
             if protagonists and not _mentions(heads, members, protagonists):
                 score *= 1.0 - PROTAGONIST_PENALTY
-            dev_actions = _PREDICATES.intersection(heads)
+            dev_actions = _actions(heads)
             if actions and dev_actions and actions.isdisjoint(dev_actions):
                 score *= 1.0 - ACTION_PENALTY
         if semantic:
@@ -1013,6 +1017,11 @@ def development_scores(
                 score = (1 - SEMANTIC_WEIGHT) * score + SEMANTIC_WEIGHT * sum(sem) / len(sem)
         out[dev] = (score, closest[1])
     return out
+
+
+def _actions(terms: Iterable[str]) -> set[str]:
+    """The actions (``_PREDICATES``) among ``terms``, phases of one story folded together."""
+    return {_PHASE_OF.get(t, t) for t in _PREDICATES.intersection(terms)}
 
 
 def _mentions(

@@ -296,6 +296,19 @@ def test_protagonists_named_only_in_a_development_s_text_are_not_missing() -> No
     assert scores["never"][0] == pytest.approx(unpenalized * (1 - dedup.PROTAGONIST_PENALTY))
 
 
+def test_an_arrest_is_a_phase_of_the_killing_story_a_pledge_is_not() -> None:
+    kill, arrest, pledge = (dedup._skeleton_word(w) for w in ("kill", "arrest", "pledge"))
+    killing = _vectors({"deputi": 0.8, kill: 0.6}, {kill: 0.6, "deputi": 0.8})
+    arrested = _vectors({"deputi": 0.8, arrest: 0.6}, {arrest: 0.6, "deputi": 0.8})
+    pledged = _vectors({"deputi": 0.8, pledge: 0.6}, {pledge: 0.6, "deputi": 0.8})
+    cands = [Candidate("r1", "killing", killing, T0)]
+    unpenalized = (1 - dedup.TITLE_SHARE) * 0.64 + dedup.TITLE_SHARE * 0.64
+    assert dedup.development_scores(arrested, cands)["killing"][0] == pytest.approx(unpenalized)
+    assert dedup.development_scores(pledged, cands)["killing"][0] == pytest.approx(
+        unpenalized * (1 - dedup.ACTION_PENALTY)
+    )
+
+
 def test_centroid_norm_from_pairwise_cosines_equals_the_summed_vector() -> None:
     texts = [QUAKE, QUAKE_OTHER_WORDS, QUAKE_ELSEWHERE, BALLOONS, _rewrite(BALLOONS)]
     fps = [dedup.fingerprint(f"t{i}", t) for i, t in enumerate(texts)]
