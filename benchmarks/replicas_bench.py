@@ -471,11 +471,11 @@ def best(cycles: list[Cycle], kind: str, n: int) -> Cycle | None:
 
 
 def print_summary(cycles: list[Cycle], counts: Sequence[int]) -> None:
-    base = counts[0]
+    base = min(counts)
     print()
     for kind in ("cold", "changed"):
         one = best(cycles, kind, base)
-        for n in counts[1:]:
+        for n in sorted(set(counts) - {base}):
             other = best(cycles, kind, n)
             if one is None or other is None:
                 continue

@@ -521,3 +521,19 @@ def test_sources_command_shows_who_holds_each_lease(
     assert "leased by host1:11:aaaaaa until " in text
     assert "leased by host2:22:bbbbbb until " in text and "(expired" in text
     assert text.count("leased by") == 2
+
+
+def test_sync_sources_with_more_sources_than_bind_parameters(store: Store) -> None:
+    """Tens of thousands of sources: more than SQLite accepts as bind parameters of one
+    statement (32,766; the same code keeps PostgreSQL's 65,535 from mattering)."""
+    many = [
+        Source(
+            id=f"s{i:06d}", kind=SourceKind.FEED, url=f"https://e.example/{i}", schedule=Schedule()
+        )
+        for i in range(33_000)
+    ]
+    store.sync_sources(many, NOW)
+    store.sync_sources(many[500:], NOW)  # 500 left the watchlist
+    assert len(store.list_sources()) == 32_500
+    assert {s.id for s in store.list_sources(include_inactive=True)} >= {"s000000", "s032999"}
+    assert len(store.claim_due_sources("one", NOW, 60, 10)) == 10

@@ -381,10 +381,14 @@ class Store:
                     index_elements=[t.fetch_state.c.source_id]
                 )
                 conn.execute(fs, [{"source_id": i, "failure_counts": {}} for i in ids])
-            gone = sa.update(t.sources).where(t.sources.c.active.is_(True))
-            if ids:
-                gone = gone.where(t.sources.c.id.not_in(ids))
-            conn.execute(gone.values(active=False))
+            # Which sources left the watchlist, worked out here: a NOT IN list of every id
+            # would pass the drivers' bind-parameter limits (SQLite 32,766, PostgreSQL 65,535).
+            watched = set(ids)
+            gone = sorted(i for i, _, active in before if active and i not in watched)
+            for chunk in chunks(gone):
+                conn.execute(
+                    sa.update(t.sources).where(t.sources.c.id.in_(chunk)).values(active=False)
+                )
             after = {
                 (row.id, row.title, row.active)
                 for row in conn.execute(
