@@ -752,11 +752,13 @@ async def fetch_source(
     now: datetime,
     parse_pool: Executor | None = None,
     release_owner: str | None = None,
+    state: FetchState | None = None,
 ) -> SourceReport:
     """Fetch one source, ingest its new entries and record how it went.
 
     ``release_owner``: the lease of that owner on the source ends with the saving of its
-    fetch state, in the same transaction (``run_cycle`` passes its own).
+    fetch state, in the same transaction (``run_cycle`` passes its own). ``state``: the
+    source's fetch state when the caller read it already (under its lease), else it is read.
 
     ``parse_pool`` (a process pool) runs feedparser beside the event loop's process, so both
     cores work on a big cycle; without it, parsing runs on the cycle's worker thread.
@@ -771,7 +773,8 @@ async def fetch_source(
     failure: tuple[FailureClass, str, CacheHints] | None = None
     http_status: int | None = None
     try:
-        state = await _off_loop(store.get_fetch_state, source.id)
+        if state is None:
+            state = await _off_loop(store.get_fetch_state, source.id)
     except Exception as exc:  # the store is down: nothing to record it in either
         log.exception("cannot read the fetch state of %s", source.id)
         if release_owner is not None:
@@ -1168,11 +1171,12 @@ async def run_cycle(
     width = max(1, concurrency or watchlist.fetch.max_in_flight)
     owner = owner or f"cycle-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     lease = watchlist.fetch.timeout_seconds * (watchlist.fetch.retries + 2) + 300.0
-    queue: asyncio.Queue[Source | None] = asyncio.Queue(maxsize=width)
+    queue: asyncio.Queue[tuple[Source, FetchState | None] | None] = asyncio.Queue(maxsize=width)
     reports: list[SourceReport] = []
 
     async def worker() -> None:
-        while (source := await queue.get()) is not None:
+        while (item := await queue.get()) is not None:
+            source, state = item
             released = False  # fetch_source ends the lease with the saving of the fetch state
             try:
                 reports.append(
@@ -1185,6 +1189,7 @@ async def run_cycle(
                         now=now,
                         parse_pool=parse_pool,
                         release_owner=owner if source_ids is None else None,
+                        state=state,
                     )
                 )
                 released = True
@@ -1206,7 +1211,7 @@ async def run_cycle(
             if missing:
                 raise ValueError(f"unknown source id(s): {', '.join(missing)}")
             for source_id in dict.fromkeys(source_ids):
-                await queue.put(sources[source_id])
+                await queue.put((sources[source_id], None))
         else:
             seen: set[str] = set()
             while True:
@@ -1217,9 +1222,16 @@ async def run_cycle(
                         await _off_loop(_release, store, owner, source_id)
                 if not fresh:
                     break
+                # One read for the claimed sources' states (they are leased to us: no one
+                # else writes them until we are done).
+                states: dict[str, FetchState] = {}
+                try:
+                    states = await _off_loop(store.get_fetch_states, fresh)
+                except Exception:  # each fetch then reads its own and reports the failure
+                    log.exception("cannot read the fetch states of claimed sources")
                 for source_id in fresh:
                     seen.add(source_id)
-                    await queue.put(sources[source_id])
+                    await queue.put((sources[source_id], states.get(source_id)))
         for _ in workers:
             await queue.put(None)
         await asyncio.gather(*workers)

@@ -221,6 +221,12 @@ def test_saving_the_fetch_state_can_end_the_lease(store: Store) -> None:
     assert store.lease_of("a") == (None, None)
     assert store.lease_of("b")[0] == "two"  # another owner's lease is left alone
     assert store.get_fetch_state("a").etag == '"1"' and store.get_fetch_state("b").etag == '"2"'
+    states = store.get_fetch_states(["b", "a", "never"])
+    assert states == {
+        "a": store.get_fetch_state("a"),
+        "b": store.get_fetch_state("b"),
+        "never": FetchState(source_id="never"),
+    }
 
 
 def test_concurrent_claims_never_share_a_source(store: Store, db_url: str) -> None:
