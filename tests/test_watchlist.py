@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aggregator import records
+from aggregator import watchlist as watchlist_module
 from aggregator.errors import ConfigError, ConfigProblem
 from aggregator.match import TopicMatcher
 from aggregator.model import Record, SourceKind
@@ -575,3 +576,32 @@ def test_term_in_both_any_and_none(tmp_path: Path) -> None:
     text = MINIMAL.replace("      any: [word]", "      any: [word, other]\n      none: [other]")
     problem = only(problems(text, tmp_path))
     assert problem.line == 6 and "in both any and none" in problem.message
+
+
+needs_libyaml = pytest.mark.skipif(
+    watchlist_module._FAST_LOADER is None, reason="PyYAML built without libyaml"
+)
+
+
+@needs_libyaml
+def test_libyaml_and_pure_python_loaders_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    fast = load_watchlist_text(SHIPPED_TEXT, "w.yaml")
+    monkeypatch.setattr(watchlist_module, "_FAST_LOADER", None)
+    assert load_watchlist_text(SHIPPED_TEXT, "w.yaml") == fast
+
+
+@pytest.mark.parametrize("libyaml", [True, False])
+def test_errors_are_the_same_with_and_without_libyaml(
+    libyaml: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if libyaml and watchlist_module._FAST_LOADER is None:
+        pytest.skip("PyYAML built without libyaml")
+    if not libyaml:
+        monkeypatch.setattr(watchlist_module, "_FAST_LOADER", None)
+    broken = SHIPPED_TEXT.replace("    schedule: {every: 45m}", "    schedule: {every: 45m", 1)
+    duplicate = MINIMAL.replace("    title: T\n", "    title: T\n    title: U\n")
+    (syntax,) = problems(broken, tmp_path)
+    assert syntax.line == line_of(broken, "    schedule: {every: 45m\n")
+    assert syntax.message.startswith("YAML syntax error: while parsing a flow mapping")
+    (dup,) = problems(duplicate, tmp_path)
+    assert (dup.line, dup.message) == (5, "duplicate key 'title' (first at line 4)")
