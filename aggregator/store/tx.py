@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -282,19 +282,16 @@ class WriteTx:
             "cap": cap,
         }
         out = []
-        for row in self.conn.execute(_CANDIDATES, params):
-            when = row.time
+        for record_id, shared, dev_id, when, seq in self.conn.execute(_CANDIDATES, params):
             if isinstance(when, str):  # SQLite returns aggregates untyped
                 when = datetime.fromisoformat(when)
-            out.append(
-                StoredCandidate(
-                    record_id=row.record_id,
-                    development_id=row.development_id,
-                    time=t.UTCDateTime().process_result_value(when, self.conn.dialect) or time,
-                    shared_keys=int(row.shared),
-                    seq=int(row.seq),
-                )
-            )
+            if when is None:
+                when = time
+            elif when.tzinfo is None:  # as schema.UTCDateTime reads it, without its overhead
+                when = when.replace(tzinfo=UTC)
+            else:
+                when = when.astimezone(UTC)
+            out.append(StoredCandidate(record_id, dev_id, when, int(shared), int(seq)))
         return out
 
     def fingerprint_data(self, record_ids: Sequence[str]) -> dict[str, str]:
