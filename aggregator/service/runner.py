@@ -14,6 +14,8 @@ How a source gets fetched, on one replica or many:
 2. The dispatcher claims due sources through the database, ``store.claim_due_sources(owner,
    now, lease, free_slots)`` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so each due source is
    fetched by exactly one replica; a dead replica's leases expire and another takes over.
+   While a fetch runs, its lease is renewed every third of a lease (``renew_leases``), so a
+   long fetch and ingest is not fetched again elsewhere.
 3. ``pipeline.fetch_source`` fetches, parses and ingests (one transaction per record) and saves
    the source's fetch state. The service then makes ``next_fetch`` no earlier than the job's
    next run (so other replicas do not fetch it again this cycle) and moves the job later when
@@ -75,7 +77,7 @@ class ServiceOptions:
     serve: bool = True  # False: no HTTP server (embedding, tests)
     shutdown_timeout: float = 20.0  # in-flight fetches get this long to finish on SIGTERM
     reload_interval: float = 2.0  # how often the watchlist file is checked for edits
-    lease_seconds: float = 300.0  # a claimed source is another replica's after this long
+    lease_seconds: float = 300.0  # a claimed source is another replica's after this long unrenewed
     max_concurrent_sources: int = 0  # 0: the fetch policy's max_in_flight
     seeds_dir: Path | None = None  # imported on first start into an empty store
 
