@@ -16,7 +16,7 @@ import threading
 import time as _time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -314,6 +314,10 @@ def _ingest_in(tx: WriteTx, p: _Prepared, options: DedupOptions, now: datetime) 
 # Records one ``ingest_many`` transaction takes at most: a feed's new entries usually fit in
 # one; the bound keeps a transaction (and its advisory locks on PostgreSQL) short.
 MAX_BATCH = 100
+# Advisory locks one batch takes at most on PostgreSQL. They live in the server's shared lock
+# table (max_locks_per_transaction x max_connections slots, 6,400 by default) with every other
+# lock: a few hundred per transaction leave room for many replicas.
+MAX_BATCH_LOCKS = 512
 
 
 def ingest_many(
@@ -342,9 +346,23 @@ def _ingest_prepared(
     store: Store, prepared: Sequence[_Prepared], options: DedupOptions, now: datetime
 ) -> list[IngestResult]:
     results: list[IngestResult] = []
-    for start in range(0, len(prepared), MAX_BATCH):
-        results.extend(_ingest_batch(store, prepared[start : start + MAX_BATCH], options, now))
+    for batch in _batches(prepared, locks=store.dialect == "postgresql"):
+        results.extend(_ingest_batch(store, batch, options, now))
     return results
+
+
+def _batches(prepared: Sequence[_Prepared], *, locks: bool) -> Iterator[Sequence[_Prepared]]:
+    """Consecutive runs of at most ``MAX_BATCH`` records (and, where ingest takes advisory
+    locks, at most ``MAX_BATCH_LOCKS`` lock keys, but always at least one record)."""
+    start, keys = 0, 0
+    for i, p in enumerate(prepared):
+        n = len(_lock_keys(p)) if locks else 0
+        if i > start and (i - start >= MAX_BATCH or keys + n > MAX_BATCH_LOCKS):
+            yield prepared[start:i]
+            start, keys = i, 0
+        keys += n
+    if start < len(prepared):
+        yield prepared[start:]
 
 
 def _ingest_batch(

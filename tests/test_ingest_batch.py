@@ -235,3 +235,19 @@ def test_lexical_fingerprints_survive_the_store_unchanged() -> None:
     for rec in _articles()[:5]:
         fp = dedup.fingerprint(rec.title, pipeline.dedup_text(rec), rec.language)
         assert dedup.fingerprint_from_json(dedup.fingerprint_to_json(fp)) == fp
+
+
+def test_batches_bound_records_and_advisory_locks(monkeypatch: pytest.MonkeyPatch) -> None:
+    matcher = TopicMatcher(TOPICS)
+    prepared = [pipeline._prepare(r, matcher, (), NOW, OPTIONS) for r in _mixed()]
+    monkeypatch.setattr(pipeline, "MAX_BATCH", 10)
+    for locks in (False, True):
+        batches = list(pipeline._batches(prepared, locks=locks))
+        assert [p for b in batches for p in b] == prepared
+        assert all(0 < len(b) <= 10 for b in batches)
+        if locks:
+            for b in batches:
+                keys = sum(len(pipeline._lock_keys(p)) for p in b)
+                assert keys <= pipeline.MAX_BATCH_LOCKS or len(b) == 1
+    monkeypatch.setattr(pipeline, "MAX_BATCH_LOCKS", 1)  # one record per batch, never none
+    assert [len(b) for b in pipeline._batches(prepared, locks=True)] == [1] * len(prepared)
