@@ -7,6 +7,7 @@ with wire stories carried by several feeds."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -251,3 +252,49 @@ def test_batches_bound_records_and_advisory_locks(monkeypatch: pytest.MonkeyPatc
                 assert keys <= pipeline.MAX_BATCH_LOCKS or len(b) == 1
     monkeypatch.setattr(pipeline, "MAX_BATCH_LOCKS", 1)  # one record per batch, never none
     assert [len(b) for b in pipeline._batches(prepared, locks=True)] == [1] * len(prepared)
+
+
+def test_concurrent_batches_share_stories_safely(store: Store, db_url: str) -> None:
+    # Four "replicas" ingest, at the same instant, batches that each hold a copy of one wire
+    # story (same text, its own URL), a rewrite of it and records of their own.
+    arts = _articles()
+    base = arts[0]
+    body = base.text.split("\n\n", 1)[1]
+    batches = []
+    for i in range(4):
+        own = arts[1 + 3 * i : 4 + 3 * i]
+        copy = _record(base.title, body, f"https://copy{i}.example/story", source_id=f"r{i}")
+        rewrite = _record(
+            f"{base.title} ({i})", body.replace(" the ", " a ", 1 + i), f"https://rw{i}.example/s"
+        )
+        batches.append([*own, copy, rewrite])
+    barrier = threading.Barrier(len(batches))
+    results: list[list[IngestResult]] = []
+    errors: list[BaseException] = []
+
+    def worker(batch: list[Record]) -> None:
+        s = open_store(db_url, migrate=False)
+        try:
+            barrier.wait()
+            results.append(
+                ingest_many(s, batch, matcher=TopicMatcher(TOPICS), options=OPTIONS, now=NOW)
+            )
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=worker, args=(b,)) for b in batches]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    # The copy is stored once; every other copy names it; the rewrites join its development.
+    copy_ids = {r.record_id for rs in results for r in rs[-2:-1]}
+    assert len(copy_ids) == 1
+    assert sum(1 for rs in results if rs[-2].stored) == 1
+    rewrite_devs = {rs[-1].development_id for rs in results}
+    copy_dev = {rs[-2].development_id for rs in results}
+    assert len(copy_dev) == 1 and rewrite_devs == copy_dev, (rewrite_devs, copy_dev)
+    assert store.count_records() == sum(len(b) for b in batches) - 3
