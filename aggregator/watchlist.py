@@ -288,10 +288,11 @@ def _walk(
     node: yaml.Node,
     loader: _Loader,
     path: Path_,
-    lines: _Lines,
+    lines: _Lines | None,
     problems: list[tuple[int, str]],
 ) -> None:
-    lines.value[path] = node.start_mark.line + 1
+    if lines is not None:
+        lines.value[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         seen: dict[object, int] = {}
         kept: list[tuple[yaml.Node, yaml.Node]] = []
@@ -309,7 +310,8 @@ def _walk(
                 continue
             seen[key] = line
             kept.append((key_node, value_node))
-            lines.key[(*path, key)] = line
+            if lines is not None:
+                lines.key[(*path, key)] = line
             _walk(value_node, loader, (*path, key), lines, problems)
         # PyYAML would let the last duplicate win silently; keep the first, reported above.
         node.value[:] = kept
@@ -371,11 +373,15 @@ def _last_multiline_quote(text: str, problem_line: int) -> int | None:
     return start if quote is not None and start < problem_line else None
 
 
-def _read_yaml(text: str, problems: list[tuple[int, str]]) -> tuple[object, _Lines]:
+def _read_yaml(
+    text: str, problems: list[tuple[int, str]], *, with_lines: bool = True
+) -> tuple[object, _Lines]:
+    """The document's data and the lines of its values; without ``with_lines``, the lines are
+    left out when libyaml reads the file (a caller that finds problems asks again with them)."""
     if _FAST_LOADER is not None:
         fast_problems: list[tuple[int, str]] = []
         try:
-            data, lines = _compose(_FAST_LOADER(text), fast_problems)
+            data, lines = _compose(_FAST_LOADER(text), fast_problems, with_lines=with_lines)
         except yaml.YAMLError:
             pass  # the pure-Python loader below reports it as it always has
         else:
@@ -393,7 +399,9 @@ def _read_yaml(text: str, problems: list[tuple[int, str]]) -> tuple[object, _Lin
         return None, _Lines()
 
 
-def _compose(loader: _Loader, problems: list[tuple[int, str]]) -> tuple[object, _Lines]:
+def _compose(
+    loader: _Loader, problems: list[tuple[int, str]], *, with_lines: bool = True
+) -> tuple[object, _Lines]:
     """The document's data and lines; YAML errors propagate."""
     lines = _Lines()
     try:
@@ -403,7 +411,7 @@ def _compose(loader: _Loader, problems: list[tuple[int, str]]) -> tuple[object, 
             return None, lines
         # Walk before constructing: construction flattens merge keys (<<) into the mappings,
         # and only keys written in the file can be duplicates.
-        _walk(node, loader, (), lines, problems)
+        _walk(node, loader, (), lines if with_lines else None, problems)
         data = loader.construct_document(node)
     finally:
         loader.dispose()
@@ -921,8 +929,20 @@ def _retention_days(report: _Report, data: Mapping[str, object]) -> int:
 
 
 def _build(text: str, file: str) -> tuple[Watchlist | None, list[ConfigProblem]]:
+    # The line of every value (a path tuple each) is as large as the data and needed only to
+    # report problems: a valid file (the usual case) is read without them, and a file with
+    # problems is read again with them.
+    watchlist, problems = _build_once(text, file, with_lines=False)
+    if problems:
+        watchlist, problems = _build_once(text, file, with_lines=True)
+    return watchlist, problems
+
+
+def _build_once(
+    text: str, file: str, *, with_lines: bool
+) -> tuple[Watchlist | None, list[ConfigProblem]]:
     yaml_problems: list[tuple[int, str]] = []
-    data, lines = _read_yaml(text, yaml_problems)
+    data, lines = _read_yaml(text, yaml_problems, with_lines=with_lines)
     report = _Report(file, lines)
     for line, message in yaml_problems:
         report.add_line(line, message)
