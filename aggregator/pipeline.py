@@ -1126,7 +1126,9 @@ async def _fetch_page_source(
         item = by_url[url]
         try:
             page = await fetcher.fetch(url, purpose="page", language=source.language)
-            article = await extract_article_guarded_async(page.text, page.url)
+            article = await extract_article_guarded_async(
+                page.text, page.url, body_selector=selectors.body
+            )
         except (FetchError, ExtractionError) as exc:
             # One unreadable article must not hide the others; it is retried next time
             # because its guid was not stored.

@@ -327,3 +327,25 @@ def test_parsing_in_a_process_pool_gives_the_same_records(
     assert outputs[0] == outputs[2] and outputs[1] == outputs[3]
     assert outputs[0]["challenge"] == ("failed", 0, "not-a-feed")
     assert outputs[0]["entities"] == ("failed", 0, "parse-error")
+
+
+def test_page_source_body_selector_chooses_the_article_text(
+    db_url: str, server: HostileServer
+) -> None:
+    _add_site(server)
+    text = watchlist_text(server).replace(
+        "sources:\n",
+        "sources:\n"
+        "  - id: site-body\n    kind: page\n    language: lt\n"
+        f'    url: "{server.url("/site/listing.html")}"\n'
+        "    selectors: {item: 'ul.news li', link: a, body: 'article p:last-of-type'}\n",
+        1,
+    )
+    watchlist = load_watchlist_text(text)
+    with open_store(db_url) as store:
+        report = cycle(store, watchlist, ids=["site-body"])["site-body"]
+        assert report.status == "ok" and report.new_records == 2
+        for record in store.iter_records():
+            # Only the element the admin's selector names is the article's text.
+            assert "Officials in Vilnius described" in record.text
+            assert "The government said" not in record.text
