@@ -3,7 +3,7 @@ benchmarks/build_dedup_background.py; do not edit). Derived from the wordfreq pa
 data (CC BY-SA 4.0): English, Lithuanian, Russian. Lines of ``key<TAB>centibels``
 (-100 log10 frequency), zlib-compressed, base85."""
 
-LANGUAGES = ('en', 'lt', 'ru')
+LANGUAGES = ("en", "lt", "ru")
 BLOB = (
     "c-l<8Npj;n(=|G-cN=&9hppCL4k^(xf(`VL0HZ>yzj+#{zDfBMMS>uZ$PSr_Kc~~>fB)adpX2!ufBs*9lR&`J*V!=sbAJCP@"
     "a2;@?!M}7UH<xh{|Em)ANAj8>3TAZ%cpi3|M|w-KmL4v@h{$gF~U2qN8z~q{b7jzosOUX{)b<`uKs`g_I+v?J>?G{e-4K)0("
