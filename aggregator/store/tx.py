@@ -3,6 +3,7 @@ transaction (see core.py for the concurrency design)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,19 +45,31 @@ class StoredCandidate:
         return f"{instance}:{self.record_id}:{self.seq}"
 
 
-def _candidates_statement() -> sa.Select[Any]:
-    """The candidate query, built once: its IN lists are expanding parameters, so executing it
-    costs no statement building or cache-key generation per ingest."""
-    b, k, m, r = t.lsh_bands, t.key_terms, t.memberships, t.records
+def _newest_hits(table: sa.Table, column: sa.Column[Any], i: int) -> sa.Select[Any]:
+    """The newest ``per_key`` index hits of one key within the window: a backward range scan
+    of the (key, time) index that stops after ``per_key`` rows, however common the key."""
     lo, hi = sa.bindparam("lo", type_=t.UTCDateTime()), sa.bindparam("hi", type_=t.UTCDateTime())
-    hits = sa.union_all(
-        sa.select(b.c.record_id, b.c.time).where(
-            b.c.band.in_(sa.bindparam("bands", expanding=True)), b.c.time.between(lo, hi)
-        ),
-        sa.select(k.c.record_id, k.c.time).where(
-            k.c.term.in_(sa.bindparam("terms", expanding=True)), k.c.time.between(lo, hi)
-        ),
-    ).subquery("hits")
+    newest = (
+        sa.select(table.c.record_id, table.c.time)
+        .where(column == sa.bindparam(f"{column.name}{i}"), table.c.time.between(lo, hi))
+        .order_by(table.c.time.desc(), table.c.record_id.desc())
+        .limit(sa.bindparam("per_key"))
+        .subquery()
+    )
+    return sa.select(newest.c.record_id, newest.c.time)
+
+
+@functools.cache
+def _candidates_statement(n_bands: int, n_terms: int) -> sa.Select[Any]:
+    """The candidate query for a record with ``n_bands`` bands and ``n_terms`` key terms, built
+    once per shape (at most 17 x 13 of them). Each key contributes its newest
+    ``dedup.CANDIDATE_ROWS_PER_KEY`` hits only, so the rows read are bounded by the number of
+    keys, not by the store: a key in hundreds of records of the window (a capital's name) is a
+    stop word of the moment, and its older hits would add cost, not candidates that matter."""
+    b, k, m, r = t.lsh_bands, t.key_terms, t.memberships, t.records
+    parts = [_newest_hits(b, b.c.band, i) for i in range(n_bands)]
+    parts += [_newest_hits(k, k.c.term, i) for i in range(n_terms)]
+    hits = sa.union_all(*parts).subquery("hits")
     ranked = (
         sa.select(
             hits.c.record_id,
@@ -76,7 +89,6 @@ def _candidates_statement() -> sa.Select[Any]:
     )
 
 
-_CANDIDATES = _candidates_statement()
 _INSERT_RECORDS = sa.insert(t.records)
 _INSERT_FINGERPRINTS = sa.insert(t.fingerprints)
 _INSERT_BANDS = sa.insert(t.lsh_bands)
@@ -266,15 +278,20 @@ class WriteTx:
         window: timedelta,
         cap: int,
         exclude: str | None = None,
+        per_key: int | None = None,
     ) -> list[StoredCandidate]:
         """Stored records sharing an LSH band or a key term with a record filed at ``time``,
         within ``window`` either side: those sharing the most keys first, then the most recent,
-        at most ``cap``. An index lookup per key, never a scan."""
-        if not bands and not key_terms:
+        at most ``cap``. Per key, only its newest ``per_key`` hits within the window count
+        (default ``dedup.CANDIDATE_ROWS_PER_KEY``): a bounded index range scan per key, never
+        a scan, and no cost that grows with the store."""
+        band_keys, term_keys = index_keys(bands), index_keys(key_terms)
+        if not band_keys and not term_keys:
             return []
-        params = {
-            "bands": index_keys(bands),
-            "terms": index_keys(key_terms),
+        params: dict[str, Any] = {f"band{i}": key for i, key in enumerate(band_keys)}
+        params.update((f"term{i}", key) for i, key in enumerate(term_keys))
+        params |= {
+            "per_key": dedup.CANDIDATE_ROWS_PER_KEY if per_key is None else per_key,
             "lo": time - window,
             "hi": time + window,
             # No record id is empty: "" excludes nothing.
@@ -282,7 +299,9 @@ class WriteTx:
             "cap": cap,
         }
         out = []
-        for record_id, shared, dev_id, when, seq in self.conn.execute(_CANDIDATES, params):
+        for record_id, shared, dev_id, when, seq in self.conn.execute(
+            _candidates_statement(len(band_keys), len(term_keys)), params
+        ):
             if isinstance(when, str):  # SQLite returns aggregates untyped
                 when = datetime.fromisoformat(when)
             if when is None:
