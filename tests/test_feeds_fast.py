@@ -207,7 +207,16 @@ def _rss_items(draw: st.DrawFn) -> str:
     title = draw(_TEXT)
     cdata = draw(st.booleans())
     body = draw(_TEXT)
-    desc_html = f"<p>{escape(body)}</p>" if draw(st.booleans()) else body
+    desc_html = draw(
+        st.sampled_from(
+            [
+                f"<p>{escape(body)}</p>",
+                body,
+                f"<p><b>{escape(body)}</b>&nbsp;&hellip;&copy;&#8594;&#x41;</p><br/><p>x</p>",
+                f'<p><a href="/rel">{escape(body)}</a><img src="i.jpg" alt="{escape(body)}"/></p>',
+            ]
+        )
+    )
     if cdata:
         desc = "<![CDATA[" + desc_html.replace("]]>", "]]]]><![CDATA[>") + "]]>"
     else:
