@@ -269,3 +269,63 @@ def test_generated_rss_fast_equals_feedparser_or_declines(items: list[str], enco
             check(s, body, headers, detected)
     finally:
         feeds.fast_parse_feed = real
+
+
+def _rss_channel(items: str, channel: str = "") -> bytes:
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0" '
+        'xmlns:content="http://purl.org/rss/1.0/modules/content/"><channel><title>T</title>'
+        f"<link>https://x.example/</link>{channel}{items}</channel></rss>"
+    ).encode()
+
+
+def _atom_feed(entries: str, lang: str = ' xml:lang="lt"') -> bytes:
+    return (
+        f'<feed xmlns="http://www.w3.org/2005/Atom"{lang}><title>T</title>'
+        f'<link href="https://x.example/"/>{entries}</feed>'
+    ).encode()
+
+
+_L = "<link>https://x.example/1</link>"
+_AL = '<link href="https://x.example/1"/>'
+EDGE_CASES = {
+    "whitespace": _rss_channel(
+        "<item><title>\n  A\n  B </title><link>\n https://x.example/1 \n</link><guid>\n"
+        " https://x.example/1 </guid><pubDate>  Mon, 23 Nov 2026 10:00:00 +0000 </pubDate>"
+        "<description>plain text</description></item>"
+    ),
+    "ttl zero": _rss_channel(f"<item>{_L}</item>", "<ttl>0</ttl>"),
+    "ttl text": _rss_channel(f"<item>{_L}</item>", "<ttl>abc</ttl>"),
+    "channel language": _rss_channel(f"<item>{_L}</item>", "<language>lt-LT</language>"),
+    "content only": _rss_channel(
+        f"<item>{_L}<content:encoded><![CDATA[<p>a</p><p>b</p>]]></content:encoded></item>"
+    ),
+    "description and content": _rss_channel(
+        f"<item>{_L}<description>lead text</description>"
+        "<content:encoded><![CDATA[<p>a</p><p>b</p>]]></content:encoded></item>"
+    ),
+    "equal description and content": _rss_channel(
+        f"<item>{_L}<description><![CDATA[<p>a</p>]]></description>"
+        "<content:encoded><![CDATA[<p>a</p>]]></content:encoded></item>"
+    ),
+    "atom offset and fraction": _atom_feed(
+        f"<entry><title>A</title>{_AL}<id>urn:x:1</id>"
+        "<updated>2026-11-23T10:00:00.123+02:00</updated>"
+        '<content type="html">&lt;p&gt;x&lt;/p&gt;</content></entry>'
+    ),
+    "atom text constructs": _atom_feed(
+        f"<entry><title>A</title>{_AL}<id>urn:x:1</id>"
+        "<published>2026-11-23T10:00:00-05:30</published><updated>2026-11-24T10:00:00Z</updated>"
+        '<summary>plain</summary><content type="text">body text</content></entry>',
+        "",
+    ),
+    "atom without id": _atom_feed(
+        f"<entry><title>A</title>{_AL}<updated>2026-11-23T10:00:00Z</updated></entry>"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EDGE_CASES))
+def test_edge_cases_fast_equals_feedparser(spy: _Spy, name: str) -> None:
+    for headers in ({}, {"Content-Type": "application/xml"}):
+        assert check(spy, EDGE_CASES[name], headers)  # taken, and equal to feedparser
