@@ -1140,30 +1140,7 @@ async def _fetch_page_source(
         record = normalize.record_from_article(
             article, source, url, now, guid=url, published=item.published
         )
-        await _off_loop(_ingest_one, store, record, source, matcher, watchlist, now, outcome)
-
-
-def _ingest_one(
-    store: Store,
-    record: Record,
-    source: Source,
-    matcher: TopicMatcher,
-    watchlist: Watchlist,
-    now: datetime,
-    outcome: _Outcome,
-) -> None:
-    result = ingest(
-        store,
-        record,
-        matcher=matcher,
-        options=watchlist.dedup,
-        allowed_topics=source.topics,
-        now=now,
-    )
-    if result.stored:
-        outcome.new_records += 1
-    else:
-        outcome.duplicates += 1
+        await _off_loop(_ingest_all, store, [record], source, matcher, watchlist, now, outcome)
 
 
 async def run_cycle(
