@@ -924,16 +924,8 @@ async def _fetch_feed_source(
     outcome: _Outcome,
     parse_pool: Executor | None = None,
 ) -> None:
-    response = await fetcher.fetch(
-        source.url,
-        etag=state.etag,
-        last_modified=state.last_modified,
-        purpose="feed",
-        language=source.language,
-    )
-    outcome.response = response
-    outcome.hints = response.hints
-    if response.not_modified:
+    response = await _conditional_fetch(fetcher, source, state, "feed", outcome)
+    if response is None:
         return  # a 304 costs no parsing
     if await _off_loop(_all_entries_known, store, source, response, outcome):
         return  # the id pre-pass found nothing new: feedparser is not needed at all
@@ -1060,6 +1052,22 @@ def _unique_entries(entries: Sequence[feeds.FeedEntry]) -> list[feeds.FeedEntry]
     return sorted(unique, key=lambda e: e.published or far_past)
 
 
+async def _conditional_fetch(
+    fetcher: Fetcher, source: Source, state: FetchState, purpose: str, outcome: _Outcome
+) -> FetchResponse | None:
+    """The source's document, or None when the server says it has not changed (304)."""
+    response = await fetcher.fetch(
+        source.url,
+        etag=state.etag,
+        last_modified=state.last_modified,
+        purpose=purpose,
+        language=source.language,
+    )
+    outcome.response = response
+    outcome.hints = response.hints
+    return None if response.not_modified else response
+
+
 def _needs_full_text(record: Record) -> bool:
     return record.url is not None and len(record.text) < FULL_TEXT_MIN_CHARS
 
@@ -1101,16 +1109,8 @@ async def _fetch_page_source(
 ) -> None:
     if source.selectors is None:
         raise FeedParseError(f"page source {source.id} has no selectors")
-    response = await fetcher.fetch(
-        source.url,
-        etag=state.etag,
-        last_modified=state.last_modified,
-        purpose="page",
-        language=source.language,
-    )
-    outcome.response = response
-    outcome.hints = response.hints
-    if response.not_modified:
+    response = await _conditional_fetch(fetcher, source, state, "page", outcome)
+    if response is None:
         return
     outcome.parsed = True
     selectors = source.selectors
