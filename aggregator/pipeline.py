@@ -258,23 +258,7 @@ def _ingest_in(tx: WriteTx, p: _Prepared, options: DedupOptions, now: datetime) 
         window=timedelta(days=options.window_days),
         cap=CANDIDATE_CAP,
     )
-    keys = {c.record_id: c.cache_key(tx.instance) for c in stored}
-    cached = _FINGERPRINTS.get_many(list(keys.values()))
-    fps = {rid: cached[key] for rid, key in keys.items() if key in cached}
-    missing = [c.record_id for c in stored if c.record_id not in fps]
-    if missing:
-        for rid, data in tx.fingerprint_data(missing).items():
-            fps[rid] = _FINGERPRINTS.put(keys[rid], dedup.fingerprint_from_json(data))
-    candidates = [
-        dedup.Candidate(
-            record_id=c.record_id,
-            development_id=c.development_id,
-            fingerprint=fps[c.record_id],
-            time=c.time,
-        )
-        for c in stored
-        if c.record_id in fps
-    ]
+    candidates = _dedup_candidates(stored, _stored_fingerprints(tx, stored))
     decision = dedup.decide(p.fingerprint, p.time, candidates, options)
     tx.add_record(r, time=p.time, ingested=now)
     tx.add_topic_matches(p.matches)
@@ -492,16 +476,7 @@ class _Batch:
             del stored[CANDIDATE_CAP:]
         fps = _stored_fingerprints(self.tx, [c for c in stored if c.record_id not in unwritten])
         fps.update((rid, q.stored_fingerprint) for rid, q in unwritten.items())
-        return [
-            dedup.Candidate(
-                record_id=c.record_id,
-                development_id=c.development_id,
-                fingerprint=fps[c.record_id],
-                time=c.time,
-            )
-            for c in stored
-            if c.record_id in fps
-        ]
+        return _dedup_candidates(stored, fps)
 
     def _store(self, p: _Prepared) -> IngestResult:
         r = p.record
@@ -605,6 +580,23 @@ def _stored_fingerprints(
         for rid, data in tx.fingerprint_data(missing).items():
             fps[rid] = _FINGERPRINTS.put(keys[rid], dedup.fingerprint_from_json(data))
     return fps
+
+
+def _dedup_candidates(
+    stored: Sequence[StoredCandidate], fps: Mapping[str, dedup.Fingerprint]
+) -> list[dedup.Candidate]:
+    """Candidates for dedup.decide, in the query's order; a record whose fingerprint could not
+    be read is left out."""
+    return [
+        dedup.Candidate(
+            record_id=c.record_id,
+            development_id=c.development_id,
+            fingerprint=fps[c.record_id],
+            time=c.time,
+        )
+        for c in stored
+        if c.record_id in fps
+    ]
 
 
 @dataclass(slots=True)
