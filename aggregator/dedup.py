@@ -28,9 +28,10 @@ import unicodedata
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from sys import intern
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
@@ -602,6 +603,12 @@ class Fingerprint:
     _vector: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
     _head: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled (to and from a parse-pool process) without the derived vectors; unpickled
+        # with its terms interned again, as fingerprint_from_json makes them.
+        state = tuple(getattr(self, f.name) for f in fields(self) if f.init and f.compare)
+        return (_unpickle_fingerprint, state)
+
     def head_vector(self) -> dict[str, float]:
         """The headline and lead's terms as a unit vector: what the report says happened."""
         if not self._head and self.head_terms:
@@ -762,7 +769,9 @@ def fingerprint(
         minhash=minhash,
         bands=_bands(minhash),
         key_terms=key_terms,
-        terms=tuple(k for k, _ in top),
+        # Interned, as fingerprint_from_json does: a cached fingerprint shares its stems with
+        # every other, and the scores' dict lookups compare interned keys by identity.
+        terms=tuple(intern(k) for k, _ in top),
         weights=tuple(round(w, 5) for _, w in top),
         entities=tuple(sorted(entities)),
         numbers=tuple(sorted(numbers)),
@@ -770,7 +779,7 @@ def fingerprint(
         length=len(body.raw),
         language=language,
         embedding=embedding,
-        head_terms=tuple(head_vec),
+        head_terms=tuple(intern(k) for k in head_vec),
         head_weights=tuple(round(w, 5) for w in head_vec.values()),
     )
 
@@ -867,6 +876,15 @@ def fingerprint_from_json(data: str) -> Fingerprint:
         )
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
         raise ValueError(f"malformed fingerprint JSON: {exc}") from exc
+
+
+def _unpickle_fingerprint(*state: Any) -> Fingerprint:
+    fp = Fingerprint(*state)
+    return replace(
+        fp,
+        terms=tuple(intern(t) for t in fp.terms),
+        head_terms=tuple(intern(t) for t in fp.head_terms),
+    )
 
 
 # --------------------------------------------------------------------------------------------

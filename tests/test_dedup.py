@@ -615,3 +615,19 @@ def test_fingerprint_never_fails_and_round_trips(title: str, text: str) -> None:
     fp = dedup.fingerprint(title, text)
     assert dedup.fingerprint_from_json(dedup.fingerprint_to_json(fp)) == fp
     assert dedup.decide(fp, None, [Candidate("r", "d", fp, None)], OPTIONS).reason in DedupReason
+
+
+def test_fingerprint_pickles_without_its_derived_vectors_and_with_interned_terms() -> None:
+    import pickle
+    import sys
+
+    fp = dedup.fingerprint(
+        "Lithuania refuses talks with Belarus",
+        "Vilnius said on Monday it would not talk to Minsk about the balloons. " * 3,
+        "en",
+    )
+    fp.vector()
+    copy = pickle.loads(pickle.dumps(fp))
+    assert copy == fp
+    assert copy.terms and all(t is sys.intern(t) for t in copy.terms + copy.head_terms)
+    assert copy.vector() == fp.vector()
