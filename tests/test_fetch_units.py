@@ -237,3 +237,39 @@ def test_robots_cache_rules() -> None:
 
     assert asyncio.run(go()) == [False, True, True, False, False]
     assert calls.count("https://a") == 1
+
+
+def _reference_mojibake_score(text: str) -> int:
+    """The plain per-character definition that ``charset.mojibake_score`` computes faster."""
+    from collections import Counter
+
+    score = 0
+    accented: Counter[str] = Counter()
+    for ch in text:
+        if ord(ch) < 0x80:
+            continue
+        if ord(ch) <= 0x9F:
+            score += 5
+        elif ch == "\ufffd":
+            score += 1
+        elif ch.isalpha() and not "\u0400" <= ch <= "\u04ff":
+            accented[ch] += 1
+    if accented:
+        score += min(
+            sum(n for ch, n in accented.items() if ch not in alphabet)
+            for alphabet in charset._ALPHABETS
+        )
+    for word in charset._WORD.findall(text):
+        cyrillic = ["\u0400" <= c <= "\u04ff" for c in word]
+        if any(cyrillic) and not all(cyrillic):
+            score += 3
+    return score
+
+
+@pytest.mark.parametrize("encoding", ["cp1251", "cp1257", "latin-1", "iso-8859-13", "cp1252"])
+def test_mojibake_score_matches_its_definition(encoding: str) -> None:
+    samples = [RU, LT, "abcЖd Жab ab Жdе xЖ аbc _abЖ 1aЖ2 éЖé \x85 \ufffd ąčęėįšųūž"]
+    for text in samples:
+        wrong = text.encode("utf-8", "replace").decode(encoding, "replace")
+        for candidate in (text, wrong):
+            assert charset.mojibake_score(candidate) == _reference_mojibake_score(candidate)
