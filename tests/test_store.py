@@ -212,6 +212,19 @@ def test_claim_due_sources_leases(store: Store) -> None:
     assert store.claim_due_sources("five", NOW + timedelta(hours=2), 60, 10) == [*"abcde"]
 
 
+def test_claim_due_states_returns_the_claimed_states(store: Store) -> None:
+    store.sync_sources([source(x) for x in "abc"])
+    saved = FetchState(source_id="b", etag='"b"', failure_counts={"timeout": 1}, fetch_count=3)
+    store.save_fetch_state(saved)
+    store.save_fetch_state(FetchState(source_id="c", next_fetch=NOW + timedelta(hours=1)))
+    claimed = store.claim_due_states("one", NOW, 300, 10)
+    assert claimed == [FetchState(source_id="a"), saved]  # c is not due
+    assert store.lease_of("a") == ("one", NOW + timedelta(seconds=300))
+    assert store.lease_of("b")[0] == "one" and store.lease_of("c") == (None, None)
+    assert store.claim_due_states("two", NOW, 300, 10) == []
+    assert store.claim_due_states("two", NOW, 300, 0) == []
+
+
 def test_saving_the_fetch_state_can_end_the_lease(store: Store) -> None:
     store.sync_sources([source("a"), source("b")])
     assert store.claim_due_sources("one", NOW, 300, 1) == ["a"]
@@ -227,6 +240,43 @@ def test_saving_the_fetch_state_can_end_the_lease(store: Store) -> None:
         "b": store.get_fetch_state("b"),
         "never": FetchState(source_id="never"),
     }
+
+
+def test_save_fetch_states_writes_a_batch_and_ends_its_leases(store: Store) -> None:
+    store.sync_sources([source(x) for x in "abcd"])
+    assert store.claim_due_sources("one", NOW, 300, 3) == ["a", "b", "c"]
+    assert store.claim_due_sources("two", NOW, 300, 1) == ["d"]
+    batch = [
+        FetchState(source_id="a", etag='"a1"', last_success=NOW, fetch_count=1),
+        FetchState(
+            source_id="b",
+            failure_class=FailureClass.TIMEOUT,
+            failure_counts={"timeout": 1},
+            consecutive_failures=1,
+        ),
+        FetchState(source_id="d", last_modified="Mon, 02 Mar 2026 12:00:00 GMT"),
+        FetchState(source_id="new", etag='"n"'),  # no row yet: inserted
+    ]
+    store.save_fetch_states(batch, release_owner="one")
+    assert store.get_fetch_states([s.source_id for s in batch]) == {s.source_id: s for s in batch}
+    assert store.lease_of("a") == (None, None) and store.lease_of("b") == (None, None)
+    assert store.lease_of("c")[0] == "one"  # not in the batch: still leased
+    assert store.lease_of("d")[0] == "two"  # another owner's lease is left alone
+    store.save_fetch_states([FetchState(source_id="c", etag='"c1"')])  # no owner: lease kept
+    assert store.lease_of("c")[0] == "one"
+    store.save_fetch_states([])  # nothing to write
+
+
+def test_a_failed_batch_of_fetch_states_writes_none(store: Store) -> None:
+    store.sync_sources([source("a"), source("b")])
+    assert store.claim_due_sources("one", NOW, 300, 2) == ["a", "b"]
+    before = store.get_fetch_states(["a", "b"])
+    # fetch_count is NOT NULL: the second row of the batch fails.
+    bad = FetchState(source_id="b", fetch_count=None)  # type: ignore[arg-type]
+    with pytest.raises(StoreError):
+        store.save_fetch_states([FetchState(source_id="a", etag='"1"'), bad], release_owner="one")
+    assert store.get_fetch_states(["a", "b"]) == before  # one transaction: all or nothing
+    assert store.lease_of("a")[0] == "one" and store.lease_of("b")[0] == "one"
 
 
 def test_concurrent_claims_never_share_a_source(store: Store, db_url: str) -> None:
@@ -496,3 +546,49 @@ def test_unusable_locations_are_clear_errors(tmp_path: Path) -> None:
         open_store(f"sqlite:///{blocker}/sub/aggregator.db")
     with pytest.raises(StoreError, match="database error"):
         open_store("postgresql://127.0.0.1:1/nothing")
+
+
+def test_upgrade_to_clustered_index_rows_keeps_them_and_downgrades(db_url: str) -> None:
+    """Revision 0004 rebuilds the band and key-term tables: their rows survive, the candidate
+    query finds them, and the way back to 0003 works too."""
+    from alembic import command
+
+    from aggregator.store.engine import create_engine
+    from aggregator.store.migrate import alembic_config
+
+    def migrate(target: str, down: bool = False) -> None:
+        engine = create_engine(db_url)
+        try:
+            with engine.begin() as conn:
+                cfg = alembic_config()
+                cfg.attributes["connection"] = conn
+                (command.downgrade if down else command.upgrade)(cfg, target)
+        finally:
+            engine.dispose()
+
+    open_store(db_url).close()
+    migrate("0003", down=True)
+    rec = make_record("Orla", STORM, url="https://a/1", source_id="wire", guid="g")
+    old = open_store(db_url, migrate=False)
+    try:
+        with old.write() as tx:
+            tx.add_record(rec, time=NOW, ingested=NOW)
+            tx.add_fingerprint(rec.id, "{}", bands=("b1", "b2"), key_terms=("orla",), time=NOW)
+            dev = tx.create_development(rec.id, first_seen=NOW)
+            tx.add_membership(
+                rec.id, dev, reason=DedupReason.NEW, score=1.0, matched_record_id=None, joined=NOW
+            )
+    finally:
+        old.close()
+    for step in ("head", "0003", "head"):
+        migrate(step, down=step == "0003")
+    s = open_store(db_url)
+    try:
+        assert current_revision(s.engine) == head_revision()
+        with s.write() as tx:
+            found = tx.candidates(
+                bands=("b2",), key_terms=("orla",), time=NOW, window=timedelta(days=1), cap=10
+            )
+        assert [(c.record_id, c.shared_keys) for c in found] == [(rec.id, 2)]
+    finally:
+        s.close()

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from aggregator import dedup
 from aggregator.errors import StoreError
 from aggregator.model import DedupReason, Record, TopicMatch
+from aggregator.store import driver
 from aggregator.store import schema as t
 from aggregator.store.common import chunks, development_id_for, lock_key
 from aggregator.store.engine import is_postgres
@@ -299,10 +300,9 @@ class WriteTx:
             "cap": cap,
         }
         out = []
-        for record_id, shared, dev_id, when, seq in self.conn.execute(
-            _candidates_statement(len(band_keys), len(term_keys)), params
-        ):
-            if isinstance(when, str):  # SQLite returns aggregates untyped
+        statement = _candidates_statement(len(band_keys), len(term_keys))
+        for record_id, shared, dev_id, when, seq in driver.execute(self.conn, statement, params):
+            if isinstance(when, str):  # SQLite's driver returns timestamps as text
                 when = datetime.fromisoformat(when)
             if when is None:
                 when = time
@@ -414,15 +414,15 @@ class WriteTx:
             for i, row in enumerate(rows, start=int(last) + 1):
                 row["seq"] = i
                 seqs[row["id"]] = i
-        self.conn.execute(_INSERT_RECORDS, rows)
+        driver.insert_many(self.conn, _INSERT_RECORDS, rows)
         matches = [
             {"record_id": x.record_id, "topic_id": x.topic_id, "terms": list(x.terms)}
             for m in members
             for x in m.matches
         ]
-        if matches:
-            self.conn.execute(_INSERT_TOPIC_MATCHES, matches)
-        self.conn.execute(
+        driver.insert_many(self.conn, _INSERT_TOPIC_MATCHES, matches)
+        driver.insert_many(
+            self.conn,
             _INSERT_FINGERPRINTS,
             [{"record_id": m.record.id, "data": m.fingerprint_json} for m in members],
         )
@@ -431,17 +431,16 @@ class WriteTx:
             for m in members
             for b in index_keys(m.bands)
         ]
-        if bands:
-            self.conn.execute(_INSERT_BANDS, bands)
+        driver.insert_many(self.conn, _INSERT_BANDS, bands)
         terms = [
             {"term": k, "record_id": m.record.id, "time": m.time}
             for m in members
             for k in index_keys(m.key_terms)
         ]
-        if terms:
-            self.conn.execute(_INSERT_TERMS, terms)
+        driver.insert_many(self.conn, _INSERT_TERMS, terms)
         if developments:
-            self.conn.execute(
+            driver.insert_many(
+                self.conn,
                 _INSERT_DEVELOPMENTS,
                 [
                     {
@@ -460,9 +459,9 @@ class WriteTx:
                 for d in developments
                 for topic in d.topics
             ]
-            if topics:
-                self.conn.execute(_INSERT_DEVELOPMENT_TOPICS, topics)
-        self.conn.execute(
+            driver.insert_many(self.conn, _INSERT_DEVELOPMENT_TOPICS, topics)
+        driver.insert_many(
+            self.conn,
             _INSERT_MEMBERSHIPS,
             [
                 {
