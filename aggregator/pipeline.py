@@ -16,7 +16,7 @@ import threading
 import time as _time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -284,8 +284,13 @@ def _ingest_in(tx: WriteTx, p: _Prepared, options: DedupOptions, now: datetime) 
     known[r.id] = p.fingerprint
     tx.refresh_development(dev_id, updated=now, known=known)
     tx.bump_feed_version()
+    return _stored_result(p, dev_id, decision)
+
+
+def _stored_result(p: _Prepared, dev_id: str, decision: dedup.Decision) -> IngestResult:
+    """What ``ingest`` reports for a record it stored in development ``dev_id``."""
     return IngestResult(
-        record_id=r.id,
+        record_id=p.record.id,
         stored=True,
         development_id=dev_id,
         reason=decision.reason,
@@ -512,15 +517,7 @@ class _Batch:
         self.known.update((c.record_id, c.fingerprint) for c in candidates)
         self.known[r.id] = p.fingerprint
         self.changed = True
-        return IngestResult(
-            record_id=r.id,
-            stored=True,
-            development_id=dev_id,
-            reason=decision.reason,
-            score=decision.score,
-            topics=tuple(sorted({m.topic_id for m in p.matches})),
-            matched_record_id=decision.matched_record_id,
-        )
+        return _stored_result(p, dev_id, decision)
 
     def _new_development_id(self, record_id: str) -> str:
         """``WriteTx.create_development``'s choice of id, checked against the store (first
@@ -752,6 +749,98 @@ def schedule_interval(source: Source, now: datetime) -> float:
     return float(DEFAULT_INTERVAL_SECONDS)
 
 
+# Fetch states one write transaction of ``run_cycle`` takes at most.
+STATE_BATCH = 64
+
+# How ``fetch_source`` stores a source's new fetch state and ends ``release_owner``'s lease on
+# it, returning once both are committed.
+StateSaver = Callable[[FetchState, str | None], Awaitable[None]]
+
+
+class FetchStateWriter:
+    """Saves the fetch states of a cycle's finished sources together (a group commit).
+
+    ``save`` queues a state and returns once it is committed, so ``fetch_source`` keeps its
+    guarantees. One flush at a time runs on the cycle's thread; the states that finish while it
+    commits go in the next transaction (at most ``max_batch``), so an all-304 pass costs a
+    transaction per group instead of one per source, and a lone state waits for no timer.
+    When a group's transaction fails, its states are saved one by one: one bad state cannot
+    lose the others, and each ``save`` raises only its own error.
+    """
+
+    def __init__(self, store: Store, max_batch: int = STATE_BATCH) -> None:
+        self._store = store
+        self._max_batch = max(1, max_batch)
+        self._pending: list[tuple[FetchState, str | None, asyncio.Future[None]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def save(self, state: FetchState, release_owner: str | None = None) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((state, release_owner, future))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush(), name="fetch-state-writer")
+        await future
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # the fetches finishing in this turn of the loop join the first
+        while self._pending:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            try:
+                errors = await _off_loop(
+                    _save_states, self._store, [(state, owner) for state, owner, _ in batch]
+                )
+            except BaseException as exc:  # cancelled, or the lane is gone: no waiter may hang
+                for _, _, future in batch + self._pending:
+                    if future.done():
+                        continue
+                    if isinstance(exc, Exception):
+                        future.set_exception(exc)
+                    else:
+                        future.cancel()
+                self._pending.clear()
+                if isinstance(exc, Exception):
+                    return  # every waiter has it; nobody awaits this task
+                raise
+            for (_, _, future), error in zip(batch, errors, strict=True):
+                if future.done():  # its waiter was cancelled
+                    continue
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)
+
+
+def _save_states(
+    store: Store, items: Sequence[tuple[FetchState, str | None]]
+) -> list[Exception | None]:
+    """Save ``items`` (state, lease owner to release), one transaction per owner; the error
+    of each item, None for those saved."""
+    by_owner: dict[str | None, list[int]] = {}
+    for i, (_, owner) in enumerate(items):
+        by_owner.setdefault(owner, []).append(i)
+    errors: list[Exception | None] = [None] * len(items)
+    for owner, indexes in by_owner.items():
+        try:
+            store.save_fetch_states([items[i][0] for i in indexes], release_owner=owner)
+            continue
+        except Exception as exc:
+            if len(indexes) == 1:
+                errors[indexes[0]] = exc
+                continue
+            log.warning(
+                "saving %d fetch states together failed (%s); saving them one by one",
+                len(indexes),
+                exc,
+            )
+        for i in indexes:
+            try:
+                store.save_fetch_state(items[i][0], release_owner=owner)
+            except Exception as exc:
+                errors[i] = exc
+    return errors
+
+
 async def fetch_source(
     store: Store,
     fetcher: Fetcher,
@@ -763,12 +852,16 @@ async def fetch_source(
     parse_pool: Executor | None = None,
     release_owner: str | None = None,
     state: FetchState | None = None,
+    save_state: StateSaver | None = None,
 ) -> SourceReport:
     """Fetch one source, ingest its new entries and record how it went.
 
     ``release_owner``: the lease of that owner on the source ends with the saving of its
     fetch state, in the same transaction (``run_cycle`` passes its own). ``state``: the
     source's fetch state when the caller read it already (under its lease), else it is read.
+    ``save_state``: how the new state is saved (``run_cycle`` passes a ``FetchStateWriter``'s
+    ``save``, which commits it with other sources' states); by default in a transaction of
+    its own. Either way this returns only once it is committed.
 
     ``parse_pool`` (a process pool) runs feedparser beside the event loop's process, so both
     cores work on a big cycle; without it, parsing runs on the cycle's worker thread.
@@ -820,9 +913,12 @@ async def fetch_source(
     cap = float(watchlist.fetch.max_backoff_seconds)
     new_state = _next_state(state, source, outcome, failure, now, cap)
     try:
-        await _off_loop(
-            functools.partial(store.save_fetch_state, new_state, release_owner=release_owner)
-        )
+        if save_state is None:
+            await _off_loop(
+                functools.partial(store.save_fetch_state, new_state, release_owner=release_owner)
+            )
+        else:
+            await save_state(new_state, release_owner)
     except Exception as exc:
         log.exception("cannot save the fetch state of %s", source.id)
         if release_owner is not None:
@@ -1149,10 +1245,11 @@ async def run_cycle(
 ) -> list[SourceReport]:
     """One fetch cycle: every due source (or exactly ``source_ids``, due or not).
 
-    Due sources are leased through ``store.claim_due_sources`` a few at a time, so replicas and
+    Due sources are leased through ``store.claim_due_states`` a few at a time, so replicas and
     a concurrent ``fetch-once`` never fetch one source twice, and at most ``concurrency``
     sources (default: the policy's in-flight limit) are worked on at once through a bounded
-    queue: memory stays flat however many sources there are.
+    queue: memory stays flat however many sources there are. The sources' new fetch states
+    are committed in groups (``FetchStateWriter``), each lease ending with its state.
     """
     matcher = matcher or TopicMatcher(watchlist.topics)
     await _off_loop(store.sync_sources, watchlist.sources, now)
@@ -1162,6 +1259,7 @@ async def run_cycle(
     lease = watchlist.fetch.timeout_seconds * (watchlist.fetch.retries + 2) + 300.0
     queue: asyncio.Queue[tuple[Source, FetchState | None] | None] = asyncio.Queue(maxsize=width)
     reports: list[SourceReport] = []
+    writer = FetchStateWriter(store)
 
     async def worker() -> None:
         while (item := await queue.get()) is not None:
@@ -1179,6 +1277,7 @@ async def run_cycle(
                         parse_pool=parse_pool,
                         release_owner=owner if source_ids is None else None,
                         state=state,
+                        save_state=writer.save,
                     )
                 )
                 released = True
@@ -1204,23 +1303,18 @@ async def run_cycle(
         else:
             seen: set[str] = set()
             while True:
-                claimed = await _off_loop(store.claim_due_sources, owner, now, lease, width)
-                fresh = [i for i in claimed if i not in seen and i in sources]
-                for source_id in claimed:
-                    if source_id not in fresh:
-                        await _off_loop(_release, store, owner, source_id)
+                # The claimed sources' states come with the claim (they are leased to us: no
+                # one else writes them until we are done).
+                claimed = await _off_loop(store.claim_due_states, owner, now, lease, width)
+                fresh = [st for st in claimed if st.source_id in sources]
+                fresh = [st for st in fresh if st.source_id not in seen]
+                for source_id in {st.source_id for st in claimed} - {st.source_id for st in fresh}:
+                    await _off_loop(_release, store, owner, source_id)
                 if not fresh:
                     break
-                # One read for the claimed sources' states (they are leased to us: no one
-                # else writes them until we are done).
-                states: dict[str, FetchState] = {}
-                try:
-                    states = await _off_loop(store.get_fetch_states, fresh)
-                except Exception:  # each fetch then reads its own and reports the failure
-                    log.exception("cannot read the fetch states of claimed sources")
-                for source_id in fresh:
-                    seen.add(source_id)
-                    await queue.put((sources[source_id], states.get(source_id)))
+                for state in fresh:
+                    seen.add(state.source_id)
+                    await queue.put((sources[state.source_id], state))
         for _ in workers:
             await queue.put(None)
         await asyncio.gather(*workers)

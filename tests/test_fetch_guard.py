@@ -194,3 +194,20 @@ def test_the_guard_holds_when_the_pre_check_is_bypassed(server: HostileServer) -
             assert fetcher.backend.connect_attempts == 0
 
     asyncio.run(go())
+
+
+def test_fetchers_share_one_tls_context_per_verify_setting() -> None:
+    """The CA bundle is loaded once per process, not twice per Fetcher; verify=False still
+    turns certificate checks off."""
+    import ssl
+
+    def context(fetcher: Fetcher) -> ssl.SSLContext:
+        pool = fetcher.client._transport._pool  # type: ignore[attr-defined]
+        assert isinstance(pool._network_backend, GuardedBackend)
+        return pool._ssl_context  # type: ignore[no-any-return]
+
+    policy = FetchPolicy()
+    one, two, insecure = Fetcher(policy), Fetcher(policy), Fetcher(policy, verify=False)
+    assert context(one) is context(two)
+    assert context(one).verify_mode == ssl.CERT_REQUIRED and context(one).check_hostname
+    assert context(insecure).verify_mode == ssl.CERT_NONE

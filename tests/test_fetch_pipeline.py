@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from aggregator.cli import main as cli_main
+from aggregator.errors import StoreError
 from aggregator.fetch import Fetcher
-from aggregator.model import FailureClass, Source
+from aggregator.model import FailureClass, FetchState, Source
 from aggregator.pipeline import SourceReport, fetch_source, run_cycle
 from aggregator.store import Store, open_store
 from aggregator.watchlist import Watchlist, load_watchlist_text
@@ -138,6 +139,35 @@ def test_one_cycle_with_hostile_and_healthy_sources(db_url: str, server: Hostile
         assert storm.consecutive_failures == 2 and storm.failure_counts == {"http-5xx": 2}
         assert storm.next_fetch is not None
         assert storm.next_fetch - later >= timedelta(minutes=20)  # 10 min doubled
+
+
+def test_a_cycle_saves_every_state_and_ends_every_lease(
+    db_url: str, server: HostileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """States are saved in groups; one that cannot be saved fails alone, and still ends its
+    lease, so the next cycle (or another replica) fetches it again."""
+    watchlist = load_watchlist_text(watchlist_text(server))
+    with open_store(db_url) as store:
+        saves = store.save_fetch_states
+
+        def save_unless_atom(states: Sequence[FetchState], *, release_owner: str | None) -> None:
+            if any(s.source_id == "atom" for s in states):
+                raise StoreError("disk full")
+            saves(states, release_owner=release_owner)
+
+        monkeypatch.setattr(store, "save_fetch_states", save_unless_atom)
+        reports = cycle(store, watchlist)
+        assert set(reports) == {s.id for s in watchlist.sources}
+        atom = reports["atom"]
+        assert atom.status == "failed" and atom.failure_class == FailureClass.INTERNAL
+        assert atom.error and "disk full" in atom.error
+        assert reports["rss"].status == "ok" and reports["storm-500"].status == "failed"
+        assert store.list_leases() == {}
+        states = store.get_fetch_states(list(reports))
+        assert states["atom"].fetch_count == 0  # not saved: due again
+        assert all(states[i].fetch_count == 1 for i in reports if i != "atom")
+        monkeypatch.undo()
+        assert set(cycle(store, watchlist, now=NOW + timedelta(seconds=1))) == {"atom"}
 
 
 def test_success_resets_the_backoff(db_url: str, server: HostileServer) -> None:

@@ -11,9 +11,11 @@ TLS still verifies against the host name because httpcore passes the origin host
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import socket
+import ssl
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -200,6 +202,15 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         await self.inner.sleep(seconds)
 
 
+@functools.cache
+def _ssl_context(verify: bool) -> ssl.SSLContext:
+    """The TLS settings of every Fetcher, made once per process: loading the CA bundle takes
+    ~24 ms of CPU here, and each Fetcher loaded it twice (httpx's transport made its own), so
+    each ``fetch-once`` cycle and each policy reload paid it. Nothing changes a context after
+    it is made, so Fetchers can share it."""
+    return httpx.create_ssl_context(verify=verify, trust_env=False)
+
+
 def guarded_transport(
     backend: GuardedBackend,
     *,
@@ -212,10 +223,10 @@ def guarded_transport(
     with an identical one built on the guarded backend. tests/test_fetch_guard.py fails if an
     httpx upgrade changes this internal, rather than letting the guard silently fall away.
     """
-    transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False, verify=verify)
+    ssl_context = _ssl_context(verify)
+    transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False, verify=ssl_context)
     if not isinstance(getattr(transport, "_pool", None), httpcore.AsyncConnectionPool):
         raise RuntimeError("httpx internals changed: cannot install the SSRF guard")
-    ssl_context = httpx.create_ssl_context(verify=verify, trust_env=False)
     transport._pool = httpcore.AsyncConnectionPool(
         ssl_context=ssl_context,
         max_connections=limits.max_connections,

@@ -16,6 +16,7 @@ insert that slipped past fails with IntegrityError, which surfaces as ``StoreCon
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -26,6 +27,8 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from aggregator.errors import StoreError
 from aggregator.model import (
@@ -441,30 +444,32 @@ class Store:
         """Store a source's fetch state (its lease, if any, is left as it is). With
         ``release_owner``, that owner's lease on the source ends in the same transaction (one
         commit instead of two at the end of a fetch; another owner's lease is left alone)."""
-        values = {
-            "etag": state.etag,
-            "last_modified": state.last_modified,
-            "next_fetch": state.next_fetch,
-            "last_attempt": state.last_attempt,
-            "last_success": state.last_success,
-            "consecutive_failures": state.consecutive_failures,
-            "failure_class": None if state.failure_class is None else str(state.failure_class),
-            "last_error": state.last_error,
-            "failure_counts": dict(state.failure_counts),
-            "fetch_count": state.fetch_count,
-        }
+        self.save_fetch_states([state], release_owner=release_owner)
+
+    def save_fetch_states(
+        self, states: Sequence[FetchState], *, release_owner: str | None = None
+    ) -> None:
+        """``save_fetch_state`` for several sources in one transaction: all are stored (and
+        ``release_owner``'s leases on them ended) or, on an error, none is.
+
+        One statement per table for the whole batch: an all-304 cycle writes a state per
+        source, and a transaction (a commit, on PostgreSQL a round trip) each cost more than
+        the rows themselves.
+        """
+        if not states:
+            return
+        rows = [_fetch_state_row(s) for s in states]
+        ids = list(dict.fromkeys(s.source_id for s in states))
+        upsert = _fetch_state_upsert(self.dialect == "postgresql")
 
         def save(conn: sa.Connection) -> None:
-            stmt = dialect_insert(conn, t.fetch_state).values(source_id=state.source_id, **values)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[t.fetch_state.c.source_id],
-                set_={k: stmt.excluded[k] for k in values},
-            )
-            conn.execute(stmt)
+            conn.execute(upsert, rows)
             if release_owner is not None:
-                conn.execute(_release_statement(release_owner, state.source_id))
+                for chunk in chunks(ids):
+                    conn.execute(_RELEASE, _release_params(release_owner, chunk))
 
-        self._write_retrying(save, f"saving the fetch state of {state.source_id}")
+        what = states[0].source_id if len(states) == 1 else f"{len(states)} sources"
+        self._write_retrying(save, f"saving the fetch state of {what}")
 
     def list_fetch_states(self) -> list[FetchState]:
         with self._read() as conn:
@@ -481,11 +486,18 @@ class Store:
         ``FOR UPDATE SKIP LOCKED``, so replicas claiming at once never get the same source; on
         SQLite ``BEGIN IMMEDIATE`` serializes claims.
         """
+        return [s.source_id for s in self.claim_due_states(owner, now, lease_seconds, limit)]
+
+    def claim_due_states(
+        self, owner: str, now: datetime, lease_seconds: float, limit: int
+    ) -> list[FetchState]:
+        """``claim_due_sources``, returning the claimed sources' fetch states (read in the
+        claiming transaction, so a cycle needs one transaction per claim, not two)."""
         if limit <= 0:
             return []
         fs, s = t.fetch_state, t.sources
         query = (
-            sa.select(fs.c.source_id)
+            sa.select(fs)
             .join(s, s.c.id == fs.c.source_id)
             .where(
                 s.c.enabled.is_(True),
@@ -497,16 +509,16 @@ class Store:
             .limit(limit)
         )
 
-        def claim(conn: sa.Connection) -> list[str]:
+        def claim(conn: sa.Connection) -> list[FetchState]:
             locked = query.with_for_update(skip_locked=True, of=fs) if is_postgres(conn) else query
-            ids = list(conn.execute(locked).scalars())
-            if ids:
+            states = [fetch_state_of(row) for row in conn.execute(locked)]
+            if states:
                 conn.execute(
                     sa.update(fs)
-                    .where(fs.c.source_id.in_(ids))
+                    .where(fs.c.source_id.in_([st.source_id for st in states]))
                     .values(lease_owner=owner, lease_expires=now + timedelta(seconds=lease_seconds))
                 )
-            return ids
+            return states
 
         # A claim whose commit got through before its connection died is not seen by the retry:
         # those sources stay leased to ``owner`` until the lease runs out, then are due again.
@@ -514,8 +526,8 @@ class Store:
 
     def release_source(self, owner: str, source_id: str) -> None:
         """Give up ``owner``'s lease on a source (a lease held by someone else is left alone)."""
-        stmt = _release_statement(owner, source_id)
-        self._write_retrying(lambda conn: conn.execute(stmt), f"releasing {source_id}")
+        params = _release_params(owner, [source_id])
+        self._write_retrying(lambda conn: conn.execute(_RELEASE, params), f"releasing {source_id}")
 
     def renew_lease(self, owner: str, source_id: str, now: datetime, lease_seconds: float) -> bool:
         """Extend ``owner``'s lease on a source to ``now + lease_seconds``; False when
@@ -608,10 +620,63 @@ class Store:
         return len(doomed)
 
 
-def _release_statement(owner: str, source_id: str) -> sa.Update:
-    fs = t.fetch_state
-    return (
-        sa.update(fs)
-        .where(fs.c.source_id == source_id, fs.c.lease_owner == owner)
-        .values(lease_owner=None, lease_expires=None)
+# Ends ``owner``'s leases on the sources ``ids`` (a lease held by another owner is left alone).
+# Built once; ``_release_params`` gives its parameters.
+_RELEASE = (
+    sa.update(t.fetch_state)
+    .where(
+        t.fetch_state.c.source_id.in_(sa.bindparam("ids", expanding=True)),
+        t.fetch_state.c.lease_owner == sa.bindparam("owner"),
+    )
+    .values(lease_owner=None, lease_expires=None)
+)
+
+
+def _release_params(owner: str, source_ids: Sequence[str]) -> dict[str, object]:
+    return {"ids": list(source_ids), "owner": owner}
+
+
+# The columns a saved fetch state writes; the lease columns are never among them.
+_FETCH_STATE_VALUES = (
+    "etag",
+    "last_modified",
+    "next_fetch",
+    "last_attempt",
+    "last_success",
+    "consecutive_failures",
+    "failure_class",
+    "last_error",
+    "failure_counts",
+    "fetch_count",
+)
+
+
+def _fetch_state_row(state: FetchState) -> dict[str, object]:
+    return {
+        "source_id": state.source_id,
+        "etag": state.etag,
+        "last_modified": state.last_modified,
+        "next_fetch": state.next_fetch,
+        "last_attempt": state.last_attempt,
+        "last_success": state.last_success,
+        "consecutive_failures": state.consecutive_failures,
+        "failure_class": None if state.failure_class is None else str(state.failure_class),
+        "last_error": state.last_error,
+        "failure_counts": dict(state.failure_counts),
+        "fetch_count": state.fetch_count,
+    }
+
+
+@functools.cache
+def _fetch_state_upsert(postgres: bool) -> sa.Insert:
+    """INSERT ... ON CONFLICT DO UPDATE of a fetch state row, its values bound per execution.
+
+    Built once per dialect: building it (``excluded`` copies the table's columns) cost more
+    CPU than executing it, once per source and cycle.
+    """
+    table = t.fetch_state
+    stmt = (pg_dialect if postgres else sqlite_dialect).insert(table)
+    return stmt.on_conflict_do_update(
+        index_elements=[table.c.source_id],
+        set_={k: stmt.excluded[k] for k in _FETCH_STATE_VALUES},
     )
