@@ -154,6 +154,7 @@ def aggregator_child(config: dict[str, Any]) -> dict[str, Any]:
     instrument_stages()
     clock = [datetime.now(UTC)]
     site = Path(config["workdir"]) / "site"
+    published: list[str | None] = [None]  # the feed_version last rendered
 
     def one_pass(name: str) -> dict[str, Any]:
         times.reset()
@@ -166,9 +167,13 @@ def aggregator_child(config: dict[str, Any]) -> dict[str, Any]:
                 return list(await run_cycle(store, fetcher, watchlist, now=clock[0]))
 
         reports = asyncio.run(cycle())
-        # What a cycle is for: the feeds subscribers read, rendered once from the new state.
-        with profile.stage("publish"):
-            publish_dir(store, watchlist, site, "http://127.0.0.1:8080", now=clock[0])
+        # What a cycle is for: the feeds subscribers read, rendered once from the new state,
+        # and, as the service's FeedCache does, only when the store's feed_version moved.
+        version = store.feed_version()
+        if version != published[0]:
+            with profile.stage("publish"):
+                publish_dir(store, watchlist, site, "http://127.0.0.1:8080", now=clock[0])
+            published[0] = version
         return {
             "entries": sum(r.new_records + r.duplicates for r in reports),
             "stored_new": store.count_records() - before,
@@ -241,7 +246,10 @@ def instrument_stages() -> None:
         (Store, "known_guids", "store"),
         (Store, "get_fetch_state", "store"),
         (Store, "save_fetch_state", "store"),
+        (Store, "save_fetch_states", "store"),
+        (Store, "get_fetch_states", "store"),
         (Store, "claim_due_sources", "store"),
+        (Store, "claim_due_states", "store"),
         (Store, "release_source", "store"),
         (Store, "sync_sources", "store"),
     ]
