@@ -203,6 +203,8 @@ class _Walker:
         if level:
             kind = BlockKind.HEADING
             text = _unbold(text)
+            if not text:  # the heading was nothing but bold markers
+                return
         elif tag in _LIST_ITEM_TAGS or self.li_depth:
             kind = BlockKind.LIST_ITEM
         else:
@@ -341,7 +343,7 @@ def data_table_rows(node: LexborNode) -> tuple[tuple[str, ...], ...] | None:
 
 
 def _unbold(text: str) -> str:
-    return text.replace("**", "").strip() if "**" in text else text
+    return normalize_space(text.replace("**", "")) if "**" in text else text
 
 
 def _wrap_bold(parts: list[str], mark: int) -> None:
