@@ -102,6 +102,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, body: bool) -> None:
         rel = unquote(urlsplit(self.path).path).lstrip("/")
         self.server.hits[rel] += 1
+        if self.server.latency:
+            time.sleep(self.server.latency)
         data = self.server.read(rel)
         if data is None and rel == "robots.txt":
             data = PERMISSIVE_ROBOTS
@@ -137,9 +139,10 @@ class _Handler(BaseHTTPRequestHandler):
 class _ReplayHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, root: Path, port: int) -> None:
+    def __init__(self, root: Path, port: int, latency: float) -> None:
         super().__init__(("127.0.0.1", port), _Handler)
         self.root = root.resolve()
+        self.latency = latency
         self.hits: Counter[str] = Counter()
         self.started = time.time()
 
@@ -151,12 +154,18 @@ class _ReplayHTTPServer(ThreadingHTTPServer):
 
 
 class ReplayServer:
-    """Serves a recordings directory on 127.0.0.1 in a background thread."""
+    """Serves a recordings directory on 127.0.0.1 in a background thread.
 
-    def __init__(self, directory: str | Path, port: int = 0) -> None:
+    ``latency`` delays every response by that many seconds, to watch (or test) the pipeline
+    against a slow network.
+    """
+
+    def __init__(self, directory: str | Path, port: int = 0, latency: float = 0.0) -> None:
+        if latency < 0:
+            raise ValueError(f"replay latency must not be negative, got {latency}")
         self.root = replay_root(directory)
         self.manifest = load_manifest(self.root)
-        self._server = _ReplayHTTPServer(self.root, port)
+        self._server = _ReplayHTTPServer(self.root, port, latency)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="replay-server", daemon=True
         )

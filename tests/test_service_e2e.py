@@ -244,8 +244,11 @@ def test_kill_9_and_restart_publishes_nothing_twice(tmp_path: Path) -> None:
     assert expected_records == 12  # 5 + 4 + 3 entries in the recordings
 
     db = tmp_path / "crash.db"
-    # Killed as soon as the first source is done, with the next one in flight.
-    with service(tmp_path, db, config, lease=1, env_extra=SERIAL) as victim:
+    # Killed as soon as the first source is done, with the next one in flight: each replayed
+    # response takes a second, so the kill lands while the second fetch waits for its answer.
+    with service(
+        tmp_path, db, config, "--replay-latency", "1", lease=1, env_extra=SERIAL
+    ) as victim:
         victim.wait(lambda: "fetched:" in victim.logs(), what="the first fetch")
         victim.proc.send_signal(signal.SIGKILL)
         victim.proc.wait(10)

@@ -10,6 +10,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -444,6 +445,21 @@ def test_replay_serves_recordings_and_rewrites_sources(tmp_path: Path) -> None:
             urllib.request.urlopen(server.base_url + "../../etc/passwd", timeout=5)
         assert exc.value.code == 404
         assert server.hits["feeds/a.rss"] == 2
+    finally:
+        server.stop()
+
+
+def test_replay_latency_delays_every_response(tmp_path: Path) -> None:
+    (tmp_path / "a.rss").write_text("<rss/>")
+    (tmp_path / "manifest.yaml").write_text("sources:\n  a: a.rss\n")
+    with pytest.raises(ValueError, match="negative"):
+        ReplayServer(tmp_path, latency=-1)
+    server = ReplayServer(tmp_path, latency=0.3).start()
+    try:
+        started = time.monotonic()
+        with urllib.request.urlopen(server.base_url + "a.rss", timeout=5) as resp:
+            assert resp.read() == b"<rss/>"
+        assert time.monotonic() - started >= 0.3
     finally:
         server.stop()
 

@@ -31,6 +31,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "point the sources at them",
     )
     run.add_argument(
+        "--replay-latency",
+        metavar="SECONDS",
+        type=_non_negative_float,
+        default=0.0,
+        help="with --replay: delay every replayed response, as a slow network would",
+    )
+    run.add_argument(
         "--once",
         action="store_true",
         help="fetch every due source once, then exit (no HTTP server)",
@@ -43,6 +50,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument("--log-format", choices=["auto", "json", "text"], help="log line format")
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     run.set_defaults(handler=run_command)
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
 
 
 def run_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -59,6 +73,7 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         replay_dir=args.replay,
+        replay_latency=args.replay_latency,
         once=args.once,
     )
     if args.no_seeds:

@@ -73,6 +73,7 @@ class ServiceOptions:
     host: str = "127.0.0.1"
     port: int = 8080
     replay_dir: Path | None = None
+    replay_latency: float = 0.0  # seconds added to every replayed response
     once: bool = False
     serve: bool = True  # False: no HTTP server (embedding, tests)
     shutdown_timeout: float = 20.0  # in-flight fetches get this long to finish on SIGTERM
@@ -201,7 +202,9 @@ class Service:
         if self.options.replay_dir is not None:
             from aggregator.replay import ReplayServer
 
-            self.replay = ReplayServer(self.options.replay_dir).start()
+            self.replay = ReplayServer(
+                self.options.replay_dir, latency=self.options.replay_latency
+            ).start()
         self.watcher = WatchlistWatcher(
             self.settings.config_path,
             self._load_watchlist,
