@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from sys import intern
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
@@ -572,6 +572,14 @@ MAX_KEY_TERMS = 12
 # stop word of the moment, and its older hits add cost, not candidates that matter. Measured with
 # benchmarks/dedup_bench.py (docs/dedup.md, "Candidate retrieval").
 CANDIDATE_ROWS_PER_KEY = 64
+# Candidates scored per record, those sharing the most keys first, and at most this many from one
+# development. The cap bounds the fingerprints read and parsed per record, the cost that grows
+# with the store; the per-development bound keeps a busy story (hundreds of reports in the window)
+# from filling the cap and crowding out a smaller development of the same kind, while 16 members
+# still give a development's centroid. On the development corpus (docs/dedup.md, "Candidate
+# retrieval") every figure is the same as with 200 unbounded candidates.
+MAX_CANDIDATES = 50
+MAX_CANDIDATES_PER_DEVELOPMENT = 16
 TITLE_WEIGHT = 2.0  # a title word counts as this many body occurrences
 ENTITY_WEIGHT = 1.5  # names (capitalized mid-sentence) and numbers mark the event
 
@@ -890,6 +898,29 @@ def _unpickle_fingerprint(*state: Any) -> Fingerprint:
 # --------------------------------------------------------------------------------------------
 # Level 3: the decision
 # --------------------------------------------------------------------------------------------
+
+_Ranked = TypeVar("_Ranked")
+
+
+def select_candidates(
+    ranked: Iterable[_Ranked],
+    development_of: Callable[[_Ranked], str],
+    *,
+    cap: int = MAX_CANDIDATES,
+    per_development: int = MAX_CANDIDATES_PER_DEVELOPMENT,
+) -> list[_Ranked]:
+    """The candidates worth scoring, from hits ranked best first (most shared keys): at most
+    ``per_development`` of each development, at most ``cap`` in all, in rank order."""
+    out: list[_Ranked] = []
+    taken: Counter[str] = Counter()
+    for hit in ranked:
+        if len(out) >= cap:
+            break
+        dev = development_of(hit)
+        if taken[dev] < per_development:
+            taken[dev] += 1
+            out.append(hit)
+    return out
 
 
 @dataclass(frozen=True, slots=True)

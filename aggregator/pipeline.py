@@ -68,8 +68,6 @@ log = logging.getLogger(__name__)
 # ingest (owner: store part)
 # ------------------------------------------------------------------------------------------
 
-# Candidates read per ingest: enough for the busiest story in a window, bounded for speed.
-CANDIDATE_CAP = 200
 # Attempts of one ingest transaction that lost a race (unique key, deadlock, SQLite busy).
 INGEST_ATTEMPTS = 5
 
@@ -256,7 +254,7 @@ def _ingest_in(tx: WriteTx, p: _Prepared, options: DedupOptions, now: datetime) 
         key_terms=p.fingerprint.key_terms,
         time=p.time,
         window=timedelta(days=options.window_days),
-        cap=CANDIDATE_CAP,
+        cap=dedup.MAX_CANDIDATES,
     )
     candidates = _dedup_candidates(stored, _stored_fingerprints(tx, stored))
     decision = dedup.decide(p.fingerprint, p.time, candidates, options)
@@ -456,14 +454,8 @@ class _Batch:
         )
 
     def _candidates(self, p: _Prepared) -> list[dedup.Candidate]:
-        stored = self.tx.candidates(
-            bands=p.fingerprint.bands,
-            key_terms=p.fingerprint.key_terms,
-            time=p.time,
-            window=self.window,
-            cap=CANDIDATE_CAP,
-        )
         unwritten: dict[str, _Prepared] = {}
+        extra: list[StoredCandidate] = []
         lo, hi = p.time - self.window, p.time + self.window
         for q, member in self.pending:
             if not lo <= q.time <= hi:
@@ -471,14 +463,22 @@ class _Batch:
             shared = len(p.bands & q.bands) + len(p.terms & q.terms)
             if shared:
                 unwritten[q.record.id] = q
-                stored.append(
-                    StoredCandidate(q.record.id, member.development_id, q.time, shared, 0)
-                )
-        if unwritten:  # rank as the query does: most shared keys, most recent, then id
+                extra.append(StoredCandidate(q.record.id, member.development_id, q.time, shared, 0))
+        stored = self.tx.candidates(
+            bands=p.fingerprint.bands,
+            key_terms=p.fingerprint.key_terms,
+            time=p.time,
+            window=self.window,
+            # Each unwritten record can push at most one stored one out of the selection (the
+            # last of its development's places): read that many more, then select over all.
+            cap=dedup.MAX_CANDIDATES + len(extra),
+        )
+        if extra:  # rank as the query does: most shared keys, most recent, then id
+            stored += extra
             stored.sort(key=lambda c: c.record_id)
             stored.sort(key=lambda c: c.time, reverse=True)
             stored.sort(key=lambda c: c.shared_keys, reverse=True)
-            del stored[CANDIDATE_CAP:]
+        stored = dedup.select_candidates(stored, lambda c: c.development_id)
         fps = _stored_fingerprints(self.tx, [c for c in stored if c.record_id not in unwritten])
         fps.update((rid, q.stored_fingerprint) for rid, q in unwritten.items())
         return _dedup_candidates(stored, fps)

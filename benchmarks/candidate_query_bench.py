@@ -92,7 +92,7 @@ def measure(store: Store, n: int, rng: random.Random, queries: int) -> dict[str,
                     key_terms=terms,
                     time=T0 - timedelta(days=1),
                     window=WINDOW,
-                    cap=200,
+                    cap=dedup.MAX_CANDIDATES,
                     per_key=per_key,
                 )
                 out[name].append(time.perf_counter() - t1)

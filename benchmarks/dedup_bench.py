@@ -37,7 +37,6 @@ from aggregator.model import DedupOptions, DedupReason
 ROOT = Path(__file__).resolve().parent.parent
 ECB = ROOT.parent / "shared" / "clustering-dev" / "ecbplus-dev.jsonl"
 MULTI = ROOT / "benchmarks" / "data" / "multilingual" / "articles.jsonl"
-CANDIDATE_LIMIT = 200  # the store returns at most this many candidates, most shared keys first
 PER_KEY_LIMIT = dedup.CANDIDATE_ROWS_PER_KEY  # ... reading at most this many hits per key, newest
 
 
@@ -74,7 +73,7 @@ def load(path: Path) -> list[Article]:
 class MemoryIndex:
     """What the store's candidate queries return: records sharing a band or a key term."""
 
-    def __init__(self, limit: int = CANDIDATE_LIMIT, per_key: int | None = None) -> None:
+    def __init__(self, limit: int = dedup.MAX_CANDIDATES, per_key: int | None = None) -> None:
         self.limit = limit
         self.per_key = _per_key_limit() if per_key is None else per_key
         if self.per_key <= 0:
@@ -88,8 +87,10 @@ class MemoryIndex:
             # The newest hits of each key only, like the store's per-key LIMIT.
             for idx in self.by_key.get(key, [])[-self.per_key :]:
                 shared[idx] += 1
-        # Most shared keys first, then the most recent, like ORDER BY count DESC, time DESC.
-        best = sorted(shared, key=lambda i: (-shared[i], -i))[: self.limit]
+        # Most shared keys first, then the most recent, like ORDER BY count DESC, time DESC;
+        # then the store's selection (at most so many per development, at most ``limit``).
+        ranked = sorted(shared, key=lambda i: (-shared[i], -i))
+        best = dedup.select_candidates(ranked, lambda i: self.records[i][1], cap=self.limit)
         return [
             dedup.Candidate(self.records[i][0], self.records[i][1], self.records[i][2], None)
             for i in best

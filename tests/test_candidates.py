@@ -1,5 +1,6 @@
-"""The candidate query's per-key bound: each LSH band or key term contributes only its newest
-hits within the window (``dedup.CANDIDATE_ROWS_PER_KEY``), on SQLite and PostgreSQL."""
+"""The candidate query's bounds, on SQLite and PostgreSQL: each LSH band or key term
+contributes only its newest hits within the window (``dedup.CANDIDATE_ROWS_PER_KEY``), and one
+development fills at most ``dedup.MAX_CANDIDATES_PER_DEVELOPMENT`` of the places."""
 
 from __future__ import annotations
 
@@ -43,12 +44,15 @@ def store(db_url: str) -> Iterator[Store]:
         s.close()
 
 
-def _add(store: Store, n: int, when: datetime, *, terms: tuple[str, ...]) -> str:
+def _add(
+    store: Store, n: int, when: datetime, *, terms: tuple[str, ...], dev: str | None = None
+) -> str:
     rec = _record(n)
     with store.write() as tx:
         tx.add_record(rec, time=when, ingested=when)
         tx.add_fingerprint(rec.id, "{}", bands=(), key_terms=terms, time=when)
-        dev = tx.create_development(rec.id, first_seen=when)
+        if dev is None:
+            dev = tx.create_development(rec.id, first_seen=when)
         tx.add_membership(
             rec.id, dev, reason=DedupReason.NEW, score=1.0, matched_record_id=None, joined=when
         )
@@ -97,3 +101,41 @@ def test_the_default_bound_and_the_cap(store: Store) -> None:
     assert dedup.CANDIDATE_ROWS_PER_KEY >= 3
     assert [c.record_id for c in default] == ids
     assert [c.record_id for c in capped] == ids[:2]
+
+
+def test_a_busy_development_fills_at_most_its_share_of_the_places(store: Store) -> None:
+    # A busy story: 8 reports sharing two keys with the new record; a smaller development of
+    # the same kind shares one key. With 3 places per development, the smaller one is found
+    # though the busy story alone would fill the cap.
+    busy = [_add(store, 1, T0 - timedelta(minutes=1), terms=("quake", "chile"))]
+    with store.write() as tx:
+        busy_dev = tx.development_of(busy[0])
+    assert busy_dev is not None
+    busy += [
+        _add(store, i, T0 - timedelta(minutes=i), terms=("quake", "chile"), dev=busy_dev)
+        for i in range(2, 9)
+    ]
+    small = [_add(store, i, T0 - timedelta(hours=i), terms=("quake",)) for i in (20, 21)]
+    with store.write() as tx:
+        found = tx.candidates(
+            bands=(), key_terms=("quake", "chile"), time=T0, window=WINDOW, cap=5, per_development=3
+        )
+        unbounded = tx.candidates(
+            bands=(),
+            key_terms=("quake", "chile"),
+            time=T0,
+            window=WINDOW,
+            cap=5,
+            per_development=99,
+        )
+    assert [c.record_id for c in found] == [*busy[:3], *small]
+    assert [c.record_id for c in unbounded] == busy[:5]
+    assert [c.shared_keys for c in found] == [2, 2, 2, 1, 1]
+
+
+def test_select_candidates_is_the_query_s_selection() -> None:
+    ranked = [("a1", "A"), ("a2", "A"), ("b1", "B"), ("a3", "A"), ("c1", "C"), ("b2", "B")]
+    pick = dedup.select_candidates(ranked, lambda hit: hit[1], cap=4, per_development=2)
+    assert pick == [("a1", "A"), ("a2", "A"), ("b1", "B"), ("c1", "C")]
+    assert dedup.select_candidates(ranked, lambda hit: hit[1], cap=2) == ranked[:2]
+    assert dedup.select_candidates([], lambda hit: hit[1]) == []

@@ -80,12 +80,29 @@ def _candidates_statement(n_bands: int, n_terms: int) -> sa.Select[Any]:
         .group_by(hits.c.record_id)
         .subquery("ranked")
     )
-    return (
-        sa.select(ranked.c.record_id, ranked.c.shared, m.c.development_id, ranked.c.time, r.c.seq)
+    best_first = (ranked.c.shared.desc(), ranked.c.time.desc(), ranked.c.record_id)
+    placed = (
+        sa.select(
+            ranked.c.record_id,
+            ranked.c.shared,
+            m.c.development_id,
+            ranked.c.time,
+            r.c.seq,
+            # The hit's place among its development's hits: dedup.select_candidates in SQL.
+            sa.func.row_number()
+            .over(partition_by=m.c.development_id, order_by=best_first)
+            .label("place"),
+        )
         .join(m, m.c.record_id == ranked.c.record_id)
         .join(r, r.c.id == ranked.c.record_id)
         .where(ranked.c.record_id != sa.bindparam("exclude"))
-        .order_by(ranked.c.shared.desc(), ranked.c.time.desc(), ranked.c.record_id)
+        .subquery("placed")
+    )
+    p = placed.c
+    return (
+        sa.select(p.record_id, p.shared, p.development_id, p.time, p.seq)
+        .where(p.place <= sa.bindparam("per_development"))
+        .order_by(p.shared.desc(), p.time.desc(), p.record_id)
         .limit(sa.bindparam("cap"))
     )
 
@@ -280,12 +297,14 @@ class WriteTx:
         cap: int,
         exclude: str | None = None,
         per_key: int | None = None,
+        per_development: int | None = None,
     ) -> list[StoredCandidate]:
         """Stored records sharing an LSH band or a key term with a record filed at ``time``,
         within ``window`` either side: those sharing the most keys first, then the most recent,
-        at most ``cap``. Per key, only its newest ``per_key`` hits within the window count
-        (default ``dedup.CANDIDATE_ROWS_PER_KEY``): a bounded index range scan per key, never
-        a scan, and no cost that grows with the store."""
+        at most ``per_development`` of one development (default
+        ``dedup.MAX_CANDIDATES_PER_DEVELOPMENT``), at most ``cap``. Per key, only its newest
+        ``per_key`` hits within the window count (default ``dedup.CANDIDATE_ROWS_PER_KEY``): a
+        bounded index range scan per key, never a scan, and no cost that grows with the store."""
         band_keys, term_keys = index_keys(bands), index_keys(key_terms)
         if not band_keys and not term_keys:
             return []
@@ -298,6 +317,9 @@ class WriteTx:
             # No record id is empty: "" excludes nothing.
             "exclude": exclude if exclude is not None else "",
             "cap": cap,
+            "per_development": (
+                dedup.MAX_CANDIDATES_PER_DEVELOPMENT if per_development is None else per_development
+            ),
         }
         out = []
         statement = _candidates_statement(len(band_keys), len(term_keys))
