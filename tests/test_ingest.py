@@ -185,6 +185,30 @@ def test_copies_from_other_outlets_are_listed_as_sources(store: Store) -> None:
     assert store.count_records() == 1
 
 
+def test_the_same_page_from_another_feed_is_known_by_its_guid_not_listed(store: Store) -> None:
+    first = record("Orla", BODY, "https://wire.example/orla", source_id="wire", guid="w1")
+    res1 = put(store, first)
+    # Another feed (an aggregator's) links to the same page under its own GUID.
+    link = record(
+        "Orla (via agg)", OTHER, "https://wire.example/orla", source_id="agg", guid="agg-7"
+    )
+    v = store.feed_version()
+    res = put(store, link, NOW + timedelta(hours=1))
+    assert not res.stored and res.record_id == first.id and res.reason is DedupReason.SAME_URL
+    # Not another place the story was published: nothing new to show ...
+    assert store.feed_version() == v
+    dev = store.get_development(res1.development_id or "")
+    assert dev is not None
+    assert [(s.source_id, s.url) for s in dev.sources] == [("wire", "https://wire.example/orla")]
+    # ... but that feed's entry is known, so its next change does not process it again.
+    assert store.known_guids("agg", ["agg-7", "agg-8"]) == {"agg-7"}
+    again = put(store, link, NOW + timedelta(hours=2))
+    assert not again.stored and store.feed_version() == v
+    with store.engine.connect() as conn:
+        aliases = conn.execute(sa.select(t.record_aliases.c.guid)).scalars().all()
+    assert aliases == ["agg-7"]
+
+
 def test_near_duplicate_joins_and_updates_the_development(store: Store) -> None:
     first = record("Orla hits Port Avery", BODY, "https://a.example/orla")
     res1 = put(store, first)

@@ -212,6 +212,8 @@ def developments_of(conn: sa.Connection, rows: Sequence[Any]) -> list[Developmen
                 a.c.published,
                 r.c.title,
                 s.c.title.label("source_title"),
+                r.c.url.label("record_url"),
+                r.c.canonical_url.label("record_canonical_url"),
             )
             .join(m, m.c.record_id == a.c.record_id)
             .join(r, r.c.id == a.c.record_id)
@@ -220,7 +222,10 @@ def developments_of(conn: sa.Connection, rows: Sequence[Any]) -> list[Developmen
             .order_by(a.c.seen, a.c.id)
         )
         for row in conn.execute(query):
-            aliases[row.development_id].append(row)
+            # The record's own page linked from another feed (kept for its GUID): the same
+            # place, not another outlet.
+            if row.url is None or row.url not in (row.record_url, row.record_canonical_url):
+                aliases[row.development_id].append(row)
     topics: dict[str, list[str]] = {i: [] for i in ids}
     dt = t.development_topics
     for chunk in chunks(ids):

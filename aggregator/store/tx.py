@@ -181,7 +181,11 @@ class WriteTx:
 
     def add_alias(self, stored_id: str, record: Record, *, seen: datetime) -> bool:
         """Remember that ``record``, an exact duplicate of ``stored_id``, was also published by
-        its source at its URL; False when that place is known already (a refetch)."""
+        its source at its URL; False when that place is known already (a refetch), or is the
+        stored record's own page linked from another feed. Such a link is remembered with its
+        GUID all the same (so ``Store.known_guids`` knows the entry and the feed's next change
+        does not process it again) but is not another place the story was published:
+        ``development_rows`` leaves it out of the sources."""
         r, a = t.records, t.record_aliases
         place = (record.source_id, record.url or record.canonical_url, record.guid)
         stored = self.conn.execute(
@@ -191,12 +195,13 @@ class WriteTx:
         ).first()
         if stored is None:
             return False
-        if place[1] is not None and place[1] in (stored.url, stored.canonical_url):
-            return False  # the same page, whichever feed linked to it
+        same_page = place[1] is not None and place[1] in (stored.url, stored.canonical_url)
         if stored.source_id == place[0] and (place[1] is None or place[2] == stored.guid):
             return False  # the same entry of the same source
-        if place[0] is None and place[1] is None:
-            return False  # nothing to show: an anonymous re-import of the same text
+        if place[0] is None and (place[1] is None or same_page):
+            return False  # nothing to show or know: an anonymous re-import of the same text
+        if same_page and not place[2]:
+            return False  # the same page, and no GUID to know the feed's entry by
         known = self.conn.execute(
             sa.select(a.c.source_id, a.c.url, a.c.guid).where(a.c.record_id == stored_id)
         ).all()
@@ -215,7 +220,7 @@ class WriteTx:
                 seen=seen,
             )
         )
-        return True
+        return not same_page
 
     def development_of(self, record_id: str) -> str | None:
         return self.conn.execute(
