@@ -203,7 +203,7 @@ def developments_of(conn: sa.Connection, rows: Sequence[Any]) -> list[Developmen
     aliases: dict[str, list[Any]] = {i: [] for i in ids}
     a = t.record_aliases
     for chunk in chunks(ids):
-        query = (
+        alias_query = (
             sa.select(
                 m.c.development_id,
                 a.c.record_id,
@@ -221,11 +221,11 @@ def developments_of(conn: sa.Connection, rows: Sequence[Any]) -> list[Developmen
             .where(m.c.development_id.in_(chunk))
             .order_by(a.c.seen, a.c.id)
         )
-        for row in conn.execute(query):
+        for alias in conn.execute(alias_query):
             # The record's own page linked from another feed (kept for its GUID): the same
             # place, not another outlet.
-            if row.url is None or row.url not in (row.record_url, row.record_canonical_url):
-                aliases[row.development_id].append(row)
+            if alias.url is None or alias.url not in (alias.record_url, alias.record_canonical_url):
+                aliases[alias.development_id].append(alias)
     topics: dict[str, list[str]] = {i: [] for i in ids}
     dt = t.development_topics
     for chunk in chunks(ids):
