@@ -20,10 +20,13 @@ See docs/dedup.md for the method, the thresholds and the measured figures.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import math
 import re
+import struct
 import unicodedata
 import zlib
 from collections import Counter, defaultdict
@@ -561,7 +564,8 @@ def minhash_similarity(a: Sequence[int], b: Sequence[int]) -> float:
 
 # 2: up to 300 terms (was 120). Version-1 fingerprints read and compare as before: both are
 # unit vectors, the older one only lacks its lightest terms.
-FINGERPRINT_VERSION = 2
+# 3: the content of 2, stored packed (see fingerprint_to_json); 1 and 2 are still read.
+FINGERPRINT_VERSION = 3
 # The heaviest terms kept per record: the whole vocabulary of all but the longest articles. A
 # shorter cut (120) dropped the light tail of long reports, the shared background of one story
 # (places, officials, earlier events), and lowered same-story cosines most (docs/dedup.md).
@@ -833,57 +837,107 @@ def _key_terms(
 
 
 def fingerprint_to_json(fp: Fingerprint) -> str:
-    """Compact JSON for the store."""
+    """Compact JSON for the store, packed for a fast decode: a candidate's fingerprint is read
+    and parsed on every cache miss, and parsing hundreds of JSON numbers and strings one by one
+    was most of that. The term lists are space-joined (a term never holds a space: terms are
+    word tokens, name pairs joined by ``_``, ``#`` numbers), the weights are little-endian
+    float64 in base64 (exactly the values held, so a decoded fingerprint equals the original)
+    and the signature little-endian uint32 in hex (its values are 32-bit)."""
     data = {
         "v": fp.version,
-        "minhash": list(fp.minhash),
+        "minhash": struct.pack(f"<{len(fp.minhash)}I", *fp.minhash).hex(),
         "bands": list(fp.bands),
         "key_terms": list(fp.key_terms),
-        "terms": list(fp.terms),
-        "weights": list(fp.weights),
+        "terms": _join_terms(fp.terms),
+        "weights": _pack_floats(fp.weights),
         "entities": list(fp.entities),
         "numbers": list(fp.numbers),
         "title_terms": list(fp.title_terms),
         "length": fp.length,
         "language": fp.language,
-        "head_terms": list(fp.head_terms),
-        "head_weights": list(fp.head_weights),
+        "head_terms": _join_terms(fp.head_terms),
+        "head_weights": _pack_floats(fp.head_weights),
     }
     if fp.embedding:
         data["embedding"] = [round(x, 5) for x in fp.embedding]
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
+def _join_terms(terms: Sequence[str]) -> str:
+    if any(not t or " " in t for t in terms):
+        raise ValueError("a fingerprint term is empty or holds a space")
+    return " ".join(terms)
+
+
+def _pack_floats(values: Sequence[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(values)}d", *values)).decode("ascii")
+
+
+def _split_terms(joined: str) -> tuple[str, ...]:
+    # Interned: the same stems recur in every cached fingerprint (a third less memory) and
+    # interned keys make the dict lookups of the scores cheaper.
+    return tuple(map(intern, joined.split(" "))) if joined else ()
+
+
+def _unpack_floats(packed: str) -> tuple[float, ...]:
+    raw = base64.b64decode(packed, validate=True)
+    return struct.unpack(f"<{len(raw) // 8}d", raw)
+
+
 def fingerprint_from_json(data: str) -> Fingerprint:
-    """Inverse of ``fingerprint_to_json``; raises ``ValueError`` on malformed data."""
+    """Inverse of ``fingerprint_to_json`` (and reads the unpacked JSON of versions 1 and 2);
+    raises ``ValueError`` on malformed data."""
     try:
         obj = json.loads(data)
         if not isinstance(obj, dict):
             raise TypeError("not an object")
-        # Interned: the same stems recur in every cached fingerprint (a third less memory) and
-        # interned keys make the dict lookups of the scores cheaper.
-        terms = tuple(intern(str(t)) for t in obj.get("terms", ()))
-        weights = tuple(float(w) for w in obj.get("weights", ()))
-        if len(terms) != len(weights):
+        packed = isinstance(obj.get("terms"), str)  # version 3; 1 and 2 hold JSON arrays
+        fp = _from_packed(obj) if packed else _from_lists(obj)
+        if len(fp.terms) != len(fp.weights) or len(fp.head_terms) != len(fp.head_weights):
             raise ValueError("terms and weights differ in length")
-        return Fingerprint(
-            minhash=tuple(int(x) for x in obj["minhash"]),
-            bands=tuple(str(b) for b in obj["bands"]),
-            key_terms=tuple(str(k) for k in obj["key_terms"]),
-            terms=terms,
-            weights=weights,
-            entities=tuple(str(x) for x in obj.get("entities", ())),
-            numbers=tuple(str(x) for x in obj.get("numbers", ())),
-            title_terms=tuple(str(x) for x in obj.get("title_terms", ())),
-            length=int(obj.get("length", 0)),
-            language=obj.get("language"),
-            embedding=tuple(float(x) for x in obj.get("embedding", ())),
-            head_terms=tuple(intern(str(x)) for x in obj.get("head_terms", ())),
-            head_weights=tuple(float(x) for x in obj.get("head_weights", ())),
-            version=int(obj.get("v", FINGERPRINT_VERSION)),
-        )
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        return fp
+    except (KeyError, TypeError, ValueError, struct.error, binascii.Error) as exc:
         raise ValueError(f"malformed fingerprint JSON: {exc}") from exc
+
+
+def _from_packed(obj: dict[str, Any]) -> Fingerprint:
+    signature = bytes.fromhex(obj["minhash"])
+    return Fingerprint(
+        minhash=struct.unpack(f"<{len(signature) // 4}I", signature),
+        bands=tuple(map(str, obj["bands"])),
+        key_terms=tuple(map(str, obj["key_terms"])),
+        terms=_split_terms(obj["terms"]),
+        weights=_unpack_floats(obj["weights"]),
+        entities=tuple(map(str, obj["entities"])),
+        numbers=tuple(map(str, obj["numbers"])),
+        title_terms=tuple(map(str, obj["title_terms"])),
+        length=int(obj["length"]),
+        language=obj.get("language"),
+        embedding=tuple(map(float, obj.get("embedding", ()))),
+        head_terms=_split_terms(obj["head_terms"]),
+        head_weights=_unpack_floats(obj["head_weights"]),
+        version=int(obj["v"]),
+    )
+
+
+def _from_lists(obj: dict[str, Any]) -> Fingerprint:
+    """Versions 1 and 2: every list as a JSON array."""
+    return Fingerprint(
+        minhash=tuple(int(x) for x in obj["minhash"]),
+        bands=tuple(str(b) for b in obj["bands"]),
+        key_terms=tuple(str(k) for k in obj["key_terms"]),
+        terms=tuple(intern(str(t)) for t in obj.get("terms", ())),
+        weights=tuple(float(w) for w in obj.get("weights", ())),
+        entities=tuple(str(x) for x in obj.get("entities", ())),
+        numbers=tuple(str(x) for x in obj.get("numbers", ())),
+        title_terms=tuple(str(x) for x in obj.get("title_terms", ())),
+        length=int(obj.get("length", 0)),
+        language=obj.get("language"),
+        embedding=tuple(float(x) for x in obj.get("embedding", ())),
+        head_terms=tuple(intern(str(x)) for x in obj.get("head_terms", ())),
+        head_weights=tuple(float(x) for x in obj.get("head_weights", ())),
+        version=int(obj.get("v", 2)),
+    )
 
 
 def _unpickle_fingerprint(*state: Any) -> Fingerprint:

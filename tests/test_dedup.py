@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 from collections import Counter, defaultdict
@@ -253,16 +254,53 @@ def test_duplicate_candidates_count_once() -> None:
     assert once == twice
 
 
+def _unpacked_json(fp: Fingerprint, version: int, max_terms: int) -> str:
+    """A fingerprint as versions 1 and 2 stored it: every list a JSON array."""
+    data = {
+        "v": version,
+        "minhash": list(fp.minhash),
+        "bands": list(fp.bands),
+        "key_terms": list(fp.key_terms),
+        "terms": list(fp.terms[:max_terms]),
+        "weights": list(fp.weights[:max_terms]),
+        "entities": list(fp.entities),
+        "numbers": list(fp.numbers),
+        "title_terms": list(fp.title_terms),
+        "length": fp.length,
+        "language": fp.language,
+        "head_terms": list(fp.head_terms),
+        "head_weights": list(fp.head_weights),
+    }
+    return json.dumps(data)
+
+
 def test_version_1_fingerprints_still_read_and_compare() -> None:
     # Stored before MAX_TERMS grew to 300: 120 terms, "v": 1.
     aceh = dedup.fingerprint("Quake in Aceh", QUAKE)
-    data = json.loads(dedup.fingerprint_to_json(aceh))
-    data["v"], data["terms"], data["weights"] = 1, data["terms"][:120], data["weights"][:120]
-    old = dedup.fingerprint_from_json(json.dumps(data))
-    assert old.version == 1 and aceh.version == dedup.FINGERPRINT_VERSION == 2
+    old = dedup.fingerprint_from_json(_unpacked_json(aceh, 1, 120))
+    assert old.version == 1 and aceh.version == dedup.FINGERPRINT_VERSION == 3
     new = dedup.fingerprint("Quake kills 22 in Aceh", QUAKE_OTHER_WORDS)
     joined = dedup.decide(new, T0, [Candidate("r1", "aceh", old, T0)], OPTIONS)
     assert joined.development_id == "aceh"
+
+
+def test_version_2_fingerprints_read_as_the_packed_ones() -> None:
+    # Versions 1 and 2 stored every list as a JSON array; 3 packs them. Same content.
+    aceh = dedup.fingerprint("Quake kills 22 in Aceh", QUAKE)
+    packed = dedup.fingerprint_to_json(aceh)
+    unpacked = _unpacked_json(aceh, 2, dedup.MAX_TERMS)
+    assert len(packed) < 1.2 * len(unpacked)
+    old = dedup.fingerprint_from_json(unpacked)
+    assert dataclasses.replace(old, version=3) == aceh == dedup.fingerprint_from_json(packed)
+    assert old.vector() == aceh.vector()
+    # Packed text that does not decode is refused like any malformed fingerprint.
+    for field, bad in [("weights", "not base64!"), ("minhash", "zz"), ("weights", "AAAA")]:
+        data = json.loads(packed)
+        data[field] = bad
+        with pytest.raises(ValueError, match="fingerprint"):
+            dedup.fingerprint_from_json(json.dumps(data))
+    with pytest.raises(ValueError, match="space"):
+        dedup.fingerprint_to_json(dataclasses.replace(aceh, terms=("two words",), weights=(1.0,)))
 
 
 def _vectors(
