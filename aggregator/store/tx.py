@@ -87,23 +87,30 @@ def _candidates_statement(n_bands: int, n_terms: int) -> sa.Select[Any]:
             ranked.c.shared,
             m.c.development_id,
             ranked.c.time,
-            r.c.seq,
             # The hit's place among its development's hits: dedup.select_candidates in SQL.
             sa.func.row_number()
             .over(partition_by=m.c.development_id, order_by=best_first)
             .label("place"),
         )
         .join(m, m.c.record_id == ranked.c.record_id)
-        .join(r, r.c.id == ranked.c.record_id)
         .where(ranked.c.record_id != sa.bindparam("exclude"))
         .subquery("placed")
     )
     p = placed.c
-    return (
-        sa.select(p.record_id, p.shared, p.development_id, p.time, p.seq)
+    chosen = (
+        sa.select(p.record_id, p.shared, p.development_id, p.time)
         .where(p.place <= sa.bindparam("per_development"))
         .order_by(p.shared.desc(), p.time.desc(), p.record_id)
         .limit(sa.bindparam("cap"))
+        .subquery("chosen")
+    )
+    c = chosen.c
+    # The records table (wide: it holds the texts) is read for the chosen few only, not for
+    # every hit: up to 28 keys x 64 hits would be as many random lookups.
+    return (
+        sa.select(c.record_id, c.shared, c.development_id, c.time, r.c.seq)
+        .join(r, r.c.id == c.record_id)
+        .order_by(c.shared.desc(), c.time.desc(), c.record_id)
     )
 
 
