@@ -192,7 +192,7 @@ class WriteTx:
         stored record's own page linked from another feed. Such a link is remembered with its
         GUID all the same (so ``Store.known_guids`` knows the entry and the feed's next change
         does not process it again) but is not another place the story was published:
-        ``development_rows`` leaves it out of the sources."""
+        ``queries.developments_of`` leaves it out of the sources."""
         r, a = t.records, t.record_aliases
         place = (record.source_id, record.url or record.canonical_url, record.guid)
         stored = self.conn.execute(
