@@ -960,11 +960,14 @@ def select_candidates(
     ranked: Iterable[_Ranked],
     development_of: Callable[[_Ranked], str],
     *,
-    cap: int = MAX_CANDIDATES,
-    per_development: int = MAX_CANDIDATES_PER_DEVELOPMENT,
+    cap: int | None = None,
+    per_development: int | None = None,
 ) -> list[_Ranked]:
     """The candidates worth scoring, from hits ranked best first (most shared keys): at most
-    ``per_development`` of each development, at most ``cap`` in all, in rank order."""
+    ``per_development`` of each development (default ``MAX_CANDIDATES_PER_DEVELOPMENT``), at
+    most ``cap`` in all (default ``MAX_CANDIDATES``), in rank order."""
+    cap = MAX_CANDIDATES if cap is None else cap
+    per_development = MAX_CANDIDATES_PER_DEVELOPMENT if per_development is None else per_development
     out: list[_Ranked] = []
     taken: Counter[str] = Counter()
     for hit in ranked:

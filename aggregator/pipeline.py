@@ -469,9 +469,9 @@ class _Batch:
             key_terms=p.fingerprint.key_terms,
             time=p.time,
             window=self.window,
-            # Each unwritten record can push at most one stored one out of the selection (the
-            # last of its development's places): read that many more, then select over all.
-            cap=dedup.MAX_CANDIDATES + len(extra),
+            # Enough: whatever the union selects from the stored hits is among the stored
+            # selection's first MAX_CANDIDATES (unwritten hits only add to the hits ahead).
+            cap=dedup.MAX_CANDIDATES,
         )
         if extra:  # rank as the query does: most shared keys, most recent, then id
             stored += extra

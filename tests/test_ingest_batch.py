@@ -215,6 +215,22 @@ def test_batches_leave_the_store_as_sequential_ingests(
         assert _dump(store) == expected, (size, cap)
 
 
+def test_batches_select_candidates_as_sequential_ingests(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Bounds small enough to bind on this corpus: a batch's unwritten records compete with the
+    # stored ones for the places, and must win and lose them as they would once stored.
+    monkeypatch.setattr(dedup, "MAX_CANDIDATES", 3)
+    monkeypatch.setattr(dedup, "MAX_CANDIDATES_PER_DEVELOPMENT", 1)
+    recs = _mixed()
+    sequential = _one_by_one(store, recs)
+    expected = _dump(store)
+    for size in (len(recs), 13):
+        _clear(store)
+        assert _batched(store, recs, size) == sequential, size
+        assert _dump(store) == expected, size
+
+
 def test_batch_of_copies_makes_one_record(store: Store) -> None:
     arts = _articles()
     copies = [arts[0], arts[0], arts[1], arts[0]]
