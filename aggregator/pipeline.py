@@ -476,12 +476,12 @@ class _Batch:
             # selection's first MAX_CANDIDATES (unwritten hits only add to the hits ahead).
             cap=dedup.MAX_CANDIDATES,
         )
-        if extra:  # rank as the query does: most shared keys, most recent, then id
+        if extra:  # rank and select as the query does, over the stored and unwritten hits
             stored += extra
             stored.sort(key=lambda c: c.record_id)
             stored.sort(key=lambda c: c.time, reverse=True)
             stored.sort(key=lambda c: c.shared_keys, reverse=True)
-        stored = dedup.select_candidates(stored, lambda c: c.development_id)
+            stored = dedup.select_candidates(stored, lambda c: c.development_id)
         fps = _stored_fingerprints(self.tx, [c for c in stored if c.record_id not in unwritten])
         fps.update((rid, q.stored_fingerprint) for rid, q in unwritten.items())
         return _dedup_candidates(stored, fps)
