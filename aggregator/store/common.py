@@ -76,6 +76,9 @@ def chunks(items: Sequence[str], size: int = CHUNK) -> Iterator[Sequence[str]]:
 
 def dialect_insert(conn: sa.Connection, table: sa.Table) -> Any:
     """The dialect's INSERT, which has ON CONFLICT support on both SQLite and PostgreSQL."""
-    if is_postgres(conn):
-        return pg_dialect.insert(table)
-    return sqlite_dialect.insert(table)
+    return upsert_insert(table, postgres=is_postgres(conn))
+
+
+def upsert_insert(table: sa.Table, *, postgres: bool) -> Any:
+    """``dialect_insert`` without a connection: for statements built once per dialect."""
+    return (pg_dialect if postgres else sqlite_dialect).insert(table)

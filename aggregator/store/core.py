@@ -27,8 +27,6 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from aggregator.errors import StoreError
 from aggregator.model import (
@@ -48,6 +46,7 @@ from aggregator.store.common import (
     dialect_insert,
     record_time,
     translate_errors,
+    upsert_insert,
 )
 from aggregator.store.engine import READ_ONLY, create_engine, is_postgres
 from aggregator.store.migrate import UpgradeResult, upgrade
@@ -675,7 +674,7 @@ def _fetch_state_upsert(postgres: bool) -> sa.Insert:
     CPU than executing it, once per source and cycle.
     """
     table = t.fetch_state
-    stmt = (pg_dialect if postgres else sqlite_dialect).insert(table)
+    stmt = upsert_insert(table, postgres=postgres)
     return stmt.on_conflict_do_update(
         index_elements=[table.c.source_id],
         set_={k: stmt.excluded[k] for k in _FETCH_STATE_VALUES},
