@@ -33,6 +33,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
+from operator import itemgetter
 from sys import intern
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -423,15 +424,29 @@ def _concept(key: str) -> str:
     return _SYNONYM_OF.get(key, key)
 
 
+# Word -> key, across records: news repeats its vocabulary, so most words of a record were folded
+# before. Cleared when full rather than evicted one by one (a bound, not a policy); ≈ 4 MB full.
+_KEY_CACHE: dict[str, str] = {}
+KEY_CACHE_SIZE = 30_000
+
+
 def _tokenize(text: str) -> _Tokens:
     raw = _TOKEN.findall(text)
     if not raw:
         return _Tokens([], [])
-    # Normalize all tokens in one pass over a joined string: the folds never cross a newline.
-    folded = _skeleton_text("\n".join(raw)).split("\n")
-    # Each distinct word is mapped once: articles repeat their words.
-    mapped = {k: k if k[:1].isdigit() else _concept(k[:STEM_LENGTH]) for k in set(folded)}
-    return _Tokens(raw, [mapped[k] for k in folded])
+    cache = _KEY_CACHE
+    words = dict.fromkeys(raw)
+    new = [w for w in words if w not in cache]
+    if new:
+        if len(cache) + len(new) > KEY_CACHE_SIZE:
+            cache.clear()
+            new = list(words)
+        # Normalize the new words in one pass over a joined string: the folds never cross a
+        # newline, so a word's key does not depend on its neighbours.
+        folded = _skeleton_text("\n".join(new)).split("\n")
+        for word, k in zip(new, folded, strict=True):
+            cache[word] = intern(k if k[:1].isdigit() else _concept(k[:STEM_LENGTH]))
+    return _Tokens(raw, [cache[w] for w in raw])
 
 
 # --------------------------------------------------------------------------------------------
@@ -679,6 +694,14 @@ def _number_key(key: str) -> str | None:
     return _MONTH_OF.get(key)
 
 
+def _heaviest(weights: dict[str, float], n: int) -> list[tuple[str, float]]:
+    """The ``n`` heaviest items, ties in key order: sorted by key, then stably by weight (two
+    sorts on plain keys cost less than one on a (-weight, key) tuple per item)."""
+    items = sorted(weights.items())
+    items.sort(key=itemgetter(1), reverse=True)  # reverse=True keeps equal weights in order
+    return items[:n]
+
+
 _IDF_CACHE: dict[str, float] = {}
 
 
@@ -745,7 +768,7 @@ def fingerprint(
         if num is not None:
             numbers.add(num)
             counts[num] += count
-        elif _is_content(key):
+        elif len(key) > 1 and key not in _STOPWORDS:  # _is_content, inlined: the hottest loop
             counts[key] += count
     for pair in _name_pairs(body):
         counts[pair] += 1
@@ -768,7 +791,7 @@ def fingerprint(
         * _idf_cached(k)
         for k, c in counts.items()
     }
-    top = sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_TERMS]
+    top = _heaviest(weights, MAX_TERMS)
     # Unit length, so a dot product of two fingerprints' vectors is their cosine.
     norm = math.sqrt(sum(w * w for _, w in top)) or 1.0
     top = [(k, w / norm) for k, w in top]
@@ -818,7 +841,7 @@ def _head_vector(
     norm = math.sqrt(sum(w * w for w in weights.values()))
     if not norm:
         return {}
-    return {k: w / norm for k, w in sorted(weights.items(), key=lambda kv: -kv[1])}
+    return {k: w / norm for k, w in sorted(weights.items(), key=itemgetter(1), reverse=True)}
 
 
 def _key_terms(
@@ -832,7 +855,8 @@ def _key_terms(
         bonus *= 1.5 if k in title_set else 1.0
         return weights[k] * bonus
 
-    ranked = sorted((k for k in weights if not _is_number_term(k)), key=lambda k: (-salience(k), k))
+    ranked = sorted(k for k in weights if not _is_number_term(k))
+    ranked.sort(key=salience, reverse=True)  # stable: equal salience stays in key order
     return tuple(ranked[:MAX_KEY_TERMS])
 
 

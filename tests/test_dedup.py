@@ -126,6 +126,18 @@ def _key(word: str) -> str:
     return dedup._tokenize(word).keys[0]
 
 
+def test_word_key_cache_never_changes_a_fingerprint(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = [BALLOONS, "Вильнюс отверг предложение Лукашенко о переговорах.", "Kondratovič: ne."]
+    monkeypatch.setattr(dedup, "_KEY_CACHE", {})
+    cached = [dedup.fingerprint("Title", t) for t in texts * 2]  # the second round: all hits
+    # a cache smaller than one text is cleared on every call: every word folded afresh
+    monkeypatch.setattr(dedup, "_KEY_CACHE", {})
+    monkeypatch.setattr(dedup, "KEY_CACHE_SIZE", 3)
+    fresh = [dedup.fingerprint("Title", t) for t in texts * 2]
+    assert fresh == cached
+    assert len(dedup._KEY_CACHE) < 100
+
+
 def test_normalization_meets_across_scripts_and_spellings() -> None:
     assert _key("Kondratovič") == _key("Kondratovic")
     assert _key("Лукашенко") == _key("Lukashenko") == _key("Lukašenka")
