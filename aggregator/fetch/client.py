@@ -385,6 +385,9 @@ class Fetcher:
                 ) from exc
         hints = hints_from_headers(headers, now)
         if status == 304:
+            # A 304 has no body by definition; reading its end lets the connection go back to
+            # the pool (closed unread, the response would take its connection with it).
+            await response.aread()
             return FetchResponse(
                 url=str(url),
                 status=304,
