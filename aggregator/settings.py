@@ -12,7 +12,6 @@ from pathlib import Path
 
 DEFAULT_CONFIG = Path("config/watchlist.yaml")
 DEFAULT_PORT = 8080
-DEFAULT_USER_AGENT = "aggregator/0.1 (+https://github.com/aggregator/aggregator)"
 
 
 def default_data_dir() -> Path:
@@ -36,8 +35,6 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     base_url: str | None = None  # public URL of the service, for feed self links
-    user_agent: str = DEFAULT_USER_AGENT
-    feed_size: int = 50  # latest N developments per feed
     retention_days: int = 365
     log_format: str = "auto"  # auto | json | text
     log_level: str = "INFO"
@@ -67,8 +64,6 @@ def load_settings(
         host=os.environ.get("AGGREGATOR_HOST", "127.0.0.1"),
         port=_env_int("AGGREGATOR_PORT", DEFAULT_PORT),
         base_url=os.environ.get("AGGREGATOR_BASE_URL") or None,
-        user_agent=os.environ.get("AGGREGATOR_USER_AGENT", DEFAULT_USER_AGENT),
-        feed_size=_env_int("AGGREGATOR_FEED_SIZE", 50),
         retention_days=_env_int("AGGREGATOR_RETENTION_DAYS", 365),
         log_format=os.environ.get("AGGREGATOR_LOG_FORMAT", "auto"),
         log_level=os.environ.get("AGGREGATOR_LOG_LEVEL", "INFO"),

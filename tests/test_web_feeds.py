@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import parse_qsl
 
 import feedparser
@@ -27,6 +28,7 @@ from aggregator.web.feeds import (
     accepts_gzip,
     etag_matches,
     feed_routes,
+    hub_pinger,
     websub_ping,
 )
 from tests.publish_samples import NOW, MemoryStore, SampleWatchlist
@@ -302,6 +304,22 @@ def test_websub_ping_posts_each_changed_feed() -> None:
     sent = [dict(parse_qsl(call.request.content.decode())) for call in route.calls]
     assert sent == [{"hub.mode": "publish", "hub.url": url} for url in urls]
     assert route.calls[0].request.headers["user-agent"] == "aggregator-test"
+
+
+@respx.mock
+def test_hub_pinger_pings_the_watchlists_hub_as_its_user_agent() -> None:
+    route = respx.post("https://hub.example.org/").mock(return_value=httpx.Response(204))
+    watchlist = SimpleNamespace(
+        publish=SimpleNamespace(websub_hub="https://hub.example.org/"),
+        fetch=SimpleNamespace(user_agent="newsroom-bot/2.0"),
+    )
+    ping = hub_pinger(lambda: watchlist)  # type: ignore[arg-type,return-value]
+    asyncio.run(ping(["https://news.example.org/feeds/all.atom"]))
+    assert route.call_count == 1
+    assert route.calls[0].request.headers["user-agent"] == "newsroom-bot/2.0"
+    watchlist.publish.websub_hub = None  # no hub: nothing is sent
+    asyncio.run(ping(["https://news.example.org/feeds/all.atom"]))
+    assert route.call_count == 1
 
 
 @respx.mock

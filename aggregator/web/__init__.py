@@ -9,7 +9,7 @@ from starlette.routing import BaseRoute
 
 from aggregator.publish.site import FeedStore
 from aggregator.settings import Settings
-from aggregator.web.feeds import FeedCache, WatchlistProvider, feed_routes, websub_ping
+from aggregator.web.feeds import FeedCache, WatchlistProvider, feed_routes, hub_pinger
 
 
 def create_app(
@@ -27,17 +27,12 @@ def create_app(
     ``app.state.feed_cache``.
     """
 
-    async def ping_hub(urls: Sequence[str]) -> None:
-        hub = watchlist_provider().publish.websub_hub
-        if hub:
-            await websub_ping(hub, urls, user_agent=settings.user_agent)
-
     cache = FeedCache(
         store,
         watchlist_provider,
         settings.public_url,
         check_interval=check_interval,
-        on_change=ping_hub,
+        on_change=hub_pinger(watchlist_provider),
     )
     app = Starlette(routes=[*extra_routes, *feed_routes(cache)])
     app.state.feed_cache = cache

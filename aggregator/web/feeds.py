@@ -18,12 +18,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
+from typing import Protocol
 from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from aggregator.model import FetchPolicy
 from aggregator.publish.render import INDEX_FILE, OPML_FILE, RenderedFile
 from aggregator.publish.sanitize import safe_url
 from aggregator.publish.site import FeedStore, PublishedWatchlist, build_site, public_base_url
@@ -31,7 +33,16 @@ from aggregator.publish.static import gzip_bytes
 
 log = logging.getLogger(__name__)
 
-WatchlistProvider = Callable[[], PublishedWatchlist]
+
+class ServedWatchlist(PublishedWatchlist, Protocol):
+    """What the service's web app reads of the watchlist: publishing, and the fetch policy's
+    User-Agent for the requests it makes itself (WebSub pings)."""
+
+    @property
+    def fetch(self) -> FetchPolicy: ...
+
+
+WatchlistProvider = Callable[[], ServedWatchlist]
 ChangeHook = Callable[[Sequence[str]], Awaitable[None]]
 
 CACHE_CONTROL = b"public, max-age=60"
@@ -375,6 +386,19 @@ def feed_routes(cache: FeedCache) -> list[Route]:
         Route("/sources.opml", PublishedFiles(cache, OPML_FILE), methods=["GET", "HEAD"]),
         Route("/feeds/{filename}", PublishedFiles(cache), methods=["GET", "HEAD"]),
     ]
+
+
+def hub_pinger(watchlist_provider: WatchlistProvider) -> ChangeHook:
+    """The change hook that tells the watchlist's WebSub hub (if any) which feeds changed, as
+    the watchlist's User-Agent: every request the service makes says who it is the same way."""
+
+    async def ping(urls: Sequence[str]) -> None:
+        watchlist = watchlist_provider()
+        hub = watchlist.publish.websub_hub
+        if hub:
+            await websub_ping(hub, urls, user_agent=watchlist.fetch.user_agent)
+
+    return ping
 
 
 async def websub_ping(
