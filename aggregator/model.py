@@ -242,6 +242,16 @@ class FetchState:
     last_error: str | None = None
     failure_counts: dict[str, int] = field(default_factory=dict)
     fetch_count: int = 0
+    # The source's URL answered with permanent redirects (301/308) to ``moved_to``: it is
+    # fetched there while the watchlist still says ``moved_from``.
+    moved_from: str | None = None
+    moved_to: str | None = None
+
+    def fetch_url(self, source_url: str) -> str:
+        """Where a source configured at ``source_url`` is fetched."""
+        if self.moved_to and self.moved_from == source_url:
+            return self.moved_to
+        return source_url
 
 
 @dataclass(frozen=True, slots=True)

@@ -915,6 +915,7 @@ async def fetch_source(
         failure = (FailureClass.INTERNAL, f"{type(exc).__name__}: {exc}", CacheHints())
     cap = float(watchlist.fetch.max_backoff_seconds)
     new_state = _next_state(state, source, outcome, failure, now, cap)
+    new_state = _moved(new_state, source, outcome.response, failure)
     try:
         if save_state is None:
             await _off_loop(
@@ -949,6 +950,43 @@ async def fetch_source(
         next_fetch=new_state.next_fetch,
         parsed=outcome.parsed,
     )
+
+
+def _moved(
+    state: FetchState,
+    source: Source,
+    response: FetchResponse | None,
+    failure: tuple[FailureClass, str, CacheHints] | None,
+) -> FetchState:
+    """``state`` with the source's permanent move recorded, renewed or dropped.
+
+    Only permanent redirects (301/308 on every hop) move a source; the move is logged once,
+    for the admin to update the watchlist. A move is dropped when the watchlist names another
+    URL now (the admin did) and when the new address answers with a client error (4xx): the
+    watchlist's URL is tried again next time."""
+    if state.moved_to and state.moved_from != source.url:
+        state = replace(state, moved_from=None, moved_to=None)
+    if failure is not None:
+        if state.moved_to and failure[0] is FailureClass.HTTP_4XX:
+            log.warning(
+                "source %s: its new address %s failed (%s); fetching %s again",
+                source.id,
+                state.moved_to,
+                failure[1],
+                source.url,
+            )
+            return replace(state, moved_from=None, moved_to=None)
+        return state
+    if response is None or not response.moved_permanently or response.url == state.moved_to:
+        return state
+    log.warning(
+        "source %s moved permanently: %s -> %s; fetched there from now on (update the "
+        "watchlist's url to make it final)",
+        source.id,
+        state.fetch_url(source.url),
+        response.url,
+    )
+    return replace(state, moved_from=source.url, moved_to=response.url)
 
 
 def _next_state(
@@ -1148,7 +1186,7 @@ async def _conditional_fetch(
 ) -> FetchResponse | None:
     """The source's document, or None when the server says it has not changed (304)."""
     response = await fetcher.fetch(
-        source.url,
+        state.fetch_url(source.url),
         etag=state.etag,
         last_modified=state.last_modified,
         purpose=purpose,

@@ -89,6 +89,27 @@ def test_redirects_are_followed_by_our_loop_and_relative_locations_resolved() ->
     response = run(lambda f: f.fetch("http://old.example.org/feed"))
     assert response.url == "https://new.example.org/v2/feed"
     assert response.redirects == ("http://old.example.org/feed", "https://new.example.org/feed")
+    assert not response.moved_permanently  # one hop was temporary (302)
+
+
+@respx.mock
+@pytest.mark.parametrize(
+    ("statuses", "permanent"),
+    [((301,), True), ((308, 301), True), ((301, 307), False), ((), False)],
+)
+def test_moved_permanently_only_when_every_hop_is_permanent(
+    statuses: tuple[int, ...], permanent: bool
+) -> None:
+    for i, status in enumerate(statuses):
+        respx.get(f"https://example.org/{i}").mock(
+            return_value=httpx.Response(status, headers={"Location": f"/{i + 1}"})
+        )
+    respx.get(f"https://example.org/{len(statuses)}").mock(
+        return_value=httpx.Response(200, content=b"<rss/>")
+    )
+    response = run(lambda f: f.fetch("https://example.org/0"))
+    assert response.url == f"https://example.org/{len(statuses)}"
+    assert response.moved_permanently is permanent
 
 
 @respx.mock

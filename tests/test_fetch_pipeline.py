@@ -379,3 +379,68 @@ def test_page_source_body_selector_chooses_the_article_text(
             # Only the element the admin's selector names is the article's text.
             assert "Officials in Vilnius described" in record.text
             assert "The government said" not in record.text
+
+
+def test_a_permanent_redirect_moves_the_source_until_the_watchlist_changes(
+    db_url: str, server: HostileServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """301/308 on every hop: the source is fetched at its new address from then on (one request,
+    its conditional headers), `sources` shows the move, and it ends when the watchlist names
+    another URL or the new address answers 4xx (the watchlist's URL is tried again)."""
+    new_home_gone = False
+
+    async def old_home(req: object, w: asyncio.StreamWriter) -> None:
+        await server._send(w, 301, b"", "text/plain", {"Location": "/new-home.xml"}, "Moved")
+
+    async def new_home(req: object, w: asyncio.StreamWriter) -> None:
+        if new_home_gone:
+            await server._send(w, 404, b"gone", "text/plain", None, "Not Found")
+        else:
+            await server.h_feed_xml(req, w)  # type: ignore[arg-type]
+
+    server.routes.update({"/old-home.xml": old_home, "/new-home.xml": new_home})
+    watchlist = load_watchlist_text(watchlist_text(server))
+    source = replace(watchlist.source("etag-feed"), id="mover", url=server.url("/old-home.xml"))  # type: ignore[arg-type]
+    watchlist = replace(watchlist, sources=(source,))
+
+    async def fetch(src: Source, now: datetime) -> SourceReport:
+        async with Fetcher(watchlist.fetch, retry_wait_initial=0.01, retry_wait_max=0.05) as f:
+            from aggregator.match import TopicMatcher
+
+            matcher = TopicMatcher(watchlist.topics)
+            return await fetch_source(store, f, src, matcher=matcher, watchlist=watchlist, now=now)
+
+    with open_store(db_url) as store:
+        store.sync_sources(watchlist.sources, NOW)
+        first = asyncio.run(fetch(source, NOW))
+        assert first.status == "ok" and first.new_records > 0
+        state = store.get_fetch_state("mover")
+        assert (state.moved_from, state.moved_to) == (source.url, server.url("/new-home.xml"))
+        assert "moved permanently" in caplog.text
+
+        old_hits = server.hits["/old-home.xml"]
+        again = asyncio.run(fetch(source, NOW + timedelta(hours=1)))
+        assert again.status == "not-modified"  # asked at the new address, with its ETag
+        assert server.hits["/old-home.xml"] == old_hits
+
+        from aggregator.cli.fetch_cmds import health
+
+        row = health(store.get_fetch_state("mover"), source, NOW)
+        assert row["moved_to"] == server.url("/new-home.xml")
+
+        new_home_gone = True
+        failed = asyncio.run(fetch(source, NOW + timedelta(hours=2)))
+        assert failed.status == "failed" and failed.failure_class is FailureClass.HTTP_4XX
+        state = store.get_fetch_state("mover")
+        assert state.moved_to is None and state.moved_from is None
+        new_home_gone = False
+        back = asyncio.run(fetch(source, NOW + timedelta(hours=3)))
+        assert back.status in ("ok", "not-modified")
+        assert server.hits["/old-home.xml"] == old_hits + 1  # the watchlist's URL, moved again
+        assert store.get_fetch_state("mover").moved_to == server.url("/new-home.xml")
+
+        edited = replace(source, url=server.url("/feed.xml"))  # the admin updated the watchlist
+        asyncio.run(fetch(edited, NOW + timedelta(hours=4)))
+        state = store.get_fetch_state("mover")
+        assert state.moved_to is None and state.moved_from is None
+        assert health(state, edited, NOW)["moved_to"] is None

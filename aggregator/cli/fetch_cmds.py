@@ -170,6 +170,10 @@ def health(state: FetchState, source: Source | None, now: datetime) -> dict[str,
         "last_success": _iso(state.last_success),
         "next_fetch": _iso(state.next_fetch),
         "due": state.next_fetch is None or state.next_fetch <= now,
+        # Where it is fetched when that is not its url: it moved permanently (301/308).
+        "moved_to": (
+            state.moved_to if source and state.fetch_url(source.url) != source.url else None
+        ),
     }
 
 
@@ -219,6 +223,8 @@ def run_sources(args: argparse.Namespace, settings: Settings) -> int:
         )
         if r["last_error"] and r["state"] != "ok":
             print(f"{'':<{width}}  last error: {r['last_error']}")
+        if r["moved_to"]:
+            print(f"{'':<{width}}  moved permanently to {r['moved_to']} (update the watchlist)")
         if r["lease_owner"]:
             stale = " (expired: any replica may take it over)" if r["lease_expired"] else ""
             print(f"{'':<{width}}  leased by {r['lease_owner']} until {r['lease_expires']}{stale}")

@@ -56,6 +56,7 @@ from aggregator.model import FailureClass, FetchPolicy
 
 PURPOSES = ("feed", "page", "robots")
 _REDIRECTS = (301, 302, 303, 307, 308)
+_PERMANENT_REDIRECTS = (301, 308)
 _ACCEPT = {
     "feed": (
         "application/rss+xml, application/atom+xml, application/feed+json, "
@@ -81,6 +82,8 @@ class FetchResponse:
     hints: CacheHints = field(default_factory=CacheHints)
     redirects: tuple[str, ...] = ()
     elapsed: float = 0.0
+    # Every redirect on the way was permanent (301/308): ``url`` is where the document lives now.
+    moved_permanently: bool = False
 
     @property
     def not_modified(self) -> bool:
@@ -91,6 +94,12 @@ class FetchResponse:
         """Seconds the server asked us to wait before the next fetch, if it said."""
         values = [v for v in (self.hints.max_age, self.hints.retry_after) if v is not None]
         return max(values) if values else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Redirect:
+    url: httpx.URL
+    status: int
 
 
 class FetchStatusError(FetchError):
@@ -317,6 +326,7 @@ class Fetcher:
         deadline: asyncio.Timeout,
     ) -> FetchResponse:
         hops: list[str] = []
+        permanent = True
         current = url
         while True:
             check_url(current, self._allowed)
@@ -334,14 +344,16 @@ class Fetcher:
                     hints=outcome.hints,
                     redirects=tuple(hops),
                     elapsed=time.monotonic() - started,
+                    moved_permanently=bool(hops) and permanent,
                 )
             hops.append(str(current))
+            permanent = permanent and outcome.status in _PERMANENT_REDIRECTS
             if len(hops) > self.policy.max_redirects:
                 raise FetchError(
                     FailureClass.TOO_MANY_REDIRECTS,
-                    f"{url}: more than {self.policy.max_redirects} redirects (last {outcome})",
+                    f"{url}: more than {self.policy.max_redirects} redirects (last {outcome.url})",
                 )
-            current = outcome
+            current = outcome.url
 
     async def _hop(
         self,
@@ -349,8 +361,8 @@ class Fetcher:
         headers: dict[str, str],
         language: str | None,
         deadline: asyncio.Timeout,
-    ) -> FetchResponse | httpx.URL:
-        """One request: a final response, or the URL a redirect points to."""
+    ) -> FetchResponse | _Redirect:
+        """One request: a final response, or where a redirect points to."""
         # Time spent queueing for politeness is not the server's: the deadline is paused while
         # waiting for a slot, or fifty sources on one host would time out waiting their turn.
         loop = asyncio.get_running_loop()
@@ -369,7 +381,7 @@ class Fetcher:
 
     async def _handle(
         self, url: httpx.URL, response: httpx.Response, language: str | None
-    ) -> FetchResponse | httpx.URL:
+    ) -> FetchResponse | _Redirect:
         status = response.status_code
         headers = _headers_dict(response.headers)
         now = datetime.now(UTC)
@@ -378,7 +390,7 @@ class Fetcher:
             if not location:
                 raise FetchError(FailureClass.PROTOCOL, f"{url}: {status} without Location")
             try:
-                return url.join(location.strip())
+                return _Redirect(url.join(location.strip()), status)
             except httpx.InvalidURL as exc:
                 raise FetchError(
                     FailureClass.PROTOCOL, f"{url}: bad Location {location!r}"

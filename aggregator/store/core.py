@@ -647,6 +647,8 @@ _FETCH_STATE_VALUES = (
     "last_error",
     "failure_counts",
     "fetch_count",
+    "moved_from",
+    "moved_to",
 )
 
 
@@ -663,6 +665,8 @@ def _fetch_state_row(state: FetchState) -> dict[str, object]:
         "last_error": state.last_error,
         "failure_counts": dict(state.failure_counts),
         "fetch_count": state.fetch_count,
+        "moved_from": state.moved_from,
+        "moved_to": state.moved_to,
     }
 
 

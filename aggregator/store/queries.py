@@ -86,6 +86,8 @@ def fetch_state_of(row: Any) -> FetchState:
         last_error=row.last_error,
         failure_counts={str(k): int(v) for k, v in (row.failure_counts or {}).items()},
         fetch_count=row.fetch_count,
+        moved_from=row.moved_from,
+        moved_to=row.moved_to,
     )
 
 

@@ -94,6 +94,9 @@ fetch_state = sa.Table(
     sa.Column("fetch_count", sa.Integer, nullable=False, server_default="0"),
     sa.Column("lease_owner", sa.String(200)),
     sa.Column("lease_expires", UTCDateTime),
+    # A permanent redirect: the watchlist URL it was seen on, and where it led.
+    sa.Column("moved_from", sa.Text),
+    sa.Column("moved_to", sa.Text),
     sa.Index("ix_fetch_state_next_fetch", "next_fetch"),
 )
 
