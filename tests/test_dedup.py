@@ -126,16 +126,20 @@ def _key(word: str) -> str:
     return dedup._tokenize(word).keys[0]
 
 
-def test_word_key_cache_never_changes_a_fingerprint(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_word_caches_never_change_a_fingerprint(monkeypatch: pytest.MonkeyPatch) -> None:
     texts = [BALLOONS, "Вильнюс отверг предложение Лукашенко о переговорах.", "Kondratovič: ne."]
     monkeypatch.setattr(dedup, "_KEY_CACHE", {})
+    monkeypatch.setattr(dedup, "_IDF_CACHE", {})
     cached = [dedup.fingerprint("Title", t) for t in texts * 2]  # the second round: all hits
-    # a cache smaller than one text is cleared on every call: every word folded afresh
+    assert not any("_" in k for k in dedup._IDF_CACHE)  # name pairs are never kept
+    # caches smaller than one text are cleared on every call: every word folded and weighed afresh
     monkeypatch.setattr(dedup, "_KEY_CACHE", {})
+    monkeypatch.setattr(dedup, "_IDF_CACHE", {})
     monkeypatch.setattr(dedup, "KEY_CACHE_SIZE", 3)
+    monkeypatch.setattr(dedup, "IDF_CACHE_SIZE", 3)
     fresh = [dedup.fingerprint("Title", t) for t in texts * 2]
     assert fresh == cached
-    assert len(dedup._KEY_CACHE) < 100
+    assert len(dedup._KEY_CACHE) < 100 and len(dedup._IDF_CACHE) <= 3
 
 
 def test_normalization_meets_across_scripts_and_spellings() -> None:
