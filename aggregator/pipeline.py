@@ -979,6 +979,8 @@ def _moved(
         return state
     if response is None or not response.moved_permanently or response.url == state.moved_to:
         return state
+    if response.url == source.url:  # moved back where the watchlist says
+        return replace(state, moved_from=None, moved_to=None)
     log.warning(
         "source %s moved permanently: %s -> %s; fetched there from now on (update the "
         "watchlist's url to make it final)",
