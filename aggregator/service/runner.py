@@ -68,7 +68,9 @@ def _env_float(name: str, default: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class ServiceOptions:
-    """How ``aggregator run`` runs; every field has an ``AGGREGATOR_*`` variable (see docs)."""
+    """How ``aggregator run`` runs: command-line options, and for the operational settings
+    (shutdown, reload, lease, concurrency, seeds) ``AGGREGATOR_*`` variables (``from_env``;
+    docs/operations.md). The replay options are command-line only: they are for demos and tests."""
 
     host: str = "127.0.0.1"
     port: int = 8080
