@@ -771,7 +771,7 @@ def fingerprint(
         if num is not None:
             numbers.add(num)
             counts[num] += count
-        elif len(key) > 1 and key not in _STOPWORDS:  # _is_content, inlined: the hottest loop
+        elif _is_content(key):
             counts[key] += count
     for pair in _name_pairs(body):
         counts[pair] += 1
