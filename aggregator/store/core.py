@@ -635,23 +635,6 @@ def _release_params(owner: str, source_ids: Sequence[str]) -> dict[str, object]:
     return {"ids": list(source_ids), "owner": owner}
 
 
-# The columns a saved fetch state writes; the lease columns are never among them.
-_FETCH_STATE_VALUES = (
-    "etag",
-    "last_modified",
-    "next_fetch",
-    "last_attempt",
-    "last_success",
-    "consecutive_failures",
-    "failure_class",
-    "last_error",
-    "failure_counts",
-    "fetch_count",
-    "moved_from",
-    "moved_to",
-)
-
-
 def _fetch_state_row(state: FetchState) -> dict[str, object]:
     return {
         "source_id": state.source_id,
@@ -668,6 +651,11 @@ def _fetch_state_row(state: FetchState) -> dict[str, object]:
         "moved_from": state.moved_from,
         "moved_to": state.moved_to,
     }
+
+
+# The columns a saved fetch state updates: the row's, but its key; the lease columns are never
+# among them.
+_FETCH_STATE_VALUES = tuple(k for k in _fetch_state_row(FetchState("")) if k != "source_id")
 
 
 @functools.cache
