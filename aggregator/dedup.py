@@ -278,7 +278,12 @@ _DIGRAPH_MAP = {
     "j": "i",
 }
 _DOUBLE = re.compile(r"([a-z])\1+")
-_TOKEN = re.compile(r"\d+(?:[.,:]\d+)*|[^\W\d_]+")
+# A number, with the thousands groups Lithuanian and Russian separate by a (no-break, thin)
+# space ("4 000" is 4000, as "4,000" is), or a word.
+_TOKEN = re.compile(
+    r"\d{1,3}(?:[ \u00a0\u2009\u202f]\d{3})+(?:[.,]\d+)?(?!\d)|\d+(?:[.,:]\d+)*|[^\W\d_]+"
+)
+_GROUP_SPACE = re.compile(r"[ \u00a0\u2009\u202f]")
 # Words are cut to this many letters: a crude stemmer that also meets Lithuanian and Russian
 # inflections halfway (Vilnius, Vilniaus, Вильнюсе -> "vilniu"/"vilnius").
 STEM_LENGTH = 6
@@ -329,10 +334,21 @@ resign resigned resignation quit atsistatydina atsistatydino отставка о
 pledge promise vow pledged promised vowed pažadėjo žada pažadas пообещал обещает обещание
 emergency nepaprastoji nepaprastąją чрезвычайное чрезвычайного
 balloon balionai balionų balionus balionais аэростат аэростаты шары шаров
-smuggling smuggler smugglers kontrabanda kontrabandininkai контрабанда контрабандисты
+smuggling smuggler smugglers contraband kontrabanda kontrabandininkai контрабанда контрабандисты
 eu es ес евросоюз евросоюза
 usa jav сша
 lng sgd спг
+sanction sanctions sankcijos sankcijų sankcijas sankcijomis санкции санкций санкциях санкциями
+airport airports аэропорт аэропорта аэропорту аэропорты
+flight flights skrydis skrydžiai skrydžių skrydžius рейс рейсы рейсов полёты полетов полёт
+passenger passengers keleivis keleiviai keleivių keleivius пассажир пассажиры пассажиров
+close closed closes closure shut suspend suspended uždarė uždarytas uždaryti uždarymas sustabdė
+  sustabdyti закрыт закрыли закрыть закрытие приостановил приостановлены
+cancel cancelled canceled cancellation atšaukė atšaukta atšaukti atšaukimas отменены отменил
+  отменили отмена
+border borders siena sieną sienos pasienis pasienio граница границы границу границе
+cigarette cigarettes cigaretės cigarečių cigaretes сигареты сигарет
+government vyriausybė vyriausybės vyriausybę правительство правительства
 """
 
 _STOPWORDS_RAW = """
@@ -690,7 +706,7 @@ def _is_number_term(key: str) -> bool:
 
 def _number_key(key: str) -> str | None:
     if key[:1].isdigit():
-        return "#" + key.replace(",", "")
+        return "#" + _GROUP_SPACE.sub("", key.replace(",", ""))
     return _MONTH_OF.get(key)
 
 

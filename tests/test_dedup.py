@@ -151,6 +151,49 @@ def test_normalization_meets_across_scripts_and_spellings() -> None:
     assert dedup._number_key(_key("gruodžio")) == dedup._number_key(_key("December")) == "m12"
 
 
+def test_watchlist_news_words_meet_across_languages() -> None:
+    # The default watchlist's own subjects: sanctions, airport closures, border crossings.
+    assert _key("sanctions") == _key("sankcijos") == _key("санкций")
+    assert _key("flights") == _key("skrydžius") == _key("рейсов") == _key("полёты")
+    assert _key("passengers") == _key("keleivių") == _key("пассажиров")
+    assert _key("suspended") == _key("sustabdė") == _key("закрыт") == _key("shut")
+    assert _key("border") == _key("sieną") == _key("границы")
+    assert _key("contraband") == _key("kontrabanda") == _key("smuggling")
+    assert _key("airport") == _key("аэропорта")
+
+
+def test_thousands_separated_by_spaces_are_one_number() -> None:
+    # "4 000" (Lithuanian, Russian), "4,000" and "4000" are one number; a year next to a
+    # number is not a thousands group; a decimal part stays with its number.
+    text = "4 000 keleivių, 4\u00a0000, 4,000 people, 4000 человек"
+    assert dedup.fingerprint("", text).numbers == ("#4000",)
+    assert dedup._tokenize("in 2024 100 people").keys[:3] == ["in", "2024", "100"]
+    assert dedup._tokenize("3 000,5 mln").keys[:2] == ["3 000,5", "mln"]
+
+
+MULTILINGUAL = Path(__file__).resolve().parents[1] / "benchmarks/data/multilingual/articles.jsonl"
+
+
+def test_multilingual_reports_group_and_same_kind_events_stay_apart() -> None:
+    """The multilingual set streamed in file order: every English, Lithuanian and Russian
+    report of one event in one development, and no two events (two earthquakes, two rounds of
+    sanctions, two border closures) in one."""
+    rows = [json.loads(line) for line in MULTILINGUAL.read_text(encoding="utf-8").splitlines()]
+    seen: list[Candidate] = []
+    dev_of: dict[str, str] = {}
+    for row in rows:
+        fp = dedup.fingerprint(row["title"], row["text"], row["lang"])
+        decision = dedup.decide(fp, T0, seen, OPTIONS)
+        dev = decision.development_id or f"dev-{row['id']}"
+        dev_of[row["id"]] = dev
+        seen.append(Candidate(row["id"], dev, fp, T0))
+    stories: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        stories[row["story_id"]].add(dev_of[row["id"]])
+    assert all(len(devs) == 1 for devs in stories.values()), stories
+    assert len(set(dev_of.values())) == len(stories)
+
+
 def test_empty_text_has_no_bands() -> None:
     fp = dedup.fingerprint("", "")
     assert fp.minhash == () and fp.bands == () and fp.terms == ()
