@@ -29,6 +29,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from aggregator import dedup
@@ -37,6 +38,7 @@ from aggregator.model import DedupOptions, DedupReason
 ROOT = Path(__file__).resolve().parent.parent
 ECB = ROOT.parent / "shared" / "clustering-dev" / "ecbplus-dev.jsonl"
 MULTI = ROOT / "benchmarks" / "data" / "multilingual" / "articles.jsonl"
+CRISIS = ROOT / "benchmarks" / "data" / "crisis" / "articles.jsonl"
 PER_KEY_LIMIT = dedup.CANDIDATE_ROWS_PER_KEY  # ... reading at most this many hits per key, newest
 
 
@@ -47,6 +49,7 @@ class Article:
     text: str
     gold: str
     lang: str | None = None
+    time: datetime | None = None  # publication time, where the corpus has one
 
 
 def load(path: Path) -> list[Article]:
@@ -63,7 +66,9 @@ def load(path: Path) -> list[Article]:
             first, _, rest = text.partition("\n")
             if title and first.strip() == title.strip():
                 text = rest
-            out.append(Article(row["id"], title, text, row["story_id"], row.get("lang")))
+            published = row.get("published")
+            when = datetime.fromisoformat(published) if published else None
+            out.append(Article(row["id"], title, text, row["story_id"], row.get("lang"), when))
     return out
 
 
@@ -80,6 +85,7 @@ class MemoryIndex:
             raise ValueError("per_key must be positive")
         self.by_key: dict[str, list[int]] = defaultdict(list)
         self.records: list[tuple[str, str, dedup.Fingerprint]] = []  # id, development, fp
+        self.times: list[datetime | None] = []
 
     def candidates(self, fp: dedup.Fingerprint) -> list[dedup.Candidate]:
         shared: Counter[int] = Counter()
@@ -92,13 +98,22 @@ class MemoryIndex:
         ranked = sorted(shared, key=lambda i: (-shared[i], -i))
         best = dedup.select_candidates(ranked, lambda i: self.records[i][1], cap=self.limit)
         return [
-            dedup.Candidate(self.records[i][0], self.records[i][1], self.records[i][2], None)
+            dedup.Candidate(
+                self.records[i][0], self.records[i][1], self.records[i][2], self.times[i]
+            )
             for i in best
         ]
 
-    def add(self, record_id: str, development_id: str, fp: dedup.Fingerprint) -> None:
+    def add(
+        self,
+        record_id: str,
+        development_id: str,
+        fp: dedup.Fingerprint,
+        time: datetime | None = None,
+    ) -> None:
         idx = len(self.records)
         self.records.append((record_id, development_id, fp))
+        self.times.append(time)
         for key in _index_keys(fp):
             self.by_key[key].append(idx)
 
@@ -111,7 +126,7 @@ def _index_keys(fp: dedup.Fingerprint) -> list[str]:
     return [f"b:{b}" for b in fp.bands] + [f"k:{k}" for k in fp.key_terms]
 
 
-Decider = Callable[[dedup.Fingerprint, Sequence[dedup.Candidate]], dedup.Decision]
+Decider = Callable[[dedup.Fingerprint, Sequence[dedup.Candidate], datetime | None], dedup.Decision]
 
 
 @dataclass(frozen=True)
@@ -140,7 +155,7 @@ def run_online(
     for art in articles:
         fp = dedup.fingerprint(art.title, art.text, art.lang, embedder=embedder)
         cands = index.candidates(fp)
-        decision = decider(fp, cands)
+        decision = decider(fp, cands, art.time)
         if steps is not None:
             steps.append(Step(art, fp, cands, decision))
         dev = decision.development_id
@@ -148,15 +163,17 @@ def run_online(
             dev = f"dev-{art.id}"
             started.append(art.id)
         assigned[art.id] = dev
-        index.add(art.id, dev, fp)
+        index.add(art.id, dev, fp, art.time)
     return assigned, started, time.process_time() - t0
 
 
 def default_decider(options: DedupOptions) -> Decider:
-    return lambda fp, cands: dedup.decide(fp, None, cands, options)
+    return lambda fp, cands, when: dedup.decide(fp, when, cands, options)
 
 
-def minhash_only(fp: dedup.Fingerprint, cands: Sequence[dedup.Candidate]) -> dedup.Decision:
+def minhash_only(
+    fp: dedup.Fingerprint, cands: Sequence[dedup.Candidate], when: datetime | None = None
+) -> dedup.Decision:
     best = max(
         ((dedup.minhash_similarity(fp.minhash, c.fingerprint.minhash), c) for c in cands),
         default=None,
@@ -335,9 +352,10 @@ class Breakdown:
 
     def report(self) -> str:
         missed = sorted(self.missed_scores or [])
+        near = dedup.EVENT_THRESHOLD - 0.05
         spread = (
             f" (scores: median {statistics.median(missed):.2f}, "
-            f"{sum(1 for x in missed if x >= 0.25)} at 0.25-0.30)"
+            f"{sum(1 for x in missed if x >= near)} at {near:.2f}-{dedup.EVENT_THRESHOLD:.2f})"
             if missed
             else ""
         )
@@ -444,6 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=20261123)
     parser.add_argument("--no-multilingual", action="store_true")
+    parser.add_argument("--no-crisis", action="store_true")
     parser.add_argument(
         "--semantic",
         action="store_true",
@@ -477,6 +496,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         evaluate(
             "multilingual (en/lt/ru)", multi, args.shuffles, args.seed, options, True, embedder
         )
+    if not args.no_crisis and CRISIS.exists():
+        evaluate("crisis (dated)", load(CRISIS), args.shuffles, args.seed, options, True, embedder)
     ours = res["dedup (default)"]
     base = res["baseline TF-IDF 1-pass"]
     ratio = statistics.mean(s.b3_f for s in ours) / statistics.mean(s.b3_f for s in base)

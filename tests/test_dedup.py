@@ -265,6 +265,64 @@ def test_time_window_excludes_old_candidates() -> None:
     assert dedup.decide(b, None, [old], OPTIONS).development_id == "d1"
 
 
+def test_time_decay_spares_a_news_cycle_then_falls_to_the_window_end() -> None:
+    w = OPTIONS.window_days
+    assert dedup.time_decay(timedelta(hours=20), w) == 1.0
+    assert dedup.time_decay(-timedelta(days=1), w) == 1.0  # a gap either way
+    assert dedup.time_decay(timedelta(days=1 + (w - 1) / 2), w) == pytest.approx(0.5)
+    assert dedup.time_decay(timedelta(days=w), w) == 0.0
+    assert dedup.time_decay(timedelta(days=3), 1) == 1.0  # a window within one news cycle
+
+
+CRISIS = Path(__file__).resolve().parents[1] / "benchmarks/data/crisis/articles.jsonl"
+
+
+def _crisis() -> list[dict[str, str]]:
+    return [json.loads(line) for line in CRISIS.read_text(encoding="utf-8").splitlines()]
+
+
+def _crisis_fp(row: dict[str, str]) -> Fingerprint:
+    return dedup.fingerprint(row["title"], row["text"], row["lang"])
+
+
+def test_a_report_days_after_its_development_must_be_closer_to_join() -> None:
+    first, second = (r for r in _crisis() if r["story_id"] == "eu-sanctions-hybrid")
+    a, b = _crisis_fp(first), _crisis_fp(second)
+    same_day = dedup.decide(b, T0, [Candidate("r1", "d1", a, T0 - timedelta(hours=2))], OPTIONS)
+    assert same_day.development_id == "d1" and same_day.reason is DedupReason.SAME_EVENT
+    later = dedup.decide(b, T0, [Candidate("r1", "d1", a, T0 - timedelta(days=5))], OPTIONS)
+    assert later.development_id is None
+    # without times (an import, the ECB+ corpus) nothing decays
+    assert dedup.decide(b, None, [Candidate("r1", "d1", a, None)], OPTIONS).development_id == "d1"
+
+
+def test_an_ongoing_crisis_stays_several_developments() -> None:
+    """The dated reports of a week of the balloon crisis, in publication order: the emergency,
+    the refusal of talks, the pledge, the airport closure, the EU sanctions and the checkpoint
+    closure share places, actors and words, and each stays a development of its own."""
+    dev_of: dict[str, str] = {}
+    seen: list[Candidate] = []
+    for row in _crisis():
+        fp, when = _crisis_fp(row), datetime.fromisoformat(row["published"])
+        decision = dedup.decide(fp, when, seen, OPTIONS)
+        dev_of[row["id"]] = decision.development_id or f"dev-{row['id']}"
+        seen.append(Candidate(row["id"], dev_of[row["id"]], fp, when))
+    stories: dict[str, set[str]] = defaultdict(set)
+    for row in _crisis():
+        stories[dev_of[row["id"]]].add(row["story_id"])
+    apart = {
+        "national-emergency",
+        "talks-refused",
+        "pledge-us-envoy",
+        "airport-shut-nov19",
+        "eu-sanctions-hybrid",
+        "checkpoints-closed-until-dec",
+    }
+    assert all(len(members & apart) <= 1 for members in stories.values()), stories
+    for story in apart:  # and each one's reports are together
+        assert len({dev_of[r["id"]] for r in _crisis() if r["story_id"] == story}) == 1
+
+
 def test_no_candidates_starts_a_development() -> None:
     fp = dedup.fingerprint("Quake", QUAKE)
     assert dedup.decide(fp, T0, [], OPTIONS) == dedup.Decision(None, DedupReason.NEW, 1.0, None)
