@@ -280,10 +280,10 @@ _DIGRAPH_MAP = {
 _DOUBLE = re.compile(r"([a-z])\1+")
 # A number, with the thousands groups Lithuanian and Russian separate by a (no-break, thin)
 # space ("4 000" is 4000, as "4,000" is), or a word.
-_TOKEN = re.compile(
-    r"\d{1,3}(?:[ \u00a0\u2009\u202f]\d{3})+(?:[.,]\d+)?(?!\d)|\d+(?:[.,:]\d+)*|[^\W\d_]+"
-)
 _GROUP_SPACE = re.compile(r"[ \u00a0\u2009\u202f]")
+_TOKEN = re.compile(
+    rf"\d{{1,3}}(?:{_GROUP_SPACE.pattern}\d{{3}})+(?:[.,]\d+)?(?!\d)|\d+(?:[.,:]\d+)*|[^\W\d_]+"
+)
 # Words are cut to this many letters: a crude stemmer that also meets Lithuanian and Russian
 # inflections halfway (Vilnius, Vilniaus, Вильнюсе -> "vilniu"/"vilnius").
 STEM_LENGTH = 6
