@@ -84,8 +84,7 @@ class MemoryIndex:
         if self.per_key <= 0:
             raise ValueError("per_key must be positive")
         self.by_key: dict[str, list[int]] = defaultdict(list)
-        self.records: list[tuple[str, str, dedup.Fingerprint]] = []  # id, development, fp
-        self.times: list[datetime | None] = []
+        self.records: list[dedup.Candidate] = []  # as the store returns them, oldest first
 
     def candidates(self, fp: dedup.Fingerprint) -> list[dedup.Candidate]:
         shared: Counter[int] = Counter()
@@ -96,13 +95,10 @@ class MemoryIndex:
         # Most shared keys first, then the most recent, like ORDER BY count DESC, time DESC;
         # then the store's selection (at most so many per development, at most ``limit``).
         ranked = sorted(shared, key=lambda i: (-shared[i], -i))
-        best = dedup.select_candidates(ranked, lambda i: self.records[i][1], cap=self.limit)
-        return [
-            dedup.Candidate(
-                self.records[i][0], self.records[i][1], self.records[i][2], self.times[i]
-            )
-            for i in best
-        ]
+        best = dedup.select_candidates(
+            ranked, lambda i: self.records[i].development_id, cap=self.limit
+        )
+        return [self.records[i] for i in best]
 
     def add(
         self,
@@ -112,8 +108,7 @@ class MemoryIndex:
         time: datetime | None = None,
     ) -> None:
         idx = len(self.records)
-        self.records.append((record_id, development_id, fp))
-        self.times.append(time)
+        self.records.append(dedup.Candidate(record_id, development_id, fp, time))
         for key in _index_keys(fp):
             self.by_key[key].append(idx)
 
