@@ -6,7 +6,7 @@ import dataclasses
 import json
 import struct
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -179,14 +179,7 @@ def test_multilingual_reports_group_and_same_kind_events_stay_apart() -> None:
     report of one event in one development, and no two events (two earthquakes, two rounds of
     sanctions, two border closures) in one."""
     rows = [json.loads(line) for line in MULTILINGUAL.read_text(encoding="utf-8").splitlines()]
-    seen: list[Candidate] = []
-    dev_of: dict[str, str] = {}
-    for row in rows:
-        fp = dedup.fingerprint(row["title"], row["text"], row["lang"])
-        decision = dedup.decide(fp, T0, seen, OPTIONS)
-        dev = decision.development_id or f"dev-{row['id']}"
-        dev_of[row["id"]] = dev
-        seen.append(Candidate(row["id"], dev, fp, T0))
+    dev_of = _stream((r["id"], _row_fp(r), T0) for r in rows)
     stories: dict[str, set[str]] = defaultdict(set)
     for row in rows:
         stories[row["story_id"]].add(dev_of[row["id"]])
@@ -281,13 +274,13 @@ def _crisis() -> list[dict[str, str]]:
     return [json.loads(line) for line in CRISIS.read_text(encoding="utf-8").splitlines()]
 
 
-def _crisis_fp(row: dict[str, str]) -> Fingerprint:
+def _row_fp(row: dict[str, str]) -> Fingerprint:
     return dedup.fingerprint(row["title"], row["text"], row["lang"])
 
 
 def test_a_report_days_after_its_development_must_be_closer_to_join() -> None:
     first, second = (r for r in _crisis() if r["story_id"] == "eu-sanctions-hybrid")
-    a, b = _crisis_fp(first), _crisis_fp(second)
+    a, b = _row_fp(first), _row_fp(second)
     same_day = dedup.decide(b, T0, [Candidate("r1", "d1", a, T0 - timedelta(hours=2))], OPTIONS)
     assert same_day.development_id == "d1" and same_day.reason is DedupReason.SAME_EVENT
     later = dedup.decide(b, T0, [Candidate("r1", "d1", a, T0 - timedelta(days=5))], OPTIONS)
@@ -300,15 +293,10 @@ def test_an_ongoing_crisis_stays_several_developments() -> None:
     """The dated reports of a week of the balloon crisis, in publication order: the emergency,
     the refusal of talks, the pledge, the airport closure, the EU sanctions and the checkpoint
     closure share places, actors and words, and each stays a development of its own."""
-    dev_of: dict[str, str] = {}
-    seen: list[Candidate] = []
-    for row in _crisis():
-        fp, when = _crisis_fp(row), datetime.fromisoformat(row["published"])
-        decision = dedup.decide(fp, when, seen, OPTIONS)
-        dev_of[row["id"]] = decision.development_id or f"dev-{row['id']}"
-        seen.append(Candidate(row["id"], dev_of[row["id"]], fp, when))
+    rows = _crisis()
+    dev_of = _stream((r["id"], _row_fp(r), datetime.fromisoformat(r["published"])) for r in rows)
     stories: dict[str, set[str]] = defaultdict(set)
-    for row in _crisis():
+    for row in rows:
         stories[dev_of[row["id"]]].add(row["story_id"])
     apart = {
         "national-emergency",
@@ -320,7 +308,7 @@ def test_an_ongoing_crisis_stays_several_developments() -> None:
     }
     assert all(len(members & apart) <= 1 for members in stories.values()), stories
     for story in apart:  # and each one's reports are together
-        assert len({dev_of[r["id"]] for r in _crisis() if r["story_id"] == story}) == 1
+        assert len({dev_of[r["id"]] for r in rows if r["story_id"] == story}) == 1
 
 
 def test_no_candidates_starts_a_development() -> None:
@@ -547,17 +535,22 @@ def _seed_fingerprint(path: Path) -> Fingerprint:
     return dedup.fingerprint(records.title_of(doc), text or records.plain_text(doc))
 
 
-def _stream_seeds() -> dict[str, str]:
+def _stream(items: Iterable[tuple[str, Fingerprint, datetime]]) -> dict[str, str]:
+    """Each (id, fingerprint, time) through the online path in order, candidates from an
+    in-memory index: id -> development."""
     index = MemoryIndex()
     developments: dict[str, str] = {}
-    for path in sorted(SEEDS.glob("*.txt")):
-        number = path.name[:3]
-        fp = _seed_fingerprint(path)
-        decision = dedup.decide(fp, T0, index.candidates(fp), OPTIONS)
-        dev = decision.development_id or f"dev-{number}"
-        developments[number] = dev
-        index.add(Candidate(number, dev, fp, T0))
+    for rid, fp, when in items:
+        decision = dedup.decide(fp, when, index.candidates(fp), OPTIONS)
+        dev = decision.development_id or f"dev-{rid}"
+        developments[rid] = dev
+        index.add(Candidate(rid, dev, fp, when))
     return developments
+
+
+def _stream_seeds() -> dict[str, str]:
+    paths = sorted(SEEDS.glob("*.txt"))
+    return _stream((path.name[:3], _seed_fingerprint(path), T0) for path in paths)
 
 
 def _groups(developments: dict[str, str]) -> set[frozenset[str]]:
