@@ -16,6 +16,7 @@ Pure: no I/O, no clock.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -70,6 +71,9 @@ _CLAUSE_BREAKS = (", ", "; ", " — ", " – ", " - ", ": ")
 # --- parsing and rendering -------------------------------------------------------------------
 
 
+# A record's text is parsed by several stages in a row (hashing, matching, fingerprinting, the
+# store's summary); documents are immutable, so the last few are shared.
+@functools.lru_cache(maxsize=16)
 def parse(text: str) -> Document:
     """Split a record text into blocks; ``render`` of the result gives ``text`` back exactly."""
     final_newline = text.endswith("\n")
@@ -337,11 +341,13 @@ def _lead(doc: Document, layout: tuple[int | None, int | None]) -> str:
 def is_headline_like(text: str) -> bool:
     """Reads like a headline: short, no full stop/colon at its end, one sentence at most."""
     line = strip_inline(text).strip()
+    # The word count first, splitting no further than one word too many: a paragraph is
+    # rejected without collapsing its whole text.
+    if len(line.split(maxsplit=_MAX_HEADLINE_WORDS)) > _MAX_HEADLINE_WORDS:
+        return False
     if len(line) > _MAX_HEADLINE_CHARS:
         line = _one_line(line)  # runs of spaces do not make a line long
     if not line or len(line) > _MAX_HEADLINE_CHARS:
-        return False
-    if len(line.split()) > _MAX_HEADLINE_WORDS:
         return False
     if line[-1] in ".:;,…":  # a truncated summary ends with "…"
         return False
