@@ -22,6 +22,8 @@ from typing import Any
 import httpcore
 import httpx
 
+from aggregator.fetch.netio import AsyncioBackend
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -135,7 +137,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         inner: httpcore.AsyncNetworkBackend | None = None,
     ) -> None:
         self.allowed = tuple(allowed)
-        self.inner = inner if inner is not None else httpcore.AnyIOBackend()
+        self.inner = inner if inner is not None else AsyncioBackend()
         self.connect_attempts = 0  # addresses actually dialled; tests watch this
 
     async def resolve(self, host: str, port: int, timeout: float | None) -> list[IPAddress]:
