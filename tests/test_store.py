@@ -27,7 +27,7 @@ from aggregator.model import (
     TopicRules,
 )
 from aggregator.pipeline import IngestResult, ingest
-from aggregator.store import Store, open_store
+from aggregator.store import Store, open_store, schema
 from aggregator.store.migrate import current_revision, head_revision
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -223,6 +223,36 @@ def test_claim_due_states_returns_the_claimed_states(store: Store) -> None:
     assert store.lease_of("b")[0] == "one" and store.lease_of("c") == (None, None)
     assert store.claim_due_states("two", NOW, 300, 10) == []
     assert store.claim_due_states("two", NOW, 300, 0) == []
+
+
+def test_claims_take_never_fetched_sources_first_then_the_most_overdue(store: Store) -> None:
+    store.sync_sources([source(x) for x in "abcdef"])
+    due = {"b": -3, "d": -1, "e": -2, "f": +1}  # hours from NOW; a and c were never fetched
+    for sid, hours in due.items():
+        store.save_fetch_state(FetchState(source_id=sid, next_fetch=NOW + timedelta(hours=hours)))
+    # One claim spans both queries: the never-fetched in id order, then by next_fetch.
+    assert store.claim_due_sources("one", NOW, 300, 3) == ["a", "c", "b"]
+    assert store.claim_due_sources("two", NOW, 300, 3) == ["e", "d"]  # f is not due
+    assert store.claim_due_sources("three", NOW, 300, 3) == []
+
+
+def test_a_claim_walks_the_due_index_instead_of_sorting_every_source(tmp_path: Path) -> None:
+    s = open_store(f"sqlite:///{tmp_path / 'plan.db'}")
+    try:
+        fs, src = schema.fetch_state, schema.sources
+        query = (
+            sa.select(fs.c.source_id)
+            .join(src, src.c.id == fs.c.source_id)
+            .where(src.c.enabled.is_(True), fs.c.next_fetch <= NOW)
+            .order_by(fs.c.next_fetch, fs.c.source_id)
+            .limit(16)
+        )
+        sql = str(query.compile(s.engine, compile_kwargs={"literal_binds": True}))
+        with s.engine.connect() as conn:
+            plan = " / ".join(row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+        assert "ix_fetch_state_due" in plan and "TEMP B-TREE" not in plan, plan
+    finally:
+        s.close()
 
 
 def test_saving_the_fetch_state_can_end_the_lease(store: Store) -> None:

@@ -495,22 +495,31 @@ class Store:
         if limit <= 0:
             return []
         fs, s = t.fetch_state, t.sources
-        query = (
+        # Never-fetched sources (no next_fetch) first, then the most overdue: two queries, each
+        # in the order of the index ``ix_fetch_state_due``, so each stops at its limit on both
+        # databases (one query ordered NULLS FIRST cannot follow a PostgreSQL ascending index).
+        queries = [
             sa.select(fs)
             .join(s, s.c.id == fs.c.source_id)
             .where(
                 s.c.enabled.is_(True),
                 s.c.active.is_(True),
-                sa.or_(fs.c.next_fetch.is_(None), fs.c.next_fetch <= now),
+                due,
                 sa.or_(fs.c.lease_expires.is_(None), fs.c.lease_expires <= now),
             )
-            .order_by(fs.c.next_fetch.asc().nulls_first(), fs.c.source_id)
-            .limit(limit)
-        )
+            .order_by(fs.c.next_fetch, fs.c.source_id)
+            for due in (fs.c.next_fetch.is_(None), fs.c.next_fetch <= now)
+        ]
 
         def claim(conn: sa.Connection) -> list[FetchState]:
-            locked = query.with_for_update(skip_locked=True, of=fs) if is_postgres(conn) else query
-            states = [fetch_state_of(row) for row in conn.execute(locked)]
+            states: list[FetchState] = []
+            for base in queries:
+                if len(states) >= limit:
+                    break
+                query = base.limit(limit - len(states))
+                if is_postgres(conn):
+                    query = query.with_for_update(skip_locked=True, of=fs)
+                states += [fetch_state_of(row) for row in conn.execute(query)]
             if states:
                 conn.execute(
                     sa.update(fs)

@@ -97,7 +97,8 @@ fetch_state = sa.Table(
     # A permanent redirect: the watchlist URL it was seen on, and where it led.
     sa.Column("moved_from", sa.Text),
     sa.Column("moved_to", sa.Text),
-    sa.Index("ix_fetch_state_next_fetch", "next_fetch"),
+    # In the claim's order (store.claim_due_states): a claim walks it and stops at its limit.
+    sa.Index("ix_fetch_state_due", "next_fetch", "source_id"),
 )
 
 records = sa.Table(
