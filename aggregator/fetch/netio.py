@@ -3,10 +3,10 @@
 httpcore reaches asyncio through anyio, which wraps every read and write in a cancel scope and
 answers every "is this idle connection still good?" check by building the socket's attribute
 table (a ``getpeername`` system call included). The pool asks that of each idle connection on
-every request, so with many hosts in one pool that costs more than the request's own I/O.
-This backend implements httpcore's public network-backend interface directly on
-``asyncio.open_connection``; the Fetcher's guard (``guard.GuardedBackend``) wraps it, so every
-address is still checked before it is dialled.
+every request. Together that was about a fifth of the CPU of an all-304 pass (docs/fetching.md;
+``benchmarks/http_bench.py`` measures both backends). This backend implements httpcore's public
+network-backend interface directly on ``asyncio.open_connection``; the Fetcher's guard
+(``guard.GuardedBackend``) wraps it, so every address is still checked before it is dialled.
 """
 
 from __future__ import annotations
@@ -18,9 +18,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import httpcore
-
-# A 304 or a small feed fits one read; httpcore asks for 64 KiB at a time.
-_READ_LIMIT = 2**16
 
 
 def _readable(sock: Any) -> bool:
@@ -103,7 +100,11 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
 
 
 class AsyncioBackend(httpcore.AsyncNetworkBackend):
-    """TCP connections through ``asyncio.open_connection``, errors as httpcore's."""
+    """TCP connections through ``asyncio.open_connection``, errors as httpcore's.
+
+    ``socket_options`` are set once the connection is made (asyncio connects its own socket);
+    the Fetcher passes none. A StreamReader buffers at most twice its 64 KiB limit before it
+    stops reading, so a fast server cannot fill memory ahead of the Fetcher's size cap."""
 
     async def connect_tcp(
         self,
@@ -116,9 +117,7 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         local = (local_address, 0) if local_address else None
         try:
             async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(
-                    host, port, local_addr=local, limit=_READ_LIMIT
-                )
+                reader, writer = await asyncio.open_connection(host, port, local_addr=local)
         except TimeoutError as exc:
             raise httpcore.ConnectTimeout(f"connecting to {host}:{port} timed out") from exc
         except OSError as exc:
