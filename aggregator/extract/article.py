@@ -349,6 +349,8 @@ def _is_boilerplate_line(seg: Segment) -> bool:
     if seg.kind is BlockKind.TABLE or seg.length > 400:
         return False
     text = seg.text.replace("**", "") if "**" in seg.text else seg.text
+    if not text:  # only bold markers: "<b>**" on a page
+        return False
     low = text.lower()
     # Cheap substring tests first: the regular expressions run on few segments.
     if ("©" in text or "copyright" in low or "rights reserved" in low or "(c)" in low) and (
