@@ -1,5 +1,6 @@
-"""The Fetcher's network layer (``fetch.netio``, asyncio streams under httpcore): TLS, keep-alive,
-a connection the server closed while idle, timeouts and refused connections."""
+"""The Fetcher's network layer (``fetch.netio``, asyncio streams under httpcore): keep-alive (a
+304 leaves its connection open for the next request), TLS, a connection the server closed while
+idle, timeouts and refused connections."""
 
 from __future__ import annotations
 
@@ -81,6 +82,20 @@ def server_tls() -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
     return context
+
+
+def test_304_answers_keep_their_connection() -> None:
+    server = _Server()
+
+    async def body(fetcher: Fetcher, url: str) -> None:
+        first = await fetcher.fetch(url)
+        assert first.status == 200 and first.etag == '"v1"'
+        for _ in range(3):
+            assert (await fetcher.fetch(url, etag=first.etag)).status == 304
+
+    _run(body, server=server)
+    assert server.statuses == [200, 304, 304, 304]
+    assert server.connections == 1  # a 304 closed unread would cost a new connection each time
 
 
 def test_https_fetch_and_304_share_one_tls_connection(server_tls: ssl.SSLContext) -> None:
