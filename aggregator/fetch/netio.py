@@ -91,8 +91,8 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         if info == "socket":
             return self._writer.get_extra_info("socket")
         if info == "is_readable":
-            # asyncio reads eagerly: an end of stream (or a transport already closing) has
-            # been taken off the socket, so the socket alone cannot tell.
+            # Known without a system call: an end of stream asyncio has already read, or a
+            # transport already closing (its socket may not be released yet).
             if self._reader.at_eof() or self._writer.transport.is_closing():
                 return True
             return _readable(self._writer.get_extra_info("socket"))
@@ -103,8 +103,10 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
     """TCP connections through ``asyncio.open_connection``, errors as httpcore's.
 
     ``socket_options`` are set once the connection is made (asyncio connects its own socket);
-    the Fetcher passes none. A StreamReader buffers at most twice its 64 KiB limit before it
-    stops reading, so a fast server cannot fill memory ahead of the Fetcher's size cap."""
+    the Fetcher passes none. Unix sockets are left to the base class (not implemented): the
+    guard refuses them before it would ask. A StreamReader buffers at most twice its 64 KiB
+    limit before it stops reading, so a fast server cannot fill memory ahead of the Fetcher's
+    size cap."""
 
     async def connect_tcp(
         self,
@@ -126,14 +128,6 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         for option in socket_options or ():
             sock.setsockopt(*option)
         return AsyncioStream(reader, writer)
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.ConnectError(f"unix sockets are not supported here: {path}")
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
