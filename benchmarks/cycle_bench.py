@@ -295,7 +295,6 @@ def bench_watchlist(config: dict[str, Any]) -> Any:
     try:
         from aggregator.model import (
             DedupOptions,
-            FetchPolicy,
             PublishOptions,
             Schedule,
             Source,
@@ -341,21 +340,28 @@ def bench_watchlist(config: dict[str, Any]) -> Any:
         )
         for i, url in enumerate(config["urls"])
     )
-    policy = FetchPolicy(
-        user_agent="aggregator-cycle-bench/0.1",
-        max_in_flight=config["max_in_flight"],
-        per_host_concurrency=max(2, config["max_in_flight"] // 4),
-        min_host_interval_seconds=0.0,
-        allow_networks=("127.0.0.0/8",),
-    )
     return Watchlist(
         topics=topics,
         sources=sources,
-        fetch=policy,
+        fetch=bench_fetch_policy(config["max_in_flight"]),
         publish=PublishOptions(),
         dedup=DedupOptions(),
         retention_days=365,
         path="<cycle-bench>",
+    )
+
+
+def bench_fetch_policy(max_in_flight: int) -> Any:
+    """The benchmarks' fetch policy: ``max_in_flight`` requests, a quarter of them (at least 2)
+    per host, no politeness delay (reader has none), loopback let through the SSRF guard."""
+    from aggregator.model import FetchPolicy
+
+    return FetchPolicy(
+        user_agent="aggregator-cycle-bench/0.1",
+        max_in_flight=max_in_flight,
+        per_host_concurrency=max(2, max_in_flight // 4),
+        min_host_interval_seconds=0.0,
+        allow_networks=("127.0.0.0/8",),
     )
 
 

@@ -27,7 +27,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +38,7 @@ if str(ROOT) not in sys.path:  # run as a script: make ``benchmarks`` and ``aggr
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import proc_cpu_seconds, ratio, table  # noqa: E402
+from benchmarks.cycle_bench import bench_fetch_policy  # noqa: E402
 from benchmarks.feedserver import FeedServerProcess  # noqa: E402
 
 Validators = dict[str, tuple[str | None, str | None]]
@@ -121,15 +122,8 @@ class FetcherClient:
         import httpcore
 
         from aggregator.fetch import Fetcher
-        from aggregator.model import FetchPolicy
 
-        policy = FetchPolicy(
-            max_in_flight=in_flight,
-            per_host_concurrency=max(2, in_flight // 4),
-            min_host_interval_seconds=0.0,
-            allow_networks=("127.0.0.0/8",),
-        )
-        self._fetcher = Fetcher(policy)
+        self._fetcher = Fetcher(bench_fetch_policy(in_flight))
         if backend == "anyio":
             self._fetcher.backend.inner = httpcore.AnyIOBackend()
         self.name = "Fetcher (anyio)" if backend == "anyio" else "Fetcher (as shipped)"
@@ -177,9 +171,8 @@ async def measure(args: argparse.Namespace, fs: FeedServerProcess) -> dict[str, 
     }
     for _ in range(args.rounds + 1):  # the first round opens the connections: not counted
         for client in clients:
-            round_: Callable[[], Awaitable[list[int]]] = lambda c=client: c.round(urls, validators)  # noqa: E731
             server0, cpu0, t0 = proc_cpu_seconds(fs.proc.pid), _cpu(), time.perf_counter()
-            statuses = await round_()
+            statuses = await client.round(urls, validators)
             wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
             server = proc_cpu_seconds(fs.proc.pid) - server0
             if any(s != 304 for s in statuses):
