@@ -273,6 +273,19 @@ class FetchPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class WatchlistLimits:
+    """How much reading one watchlist file may cost (process settings ``AGGREGATOR_WATCHLIST_*``;
+    docs/operations.md). A 10,000-source watchlist is about 1 MB and 110,000 values."""
+
+    max_bytes: int = 8 * 1024 * 1024  # the file's size (~80,000 sources); larger is refused unread
+    # Values (scalars, lists, mappings) once every YAML alias is expanded: an alias bomb (a
+    # few KB of anchors referring to anchors) is refused before anything walks it.
+    max_nodes: int = 1_000_000
+    max_depth: int = 64  # lists and mappings nested in each other
+    load_timeout_seconds: float = 60.0  # the service gives up on a reload taking longer
+
+
+@dataclass(frozen=True, slots=True)
 class PublishOptions:
     """The watchlist's ``publish:`` section."""
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
+
+_N = TypeVar("_N", int, float)
 
 DEFAULT_CONFIG = Path("config/watchlist.yaml")
 DEFAULT_PORT = 8080
@@ -38,6 +41,10 @@ class Settings:
     retention_days: int = 365
     log_format: str = "auto"  # auto | json | text
     log_level: str = "INFO"
+    # The watchlist's reading limits (model.WatchlistLimits); None keeps its default.
+    watchlist_max_bytes: int | None = None
+    watchlist_max_nodes: int | None = None
+    watchlist_load_timeout: float | None = None
 
     @property
     def public_url(self) -> str:
@@ -50,6 +57,11 @@ class Settings:
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
     return int(value) if value else default
+
+
+def _env_opt(kind: type[_N], name: str) -> _N | None:
+    value = os.environ.get(name)
+    return kind(value) if value else None
 
 
 def load_settings(
@@ -67,4 +79,7 @@ def load_settings(
         retention_days=_env_int("AGGREGATOR_RETENTION_DAYS", 365),
         log_format=os.environ.get("AGGREGATOR_LOG_FORMAT", "auto"),
         log_level=os.environ.get("AGGREGATOR_LOG_LEVEL", "INFO"),
+        watchlist_max_bytes=_env_opt(int, "AGGREGATOR_WATCHLIST_MAX_BYTES"),
+        watchlist_max_nodes=_env_opt(int, "AGGREGATOR_WATCHLIST_MAX_NODES"),
+        watchlist_load_timeout=_env_opt(float, "AGGREGATOR_WATCHLIST_LOAD_TIMEOUT"),
     )

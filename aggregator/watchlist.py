@@ -12,7 +12,9 @@ from __future__ import annotations
 import copy
 import difflib
 import ipaddress
+import os
 import re
+import socket
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields
@@ -43,12 +45,15 @@ from aggregator.model import (
     SourceKind,
     Topic,
     TopicRules,
+    WatchlistLimits,
 )
+from aggregator.settings import Settings
 
 __all__ = [
     "DEFAULT_SCHEDULE",
     "Watchlist",
     "check_watchlist",
+    "limits_of",
     "load_watchlist",
     "load_watchlist_text",
     "parse_duration",
@@ -320,6 +325,51 @@ def _walk(
             _walk(item, loader, (*path, i), lines, problems)
 
 
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _expansion_problem(root: yaml.Node, limits: WatchlistLimits) -> tuple[int, str] | None:
+    """Why the document is refused before it is walked: it expands (every alias replaced by
+    what it names) to more than ``limits.max_nodes`` values, nests deeper than
+    ``limits.max_depth``, or an alias names its own ancestor. Visits each node once."""
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    open_: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        line = node.start_mark.line + 1
+        if finished:
+            open_.discard(key)
+            children = _children(node)
+            total = 1 + sum(size[id(c)] for c in children)
+            deepest = 1 + max((depth[id(c)] for c in children), default=0)
+            if total > limits.max_nodes:
+                return line, (
+                    f"the watchlist has more than {limits.max_nodes:,} values, counting "
+                    "each YAML alias (*name) as a copy of what it names; refused (an alias "
+                    "bomb? the limit is AGGREGATOR_WATCHLIST_MAX_NODES)"
+                )
+            if deepest > limits.max_depth:
+                return line, f"lists or mappings nested too deeply (limit {limits.max_depth})"
+            size[key], depth[key] = total, deepest
+            continue
+        if key in size:
+            continue
+        if key in open_:
+            return line, "a YAML alias refers to a value that contains it (a cycle); refused"
+        open_.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if id(c) not in size)
+    return None
+
+
 def _error_line(text: str, exc: yaml.MarkedYAMLError) -> int:
     """The line to blame: where the problem was found, unless that is the end of the file (an
     unclosed quote or bracket), where the construct that was left open began."""
@@ -374,21 +424,38 @@ def _last_multiline_quote(text: str, problem_line: int) -> int | None:
 
 
 def _read_yaml(
-    text: str, problems: list[tuple[int, str]], *, with_lines: bool = True
+    text: str,
+    problems: list[tuple[int, str]],
+    *,
+    with_lines: bool = True,
+    limits: WatchlistLimits = WatchlistLimits(),
 ) -> tuple[object, _Lines]:
     """The document's data and the lines of its values; without ``with_lines``, the lines are
     left out when libyaml reads the file (a caller that finds problems asks again with them)."""
     if _FAST_LOADER is not None:
         fast_problems: list[tuple[int, str]] = []
         try:
-            data, lines = _compose(_FAST_LOADER(text), fast_problems, with_lines=with_lines)
+            data, lines = _compose(
+                _FAST_LOADER(text), fast_problems, with_lines=with_lines, limits=limits
+            )
+        except yaml.MarkedYAMLError as exc:
+            if "maximum nesting depth" in str(exc.problem):  # the pure-Python one would recurse
+                mark = exc.problem_mark
+                line = mark.line + 1 if mark is not None else 1
+                problems.append((line, f"lists or mappings nested too deeply: {exc.problem}"))
+                return None, _Lines()
+            # otherwise the pure-Python loader below reports it as it always has
         except yaml.YAMLError:
             pass  # the pure-Python loader below reports it as it always has
         else:
             problems.extend(fast_problems)
             return data, lines
     try:
-        return _compose(yaml.SafeLoader(text), problems)
+        return _compose(yaml.SafeLoader(text), problems, limits=limits)
+    except RecursionError:
+        # The pure-Python composer recurses once per level; libyaml stops at 1,000 levels.
+        problems.append((1, f"lists or mappings nested too deeply (limit {limits.max_depth})"))
+        return None, _Lines()
     except yaml.MarkedYAMLError as exc:
         line = _error_line(text, exc)
         message = " ".join(p for p in (exc.context, exc.problem) if p)
@@ -400,7 +467,11 @@ def _read_yaml(
 
 
 def _compose(
-    loader: _Loader, problems: list[tuple[int, str]], *, with_lines: bool = True
+    loader: _Loader,
+    problems: list[tuple[int, str]],
+    *,
+    with_lines: bool = True,
+    limits: WatchlistLimits = WatchlistLimits(),
 ) -> tuple[object, _Lines]:
     """The document's data and lines; YAML errors propagate."""
     lines = _Lines()
@@ -408,6 +479,11 @@ def _compose(
         node = loader.get_single_node()
         if node is None:
             problems.append((1, "the watchlist is empty"))
+            return None, lines
+        # Aliases make a graph of the nodes: measured on the graph (each node once), the
+        # document's expanded size is known before anything walks or builds the expansion.
+        if (too_big := _expansion_problem(node, limits)) is not None:
+            problems.append(too_big)
             return None, lines
         # Walk before constructing: construction flattens merge keys (<<) into the mappings,
         # and only keys written in the file can be duplicates.
@@ -535,6 +611,66 @@ def url_problem(url: str) -> str | None:
     if port == 0:
         return f"bad URL {url!r}: port 0"
     return None
+
+
+# Cloud instance metadata services: credentials live behind them. The fetch guard refuses them
+# when dialled; the watchlist refuses to name them at all, so the mistake shows at load.
+_METADATA_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32")
+)
+_METADATA_NAMES = frozenset(
+    {
+        "metadata",
+        "metadata.google.internal",
+        "metadata.goog",
+        "instance-data",
+        "instance-data.ec2.internal",
+        "metadata.tencentyun.com",
+    }
+)
+
+
+def metadata_problem(url: str, allow_networks: Sequence[str] = ()) -> str | None:
+    """Why ``url`` is refused as naming a cloud metadata (link-local) address, or None.
+
+    Numeric hosts in every form the C resolver accepts count (``0xa9fea9fe``, ``2852039166``,
+    ``[::ffff:169.254.169.254]``); ``allow_networks`` (the fetch section's) can allow one."""
+    try:
+        host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    except ValueError:
+        return None
+    if host in _METADATA_NAMES:
+        return f"its host {host!r} is a cloud metadata service; refused"
+    ip = _numeric_ip(host)
+    if ip is None:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if not any(ip.version == n.version and ip in n for n in _METADATA_NETWORKS):
+        return None
+    for cidr in allow_networks:
+        try:
+            net = ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            continue
+        if ip.version == net.version and ip in net:
+            return None
+    return (
+        f"its host {host} is a link-local / cloud metadata address ({ip}); refused "
+        "(fetch.allow_networks can allow it)"
+    )
+
+
+def _numeric_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except (OSError, ValueError):
+        return None
 
 
 def css_problem(selector: str) -> str | None:
@@ -827,6 +963,7 @@ def _sources(
     data: Mapping[str, object],
     defaults: DefaultsModel,
     topic_names: set[str],
+    allow_networks: Sequence[str] = (),
 ) -> list[Source]:
     sources: list[Source] = []
     first_line: dict[str, int] = {}
@@ -847,6 +984,10 @@ def _sources(
         else:
             first_line[model.id] = report.lines.of((*path, "id"))
         url = _source_url(report, path, model, defaults)
+        if url and (problem := metadata_problem(url, allow_networks)):
+            where = (*path, "url") if model.kind != "query" else path
+            report.add(where, f"source '{model.id}': {problem}")
+            url = ""
         selectors = _source_selectors(report, path, model)
         for j, topic_id in enumerate(model.topics):
             if topic_id not in topic_names:
@@ -928,21 +1069,39 @@ def _retention_days(report: _Report, data: Mapping[str, object]) -> int:
     return value
 
 
-def _build(text: str, file: str) -> tuple[Watchlist | None, list[ConfigProblem]]:
+def _build(
+    text: str, file: str, limits: WatchlistLimits = WatchlistLimits()
+) -> tuple[Watchlist | None, list[ConfigProblem]]:
     # The line of every value (a path tuple each) is as large as the data and needed only to
     # report problems: a valid file (the usual case) is read without them, and a file with
     # problems is read again with them.
-    watchlist, problems = _build_once(text, file, with_lines=False)
+    size = len(text)
+    if size > limits.max_bytes // 4:  # may be over in UTF-8 bytes
+        size = len(text.encode("utf-8", "surrogatepass"))
+    if (too_big := _size_problem(size, file, limits)) is not None:
+        return None, [too_big]
+    watchlist, problems = _build_once(text, file, with_lines=False, limits=limits)
     if problems:
-        watchlist, problems = _build_once(text, file, with_lines=True)
+        watchlist, problems = _build_once(text, file, with_lines=True, limits=limits)
     return watchlist, problems
 
 
+def _size_problem(size: int, file: str, limits: WatchlistLimits) -> ConfigProblem | None:
+    if size <= limits.max_bytes:
+        return None
+    return ConfigProblem(
+        file,
+        1,
+        f"the watchlist is {size:,} bytes, over the limit of {limits.max_bytes:,} "
+        "(AGGREGATOR_WATCHLIST_MAX_BYTES); refused unread",
+    )
+
+
 def _build_once(
-    text: str, file: str, *, with_lines: bool
+    text: str, file: str, *, with_lines: bool, limits: WatchlistLimits
 ) -> tuple[Watchlist | None, list[ConfigProblem]]:
     yaml_problems: list[tuple[int, str]] = []
-    data, lines = _read_yaml(text, yaml_problems, with_lines=with_lines)
+    data, lines = _read_yaml(text, yaml_problems, with_lines=with_lines, limits=limits)
     report = _Report(file, lines)
     for line, message in yaml_problems:
         report.add_line(line, message)
@@ -962,7 +1121,7 @@ def _build_once(
     dedup = _dedup_options(report, data.get("dedup"))
     retention = _retention_days(report, data)
     topics, topic_names = _topics(report, data)
-    sources = _sources(report, data, defaults, topic_names)
+    sources = _sources(report, data, defaults, topic_names, fetch.allow_networks)
     problems = sorted(report.problems, key=lambda p: p.line)
     if problems:
         return None, problems
@@ -978,37 +1137,64 @@ def _build_once(
     return watchlist, []
 
 
-def _read(path: str | Path) -> tuple[str | None, list[ConfigProblem]]:
+def limits_of(settings: Settings) -> WatchlistLimits:
+    """The reading limits the process settings (``AGGREGATOR_WATCHLIST_*``) ask for."""
+    given = {
+        "max_bytes": settings.watchlist_max_bytes,
+        "max_nodes": settings.watchlist_max_nodes,
+        "load_timeout_seconds": settings.watchlist_load_timeout,
+    }
+    return WatchlistLimits(**{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
+
+
+def _read(
+    path: str | Path, limits: WatchlistLimits = WatchlistLimits()
+) -> tuple[str | None, list[ConfigProblem]]:
     try:
-        return Path(path).read_text(encoding="utf-8"), []
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if (too_big := _size_problem(size, str(path), limits)) is not None:
+                return None, [too_big]
+            data = f.read(limits.max_bytes + 1)  # a file growing meanwhile is cut here
+        if (too_big := _size_problem(len(data), str(path), limits)) is not None:
+            return None, [too_big]
+        return data.decode("utf-8"), []
+    except IsADirectoryError:
+        return None, [ConfigProblem(str(path), 0, "cannot read the watchlist: it is a directory")]
     except (OSError, UnicodeDecodeError) as exc:
         return None, [ConfigProblem(str(path), 1, f"cannot read the watchlist: {exc}")]
 
 
-def load_watchlist_text(text: str, path: str = "<watchlist>") -> Watchlist:
+def load_watchlist_text(
+    text: str, path: str = "<watchlist>", limits: WatchlistLimits = WatchlistLimits()
+) -> Watchlist:
     """The watchlist in ``text``; raises ConfigError listing every problem."""
-    watchlist, problems = _build(text, path)
+    watchlist, problems = _build(text, path, limits)
     if watchlist is None:
         raise ConfigError(problems)
     return watchlist
 
 
-def load_watchlist(path: str | Path) -> Watchlist:
+def load_watchlist(path: str | Path, limits: WatchlistLimits = WatchlistLimits()) -> Watchlist:
     """Read and validate the watchlist file; raises ConfigError listing every problem."""
-    text, problems = _read(path)
+    text, problems = _read(path, limits)
     if text is None:
         raise ConfigError(problems)
-    return load_watchlist_text(text, str(path))
+    return load_watchlist_text(text, str(path), limits)
 
 
-def check_watchlist(path: str | Path) -> list[ConfigProblem]:
+def check_watchlist(
+    path: str | Path, limits: WatchlistLimits = WatchlistLimits()
+) -> list[ConfigProblem]:
     """Every problem in the watchlist file ([] when it is valid), sorted by line."""
-    return validate_watchlist(path)[1]
+    return validate_watchlist(path, limits)[1]
 
 
-def validate_watchlist(path: str | Path) -> tuple[Watchlist | None, list[ConfigProblem]]:
+def validate_watchlist(
+    path: str | Path, limits: WatchlistLimits = WatchlistLimits()
+) -> tuple[Watchlist | None, list[ConfigProblem]]:
     """The watchlist and no problems, or None and every problem, reading the file once."""
-    text, problems = _read(path)
+    text, problems = _read(path, limits)
     if text is None:
         return None, problems
-    return _build(text, str(path))
+    return _build(text, str(path), limits)

@@ -66,10 +66,10 @@ def register(subparsers: _Subparsers) -> None:
 
 
 def run_check_config(args: argparse.Namespace, settings: Settings) -> int:
-    from aggregator.watchlist import validate_watchlist
+    from aggregator.watchlist import limits_of, validate_watchlist
 
     path: Path = args.path or settings.config_path
-    watchlist, problems = validate_watchlist(path)
+    watchlist, problems = validate_watchlist(path, limits_of(settings))
     if args.json and not args.dry_run:
         print(json.dumps(_check_json(path, watchlist, problems), ensure_ascii=False, indent=2))
     if watchlist is None:

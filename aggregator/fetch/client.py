@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from types import TracebackType
 from typing import Any
 
@@ -180,6 +181,11 @@ def _origin(url: httpx.URL) -> str:
     return f"{url.scheme}://{url.host}{port}"
 
 
+def _no_cookies() -> CookieJar:
+    """A jar whose policy accepts no cookie, so nothing is ever stored or sent."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
 class Fetcher:
     """One per process; ``async with Fetcher(policy) as fetcher: await fetcher.fetch(url)``."""
 
@@ -216,6 +222,10 @@ class Fetcher:
             follow_redirects=False,
             trust_env=False,
             headers={"User-Agent": policy.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
+            # No cookie jar: the client is shared by every source, so a jar would carry one
+            # source's cookies (up to a 40 KB Cookie header) into another's requests to the
+            # same host. Feeds and articles are fetched as a first visit, every time.
+            cookies=_no_cookies(),
         )
         self._in_flight = asyncio.Semaphore(max(1, policy.max_in_flight))
         self._hosts = HostLimiter(policy.per_host_concurrency, policy.min_host_interval_seconds)

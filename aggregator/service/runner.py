@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -127,7 +128,7 @@ class Service:
         self.state = OpsState(owner=self.owner, database=_redact(settings.db_url))
         self.metrics = self.state.metrics
         self._open_store = open_store or _default_open_store
-        self._load = load_watchlist or _default_load_watchlist
+        self._load = load_watchlist or functools.partial(_default_load_watchlist, settings)
         self._make_fetcher = make_fetcher or _default_fetcher
         self._fetch_one = fetch_one or _default_fetch_one
         self._import_seeds = import_seeds or _default_import_seeds
@@ -156,6 +157,7 @@ class Service:
         self._renewer: asyncio.Task[None] | None = None
         self._lease_lost: dict[str, asyncio.Task[None]] = {}  # fetches whose lease was taken
         self.fetch_log: list[str] = []  # source ids in the order fetched (for tests)
+        self._background: set[asyncio.Task[Any]] = set()
 
     # ---------------------------------------------------------------- life cycle
 
@@ -213,6 +215,7 @@ class Service:
             self._apply_watchlist,
             self._reject_watchlist,
             interval=self.options.reload_interval,
+            timeout=_watchlist_limits(self.settings).load_timeout_seconds,
         )
         watchlist = self.watcher.load_initial()  # an invalid watchlist at start is fatal
         self.store = self._open_store(self.settings.db_url)
@@ -319,7 +322,10 @@ class Service:
         """SIGHUP: reload the watchlist now."""
         log.info("SIGHUP received: reloading the watchlist")
         if self.watcher is not None:
-            self.watcher.reload()
+            # Read and loaded on a thread: the loop goes on serving meanwhile.
+            task = asyncio.get_running_loop().create_task(self.watcher.reload_async())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _shutdown(self) -> None:
         self.state.stopping = True
@@ -836,10 +842,16 @@ def _default_open_store(url: str) -> Any:
     return open_store(url)
 
 
-def _default_load_watchlist(path: Path) -> Any:
+def _watchlist_limits(settings: Settings) -> Any:
+    from aggregator.watchlist import limits_of
+
+    return limits_of(settings)
+
+
+def _default_load_watchlist(settings: Settings, path: Path) -> Any:
     from aggregator.watchlist import load_watchlist
 
-    return load_watchlist(path)
+    return load_watchlist(path, _watchlist_limits(settings))
 
 
 def _default_fetcher(policy: Any) -> Any:
