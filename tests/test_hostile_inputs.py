@@ -136,8 +136,9 @@ def test_the_service_keeps_serving_through_hostile_watchlist_edits(tmp_path: Pat
         run.wait(lambda: bool(run.health()["watchlist"]["error"]), what="the bomb's refusal")
         health = run.health()
         assert health["status"] == "degraded" and health["sources"] == 1
-        assert f"{config}:8: the watchlist has more than 1,000,000 values" in (
-            health["watchlist"]["error"]
+        assert (
+            f"{config}:8: the watchlist has more than 1,000,000 values"
+            in (health["watchlist"]["error"])
         )
         assert run.get("/feeds/all.atom")[0] == 200
 
