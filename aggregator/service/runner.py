@@ -48,6 +48,7 @@ from aggregator.service.lifecycle import ReplicaLock, Server, owner_id, replica_
 from aggregator.service.reload import WatchlistWatcher
 from aggregator.service.scheduler import SourceScheduler
 from aggregator.settings import Settings
+from aggregator.web.limits import HttpLimits, guarded_protocol
 from aggregator.web.ops import OpsState, ops_routes
 
 log = logging.getLogger("aggregator.service")
@@ -84,6 +85,7 @@ class ServiceOptions:
     lease_seconds: float = 300.0  # a claimed source is another replica's after this long unrenewed
     max_concurrent_sources: int = 0  # 0: the fetch policy's max_in_flight
     seeds_dir: Path | None = None  # imported on first start into an empty store
+    http: HttpLimits = dataclasses.field(default_factory=HttpLimits)  # web/limits.py
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ServiceOptions:
@@ -94,9 +96,27 @@ class ServiceOptions:
             "lease_seconds": _env_float("AGGREGATOR_LEASE_SECONDS", 300.0),
             "max_concurrent_sources": int(_env_float("AGGREGATOR_MAX_CONCURRENT_SOURCES", 0)),
             "seeds_dir": Path(seeds) if seeds else (Path("seeds") if seeds is None else None),
+            "http": _http_limits_from_env(),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def _http_limits_from_env() -> HttpLimits:
+    """``AGGREGATOR_HTTP_*`` over the defaults of ``HttpLimits``."""
+    default = HttpLimits()
+    return HttpLimits(
+        max_header_bytes=int(
+            _env_float("AGGREGATOR_HTTP_MAX_HEADER_BYTES", default.max_header_bytes)
+        ),
+        max_headers=int(_env_float("AGGREGATOR_HTTP_MAX_HEADERS", default.max_headers)),
+        max_body_bytes=int(_env_float("AGGREGATOR_HTTP_MAX_BODY_BYTES", default.max_body_bytes)),
+        request_timeout=_env_float("AGGREGATOR_HTTP_REQUEST_TIMEOUT", default.request_timeout),
+        keep_alive_timeout=_env_float(
+            "AGGREGATOR_HTTP_KEEP_ALIVE_TIMEOUT", default.keep_alive_timeout
+        ),
+        max_connections=int(_env_float("AGGREGATOR_HTTP_MAX_CONNECTIONS", default.max_connections)),
+    )
 
 
 FetchOne = Callable[[Any, Source, Any, datetime], Awaitable[Any]]
@@ -274,6 +294,10 @@ class Service:
             lifespan="off",
             timeout_graceful_shutdown=5,
             server_header=False,
+            # Header size and count, body, request and keep-alive timeouts, connections.
+            http=guarded_protocol(self.options.http),
+            timeout_keep_alive=max(1, round(self.options.http.keep_alive_timeout)),
+            backlog=min(2048, self.options.http.max_connections),
         )
         self.server = Server(config)
         ready = asyncio.create_task(self._mark_ready())
