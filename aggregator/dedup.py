@@ -153,6 +153,42 @@ def canonical_url(url: str) -> str:
     return urlunsplit(("https", host, path, query, ""))
 
 
+def site_host(url: str) -> str | None:
+    """The canonical host of a URL (``www.`` and the like dropped), None when it has none."""
+    try:
+        hostname = urlsplit(url.strip()).hostname
+    except ValueError:
+        return None
+    return _canonical_host(hostname) if hostname else None
+
+
+def wrapped_link(url: str | None, outlet_url: str | None) -> bool:
+    """True when ``url`` is not on the site of its outlet (``outlet_url``): a news search
+    feed's link that names no target (Google News' ``/rss/articles/…``), reached only by
+    following it."""
+    if not url or not outlet_url:
+        return False
+    return site_host(url) != site_host(outlet_url)
+
+
+_HEADLINE_NOISE = re.compile(r"[\W_]+")
+
+
+def headline_key(site_url: str | None, title: str) -> str | None:
+    """What one outlet's copy of an article shares with the same article relayed by a news
+    search feed whose link stays wrapped: the outlet's site and the headline (case, punctuation
+    and spacing ignored). None without a site or a headline.
+
+    ``pipeline`` treats two records with the same key, published within a few days of each
+    other, as one article (``DedupReason.SAME_HEADLINE``).
+    """
+    host = site_host(site_url) if site_url else None
+    words = _HEADLINE_NOISE.sub(" ", unicodedata.normalize("NFKC", title).casefold()).split()
+    if not host or not words:
+        return None
+    return hashlib.sha256(f"{host}\n{' '.join(words)}".encode()).hexdigest()[:32]
+
+
 def _canonical_host(hostname: str) -> str:
     host = hostname.lower().rstrip(".")
     # Strip variant prefixes while a registrable-looking name (two labels) remains.

@@ -52,6 +52,12 @@ class FeedEntry:
     updated: datetime | None = None
     author: str | None = None
     language: str | None = None
+    # Who published the item when the feed only relays it: RSS ``<source url="…">Name</source>``
+    # (Google News search feeds), Bing News' ``<News:Source>``. The site is the ``url``.
+    outlet: str | None = None
+    outlet_url: str | None = None
+    # FeedBurner's ``<feedburner:origLink>``: the article's own URL behind a ``/~r/`` redirect.
+    orig_link: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +235,7 @@ def _entry(entry: Any, feed: Any) -> FeedEntry:
     if not guid:
         guid = fallback_guid(title, summary or content)
     published = _when(entry, "published") or _when(entry, "updated")
+    outlet, outlet_url = _outlet(entry)
     return FeedEntry(
         guid=guid,
         link=link,
@@ -239,7 +246,22 @@ def _entry(entry: Any, feed: Any) -> FeedEntry:
         updated=_when(entry, "updated"),
         author=entry.get("author") or None,
         language=entry.get("language") or feed.get("language") or None,
+        outlet=outlet,
+        outlet_url=outlet_url,
+        orig_link=_str(entry.get("feedburner_origlink")),
     )
+
+
+def _outlet(entry: Any) -> tuple[str | None, str | None]:
+    """The publisher an entry credits: RSS ``<source url>`` (feedparser's ``source``, a dict
+    with ``title`` and ``href``), else Bing's ``<News:Source>`` (``news_source``)."""
+    source = entry.get("source")
+    if isinstance(source, Mapping):
+        name = _text(source.get("title")) or None
+        href = _str(source.get("href"))
+        if name or href:
+            return name, href
+    return _str(entry.get("news_source")), None
 
 
 def fallback_guid(title: str, text: str) -> str:

@@ -63,6 +63,11 @@ class Record:
     fetched: datetime | None = None
     language: str | None = None
     author: str | None = None
+    # The publisher, when the source only relays its items (a news search feed): its name and
+    # site. ``headline_key`` is dedup.headline_key of that site (else the URL's) and the title.
+    outlet: str | None = None
+    outlet_url: str | None = None
+    headline_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +170,8 @@ class DedupReason(StrEnum):
     SAME_URL = "same-url"  # canonical URL already stored
     SAME_GUID = "same-guid"
     SAME_CONTENT = "same-content"  # normalized content hash already stored
+    # The outlet's headline already stored from its site (a news search feed's wrapped link)
+    SAME_HEADLINE = "same-headline"
     NEAR_DUPLICATE = "near-duplicate"  # rewrite or syndicated copy (MinHash/LSH)
     SAME_EVENT = "same-event"  # a different article about the same development
     MANUAL = "manual"  # an admin moved it (split/merge)
@@ -303,4 +310,6 @@ class DedupOptions:
     """The watchlist's ``dedup:`` section."""
 
     window_days: float = 7.0  # how far back a record may join a development
+    # How far apart in time one outlet's headline is taken for one article (headline_key).
+    headline_days: float = 2.0
     semantic: bool = False  # mix sentence-embedding similarity into the lexical score

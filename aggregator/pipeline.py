@@ -226,6 +226,8 @@ def _lock_keys(p: _Prepared) -> list[str]:
         keys.append(f"url:{r.canonical_url}")
     if r.guid and r.source_id:
         keys.append(f"guid:{r.source_id}\0{r.guid}")
+    if r.headline_key:
+        keys.append(f"headline:{r.headline_key}")
     keys.extend(f"band:{b}" for b in p.fingerprint.bands)
     keys.extend(f"term:{k}" for k in p.fingerprint.key_terms)
     return keys
@@ -234,7 +236,9 @@ def _lock_keys(p: _Prepared) -> list[str]:
 def _ingest_in(tx: WriteTx, p: _Prepared, options: DedupOptions, now: datetime) -> IngestResult:
     r = p.record
     tx.lock(_lock_keys(p))
-    duplicate = tx.duplicate_of(r)
+    duplicate = tx.duplicate_of(
+        r, time=p.time, headline_within=timedelta(days=options.headline_days)
+    )
     if duplicate is not None:
         dup_id, reason = duplicate
         # Another outlet's copy still reports the development: keep its source and URL.
@@ -381,6 +385,8 @@ def _exact_keys(r: Record) -> set[tuple[str | None, ...]]:
         keys.add(("url", r.canonical_url))
     if r.guid and r.source_id:
         keys.add(("guid", r.source_id, r.guid))
+    if r.headline_key:
+        keys.add(("headline", r.headline_key))
     return keys
 
 
@@ -437,7 +443,9 @@ class _Batch:
     def _exact(self, p: _Prepared) -> IngestResult:
         self._flush()  # the duplicate check must see every earlier record of the batch
         r = p.record
-        duplicate = self.tx.duplicate_of(r)
+        duplicate = self.tx.duplicate_of(
+            r, time=p.time, headline_within=timedelta(days=self.options.headline_days)
+        )
         if duplicate is None:
             return self._store(p)
         dup_id, reason = duplicate
@@ -1211,7 +1219,14 @@ async def _full_text(
     now: datetime,
     outcome: _Outcome,
 ) -> Record:
-    """The record of the entry's linked article; the entry's own record when that fails."""
+    """The record of the entry's linked article; the entry's own record when that fails.
+
+    A news search feed's wrapped link (``dedup.wrapped_link``: not on the outlet's site) is
+    followed through its redirects, within the fetch guard like every request; when it lands
+    on the outlet's site, that page's URL becomes the record's URL and identity, so the record
+    is the outlet's own copy's duplicate by URL. Otherwise the entry's link stays the record's
+    identity, whatever the page calls itself.
+    """
     assert fallback.url is not None
     try:
         page = await fetcher.fetch(fallback.url, purpose="page", language=source.language)
@@ -1219,13 +1234,50 @@ async def _full_text(
     except (FetchError, ExtractionError) as exc:
         log.info("full text of %s not used: %s", fallback.url, exc)
         return fallback
+    landed = dedup.wrapped_link(fallback.url, fallback.outlet_url) and not dedup.wrapped_link(
+        page.url, fallback.outlet_url
+    )
+    if landed:
+        record = normalize.record_from_article(
+            article,
+            source,
+            page.url,
+            now,
+            guid=entry.guid,
+            published=entry.published,
+            outlet=fallback.outlet,
+            outlet_url=fallback.outlet_url,
+        )
+        if len(article.text) <= len(fallback.text):
+            # The page is no better read than the entry: keep the entry's text, now at the
+            # outlet's URL.
+            record = replace(
+                fallback,
+                url=record.url,
+                canonical_url=record.canonical_url,
+                id=records.record_id(record.canonical_url, fallback.text),
+                headline_key=fallback.headline_key,
+            )
+        return replace(record, headline_key=fallback.headline_key)
     if len(article.text) <= len(fallback.text):
         return fallback
     record = normalize.record_from_article(
-        article, source, fallback.url, now, guid=entry.guid, published=entry.published
+        article,
+        source,
+        fallback.url,
+        now,
+        guid=entry.guid,
+        published=entry.published,
+        outlet=fallback.outlet,
+        outlet_url=fallback.outlet_url,
     )
     # The entry's link stays the record's identity, whatever the page calls itself.
-    return replace(record, id=fallback.id, canonical_url=fallback.canonical_url)
+    return replace(
+        record,
+        id=fallback.id,
+        canonical_url=fallback.canonical_url,
+        headline_key=fallback.headline_key,
+    )
 
 
 async def _fetch_page_source(

@@ -4,7 +4,7 @@ conversions of rows to model types."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -47,6 +47,9 @@ RECORD_COLUMNS = (
     t.records.c.fetched,
     t.records.c.language,
     t.records.c.author,
+    t.records.c.outlet,
+    t.records.c.outlet_url,
+    t.records.c.headline_key,
 )
 
 
@@ -64,6 +67,9 @@ def record_of(row: Any) -> Record:
         fetched=row.fetched,
         language=row.language,
         author=row.author,
+        outlet=row.outlet,
+        outlet_url=row.outlet_url,
+        headline_key=row.headline_key,
     )
 
 
@@ -110,7 +116,19 @@ def membership_of(row: Any) -> Membership:
 # --------------------------------------------------------------------------------------------
 
 
-def find_duplicate_row(conn: sa.Connection, record: Record) -> tuple[str, DedupReason] | None:
+def find_duplicate_row(
+    conn: sa.Connection,
+    record: Record,
+    *,
+    time: datetime | None = None,
+    headline_within: timedelta | None = None,
+) -> tuple[str, DedupReason] | None:
+    """A stored record that is the same article as ``record`` and the reason: same id or
+    canonical URL, source and GUID (also an alias's), content hash, or (given ``time``, the
+    record's time, and ``headline_within``) the same ``headline_key`` at most that far apart
+    when one of the two links is wrapped (``dedup.wrapped_link``): the outlet's own copy of a
+    news search item whose link names no target. Two pages of one site are never taken for
+    one article by their headline alone."""
     r = t.records
     conditions: list[sa.ColumnElement[bool]] = [
         r.c.id == record.id,
@@ -120,13 +138,39 @@ def find_duplicate_row(conn: sa.Connection, record: Record) -> tuple[str, DedupR
         conditions.append(r.c.canonical_url == record.canonical_url)
     if record.guid and record.source_id:
         conditions.append(sa.and_(r.c.source_id == record.source_id, r.c.guid == record.guid))
+    if record.headline_key and time is not None and headline_within is not None:
+        conditions.append(
+            sa.and_(
+                r.c.headline_key == record.headline_key,
+                r.c.time >= time - headline_within,
+                r.c.time <= time + headline_within,
+            )
+        )
     rows = conn.execute(
-        sa.select(r.c.id, r.c.canonical_url, r.c.source_id, r.c.guid, r.c.content_hash)
+        sa.select(
+            r.c.id,
+            r.c.canonical_url,
+            r.c.source_id,
+            r.c.guid,
+            r.c.content_hash,
+            r.c.url,
+            r.c.outlet_url,
+        )
         .where(sa.or_(*conditions))
         .order_by(r.c.seq)
         .limit(10)
     ).all()
-    if not rows and record.guid and record.source_id:
+    if (
+        record.guid
+        and record.source_id
+        and not any(
+            row.id == record.id
+            or row.content_hash == record.content_hash
+            or (record.canonical_url and row.canonical_url == record.canonical_url)
+            or (row.source_id == record.source_id and row.guid == record.guid)
+            for row in rows
+        )
+    ):
         a = t.record_aliases
         alias_of = conn.execute(
             sa.select(a.c.record_id)
@@ -146,7 +190,14 @@ def find_duplicate_row(conn: sa.Connection, record: Record) -> tuple[str, DedupR
     for row in rows:
         if record.guid and row.source_id == record.source_id and row.guid == record.guid:
             return row.id, DedupReason.SAME_GUID
-    return rows[0].id, DedupReason.SAME_CONTENT
+    for row in rows:
+        if row.content_hash == record.content_hash:
+            return row.id, DedupReason.SAME_CONTENT
+    wrapped = dedup.wrapped_link(record.url, record.outlet_url)
+    for row in rows:  # the rest share the headline key
+        if wrapped or dedup.wrapped_link(row.url, row.outlet_url):
+            return row.id, DedupReason.SAME_HEADLINE
+    return None
 
 
 def resolve_development(conn: sa.Connection, dev_id: str) -> str | None:
@@ -193,6 +244,9 @@ def developments_of(conn: sa.Connection, rows: Sequence[Any]) -> list[Developmen
                 r.c.url,
                 r.c.title,
                 r.c.published,
+                r.c.outlet,
+                r.c.outlet_url,
+                r.c.headline_key,
                 s.c.title.label("source_title"),
             )
             .join(r, r.c.id == m.c.record_id)
@@ -203,6 +257,7 @@ def developments_of(conn: sa.Connection, rows: Sequence[Any]) -> list[Developmen
         for row in conn.execute(query):
             members[row.development_id].append(row)
     aliases: dict[str, list[Any]] = {i: [] for i in ids}
+    own_url: dict[str, str] = {}  # record id -> the outlet's own URL of a wrapped link
     a = t.record_aliases
     for chunk in chunks(ids):
         alias_query = (
@@ -212,10 +267,14 @@ def developments_of(conn: sa.Connection, rows: Sequence[Any]) -> list[Developmen
                 a.c.source_id,
                 a.c.url,
                 a.c.published,
+                a.c.outlet,
+                a.c.headline_key,
                 r.c.title,
                 s.c.title.label("source_title"),
                 r.c.url.label("record_url"),
                 r.c.canonical_url.label("record_canonical_url"),
+                r.c.outlet_url.label("record_outlet_url"),
+                r.c.headline_key.label("record_headline_key"),
             )
             .join(m, m.c.record_id == a.c.record_id)
             .join(r, r.c.id == a.c.record_id)
@@ -226,8 +285,20 @@ def developments_of(conn: sa.Connection, rows: Sequence[Any]) -> list[Developmen
         for alias in conn.execute(alias_query):
             # The record's own page linked from another feed (kept for its GUID): the same
             # place, not another outlet.
-            if alias.url is None or alias.url not in (alias.record_url, alias.record_canonical_url):
-                aliases[alias.development_id].append(alias)
+            if alias.url is not None and alias.url in (
+                alias.record_url,
+                alias.record_canonical_url,
+            ):
+                continue
+            if alias.headline_key and alias.headline_key == alias.record_headline_key:
+                # The same outlet's same headline: one place. When the record's link is a
+                # news search feed's wrapped one and this is the outlet's own, show this one.
+                if dedup.wrapped_link(alias.record_url, alias.record_outlet_url) and not (
+                    dedup.wrapped_link(alias.url, alias.record_outlet_url)
+                ):
+                    own_url.setdefault(alias.record_id, alias.url)
+                continue
+            aliases[alias.development_id].append(alias)
     topics: dict[str, list[str]] = {i: [] for i in ids}
     dt = t.development_topics
     for chunk in chunks(ids):
@@ -256,8 +327,8 @@ def developments_of(conn: sa.Connection, rows: Sequence[Any]) -> list[Developmen
                     SourceRef(
                         record_id=rec.id,
                         source_id=rec.source_id,
-                        source_title=rec.source_title or rec.source_id or "",
-                        url=rec.url,
+                        source_title=rec.outlet or rec.source_title or rec.source_id or "",
+                        url=own_url.get(rec.id, rec.url),
                         title=rec.title,
                         published=rec.published,
                     )
@@ -267,7 +338,7 @@ def developments_of(conn: sa.Connection, rows: Sequence[Any]) -> list[Developmen
                     SourceRef(
                         record_id=alias.record_id,
                         source_id=alias.source_id,
-                        source_title=alias.source_title or alias.source_id or "",
+                        source_title=alias.outlet or alias.source_title or alias.source_id or "",
                         url=alias.url,
                         title=alias.title,
                         published=alias.published,

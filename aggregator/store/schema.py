@@ -122,12 +122,17 @@ records = sa.Table(
     sa.Column("language", sa.String(35)),
     sa.Column("author", sa.Text),
     sa.Column("content_hash", sa.String(64), nullable=False),
+    # The publisher a news search feed credits (name, site), and dedup.headline_key.
+    sa.Column("outlet", sa.Text),
+    sa.Column("outlet_url", sa.Text),
+    sa.Column("headline_key", sa.String(32)),
     # Hash indexes on PostgreSQL: URLs and GUIDs can be longer than a btree entry may be
     # (about 2.7 KB), and these are only ever compared for equality.
     sa.Index("ix_records_canonical_url", "canonical_url", postgresql_using="hash"),
     sa.Index("ix_records_guid", "guid", postgresql_using="hash"),
     sa.Index("ix_records_content_hash", "content_hash"),
     sa.Index("ix_records_time", "time"),
+    sa.Index("ix_records_headline_key", "headline_key"),
 )
 
 
@@ -187,6 +192,9 @@ record_aliases = sa.Table(
     sa.Column("guid", sa.Text),
     sa.Column("published", UTCDateTime),
     sa.Column("seen", UTCDateTime, nullable=False),
+    # The outlet a news search feed credited, and the alias's dedup.headline_key.
+    sa.Column("outlet", sa.Text),
+    sa.Column("headline_key", sa.String(32)),
     sa.Index("ix_record_aliases_record_id", "record_id"),
     sa.Index("ix_record_aliases_guid", "guid", postgresql_using="hash"),
 )

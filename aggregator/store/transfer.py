@@ -38,6 +38,8 @@ INDEX_FIELDS = (
     "language",
     "author",
     "content_hash",
+    "outlet",
+    "outlet_url",
 )
 _ACCEPTED = frozenset(INDEX_FIELDS) | {"source_id"}
 
@@ -200,10 +202,12 @@ def _record_from_file(
     canonical = strings["canonical_url"] or (dedup.canonical_url(url) if url else None)
     if published is None and fetched is None:
         fetched = now
+    title = strings["title"] or records.title_of(doc)
+    outlet_url = strings["outlet_url"]
     return Record(
         id=rid,
         text=text,
-        title=strings["title"] or records.title_of(doc),
+        title=title,
         content_hash=records.content_hash(text),
         url=url,
         canonical_url=canonical,
@@ -213,6 +217,9 @@ def _record_from_file(
         fetched=fetched,
         language=strings["language"],
         author=strings["author"],
+        outlet=strings["outlet"],
+        outlet_url=outlet_url,
+        headline_key=dedup.headline_key(outlet_url or canonical, title) if canonical else None,
     )
 
 
@@ -261,6 +268,8 @@ def index_entry(record: Record, filename: str) -> dict[str, Any]:
         "language": record.language,
         "author": record.author,
         "content_hash": record.content_hash,
+        "outlet": record.outlet,
+        "outlet_url": record.outlet_url,
     }
 
 

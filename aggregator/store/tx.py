@@ -183,26 +183,46 @@ class WriteTx:
                 {"keys": ordered},
             )
 
-    def duplicate_of(self, record: Record) -> tuple[str, DedupReason] | None:
-        return find_duplicate_row(self.conn, record)
+    def duplicate_of(
+        self,
+        record: Record,
+        *,
+        time: datetime | None = None,
+        headline_within: timedelta | None = None,
+    ) -> tuple[str, DedupReason] | None:
+        return find_duplicate_row(self.conn, record, time=time, headline_within=headline_within)
 
     def add_alias(self, stored_id: str, record: Record, *, seen: datetime) -> bool:
         """Remember that ``record``, an exact duplicate of ``stored_id``, was also published by
         its source at its URL; False when that place is known already (a refetch), or is the
-        stored record's own page linked from another feed. Such a link is remembered with its
+        stored record's own page linked from another feed, or the same outlet's same headline
+        (``headline_key``) relayed by a news search feed. Such a link is remembered with its
         GUID all the same (so ``Store.known_guids`` knows the entry and the feed's next change
         does not process it again) but is not another place the story was published:
-        ``queries.developments_of`` leaves it out of the sources."""
+        ``queries.developments_of`` leaves it out of the sources (and shows the outlet's own
+        URL instead of a stored wrapped one: then this returns True, the feeds change)."""
         r, a = t.records, t.record_aliases
         place = (record.source_id, record.url or record.canonical_url, record.guid)
         stored = self.conn.execute(
-            sa.select(r.c.source_id, r.c.url, r.c.canonical_url, r.c.guid).where(
-                r.c.id == stored_id
-            )
+            sa.select(
+                r.c.source_id,
+                r.c.url,
+                r.c.canonical_url,
+                r.c.guid,
+                r.c.headline_key,
+                r.c.outlet_url,
+            ).where(r.c.id == stored_id)
         ).first()
         if stored is None:
             return False
         same_page = place[1] is not None and place[1] in (stored.url, stored.canonical_url)
+        if record.headline_key and record.headline_key == stored.headline_key and not same_page:
+            # The outlet's own copy and a news search feed's relay of it: one place. Shown
+            # only when it replaces the stored record's wrapped link with the outlet's own.
+            same_page = not (
+                dedup.wrapped_link(stored.url, stored.outlet_url)
+                and not dedup.wrapped_link(record.url, record.outlet_url)
+            )
         if stored.source_id == place[0] and (place[1] is None or place[2] == stored.guid):
             return False  # the same entry of the same source
         if place[0] is None and (place[1] is None or same_page):
@@ -225,6 +245,8 @@ class WriteTx:
                 guid=place[2],
                 published=record.published,
                 seen=seen,
+                outlet=record.outlet,
+                headline_key=record.headline_key,
             )
         )
         return not same_page
@@ -259,6 +281,9 @@ class WriteTx:
             "language": record.language,
             "author": record.author,
             "content_hash": record.content_hash,
+            "outlet": record.outlet,
+            "outlet_url": record.outlet_url,
+            "headline_key": record.headline_key,
         }
         if not self.is_postgres:
             # SQLite ignores identity columns; writers are serialized, so max+1 is safe.
@@ -360,8 +385,9 @@ class WriteTx:
 
     def possible_duplicates(self, batch: Sequence[Record]) -> set[str]:
         """Ids of the records of ``batch`` that a stored record or alias may duplicate (same
-        id, content hash, canonical URL, or source and GUID): a few indexed lookups for the
-        whole batch. Records not named here have no exact duplicate in the store."""
+        id, content hash, canonical URL, source and GUID, or headline key): a few indexed
+        lookups for the whole batch. Records not named here have no exact duplicate in the
+        store."""
         r, a = t.records, t.record_aliases
         ids = {x.id for x in batch}
         hashes = {x.content_hash for x in batch}
@@ -390,6 +416,11 @@ class WriteTx:
         for chunk in chunks(sorted({g for _, g in guids if g is not None})):
             query = sa.select(a.c.source_id, a.c.guid).where(a.c.guid.in_(chunk))
             hit_guids.update((row.source_id, row.guid) for row in self.conn.execute(query))
+        headlines = sorted({x.headline_key for x in batch if x.headline_key})
+        hit_headlines: set[str] = set()
+        for chunk in chunks(headlines):
+            query = sa.select(r.c.headline_key).where(r.c.headline_key.in_(chunk))
+            hit_headlines.update(self.conn.execute(query).scalars())
         return {
             x.id
             for x in batch
@@ -397,6 +428,7 @@ class WriteTx:
             or x.content_hash in hit_hashes
             or (x.canonical_url and x.canonical_url in hit_urls)
             or (x.guid and x.source_id and (x.source_id, x.guid) in hit_guids)
+            or (x.headline_key and x.headline_key in hit_headlines)
         }
 
     def existing_developments(self, dev_ids: Sequence[str]) -> set[str]:
@@ -436,6 +468,9 @@ class WriteTx:
                 "language": m.record.language,
                 "author": m.record.author,
                 "content_hash": m.record.content_hash,
+                "outlet": m.record.outlet,
+                "outlet_url": m.record.outlet_url,
+                "headline_key": m.record.headline_key,
             }
             for m in members
         ]
