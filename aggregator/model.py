@@ -198,6 +198,9 @@ class SourceRef:
     url: str | None
     title: str
     published: datetime | None
+    # The record's canonical URL (from the page's rel=canonical when it named one): linked
+    # instead of ``url`` when that one cannot be published (a loopback replay address).
+    canonical_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

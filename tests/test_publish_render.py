@@ -407,3 +407,85 @@ def test_the_entry_text_is_the_representative_record_whose_title_the_development
     feeds = collect_feeds(store, (), 10)
     texts = [b.text for b in feeds.all[0].body]
     assert "Ūkininkai sako, kad šalčiai sumažino produkciją." in texts
+
+
+# --- what subscribers read about who reported it (issue 20) -------------------------------
+
+
+def _dev(*refs: SourceRef, terms: tuple[str, ...] = ()) -> Development:
+    return Development(
+        id="d" * 32,
+        title="Checkpoints stay closed",
+        summary="The two checkpoints stay closed until December.",
+        topics=("lithuania",),
+        first_seen=T0,
+        updated=T0,
+        record_ids=tuple(r.record_id for r in refs),
+        sources=refs,
+        terms=terms,
+    )
+
+
+def _ref(rid: str, source: str | None, url: str | None, **kw: object) -> SourceRef:
+    title = str(kw.pop("source_title", source or ""))
+    return SourceRef(rid, source, title, url, "Checkpoints stay closed", T0, **kw)  # type: ignore[arg-type]
+
+
+def _entry_html(site: Site, dev: Development) -> str:
+    from aggregator.publish.render import entry_html
+
+    return entry_html(site, Entry(development=dev, body=()))
+
+
+def test_seeds_are_not_listed_as_unknown_sources(site: Site) -> None:
+    seed = _ref("s1", None, None)
+    html = _entry_html(site, _dev(seed, seed))
+    assert "unknown" not in html and "Reported by" not in html
+    html = _entry_html(site, _dev(seed, _ref("r1", "lrt", "https://www.lrt.lt/a")))
+    assert "Reported by 1 source:" in html and html.count("<li>") == 1
+
+
+def test_the_count_equals_the_lines_listed(site: Site) -> None:
+    refs = (
+        _ref("r1", "lrt", "https://www.lrt.lt/a"),
+        _ref("r2", "lrt", "https://www.lrt.lt/b"),
+        _ref("r3", "belsat", "https://belsat.eu/c"),
+    )
+    html = _entry_html(site, _dev(*refs))
+    assert "3 reports from 2 sources:" in html and html.count("<li>") == 3
+    html = _entry_html(site, _dev(*refs[1:]))
+    assert "Reported by 2 sources:" in html and html.count("<li>") == 2
+
+
+def test_no_loopback_or_private_link_is_published(site: Site) -> None:
+    replayed = _ref(
+        "p1",
+        "vrm",
+        "http://127.0.0.1:8765/pages/vrm-lrv-lt/articles/a.html",
+        canonical_url="https://vrm.lrv.lt/lt/naujienos/a",
+    )
+    local = _ref("p2", "test", "http://localhost:8000/b", canonical_url="http://10.0.0.7/b")
+    dev = _dev(replayed, local)
+    html = _entry_html(site, dev)
+    assert 'href="https://vrm.lrv.lt/lt/naujienos/a"' in html
+    assert "127.0.0.1" not in html and "localhost" not in html and "10.0.0.7" not in html
+    for body in (
+        render_atom(site, "all", [Entry(dev, ())], NOW),
+        render_rss(site, "all", [Entry(dev, ())], NOW),
+        render_json_feed(site, "all", [Entry(dev, ())], NOW),
+    ):
+        text = body.decode()
+        assert "127.0.0.1" not in text and "localhost" not in text and "10.0.0.7" not in text
+
+
+def test_matched_terms_are_shown(site: Site) -> None:
+    dev = _dev(_ref("r1", "lrt", "https://www.lrt.lt/a"), terms=("checkpoint*", "Šalčininkai"))
+    assert "<strong>Matched terms:</strong> checkpoint*, Šalčininkai" in _entry_html(site, dev)
+    item = json.loads(render_json_feed(site, "all", [Entry(dev, ())], NOW))["items"][0]
+    assert item["_aggregator"]["terms"] == ["checkpoint*", "Šalčininkai"]
+
+
+def test_the_outlet_a_search_feed_credits_is_the_name_shown(site: Site) -> None:
+    ref = _ref("g1", "gnews-border", "https://www.reuters.com/x", source_title="Reuters")
+    html = _entry_html(site, _dev(ref))
+    assert ">Reuters: Checkpoints stay closed</a>" in html

@@ -30,6 +30,7 @@ from aggregator.publish.sanitize import (
     inline_html,
     one_line,
     plain_inline,
+    public_url,
     safe_url,
     xml_text,
 )
@@ -233,13 +234,19 @@ def entry_summary(dev: Development) -> str:
     return plain(dev.summary)
 
 
+def report_url(ref: SourceRef) -> str | None:
+    """The link of a report: its URL when it is absolute http(s) and not a loopback or private
+    address (``sanitize.public_url``), else its canonical URL on the same terms, else None. A
+    relative URL cannot be resolved (its page's address is unknown): left out."""
+    return public_url(ref.url) or public_url(ref.canonical_url)
+
+
 def source_links(dev: Development) -> list[tuple[SourceRef, str]]:
-    """Each report with a safe absolute URL, earliest first, one per URL."""
+    """Each report with a publishable URL, earliest first, one per URL."""
     seen: set[str] = set()
     out: list[tuple[SourceRef, str]] = []
     for ref in _reports_in_order(dev.sources):
-        # A relative report URL cannot be resolved (its page's address is unknown): left out.
-        url = safe_url(ref.url)
+        url = report_url(ref)
         if url and url not in seen:
             seen.add(url)
             out.append((ref, url))
@@ -247,10 +254,24 @@ def source_links(dev: Development) -> list[tuple[SourceRef, str]]:
 
 
 def _reports_in_order(refs: Sequence[SourceRef]) -> list[SourceRef]:
+    """The reports a subscriber is shown, earliest first: a report with neither source nor URL
+    (an imported seed text) tells nothing about who reported it and is left out."""
     # The store lists reports first-report-first; reports with a date are ordered by it, and
     # the sort is stable so undated ones keep the store's order.
     far = datetime.max.replace(tzinfo=UTC)
-    return sorted(refs, key=lambda r: _utc(r.published) if r.published else far)
+    shown = [r for r in refs if r.source_id or r.url or one_line(r.source_title)]
+    return sorted(shown, key=lambda r: _utc(r.published) if r.published else far)
+
+
+def reported_by(dev: Development) -> str:
+    """The heading over the list of reports, counting exactly the lines listed: "Reported by 3
+    sources", or "4 reports from 3 sources" when a source reported it more than once."""
+    shown = _reports_in_order(dev.sources)
+    names = len({_source_name(ref).casefold() for ref in shown})
+    noun = "source" if names == 1 else "sources"
+    if len(shown) == names:
+        return f"Reported by {names} {noun}"
+    return f"{len(shown)} reports from {names} {noun}"
 
 
 def entry_link(site: Site, dev: Development) -> str:
@@ -262,7 +283,10 @@ def entry_link(site: Site, dev: Development) -> str:
 
 
 def _source_name(ref: SourceRef) -> str:
-    return one_line(ref.source_title) or one_line(ref.source_id or "") or "unknown source"
+    """The outlet credited (a news search feed's), else the source's title, else its id, else
+    the link's host."""
+    host = urlsplit(report_url(ref) or "").hostname or ""
+    return one_line(ref.source_title) or one_line(ref.source_id or "") or host or "unknown"
 
 
 def entry_html(site: Site, entry: Entry) -> str:
@@ -278,11 +302,14 @@ def entry_html(site: Site, entry: Entry) -> str:
 def _entry_html_cached(site: Site, entry: Entry) -> str:
     dev = entry.development
     parts: list[str] = []
-    count = len({_source_name(ref) for ref in dev.sources}) or len(dev.sources)
-    if dev.sources:
-        noun = "source" if count == 1 else "sources"
-        parts.append(f"<p><strong>Reported by {count} {noun}:</strong></p>")
-        parts.append("<ul>" + source_items(dev) + "</ul>")
+    items = source_items(dev)
+    if items:
+        parts.append(f"<p><strong>{escape_text(reported_by(dev))}:</strong></p>")
+        parts.append("<ul>" + items + "</ul>")
+    terms = matched_terms(dev)
+    if terms:
+        shown = ", ".join(escape_text(t) for t in terms)
+        parts.append(f"<p><strong>Matched terms:</strong> {shown}</p>")
     body = _body_without_title(entry.body, entry_title(dev))
     if body:
         parts.append(blocks_html(body))
@@ -291,9 +318,15 @@ def _entry_html_cached(site: Site, entry: Entry) -> str:
     return "\n".join(parts)
 
 
+def matched_terms(dev: Development) -> list[str]:
+    """The watchlist terms that matched the development's records, as written there."""
+    return [t for t in dict.fromkeys(one_line(term) for term in dev.terms) if t]
+
+
 def source_items(dev: Development) -> str:
-    """``<li>`` per report, earliest first: source, headline, date; linked when the URL is safe."""
-    return "".join(_source_item(ref, safe_url(ref.url)) for ref in _reports_in_order(dev.sources))
+    """``<li>`` per report, earliest first: source, headline, date; linked when the URL can be
+    published (``report_url``)."""
+    return "".join(_source_item(ref, report_url(ref)) for ref in _reports_in_order(dev.sources))
 
 
 def _source_item(ref: SourceRef, url: str | None) -> str:
@@ -477,6 +510,7 @@ def _json_item(site: Site, entry: Entry) -> dict[str, object]:
     item["_aggregator"] = {
         "development_id": xml_text(dev.id),
         "topics": [t for t, _ in _categories(site, dev)],
+        "terms": matched_terms(dev),
         "sources": [
             {
                 "source_id": xml_text(ref.source_id) if ref.source_id else None,

@@ -8,6 +8,7 @@ the text escaped, so only the tags this module emits can appear.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
@@ -90,6 +91,24 @@ def safe_url(url: str | None, base: str | None = None) -> str | None:
             quote(parts.fragment, safe=_URL_SAFE_CHARS),
         )
     )
+
+
+def public_url(url: str | None) -> str | None:
+    """``safe_url(url)`` when its host can be on the public internet; None for ``localhost``
+    (and ``*.localhost``) and for literal loopback, private, link-local and other non-global
+    addresses: such a link (the offline demo's replay server, a test server) means nothing to
+    a subscriber."""
+    safe = safe_url(url)
+    if safe is None:
+        return None
+    host = (urlsplit(safe).hostname or "").rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return safe  # a name: where it leads is not known here
+    return safe if address.is_global else None
 
 
 def _ascii_netloc(netloc: str) -> str:

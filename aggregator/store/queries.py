@@ -244,6 +244,7 @@ def developments_of(conn: sa.Connection, rows: Sequence[Any]) -> list[Developmen
                 r.c.url,
                 r.c.title,
                 r.c.published,
+                r.c.canonical_url,
                 r.c.outlet,
                 r.c.outlet_url,
                 r.c.headline_key,
@@ -331,6 +332,7 @@ def developments_of(conn: sa.Connection, rows: Sequence[Any]) -> list[Developmen
                         url=own_url.get(rec.id, rec.url),
                         title=rec.title,
                         published=rec.published,
+                        canonical_url=rec.canonical_url,
                     )
                     for rec in mem
                 )
