@@ -102,6 +102,50 @@ def test_compose_runs_the_service_on_postgresql() -> None:
     assert app["build"]["dockerfile"] == "deploy/Dockerfile"
     assert "healthcheck" in services["postgres"]
     assert any(str(v).endswith(":/data") for v in app["volumes"])
+    # What the comment at the top promises: two replicas, each with a published port.
+    assert app["deploy"]["replicas"] == 2
+    low, _, high = app["ports"][0].split(":")[1].partition("-")
+    assert int(high or low) - int(low) + 1 >= app["deploy"]["replicas"]
+
+
+def test_compose_requires_a_postgresql_password() -> None:
+    text = (DEPLOY / "compose.yaml").read_text()
+    # ${VAR:?message}: compose refuses to start when it is unset or empty; no default anywhere.
+    uses = re.findall(r"\$\{POSTGRES_PASSWORD([^}]*)\}", text)
+    assert len(uses) == 2 and all(u.startswith(":?") for u in uses), uses
+    assert "change-me" not in text
+
+
+def test_environment_matches_the_tested_constraints() -> None:
+    """constraints.txt is what the suite passes with: scripts/test.sh installs with it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = [
+        line.split("==")
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert pins and all(len(p) == 2 for p in pins)
+    wrong = []
+    for name, pinned in pins:
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            installed = None
+        if installed != pinned:
+            wrong.append(f"{name}: pinned {pinned}, installed {installed}")
+    assert not wrong, wrong
+
+
+def test_distribution_name_is_not_the_unrelated_aggregator_on_the_index() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["name"] == "news-developments"
+    assert project["scripts"] == {"aggregator": "aggregator.cli:main"}
+    docs = [ROOT / "README.md", DEPLOY / "aggregator.service", *(ROOT / "docs").glob("*.md")]
+    for path in docs:
+        assert "install 'aggregator[" not in path.read_text(), path
 
 
 def test_operations_doc_lists_every_environment_variable() -> None:
