@@ -26,8 +26,12 @@ def default_data_dir() -> Path:
     return Path("data")
 
 
-def sqlite_url(data_dir: Path) -> str:
-    return f"sqlite:///{(data_dir / 'aggregator.db').resolve()}"
+def sqlite_url(data_dir: Path, name: str = "aggregator.db") -> str:
+    return f"sqlite:///{(data_dir / name).resolve()}"
+
+
+# The offline demo's own store in the data directory (``Settings.for_demo``).
+DEMO_DB_NAME = "demo.db"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +45,7 @@ class Settings:
     retention_days: int = 365
     log_format: str = "auto"  # auto | json | text
     log_level: str = "INFO"
+    db_chosen: bool = False  # True when --db or AGGREGATOR_DB named the database
     # The watchlist's reading limits (model.WatchlistLimits); None keeps its default.
     watchlist_max_bytes: int | None = None
     watchlist_max_nodes: int | None = None
@@ -49,6 +54,15 @@ class Settings:
     @property
     def public_url(self) -> str:
         return (self.base_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    def for_demo(self) -> Settings:
+        """The offline demo's settings: its own SQLite store (``data/demo.db``) unless a
+        database was chosen. The demo's sources point at its replay server on 127.0.0.1, and
+        its fetch states and records are the recordings': kept apart, the real store's
+        backoffs cannot make the demo fetch nothing, nor the demo fill the real feeds."""
+        if self.db_chosen:
+            return self
+        return replace(self, db_url=sqlite_url(self.data_dir, DEMO_DB_NAME))
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
@@ -69,9 +83,11 @@ def load_settings(
 ) -> Settings:
     """Settings from explicit values, then the environment, then defaults."""
     data_dir = default_data_dir()
+    chosen = db_url or os.environ.get("AGGREGATOR_DB")
     return Settings(
         data_dir=data_dir,
-        db_url=db_url or os.environ.get("AGGREGATOR_DB") or sqlite_url(data_dir),
+        db_url=chosen or sqlite_url(data_dir),
+        db_chosen=bool(chosen),
         config_path=Path(config_path or os.environ.get("AGGREGATOR_CONFIG") or DEFAULT_CONFIG),
         host=os.environ.get("AGGREGATOR_HOST", "127.0.0.1"),
         port=_env_int("AGGREGATOR_PORT", DEFAULT_PORT),

@@ -65,6 +65,7 @@ def test_developments_json_shape(seeded: str, capsys: pytest.CaptureFixture[str]
                 "same-url",
                 "same-guid",
                 "same-content",
+                "same-headline",
                 "near-duplicate",
                 "same-event",
                 "manual",

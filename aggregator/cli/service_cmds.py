@@ -28,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="DIR",
         type=Path,
         help="offline demo: serve the recordings in DIR (e.g. fixtures/) on 127.0.0.1 and "
-        "point the sources at them",
+        "point the sources at them; the demo keeps its own store (data/demo.db) unless "
+        "--db or AGGREGATOR_DB names one",
     )
     run.add_argument(
         "--replay-latency",
@@ -68,6 +69,8 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
         log_format=args.log_format,
         log_level=args.log_level,
     )
+    if args.replay is not None:
+        settings = settings.for_demo()
     setup_logging(settings.log_level, settings.log_format)
     options = ServiceOptions.from_env(
         host=settings.host,
