@@ -942,7 +942,15 @@ async def fetch_source(
         "failed" if failure else ("not-modified" if response and response.not_modified else "ok")
     )
     if failure:
-        log.warning("source %s failed (%s): %s", source.id, failure[0], failure[1])
+        # The report is what is logged (the service's one line per fetch, with the failure
+        # class; fetch-once's summary): this debug line only traces the pipeline.
+        log.debug(
+            "source %s failed (%s): %s",
+            source.id,
+            failure[0],
+            failure[1],
+            extra={"failure_class": str(failure[0])},
+        )
     return SourceReport(
         source_id=source.id,
         status=status,

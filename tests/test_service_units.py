@@ -273,6 +273,19 @@ def test_healthz_not_ready_until_started_then_degraded_with_watchlist_error() ->
     assert client.get("/healthz/ready").status_code == 200
 
 
+def test_healthz_every_source_failing_is_failing_and_still_ready() -> None:
+    """Issue 20: every source failing (no internet) is "failing" in the body, with a 200: the
+    replica still serves the stored feeds; a 503 would take every replica out at once."""
+    state = OpsState(owner="host:1", ready=True)
+    state.set_watchlist_ok("config/watchlist.yaml", 2, NOW)
+    state.failing = lambda: ["lrt"]
+    assert health_report(state)[1]["status"] == "degraded"
+    state.failing = lambda: ["lrt", "belsat"]
+    code, body = health_report(state)
+    assert (code, body["status"], body["failing_sources"]) == (200, "failing", 2)
+    assert _client(state).get("/healthz/ready").status_code == 200
+
+
 def test_healthz_unready_when_database_fails() -> None:
     state = OpsState(ready=True)
 

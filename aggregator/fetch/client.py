@@ -457,8 +457,9 @@ class Fetcher:
 
     async def _check_robots(self, url: httpx.URL) -> None:
         origin = _origin(url)
-        if not await self.robots.allows(origin, str(url), self.policy.user_agent):
-            raise FetchError(FailureClass.BLOCKED_BY_POLICY, f"{url}: disallowed by robots.txt")
+        refusal = await self.robots.refusal(origin, str(url), self.policy.user_agent)
+        if refusal is not None:
+            raise FetchError(*refusal)
 
     async def _load_robots(self, origin: str) -> tuple[int, str]:
         try:

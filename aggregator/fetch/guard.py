@@ -93,6 +93,14 @@ def refusal_reason(ip: IPAddress, allowed: Sequence[IPNetwork] = ()) -> str | No
     return None
 
 
+def refused_message(what: str, reason: str) -> str:
+    """The guard's refusal, naming the setting that lifts it."""
+    return (
+        f"refused by the private-address guard: {what} ({reason}); to fetch from it, add its "
+        "network to fetch.allow_networks in the watchlist"
+    )
+
+
 def numeric_host(host: str) -> IPAddress | None:
     """The address a numeric host denotes, in every form the C resolver accepts
     (``2130706433``, ``0x7f.1``, ``017700000001``, ``[::1]``); None for a name."""
@@ -125,7 +133,7 @@ def check_url(url: httpx.URL, allowed: Sequence[IPNetwork] = ()) -> None:
     if ip is not None:
         reason = refusal_reason(ip, allowed)
         if reason:
-            raise BlockedAddressError(f"refused {url.host} ({reason})")
+            raise BlockedAddressError(refused_message(url.host, reason))
 
 
 class GuardedBackend(httpcore.AsyncNetworkBackend):
@@ -175,7 +183,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
             # private addresses is how rebinding attacks start.
             reason = refusal_reason(addr, self.allowed)
             if reason:
-                raise BlockedAddressError(f"refused {host} -> {addr} ({reason})")
+                raise BlockedAddressError(refused_message(f"{host} -> {addr}", reason))
         last_error: Exception | None = None
         for addr in addresses:
             self.connect_attempts += 1

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from aggregator.model import FailureClass
+
 
 class _Host:
     __slots__ = ("last_start", "lock", "semaphore", "users")
@@ -70,11 +72,26 @@ class RobotsAnswer:
     parser: urllib.robotparser.RobotFileParser | None
     allow_all: bool
     expires: float
+    # Why it could not be read (then nothing is allowed): the class and the cause, so the
+    # refusal says "DNS failure" or "refused by the guard", never a made-up robots.txt rule.
+    unreadable: tuple[FailureClass, str] | None = None
 
     def allows(self, user_agent: str, url: str) -> bool:
         if self.parser is None:
             return self.allow_all
         return self.parser.can_fetch(user_agent, url)
+
+    def refusal(self, user_agent: str, url: str) -> tuple[FailureClass, str] | None:
+        """Why ``url`` may not be fetched, as ``(class, message)``; None when it may."""
+        if self.allows(user_agent, url):
+            return None
+        if self.unreadable is not None:
+            failure, cause = self.unreadable
+            return failure, (
+                f"{url}: the site's robots.txt could not be read ({cause}); as RFC 9309 asks, "
+                "no page of the site is fetched until it can be"
+            )
+        return FailureClass.BLOCKED_BY_POLICY, f"{url}: disallowed by robots.txt"
 
 
 # Fetches robots.txt for an origin: returns (status, text); raises on network failure.
@@ -95,6 +112,13 @@ class RobotsCache:
     async def allows(self, origin: str, url: str, user_agent: str) -> bool:
         answer = await self._answer(origin)
         return answer.allows(_agent_token(user_agent), url)
+
+    async def refusal(
+        self, origin: str, url: str, user_agent: str
+    ) -> tuple[FailureClass, str] | None:
+        """``(failure class, message)`` when ``url`` may not be fetched, else None."""
+        answer = await self._answer(origin)
+        return answer.refusal(_agent_token(user_agent), url)
 
     async def _answer(self, origin: str) -> RobotsAnswer:
         now = time.monotonic()
@@ -121,12 +145,22 @@ class RobotsCache:
     async def _load(self, origin: str, now: float) -> RobotsAnswer:
         try:
             status, text = await self._loader(origin)
-        except Exception:
-            return RobotsAnswer(None, allow_all=False, expires=now + self._error_ttl)
+        except Exception as exc:
+            failure = getattr(exc, "failure_class", None)
+            unreadable = (
+                FailureClass(failure) if failure else FailureClass.CONNECT,
+                str(exc) or type(exc).__name__,
+            )
+            return RobotsAnswer(
+                None, allow_all=False, expires=now + self._error_ttl, unreadable=unreadable
+            )
         if 400 <= status < 500:
             return RobotsAnswer(None, allow_all=True, expires=now + self._ttl)
         if status >= 500 or status < 200 or status >= 300:
-            return RobotsAnswer(None, allow_all=False, expires=now + self._error_ttl)
+            unreadable = (FailureClass.BLOCKED_BY_POLICY, f"{origin}/robots.txt: HTTP {status}")
+            return RobotsAnswer(
+                None, allow_all=False, expires=now + self._error_ttl, unreadable=unreadable
+            )
         parser = urllib.robotparser.RobotFileParser()
         parser.parse(text.splitlines())
         return RobotsAnswer(parser, allow_all=True, expires=now + self._ttl)

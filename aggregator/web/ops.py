@@ -142,7 +142,14 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def health_report(state: OpsState) -> tuple[int, dict[str, Any]]:
-    """The /healthz body and status: 200 when ready (even degraded), 503 when not."""
+    """The /healthz body and status: 200 when ready (even degraded or failing), 503 when not.
+
+    Readiness is whether this replica can serve the feeds: sources failing upstream (the
+    network down, every site unreachable) do not stop it serving what is stored, and neither
+    a restart nor taking it out of a load balancer would help; answering 503 would take every
+    replica out at once and turn a fetching problem into no feeds at all. So that state is
+    ``"failing"`` in the body (every enabled source's last fetch failed), with a 200: alert on
+    it, or on the metrics ``aggregator_failing_sources == aggregator_sources``."""
     failing: Sequence[str] = ()
     db_ok = True
     db_error = None
@@ -156,6 +163,8 @@ def health_report(state: OpsState) -> tuple[int, dict[str, Any]]:
     ready = state.ready and not state.stopping and db_ok
     if not ready:
         status = "stopping" if state.stopping else "starting" if not state.ready else "unready"
+    elif failing and state.sources and len(failing) >= state.sources:
+        status = "failing"
     elif state.watchlist_errors or failing:
         status = "degraded"
     else:
