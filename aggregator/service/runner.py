@@ -158,6 +158,7 @@ class Service:
         self.matcher: Any = None
         self.fetcher: Any = None
         self.replay: Any = None
+        self._start_version: str | None = None
         self.sources: dict[str, Source] = {}
         self.scheduler: SourceScheduler | None = None
         self.watcher: WatchlistWatcher[Any] | None = None
@@ -239,6 +240,7 @@ class Service:
         )
         watchlist = self.watcher.load_initial()  # an invalid watchlist at start is fatal
         self.store = self._open_store(self.settings.db_url)
+        self._start_version = self._feed_version()
         self.state.failing = self._failing_sources
         self.state.counts = self._store_counts
         self._import_seeds_if_empty(watchlist)
@@ -285,8 +287,16 @@ class Service:
     async def _serve(self) -> None:
         import uvicorn
 
+        app = self._make_app(self)
+        # The feeds are watched, not only rendered on request: a WebSub hub hears of a change
+        # right after the ingest that made it (web.feeds.FeedCache.watch).
+        cache = getattr(app.state, "feed_cache", None)
+        watch = None
+        if cache is not None:
+            cache.start_version = self._start_version
+            watch = asyncio.get_running_loop().create_task(cache.watch(), name="feed-watch")
         config = uvicorn.Config(
-            self._make_app(self),
+            app,
             host=self.options.host,
             port=self.options.port,
             log_config=None,
@@ -309,6 +319,8 @@ class Service:
             ) from exc
         finally:
             ready.cancel()
+            if watch is not None:
+                watch.cancel()
 
     async def _serve_nothing(self) -> None:
         """Without HTTP (embedded use and tests): ready at once, until asked to stop."""
@@ -679,6 +691,13 @@ class Service:
                 self.store.save_fetch_state(dataclasses.replace(state, next_fetch=target))
             except Exception:
                 log.exception("saving the next fetch time failed")
+
+    def _feed_version(self) -> str | None:
+        """The store's feed version before this process fetches (None if it cannot tell)."""
+        try:
+            return str(self.store.feed_version())
+        except Exception:
+            return None
 
     def _fetch_state(self, sid: str) -> FetchState | None:
         try:

@@ -144,6 +144,9 @@ class FeedCache:
         self._snapshot: Snapshot | None = None
         self._next_check = 0.0
         self._lock = asyncio.Lock()
+        # The store's feed version when the process started (set by the service before it
+        # fetches): a first render at another version pings the hub for every feed.
+        self.start_version: str | None = None
         self.renders = 0  # how many times the files were rendered (for tests and metrics)
         self.checks = 0
         self.last_error: str | None = None  # the refresh's current fault, None when healthy
@@ -192,6 +195,17 @@ class FeedCache:
         self._next_check = 0.0
         return await self.snapshot()
 
+    async def watch(self) -> None:
+        """While a WebSub hub is configured, check the store every ``check_interval`` seconds
+        and re-render when it changed, so the hub is pinged right after the ingest that
+        changed a feed, not when some client next asks for it. Runs until cancelled (the
+        service runs it beside the HTTP server). The first pass renders the baseline that
+        later changes are compared with."""
+        while True:
+            if self._watchlist_provider().publish.websub_hub:
+                await self.refresh_now()
+            await asyncio.sleep(self._interval)
+
     def _refresh(self) -> list[str]:
         """Re-render when the version or watchlist changed; the URLs of feeds that changed."""
         self.checks += 1
@@ -208,6 +222,10 @@ class FeedCache:
         self.renders += 1
         self._snapshot = Snapshot(version, watchlist, files, now)
         if old is None:
+            if self.start_version is not None and version != self.start_version:
+                # Changed since the process started, before anything was rendered: which
+                # feeds is not known, so every feed is announced.
+                return [f"{base}/{path}" for path in files if path.startswith("feeds/")]
             return []  # first render of this process: nothing is known to have changed
         return [
             f"{base}/{path}"
