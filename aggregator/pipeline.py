@@ -1242,9 +1242,18 @@ async def _full_text(
     except (FetchError, ExtractionError) as exc:
         log.info("full text of %s not used: %s", fallback.url, exc)
         return fallback
-    landed = dedup.wrapped_link(fallback.url, fallback.outlet_url) and not dedup.wrapped_link(
-        page.url, fallback.outlet_url
-    )
+    wrapped = dedup.wrapped_link(fallback.url, fallback.outlet_url)
+    landed = wrapped and not dedup.wrapped_link(page.url, fallback.outlet_url)
+    if wrapped and not landed:
+        # The link led to a page of the search site itself (a consent or script page), not
+        # to the outlet: its text is not the article.
+        log.info(
+            "full text of %s not used: it led to %s, not to the outlet's site %s",
+            fallback.url,
+            page.url,
+            fallback.outlet_url,
+        )
+        return fallback
     if landed:
         record = normalize.record_from_article(
             article,

@@ -233,8 +233,9 @@ would ask the European Union for more money for radar and for the border guards.
 class _Site:
     """Two loopback hosts: 127.0.0.1 plays news.google.com, 127.0.0.2 the outlet."""
 
-    def __init__(self) -> None:
+    def __init__(self, consent: bool = False) -> None:
         self.requests: list[str] = []
+        self.consent = consent  # the search site answers with a page of its own
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -246,6 +247,9 @@ class _Site:
                 outer.requests.append(f"{host}{self.path}")
                 if host == "127.0.0.1" and self.path.startswith("/rss/search"):
                     self._send(200, "application/rss+xml", outer.search_feed())
+                elif outer.consent and self.path.startswith("/rss/articles/"):
+                    page = ARTICLE.format(title="Before you continue", canonical=outer.base)
+                    self._send(200, "text/html; charset=utf-8", page.replace("VILNIUS", "CONSENT"))
                 elif host == "127.0.0.1" and self.path.startswith("/rss/articles/"):
                     self.send_response(302)
                     self.send_header("Location", f"{outer.outlet}/world/airport-balloons/")
@@ -350,3 +354,12 @@ def test_full_text_redirect_stays_within_the_guard(tmp_path: Path) -> None:
         assert record.url is not None and record.url.startswith(f"{site.base}/rss/articles/")
         assert not any(r.startswith("127.0.0.2") for r in site.requests)
         assert record.outlet == "Example Wire"
+
+
+def test_a_wrapped_link_that_does_not_reach_the_outlet_keeps_the_entry(tmp_path: Path) -> None:
+    # Google answering with a page of its own (consent, script): its text is not the article.
+    with _Site(consent=True) as site, open_store(f"sqlite:///{tmp_path / 'a.db'}") as store:
+        run(store, watchlist_text(site, ["127.0.0.0/8"]))
+        [record] = list(store.iter_records())
+        assert record.url is not None and record.url.startswith(f"{site.base}/rss/articles/")
+        assert "CONSENT" not in record.text and record.title == AIRPORT
