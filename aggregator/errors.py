@@ -53,5 +53,9 @@ class ExtractionError(AggregatorError):
     """A page could not be turned into a record (too large, timed out, no article found)."""
 
 
+class PublishError(AggregatorError):
+    """Published files could not be written (``publish DIR``); the cause is the OSError."""
+
+
 class FeedParseError(AggregatorError):
     """A fetched document is not a feed we can read."""

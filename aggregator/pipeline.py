@@ -337,11 +337,17 @@ def ingest_many(
 
 
 def _ingest_prepared(
-    store: Store, prepared: Sequence[_Prepared], options: DedupOptions, now: datetime
+    store: Store,
+    prepared: Sequence[_Prepared],
+    options: DedupOptions,
+    now: datetime,
+    on_batch: Callable[[int], None] | None = None,
 ) -> list[IngestResult]:
     results: list[IngestResult] = []
     for batch in _batches(prepared, locks=store.dialect == "postgresql"):
         results.extend(_ingest_batch(store, batch, options, now))
+        if on_batch is not None:
+            on_batch(len(results))  # records ingested so far
     return results
 
 
@@ -607,6 +613,14 @@ def _dedup_candidates(
     ]
 
 
+# ``progress(stage, done, total)``: how far a long call has come (the CLI draws it).
+ProgressHook = Callable[[str, int, int], None]
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    return None
+
+
 @dataclass(slots=True)
 class ImportSummary:
     """What ``import_records`` did."""
@@ -629,6 +643,7 @@ def import_records(
     options: DedupOptions,
     source_topics: Mapping[str, Sequence[str]] | None = None,
     now: datetime,
+    progress: ProgressHook | None = None,
 ) -> ImportSummary:
     """Import record files or folders (seed format, optional index.jsonl): every record goes
     through ``ingest`` like a fetched one, so importing twice adds nothing.
@@ -636,21 +651,23 @@ def import_records(
     ``source_topics`` maps a watchlist source id to its topics: a record from that source is
     matched against those only, as when fetched. All files are read and checked first; a bad
     file stops the import before anything is stored (``transfer.ImportProblems``).
+    ``progress(stage, done, total)`` is told how far the ``"match"`` stage (topics and
+    fingerprints, record by record) and the ``"store"`` stage (dedup and writes, batch by
+    batch) have come.
     """
     batch = read_import(paths, now=now)
     summary = ImportSummary(files=len(batch.items), skipped=batch.skipped, warnings=batch.warnings)
     topics_of = source_topics or {}
-    prepared = [
-        _prepare(
-            item.record,
-            matcher,
-            topics_of.get(item.record.source_id, ()) if item.record.source_id else (),
-            now,
-            options,
-        )
-        for item in batch.items
-    ]
-    for result in _ingest_prepared(store, prepared, options, now):
+    tell = progress or _no_progress
+    total = len(batch.items)
+    prepared: list[_Prepared] = []
+    for item in batch.items:
+        allowed = topics_of.get(item.record.source_id, ()) if item.record.source_id else ()
+        prepared.append(_prepare(item.record, matcher, allowed, now, options))
+        tell("match", len(prepared), total)
+    for result in _ingest_prepared(
+        store, prepared, options, now, on_batch=lambda done: tell("store", done, total)
+    ):
         summary.results.append(result)
         if not result.stored:
             summary.duplicates += 1
@@ -1354,8 +1371,12 @@ async def run_cycle(
     concurrency: int | None = None,
     owner: str | None = None,
     parse_pool: Executor | None = None,
+    on_report: Callable[[SourceReport], None] | None = None,
 ) -> list[SourceReport]:
     """One fetch cycle: every due source (or exactly ``source_ids``, due or not).
+
+    ``on_report`` is called with each source's report as soon as that source is done (the
+    CLI's progress display).
 
     Due sources are leased through ``store.claim_due_states`` a few at a time, so replicas and
     a concurrent ``fetch-once`` never fetch one source twice, and at most ``concurrency``
@@ -1377,32 +1398,33 @@ async def run_cycle(
         while (item := await queue.get()) is not None:
             source, state = item
             released = False  # fetch_source ends the lease with the saving of the fetch state
+            report: SourceReport | None = None
             try:
-                reports.append(
-                    await fetch_source(
-                        store,
-                        fetcher,
-                        source,
-                        matcher=matcher,
-                        watchlist=watchlist,
-                        now=now,
-                        parse_pool=parse_pool,
-                        release_owner=owner if source_ids is None else None,
-                        state=state,
-                        save_state=writer.save,
-                    )
+                report = await fetch_source(
+                    store,
+                    fetcher,
+                    source,
+                    matcher=matcher,
+                    watchlist=watchlist,
+                    now=now,
+                    parse_pool=parse_pool,
+                    release_owner=owner if source_ids is None else None,
+                    state=state,
+                    save_state=writer.save,
                 )
                 released = True
             except Exception as exc:  # fetch_source records its own failures; this is a bug
                 log.exception("fetch of %s crashed", source.id)
-                reports.append(
-                    SourceReport(
-                        source.id, "failed", failure_class=FailureClass.INTERNAL, error=str(exc)
-                    )
+                report = SourceReport(
+                    source.id, "failed", failure_class=FailureClass.INTERNAL, error=str(exc)
                 )
             finally:
+                if report is not None:
+                    reports.append(report)
                 if source_ids is None and not released:
                     await _off_loop(_release, store, owner, source.id)
+            if on_report is not None and report is not None:
+                on_report(report)
 
     workers = [asyncio.create_task(worker()) for _ in range(width)]
     try:

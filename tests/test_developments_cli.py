@@ -85,7 +85,9 @@ def test_topic_filter_and_text_output(seeded: str, capsys: pytest.CaptureFixture
     for topic in topics:
         some = developments_json(seeded, capsys, "--topic", topic)
         assert some and all(topic in d["topics"] for d in some)
-    assert developments_json(seeded, capsys, "--topic", "no-such-topic") == []
+    # A topic the watchlist does not have is named as such (exit 2), not "no developments".
+    assert cli(seeded, "developments", "--topic", "no-such-topic") == 2
+    assert "unknown topic 'no-such-topic'" in capsys.readouterr().err
     assert cli(seeded, "developments") == 0
     text = capsys.readouterr().out
     for dev in everything:
@@ -118,15 +120,22 @@ def test_merge_and_split_from_the_cli(seeded: str, capsys: pytest.CaptureFixture
     assert cli(seeded, "import", str(ROOT / "seeds")) == 0
     again = {d["id"]: d["records"] for d in developments_json(seeded, capsys)}
     assert again == {k: v["records"] for k, v in after.items()}
-    # Errors are clear and exit 1.
-    assert cli(seeded, "split", "0123456789abcdef") == 1
+    # Errors are clear: an unknown id exits 2, a refused correction 1.
+    assert cli(seeded, "split", "0123456789abcdef") == 2
     assert "no record 0123456789abcdef" in capsys.readouterr().err
     assert cli(seeded, "split", leaving) == 1
     assert "only member" in capsys.readouterr().err
     assert cli(seeded, "merge", keep["id"], keep["id"]) == 1
     assert "same development" in capsys.readouterr().err
-    assert cli(seeded, "merge", keep["id"], "nope") == 1
+    assert cli(seeded, "merge", keep["id"], "nope") == 2
     assert "no development nope" in capsys.readouterr().err
+    # A record id given to merge points to that record's development.
+    assert cli(seeded, "merge", keep["id"], leaving) == 2
+    err = capsys.readouterr().err
+    assert f"{leaving} is a record, not a development" in err and alone["id"] in err
+    # A development id given to split names its records.
+    assert cli(seeded, "split", keep["id"]) == 2
+    assert "is a development, not a record" in capsys.readouterr().err
 
 
 def test_db_upgrade_and_current(
@@ -152,5 +161,5 @@ def test_db_prune(seeded: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert "pruned 0 records" in capsys.readouterr().out  # imported just now
     assert cli(seeded, "db", "prune") == 0  # the default watchlist's retention
     assert "5 records remain" in capsys.readouterr().out
-    assert cli(seeded, "db", "prune", "--days", "0") == 1
+    assert cli(seeded, "db", "prune", "--days", "0") == 2
     assert "at least 1" in capsys.readouterr().err

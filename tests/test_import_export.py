@@ -82,7 +82,7 @@ def test_import_is_idempotent_and_reports(
     # Single files work too, and are duplicates as well.
     one = next(seeds_dir.glob("003_*.txt"))
     assert cli(db_url, config, "import", str(one)) == 0
-    assert "imported 0 of 1 records (1 duplicates)" in capsys.readouterr().out
+    assert "imported 0 of 1 record (1 duplicate)" in capsys.readouterr().out
     with open_store(db_url) as store:
         assert store.count_records() == 5
         assert [r.id for r in store.iter_records()] == [

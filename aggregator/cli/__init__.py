@@ -7,9 +7,13 @@ sub-commands; a sub-command's handler takes ``(args, settings)`` and returns the
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Protocol
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from aggregator import __version__
 from aggregator.cli import (
@@ -20,8 +24,9 @@ from aggregator.cli import (
     service_cmds,
     store_cmds,
 )
-from aggregator.errors import AggregatorError
-from aggregator.settings import Settings, load_settings
+from aggregator.cli.output import UsageError, cli_logging, describe_os_error, error
+from aggregator.errors import AggregatorError, ConfigError
+from aggregator.settings import DEFAULT_CONFIG, Settings, load_settings
 
 
 class _CommandModule(Protocol):
@@ -71,11 +76,65 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return 2
-    settings = load_settings(db_url=args.db, config_path=args.config)
+    # The service sets up its own logging; every other command logs through cli_logging.
+    logs = contextlib.nullcontext() if args.command == "run" else cli_logging()
     try:
-        return handler(args, settings)
+        with logs:
+            settings = load_settings(db_url=args.db, config_path=args.config)
+            code = handler(args, settings)
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (``aggregator developments | head``): stop quietly, as cat does.
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+    except ConfigError as exc:
+        path = str(args.config or os.environ.get("AGGREGATOR_CONFIG") or DEFAULT_CONFIG)
+        if not os.path.isfile(path):
+            error(
+                f"no watchlist at {path}: give its path with --config PATH (or "
+                "AGGREGATOR_CONFIG), or run from the folder that holds config/watchlist.yaml"
+            )
+            return 2
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        error("the watchlist is invalid: fix the lines above (`aggregator check-config` checks it)")
+        return 2
+    except UsageError as exc:
+        error(str(exc))
+        return 2
     except AggregatorError as exc:
-        print(f"aggregator: error: {exc}", file=sys.stderr)
+        error(str(exc))
+        return 1
+    except OSError as exc:
+        error(describe_os_error(exc))
+        return 1
+    except SQLAlchemyError as exc:
+        error(describe_database_error(exc))
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+# What a shell reports for a process ended by SIGPIPE (128 + 13).
+EXIT_BROKEN_PIPE = 141
+
+
+def _discard_stdout() -> None:
+    """Point standard output at /dev/null, so the interpreter's last flush finds no broken pipe
+    to complain about (the recipe in Python's signal module documentation)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def describe_database_error(exc: SQLAlchemyError) -> str:
+    """The driver's own first line, and where the URL comes from."""
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    first = detail[0] if detail else type(exc).__name__
+    return (
+        f"database: {first} (check --db or AGGREGATOR_DB, and that the database server is "
+        "running; `aggregator db upgrade` creates or migrates the schema)"
+    )

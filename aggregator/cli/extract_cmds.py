@@ -81,22 +81,81 @@ def _fetch_policy(settings: Settings) -> FetchPolicy:
 
 
 def _read_page(page: str, settings: Settings) -> tuple[str, str | None]:
-    """(HTML text, final URL or None) of a file, standard input or a fetched URL."""
-    if page == "-":
-        return sys.stdin.read(), None
+    """(HTML text, final URL or None) of a file, standard input or a fetched URL.
+
+    The bytes are decoded as the fetcher decodes a page (byte-order mark, UTF-8, then the
+    declared or likeliest charset); input that is not text (an image, a PDF, an archive) is
+    refused with ``ExtractionError``.
+    """
+    from aggregator.fetch import charset
+
     if _is_url(page):
         from aggregator.fetch import Fetcher
 
-        async def fetch() -> tuple[str, str]:
+        async def fetch() -> tuple[bytes, str, str, str]:
             async with Fetcher(_fetch_policy(settings)) as fetcher:
                 response = await fetcher.fetch(page, purpose="page")
-            return response.text, response.url
+            kind = response.headers.get("content-type", "")
+            return response.body, response.text, response.url, kind
 
-        return asyncio.run(fetch())
-    try:
-        return Path(page).read_text(encoding="utf-8", errors="replace"), None
-    except OSError as exc:
-        raise ExtractionError(f"cannot read {page}: {exc.strerror or exc}") from exc
+        body, text, url, content_type = asyncio.run(fetch())
+        _refuse_binary(body, page, content_type)
+        return text, url
+    if page == "-":
+        raw = getattr(sys.stdin, "buffer", None)  # None: a text stream stands in (tests)
+        body = raw.read() if raw is not None else sys.stdin.read().encode("utf-8")
+        where = "standard input"
+    else:
+        path = Path(page)
+        if path.is_dir():
+            raise ExtractionError(f"{page} is a folder: give an HTML file, '-' or a URL")
+        try:
+            body = path.read_bytes()
+        except OSError as exc:
+            raise ExtractionError(f"cannot read {page}: {exc.strerror or exc}") from exc
+        where = page
+    _refuse_binary(body, where)
+    return charset.decode(body)[0], None
+
+
+# Leading bytes of the binary formats most often given by mistake.
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
+    (b"%PDF-", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive (or an office document)"),
+    (b"\x1f\x8b", "a gzip file"),
+    (b"\x7fELF", "a program"),
+)
+
+
+def binary_kind(body: bytes, content_type: str = "") -> str | None:
+    """What ``body`` is when it is not text (None when it may be an HTML page)."""
+    for magic, kind in _MAGIC:
+        if body.startswith(magic):
+            return kind
+    if body[:4] == b"RIFF" and body[8:12] == b"WEBP":
+        return "a WebP image"
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media.startswith(("image/", "audio/", "video/")):
+        return f"{media} content"
+    head = body[:8192]
+    if b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "binary data"  # NUL bytes: not a page (UTF-16 has a byte-order mark)
+    return None
+
+
+def _refuse_binary(body: bytes, where: str, content_type: str = "") -> None:
+    kind = binary_kind(body, content_type)
+    if kind is not None:
+        raise ExtractionError(
+            f"{where} is {kind}, not an HTML page: give the HTML of an article page "
+            "(a saved .html file, '-' or its http(s) URL)"
+        )
+    if not body.strip():
+        raise ExtractionError(f"{where} is empty: give the HTML of an article page")
 
 
 def run_extract(args: argparse.Namespace, settings: Settings) -> int:

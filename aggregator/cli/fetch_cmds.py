@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import json
 import multiprocessing
 import os
-import sys
 from concurrent.futures import Executor, ProcessPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from aggregator.cli.output import Display, UsageError, plural, quiet_loggers
 from aggregator.model import FetchState, Source
 from aggregator.settings import Settings
 
@@ -19,6 +20,8 @@ PARSE_POOL_MIN_SOURCES = 50
 
 if TYPE_CHECKING:
     from aggregator.pipeline import SourceReport
+    from aggregator.store import Store
+    from aggregator.watchlist import Watchlist
 
     _Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
@@ -83,30 +86,60 @@ def run_fetch_once(args: argparse.Namespace, settings: Settings) -> int:
     if wanted:
         unknown = [s for s in wanted if watchlist.source(s) is None]
         if unknown:
-            print(f"aggregator: error: unknown source id(s): {', '.join(unknown)}", file=sys.stderr)
-            return 2
+            known = [s.id for s in watchlist.sources]
+            close = [m for u in unknown for m in difflib.get_close_matches(u, known, n=1)]
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise UsageError(
+                f"unknown source id{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}"
+                f"{hint}; `aggregator sources` lists the watchlist's sources"
+            )
 
-    async def cycle(pool: Executor | None) -> list[SourceReport]:
+    async def cycle(pool: Executor | None, shown: Display) -> list[SourceReport]:
         async with Fetcher(watchlist.fetch) as fetcher:
             with open_store(settings.db_url) as store:
+                now = _now()
+                total = len(wanted) if wanted else _due_count(store, watchlist, now)
+                task = shown.task("fetching sources", total=total)
                 return await run_cycle(
-                    store, fetcher, watchlist, source_ids=wanted, now=_now(), parse_pool=pool
+                    store,
+                    fetcher,
+                    watchlist,
+                    source_ids=wanted,
+                    now=now,
+                    parse_pool=pool,
+                    on_report=lambda _report: task.advance(),
                 )
 
     workers = _parse_workers(args.parse_processes, len(wanted or watchlist.sources))
-    if workers:
-        # forkserver: the cycle has threads by the time the first feed is parsed.
-        context = multiprocessing.get_context("forkserver")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            reports = asyncio.run(cycle(pool))
-    else:
-        reports = asyncio.run(cycle(None))
+    # Each failure is shown once, in the table below (or its JSON line): the pipeline's own
+    # warning about a failed source would repeat it. Errors (a crash, a database fault) show.
+    with quiet_loggers(("aggregator.pipeline", "aggregator.fetch")), Display() as shown:
+        if workers:
+            # forkserver: the cycle has threads by the time the first feed is parsed.
+            context = multiprocessing.get_context("forkserver")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                reports = asyncio.run(cycle(pool, shown))
+        else:
+            reports = asyncio.run(cycle(None, shown))
     if args.json:
         for report in reports:
             print(json.dumps(report.to_json(), ensure_ascii=False))
     else:
         _print_reports(reports)
     return 1 if any(r.status == "failed" for r in reports) else 0
+
+
+def _due_count(store: Store, watchlist: Watchlist, now: datetime) -> int:
+    """How many of the watchlist's enabled sources are due now (the progress bar's length)."""
+    states = {st.source_id: st for st in store.list_fetch_states()}
+    due = 0
+    for source in watchlist.sources:
+        if not source.enabled:
+            continue
+        state = states.get(source.id)
+        if state is None or state.next_fetch is None or state.next_fetch <= now:
+            due += 1
+    return due
 
 
 def _parse_workers(requested: int | None, sources: int) -> int:
@@ -133,11 +166,11 @@ def _print_reports(reports: list[SourceReport]) -> None:
         if r.failure_class:
             line += f"  [{r.failure_class}] {r.error}"
         elif r.item_errors:
-            line += f"  ({r.item_errors} unreadable entries)"
+            line += f"  ({plural(r.item_errors, 'unreadable entry', 'unreadable entries')})"
         print(line)
     new = sum(r.new_records for r in reports)
     failed = sum(1 for r in reports if r.status == "failed")
-    print(f"{len(reports)} sources fetched, {failed} failed, {new} new records")
+    print(f"{plural(len(reports), 'source')} fetched, {failed} failed, {plural(new, 'new record')}")
 
 
 def health(state: FetchState, source: Source | None, now: datetime) -> dict[str, Any]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import json
 from pathlib import Path
 
-from aggregator.errors import AggregatorError
+from aggregator.cli.output import Display, advice, plural
+from aggregator.errors import AggregatorError, PublishError
 from aggregator.settings import Settings
 
 
@@ -32,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="also write FILE.gz next to each file (for nginx gzip_static and similar)",
     )
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.set_defaults(handler=run_publish)
 
 
@@ -47,17 +49,32 @@ def run_publish(args: argparse.Namespace, settings: Settings) -> int:
         from dataclasses import replace
 
         watchlist = replace(watchlist, publish=replace(watchlist.publish, base_url=args.base_url))
-    store = open_store(settings.db_url)
-    try:
-        paths = publish_dir(store, watchlist, args.dir, base_url, precompress=args.gzip)
-    except ValueError as exc:
-        raise AggregatorError(str(exc)) from exc
-    finally:
-        store.close()
+    with Display() as shown, open_store(settings.db_url) as store:
+        task = shown.task("rendering feeds")
+        try:
+            paths = publish_dir(
+                store,
+                watchlist,
+                args.dir,
+                base_url,
+                precompress=args.gzip,
+                progress=task.hook({"write": "writing files"}),
+            )
+        except PublishError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, OSError):
+                raise PublishError(f"{exc} ({advice(cause)})") from cause
+            raise
+        except ValueError as exc:
+            raise AggregatorError(str(exc)) from exc
     feeds = sum(1 for p in paths if p.parent.name == "feeds")
+    url = f"{base_url.rstrip('/')}/"
+    if args.json:
+        payload = {"files": len(paths), "feeds": feeds, "dir": str(args.dir), "base_url": url}
+        print(json.dumps(payload, ensure_ascii=False))
+        return 0
     print(
-        f"published {len(paths)} files ({feeds} feeds, index.html, sources.opml) "
-        f"to {args.dir} for {base_url.rstrip('/')}/",
-        file=sys.stdout,
+        f"published {plural(len(paths), 'file')} ({plural(feeds, 'feed')}, index.html, "
+        f"sources.opml) to {args.dir} for {url}"
     )
     return 0

@@ -9,10 +9,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aggregator.cli.output import Display, UsageError, describe_os_error, plural
+from aggregator.errors import AggregatorError
 from aggregator.model import Development, Membership
 from aggregator.settings import Settings
 
 if TYPE_CHECKING:
+    from aggregator.store import Store
+
     _Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
@@ -38,6 +42,7 @@ def _register_import(subparsers: _Subparsers) -> None:
         ),
     )
     parser.add_argument("paths", metavar="PATH", nargs="+", type=Path)
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.set_defaults(handler=run_import)
 
 
@@ -57,6 +62,7 @@ def _register_export(subparsers: _Subparsers) -> None:
         action="store_true",
         help="remove an earlier export's record files and index.jsonl in DIR first",
     )
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.set_defaults(handler=run_export)
 
 
@@ -110,6 +116,7 @@ def _register_db(subparsers: _Subparsers) -> None:
         help="migrate the database schema to the newest version",
         description="Run the schema migrations (the service also runs them at start).",
     )
+    upgrade.add_argument("--json", action="store_true", help="print the result as JSON")
     upgrade.set_defaults(handler=run_db_upgrade)
     current = db_sub.add_parser("current", help="print the schema version of the database")
     current.set_defaults(handler=run_db_current)
@@ -153,7 +160,8 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
     watchlist = load_watchlist(settings.config_path)
     matcher = TopicMatcher(watchlist.topics)
     source_topics = {s.id: s.topics for s in watchlist.sources}
-    with open_store(settings.db_url) as store:
+    with Display() as shown, open_store(settings.db_url) as store:
+        task = shown.task("reading record files")
         summary = import_records(
             store,
             args.paths,
@@ -161,6 +169,7 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
             options=watchlist.dedup,
             source_topics=source_topics,
             now=_now(),
+            progress=task.hook(_IMPORT_STAGES),
         )
         total_records = store.count_records()
         total_devs = store.count_developments()
@@ -168,31 +177,61 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     for skipped in summary.skipped:
         print(f"skipped (not a record file name): {skipped}", file=sys.stderr)
+    if args.json:
+        payload = {
+            "files": summary.files,
+            "imported": summary.imported,
+            "duplicates": summary.duplicates,
+            "new_developments": summary.new_developments,
+            "joined": summary.joined,
+            "skipped": summary.skipped,
+            "warnings": summary.warnings,
+            "store_records": total_records,
+            "store_developments": total_devs,
+        }
+        print(json.dumps(payload, ensure_ascii=False))
+        return 0
     print(
-        f"imported {summary.imported} of {summary.files} records "
-        f"({summary.duplicates} duplicates); "
-        f"{summary.new_developments} new developments, {summary.joined} joined existing ones; "
-        f"store holds {total_records} records in {total_devs} developments"
+        f"imported {summary.imported} of {plural(summary.files, 'record')} "
+        f"({plural(summary.duplicates, 'duplicate')}); "
+        f"{plural(summary.new_developments, 'new development')}, "
+        f"{summary.joined} joined existing ones; "
+        f"store holds {plural(total_records, 'record')} in "
+        f"{plural(total_devs, 'development')}"
     )
     return 0
+
+
+_IMPORT_STAGES = {"match": "matching topics", "store": "grouping and storing"}
 
 
 def run_export(args: argparse.Namespace, settings: Settings) -> int:
     from aggregator.store import open_store
     from aggregator.store.transfer import export_dir
 
-    with open_store(settings.db_url) as store:
-        count = export_dir(store, args.dir, replace=args.replace)
-    print(f"exported {count} records to {args.dir}")
+    with Display() as shown, open_store(settings.db_url) as store:
+        task = shown.task("exporting records", total=store.count_records())
+        try:
+            count = export_dir(store, args.dir, replace=args.replace, on_record=task.update)
+        except OSError as exc:
+            raise AggregatorError(describe_os_error(exc, f"cannot export to {args.dir}")) from exc
+    if args.json:
+        print(json.dumps({"records": count, "dir": str(args.dir)}, ensure_ascii=False))
+    else:
+        print(f"exported {plural(count, 'record')} to {args.dir}")
     return 0
 
 
 def run_developments(args: argparse.Namespace, settings: Settings) -> int:
     from aggregator.store import open_store
 
+    if args.limit < 0:
+        raise UsageError(f"--limit must be 0 (all) or more, got {args.limit}")
     with open_store(settings.db_url) as store:
         devs = store.list_developments(topic=args.topic, limit=args.limit)
         members = {d.id: store.get_memberships(d.id) for d in devs}
+    if not devs and args.topic:
+        _check_topic(args.topic, settings)
     if args.json:
         payload = [development_json(d, members[d.id]) for d in devs]
         print(json.dumps(payload, ensure_ascii=False, indent=2))
@@ -205,11 +244,42 @@ def run_developments(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _check_topic(topic: str, settings: Settings) -> None:
+    """Raise ``UsageError`` when ``topic`` is no topic of the watchlist (a topic that has no
+    development yet, or one dropped from the watchlist, is not an error)."""
+    import difflib
+
+    from aggregator.errors import ConfigError
+    from aggregator.watchlist import load_watchlist
+
+    try:
+        known = [t.id for t in load_watchlist(settings.config_path).topics]
+    except (ConfigError, OSError):
+        return  # no readable watchlist to check against: "no developments" says enough
+    if topic in known:
+        return
+    close = difflib.get_close_matches(topic, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise UsageError(
+        f"unknown topic {topic!r}: {hint}the watchlist's topics are {', '.join(known) or 'none'}"
+    )
+
+
 def run_split(args: argparse.Namespace, settings: Settings) -> int:
     from aggregator.store import open_store
 
     with open_store(settings.db_url) as store:
         before = store.get_membership(args.record_id)
+        if before is None and store.get_record(args.record_id) is None:
+            dev = store.get_development(args.record_id)
+            if dev is not None:
+                raise UsageError(
+                    f"{args.record_id} is a development, not a record: split takes the id of "
+                    f"one of its records ({', '.join(dev.record_ids)})"
+                )
+            raise UsageError(
+                f"no record {args.record_id} (`aggregator developments` lists records by id)"
+            )
         new_id = store.split_record(args.record_id, _now())
     old = before.development_id if before else "?"
     print(f"record {args.record_id} moved from development {old} to new development {new_id}")
@@ -220,18 +290,36 @@ def run_merge(args: argparse.Namespace, settings: Settings) -> int:
     from aggregator.store import open_store
 
     with open_store(settings.db_url) as store:
+        for given in (args.keep_id, args.other_id):
+            if store.get_development(given) is None:
+                raise UsageError(_not_a_development(store, given))
         store.merge_developments(args.keep_id, args.other_id, _now())
         dev = store.get_development(args.keep_id)
     count = len(dev.record_ids) if dev else 0
-    print(f"merged development {args.other_id} into {args.keep_id} ({count} records)")
+    print(f"merged development {args.other_id} into {args.keep_id} ({plural(count, 'record')})")
     return 0
+
+
+def _not_a_development(store: Store, given: str) -> str:
+    membership = store.get_membership(given)
+    if membership is not None:
+        return (
+            f"{given} is a record, not a development: it belongs to development "
+            f"{membership.development_id}; merge takes development ids (KEEP_ID OTHER_ID)"
+        )
+    return f"no development {given} (`aggregator developments` lists them)"
 
 
 def run_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     from aggregator.store import upgrade_database
 
-    result = upgrade_database(settings.db_url)
-    if result.changed:
+    with Display() as shown:
+        shown.task("migrating the database schema")
+        result = upgrade_database(settings.db_url)
+    if args.json:
+        payload = {"before": result.before, "after": result.after, "changed": result.changed}
+        print(json.dumps(payload))
+    elif result.changed:
         print(f"database upgraded from {result.before or 'empty'} to {result.after}")
     else:
         print(f"database already at {result.after} (newest)")
@@ -241,7 +329,6 @@ def run_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 def run_db_prune(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import timedelta
 
-    from aggregator.errors import AggregatorError
     from aggregator.store import open_store
 
     days = args.days
@@ -251,12 +338,15 @@ def run_db_prune(args: argparse.Namespace, settings: Settings) -> int:
 
         days = retention_days(load_watchlist(settings.config_path), settings)
     if days < 1:
-        raise AggregatorError(f"--days must be at least 1, got {days}")
+        raise UsageError(f"--days must be at least 1, got {days}")
     cutoff = _now() - timedelta(days=days)
     with open_store(settings.db_url) as store:
         removed = store.prune(cutoff)
         left = store.count_records()
-    print(f"pruned {removed} records not updated for {days} days; {left} records remain")
+    print(
+        f"pruned {plural(removed, 'record')} not updated for {plural(days, 'day')}; "
+        f"{plural(left, 'record')} remain"
+    )
     return 0
 
 
@@ -323,8 +413,8 @@ def _development_text(dev: Development, members: list[Membership]) -> str:
     decision = {m.record_id: m for m in members}
     topics = ", ".join(dev.topics) or "no topic"
     lines = [
-        f"{dev.id}  updated {dev.updated:%Y-%m-%d %H:%M}Z  {len(dev.record_ids)} record(s)  "
-        f"[{topics}]",
+        f"{dev.id}  updated {dev.updated:%Y-%m-%d %H:%M}Z  "
+        f"{plural(len(dev.record_ids), 'record')}  [{topics}]",
         f"  {dev.title}",
     ]
     for ref in dev.sources:

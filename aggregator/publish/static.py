@@ -12,10 +12,11 @@ import contextlib
 import gzip
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from aggregator.errors import PublishError
 from aggregator.publish.render import FORMATS, RenderedFile
 from aggregator.publish.site import FeedStore, PublishedWatchlist, build_site
 
@@ -61,24 +62,49 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def write_files(
-    files: Iterable[RenderedFile], out_dir: Path, *, precompress: bool = False
+    files: Iterable[RenderedFile],
+    out_dir: Path,
+    *,
+    precompress: bool = False,
+    on_file: Callable[[int], None] | None = None,
 ) -> list[Path]:
-    """Write rendered files under ``out_dir`` (paths as in the URLs); stale feeds are removed."""
+    """Write rendered files under ``out_dir`` (paths as in the URLs); stale feeds are removed.
+
+    ``on_file(n)`` is told after each file. A file that cannot be written (a full disk, no
+    permission, a path that is a file) raises ``PublishError`` naming it: every file written
+    before it is complete and current, every other one still holds its previous version.
+    """
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PublishError(f"{out_dir} is a file, not a folder: give the folder to publish into")
     written: list[Path] = []
     keep: set[Path] = set()
     for item in files:
         target = out_dir / item.path
         mtime = item.updated.astimezone(UTC).timestamp()
-        write_atomic(target, item.body, mtime)
+        _write(target, item.body, mtime, len(written))
         keep.add(target)
         written.append(target)
         if precompress:
             gz_target = target.with_name(target.name + ".gz")
-            write_atomic(gz_target, gzip_bytes(item.body), mtime)
+            _write(gz_target, gzip_bytes(item.body), mtime, len(written))
             keep.add(gz_target)
+        if on_file is not None:
+            on_file(len(written))
     _remove_stale_feeds(out_dir / "feeds", keep)
     return written
+
+
+def _write(target: Path, data: bytes, mtime: float, done: int) -> None:
+    try:
+        write_atomic(target, data, mtime)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        where = os.fsdecode(exc.filename) if exc.filename else str(target)
+        raise PublishError(
+            f"cannot write {where}: {reason}; {done} file{'' if done == 1 else 's'} "
+            "published before it, the others keep their previous version"
+        ) from exc
 
 
 def _remove_stale_feeds(feeds_dir: Path, keep: set[Path]) -> None:
@@ -106,7 +132,15 @@ def publish_dir(
     *,
     now: datetime | None = None,
     precompress: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> list[Path]:
-    """Render every feed, the index page and the OPML from the store into ``out_dir``."""
+    """Render every feed, the index page and the OPML from the store into ``out_dir``;
+    ``progress("write", done, total)`` is told after each file written."""
     files = build_site(store, watchlist, base_url, now or datetime.now(UTC))
-    return write_files(files, Path(out_dir), precompress=precompress)
+    total = len(files)
+    return write_files(
+        files,
+        Path(out_dir),
+        precompress=precompress,
+        on_file=None if progress is None else lambda done: progress("write", done, total),
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -289,13 +289,22 @@ def _existing_export_files(out: Path) -> Iterator[Path]:
             yield child
 
 
-def export_dir(store: Store, out: Path, *, replace: bool = False) -> int:
+def export_dir(
+    store: Store,
+    out: Path,
+    *,
+    replace: bool = False,
+    on_record: Callable[[int], None] | None = None,
+) -> int:
     """Write every record as ``NNN_<id>.txt`` (insertion order) and ``index.jsonl``; returns
-    the number of records written.
+    the number of records written (``on_record(n)`` is told after each).
 
     A folder that holds an earlier export is refused unless ``replace`` (its record files and
-    index are then removed first, so no stale record is left behind).
+    index are then removed first, so no stale record is left behind). ``index.jsonl`` appears
+    last: a folder without one is an export that did not finish (a full disk, say).
     """
+    if out.exists() and not out.is_dir():
+        raise RecordFormatError(f"{out} is a file, not a folder: give a folder to export into")
     out.mkdir(parents=True, exist_ok=True)
     old = list(_existing_export_files(out))
     if old and not replace:
@@ -306,12 +315,17 @@ def export_dir(store: Store, out: Path, *, replace: bool = False) -> int:
         path.unlink()
     count = 0
     tmp_index = out / f".{INDEX_NAME}.tmp"
-    with tmp_index.open("w", encoding="utf-8", newline="\n") as index:
-        for count, record in enumerate(store.iter_records(), start=1):
-            name = records.record_filename(count - 1, record.id)
-            (out / name).write_bytes(record.text.encode("utf-8"))
-            index.write(json.dumps(index_entry(record, name), ensure_ascii=False) + "\n")
-        index.flush()
-        os.fsync(index.fileno())
-    tmp_index.replace(out / INDEX_NAME)
+    try:
+        with tmp_index.open("w", encoding="utf-8", newline="\n") as index:
+            for count, record in enumerate(store.iter_records(), start=1):
+                name = records.record_filename(count - 1, record.id)
+                (out / name).write_bytes(record.text.encode("utf-8"))
+                index.write(json.dumps(index_entry(record, name), ensure_ascii=False) + "\n")
+                if on_record is not None:
+                    on_record(count)
+            index.flush()
+            os.fsync(index.fileno())
+        tmp_index.replace(out / INDEX_NAME)
+    finally:
+        tmp_index.unlink(missing_ok=True)
     return count
