@@ -166,7 +166,10 @@ def test_merge_given_a_record_points_to_its_development(
 
 
 def test_io_and_input_errors_are_one_line(
-    seeded: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    seeded: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     a_file = tmp_path / "file"
     a_file.write_text("x")
@@ -176,12 +179,23 @@ def test_io_and_input_errors_are_one_line(
         (["fetch-once", "--source", "lrt-englsh"], 2, "did you mean lrt-english"),
         (["developments", "--limit", "-1"], 2, "--limit"),
         (["split", "nosuch"], 2, "no record nosuch"),
+        (["import", str(tmp_path)], 1, "no record files"),
+        (["db", "prune", "--days", "100000000"], 2, "give fewer days"),
+        (["publish", str(tmp_path / "site"), "--base-url", "notaurl"], 2, "http(s) URL"),
+        (["scrape", str(a_file), "--base-url", "http://x.example/"], 2, "--item"),
     ]
     for args, code, message in cases:
         assert cli(seeded, *args) == code, args
         err = capsys.readouterr().err
         assert message in err, (args, err)
         assert "Traceback" not in err
+    # A port out of range, on the command line or in the environment.
+    with pytest.raises(SystemExit) as exit_:
+        cli(seeded, "run", "--port", "99999")
+    assert exit_.value.code == 2 and "1-65535" in capsys.readouterr().err
+    monkeypatch.setenv("AGGREGATOR_PORT", "70000")
+    assert cli(seeded, "run", "--once") == 2
+    assert "AGGREGATOR_PORT must be 1-65535" in capsys.readouterr().err
     # No watchlist where the default points: say how to give one.
     assert main(["--db", seeded, "--config", str(tmp_path / "none.yaml"), "import", "x"]) == 2
     assert "no watchlist at" in capsys.readouterr().err

@@ -56,7 +56,7 @@ def test_scrape_listing_lines_and_json(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_scrape_needs_selectors(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["scrape", str(PAGES / "listing.html"), "--base-url", "https://e.example/"]) == 1
+    assert main(["scrape", str(PAGES / "listing.html"), "--base-url", "https://e.example/"]) == 2
     assert "--item" in capsys.readouterr().err
 
 
@@ -77,5 +77,5 @@ def test_scrape_with_a_watchlist_source(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["--config", str(watchlist), "scrape", listing, "--source", "east-watch"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 4 and "https://eastwatch.example/2026/11/19/" in lines[2]
-    assert main(["--config", str(watchlist), "scrape", listing, "--source", "nope"]) == 1
+    assert main(["--config", str(watchlist), "scrape", listing, "--source", "nope"]) == 2
     assert "not a page source" in capsys.readouterr().err

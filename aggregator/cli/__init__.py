@@ -98,7 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        error("the watchlist is invalid: fix the lines above (`aggregator check-config` checks it)")
+        if any(_same_file(p.file, path) for p in exc.problems):
+            error("the watchlist is invalid: fix the lines above (`aggregator check-config`)")
+        else:
+            error("fix the lines above and run again")
         return 2
     except UsageError as exc:
         error(str(exc))
@@ -114,6 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a == b
 
 
 # What a shell reports for a process ended by SIGPIPE (128 + 13).

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aggregator.cli.output import UsageError
 from aggregator.errors import ConfigError, ExtractionError
 from aggregator.extract import (
     DEFAULT_MAX_BYTES,
@@ -189,10 +190,10 @@ def _selectors(args: argparse.Namespace, settings: Settings) -> tuple[PageSelect
         watchlist = load_watchlist(settings.config_path)
         source = next((s for s in watchlist.sources if s.id == args.source), None)
         if source is None or source.kind is not SourceKind.PAGE or source.selectors is None:
-            raise ExtractionError(f"{args.source!r} is not a page source of the watchlist")
+            raise UsageError(f"{args.source!r} is not a page source of the watchlist")
         return source.selectors, source.url
     if not args.item:
-        raise ExtractionError("give --item (and --link/--title/--date) or --source")
+        raise UsageError("give --item (and --link/--title/--date) or --source")
     return PageSelectors(item=args.item, link=args.link, title=args.title, date=args.date), None
 
 
@@ -200,11 +201,11 @@ def run_scrape(args: argparse.Namespace, settings: Settings) -> int:
     selectors, source_url = _selectors(args, settings)
     page = args.page or source_url
     if not page:
-        raise ExtractionError("give the listing PAGE (file, '-' or URL)")
+        raise UsageError("give the listing PAGE (file, '-' or URL)")
     html, fetched_url = _read_page(page, settings)
     base_url = args.base_url or fetched_url or (page if _is_url(page) else None) or source_url
     if base_url is None:
-        raise ExtractionError("give --base-url for a listing read from a file")
+        raise UsageError("give --base-url for a listing read from a file")
     items = scrape_listing(html, base_url, selectors)
     if args.json:
         rows = [

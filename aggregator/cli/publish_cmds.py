@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from aggregator.cli.output import Display, advice, plural
-from aggregator.errors import AggregatorError, PublishError
+from aggregator.cli.output import Display, UsageError, advice, plural
+from aggregator.errors import PublishError
 from aggregator.settings import Settings
 
 
@@ -65,8 +65,8 @@ def run_publish(args: argparse.Namespace, settings: Settings) -> int:
             if isinstance(cause, OSError):
                 raise PublishError(f"{exc} ({advice(cause)})") from cause
             raise
-        except ValueError as exc:
-            raise AggregatorError(str(exc)) from exc
+        except ValueError as exc:  # the base URL
+            raise UsageError(str(exc)) from exc
     feeds = sum(1 for p in paths if p.parent.name == "feeds")
     url = f"{base_url.rstrip('/')}/"
     if args.json:

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 from pathlib import Path
 
+from aggregator.cli.output import UsageError
 from aggregator.logs import setup_logging
 from aggregator.settings import Settings
 
@@ -22,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     run.add_argument("--host", help="address to listen on (env AGGREGATOR_HOST; 127.0.0.1)")
-    run.add_argument("--port", type=int, help="port to listen on (env AGGREGATOR_PORT; 8080)")
+    run.add_argument(
+        "--port", type=_port, help="port to listen on, 1-65535 (env AGGREGATOR_PORT; 8080)"
+    )
     run.add_argument(
         "--replay",
         metavar="DIR",
@@ -53,6 +56,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.set_defaults(handler=run_command)
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1-65535, not {value}")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if value < 0:
@@ -71,6 +84,8 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     )
     if args.replay is not None:
         settings = settings.for_demo()
+    if not 1 <= settings.port <= 65535:
+        raise UsageError(f"AGGREGATOR_PORT must be 1-65535, not {settings.port}")
     setup_logging(settings.log_level, settings.log_format)
     options = ServiceOptions.from_env(
         host=settings.host,

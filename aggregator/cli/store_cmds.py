@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from datetime import UTC, datetime
@@ -155,12 +156,20 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
     from aggregator.match import TopicMatcher
     from aggregator.pipeline import import_records
     from aggregator.store import open_store
+    from aggregator.store.transfer import (
+        DEVELOPMENTS_NAME,
+        read_developments,
+        restore_developments,
+    )
     from aggregator.watchlist import load_watchlist
 
     watchlist = load_watchlist(settings.config_path)
     matcher = TopicMatcher(watchlist.topics)
     source_topics = {s.id: s.topics for s in watchlist.sources}
+    grouping = read_developments(args.paths)  # checked before anything is stored
+    now = _now()
     with Display() as shown, open_store(settings.db_url) as store:
+        store.sync_sources(watchlist.sources, now)  # source titles, as the service shows them
         task = shown.task("reading record files")
         summary = import_records(
             store,
@@ -168,11 +177,18 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
             matcher=matcher,
             options=watchlist.dedup,
             source_topics=source_topics,
-            now=_now(),
+            now=now,
             progress=task.hook(_IMPORT_STAGES),
         )
+        task.update(label="restoring corrections")
+        restored = restore_developments(store, grouping, now)
         total_records = store.count_records()
         total_devs = store.count_developments()
+    if summary.files == 0:
+        raise AggregatorError(
+            f"no record files (NNN_<16 hex>.txt) in {', '.join(map(str, args.paths))}: "
+            "nothing imported"
+        )
     for warning in summary.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     for skipped in summary.skipped:
@@ -186,6 +202,7 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
             "joined": summary.joined,
             "skipped": summary.skipped,
             "warnings": summary.warnings,
+            "restored": dataclasses.asdict(restored),
             "store_records": total_records,
             "store_developments": total_devs,
         }
@@ -199,6 +216,20 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
         f"store holds {plural(total_records, 'record')} in "
         f"{plural(total_devs, 'development')}"
     )
+    if grouping:
+        print(
+            f"from {DEVELOPMENTS_NAME}: {plural(restored.moved, 'record')} put back in "
+            f"{'its' if restored.moved == 1 else 'their'} development, "
+            f"{plural(restored.merged, 'merged id')} resolving again, "
+            f"{plural(restored.aliases, 'other place')} of publication, "
+            f"times of {plural(restored.times, 'development')} restored"
+            + (
+                f"; {plural(restored.kept_manual, 'record')} left where an admin of this "
+                "store placed it"
+                if restored.kept_manual
+                else ""
+            )
+        )
     return 0
 
 
@@ -339,7 +370,10 @@ def run_db_prune(args: argparse.Namespace, settings: Settings) -> int:
         days = retention_days(load_watchlist(settings.config_path), settings)
     if days < 1:
         raise UsageError(f"--days must be at least 1, got {days}")
-    cutoff = _now() - timedelta(days=days)
+    try:
+        cutoff = _now() - timedelta(days=days)
+    except OverflowError:
+        raise UsageError(f"--days {days} reaches before year 1: give fewer days") from None
     with open_store(settings.db_url) as store:
         removed = store.prune(cutoff)
         left = store.count_records()

@@ -4,8 +4,11 @@
 A folder holds one ``NNN_<id>.txt`` file per record (the record text, byte for byte) and
 optionally ``index.jsonl``: one JSON object per line with the metadata of one record, keyed by
 ``id`` (or ``file``). Export writes every field; import accepts any subset, so a folder of bare
-text files imports too. Export, import into an empty store and export again gives identical
-files.
+text files imports too. Export also writes ``developments.jsonl``: which development each record
+belongs to and why (dedup's decision or an admin's split or merge), the ids merged into others,
+each development's times and the other places each record was published; import puts that back
+after the records went through ingest. Export, import into an empty store and export again gives
+identical files.
 """
 
 from __future__ import annotations
@@ -18,10 +21,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from aggregator import dedup, records
 from aggregator.errors import RecordFormatError
 from aggregator.model import Record
+from aggregator.store import schema as t
 from aggregator.store.core import Store
+from aggregator.store.queries import refresh_development
 
 INDEX_NAME = "index.jsonl"
 # The fields of an index line, in the order export writes them.
@@ -279,7 +286,7 @@ def _iso(value: datetime | None) -> str | None:
 
 def _existing_export_files(out: Path) -> Iterator[Path]:
     for child in out.iterdir():
-        if child.name == INDEX_NAME:
+        if child.name in (INDEX_NAME, DEVELOPMENTS_NAME):
             yield child
         elif child.suffix == ".txt":
             try:
@@ -296,12 +303,14 @@ def export_dir(
     replace: bool = False,
     on_record: Callable[[int], None] | None = None,
 ) -> int:
-    """Write every record as ``NNN_<id>.txt`` (insertion order) and ``index.jsonl``; returns
-    the number of records written (``on_record(n)`` is told after each).
+    """Write every record as ``NNN_<id>.txt`` (insertion order), ``developments.jsonl`` (the
+    grouping, the admin's corrections, the other places each record was published: see
+    ``export_developments``) and ``index.jsonl``; returns the number of records written
+    (``on_record(n)`` is told after each).
 
-    A folder that holds an earlier export is refused unless ``replace`` (its record files and
-    index are then removed first, so no stale record is left behind). ``index.jsonl`` appears
-    last: a folder without one is an export that did not finish (a full disk, say).
+    A folder that holds an earlier export is refused unless ``replace`` (its files are then
+    removed first, so no stale record is left behind). ``index.jsonl`` appears last: a folder
+    without one is an export that did not finish (a full disk, say).
     """
     if out.exists() and not out.is_dir():
         raise RecordFormatError(f"{out} is a file, not a folder: give a folder to export into")
@@ -325,7 +334,381 @@ def export_dir(
                     on_record(count)
             index.flush()
             os.fsync(index.fileno())
+        export_developments(store, out / DEVELOPMENTS_NAME)
         tmp_index.replace(out / INDEX_NAME)
     finally:
         tmp_index.unlink(missing_ok=True)
     return count
+
+
+# --------------------------------------------------------------------------------------------
+# developments: the grouping, the admin's corrections, the other places a record was published
+# --------------------------------------------------------------------------------------------
+
+DEVELOPMENTS_NAME = "developments.jsonl"
+
+
+@dataclass(frozen=True, slots=True)
+class MemberEntry:
+    """One record's place in a development, as the export carries it."""
+
+    record_id: str
+    reason: str
+    score: float
+    matched_record_id: str | None
+    manual: bool
+    joined: datetime
+    aliases: tuple[dict[str, Any], ...] = ()  # other sources' copies: source, url, guid, ...
+
+
+@dataclass(frozen=True, slots=True)
+class DevelopmentEntry:
+    """One line of ``developments.jsonl``: a development with its members, or (``merged_into``
+    set, no members) an id an admin merged into another."""
+
+    id: str
+    first_seen: datetime
+    updated: datetime
+    members: tuple[MemberEntry, ...] = ()
+    merged_into: str | None = None
+
+
+@dataclass(slots=True)
+class RestoreSummary:
+    """What ``restore_developments`` changed."""
+
+    moved: int = 0  # records put back into the development the export had them in
+    kept_manual: int = 0  # records left where an admin of this store placed them
+    merged: int = 0  # merged ids that resolve again
+    aliases: int = 0  # other places of publication added
+    times: int = 0  # developments whose first-seen and updated times were restored
+
+
+def _alias_json(row: Any) -> dict[str, Any]:
+    return {
+        "source": row.source_id,
+        "url": row.url,
+        "guid": row.guid,
+        "published": _iso(row.published),
+        "seen": _iso(row.seen),
+    }
+
+
+def export_developments(store: Store, path: Path) -> int:
+    """Write ``developments.jsonl``: every development (oldest first) with each member's
+    decision (reason, score, matched record, manual, joined) and the member's other places of
+    publication, then every merged id with the id it resolves to. Returns the lines written."""
+    d, m, a = t.developments, t.memberships, t.record_aliases
+    with store.engine.connect() as conn:
+        devs = conn.execute(
+            sa.select(d.c.id, d.c.first_seen, d.c.updated, d.c.merged_into).order_by(
+                d.c.merged_into.is_not(None), d.c.first_seen, d.c.id
+            )
+        ).all()
+        members: dict[str, list[Any]] = {}
+        query = sa.select(m).join(t.records, t.records.c.id == m.c.record_id)
+        for row in conn.execute(query.order_by(t.records.c.seq)):
+            members.setdefault(row.development_id, []).append(row)
+        aliases: dict[str, list[dict[str, Any]]] = {}
+        for row in conn.execute(sa.select(a).order_by(a.c.id)):
+            aliases.setdefault(row.record_id, []).append(_alias_json(row))
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8", newline="\n") as out:
+            for dev in devs:
+                entry: dict[str, Any] = {
+                    "id": dev.id,
+                    "first_seen": _iso(dev.first_seen),
+                    "updated": _iso(dev.updated),
+                }
+                if dev.merged_into is not None:
+                    entry["merged_into"] = dev.merged_into
+                else:
+                    entry["members"] = [
+                        {
+                            "record": row.record_id,
+                            "reason": row.reason,
+                            "score": row.score,
+                            "matched": row.matched_record_id,
+                            "manual": bool(row.manual),
+                            "joined": _iso(row.joined),
+                            "aliases": aliases.get(row.record_id, []),
+                        }
+                        for row in members.get(dev.id, [])
+                    ]
+                out.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return len(devs)
+
+
+def read_developments(paths: Sequence[Path]) -> list[DevelopmentEntry]:
+    """The ``developments.jsonl`` of every folder in ``paths`` (none: []), all checked first:
+    any problem raises ``ImportProblems`` listing each as ``path:line: message``."""
+    entries: list[DevelopmentEntry] = []
+    problems: list[str] = []
+    for folder in paths:
+        path = folder / DEVELOPMENTS_NAME
+        if not folder.is_dir() or not path.is_file():
+            continue
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"{path}: cannot read: {exc}")
+            continue
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                entry = _development_entry(json.loads(line), where, problems)
+            except json.JSONDecodeError as exc:
+                problems.append(f"{where}: not JSON: {exc.msg}")
+                continue
+            if entry is not None:
+                entries.append(entry)
+    if problems:
+        raise ImportProblems(problems)
+    return entries
+
+
+def _development_entry(data: Any, where: str, problems: list[str]) -> DevelopmentEntry | None:
+    if not isinstance(data, dict):
+        problems.append(f"{where}: expected a JSON object")
+        return None
+    before = len(problems)
+    dev_id = data.get("id")
+    if not isinstance(dev_id, str) or not dev_id:
+        problems.append(f'{where}: needs an "id"')
+    first_seen = _time(data, "first_seen", where, problems)
+    updated = _time(data, "updated", where, problems)
+    if first_seen is None or updated is None:
+        problems.append(f"{where}: needs first_seen and updated times")
+    merged_into = data.get("merged_into")
+    if merged_into is not None and not isinstance(merged_into, str):
+        problems.append(f"{where}: merged_into must be a development id")
+    members: list[MemberEntry] = []
+    raw_members = data.get("members", [])
+    if not isinstance(raw_members, list):
+        problems.append(f"{where}: members must be a list")
+        raw_members = []
+    for raw in raw_members:
+        member = _member_entry(raw, where, problems)
+        if member is not None:
+            members.append(member)
+    if len(problems) > before or first_seen is None or updated is None:
+        return None
+    return DevelopmentEntry(
+        id=str(dev_id),
+        first_seen=first_seen,
+        updated=updated,
+        members=tuple(members),
+        merged_into=merged_into,
+    )
+
+
+def _member_entry(raw: Any, where: str, problems: list[str]) -> MemberEntry | None:
+    if not isinstance(raw, dict) or not isinstance(raw.get("record"), str):
+        problems.append(f'{where}: each member needs a "record" id')
+        return None
+    joined = _time(raw, "joined", where, problems)
+    score = raw.get("score", 1.0)
+    if not isinstance(score, int | float) or isinstance(score, bool):
+        problems.append(f"{where}: score of {raw['record']} must be a number")
+        return None
+    aliases = raw.get("aliases", [])
+    if not isinstance(aliases, list) or not all(isinstance(x, dict) for x in aliases):
+        problems.append(f"{where}: aliases of {raw['record']} must be a list of objects")
+        return None
+    for alias in aliases:
+        for key in ("published", "seen"):
+            _time(alias, key, where, problems)
+    matched = raw.get("matched")
+    return MemberEntry(
+        record_id=raw["record"],
+        reason=str(raw.get("reason") or "manual"),
+        score=float(score),
+        matched_record_id=matched if isinstance(matched, str) else None,
+        manual=bool(raw.get("manual", False)),
+        joined=joined or datetime.fromtimestamp(0, UTC),
+        aliases=tuple(aliases),
+    )
+
+
+def restore_developments(
+    store: Store, entries: Sequence[DevelopmentEntry], now: datetime
+) -> RestoreSummary:
+    """Put the imported records back into the developments the export had them in, with the
+    decision behind each (so an admin's splits and merges survive), make merged ids resolve
+    again, add the other places each record was published, and give back each development's
+    first-seen and updated times when it holds exactly the records it held at export.
+
+    Records already placed by an admin of this store (manual) stay where they are. Runs after
+    the records were imported (each went through ingest: topics, fingerprints, dedup), in one
+    transaction.
+    """
+    summary = RestoreSummary()
+    if not entries:
+        return summary
+    d, m = t.developments, t.memberships
+    with store.write() as tx:
+        conn = tx.conn
+        exists = {
+            row.id: row.merged_into for row in conn.execute(sa.select(d.c.id, d.c.merged_into))
+        }
+        current = {
+            row.record_id: (row.development_id, bool(row.manual))
+            for row in conn.execute(sa.select(m.c.record_id, m.c.development_id, m.c.manual))
+        }
+        touched: set[str] = set()
+        live = [e for e in entries if e.merged_into is None]
+        for entry in live:
+            here = [mem for mem in entry.members if mem.record_id in current]
+            if not here:
+                continue  # none of its records is in this store
+            if entry.id not in exists:
+                conn.execute(
+                    sa.insert(d).values(
+                        id=entry.id,
+                        title="",
+                        summary="",
+                        first_seen=entry.first_seen,
+                        updated=entry.updated,
+                        representative_id=here[0].record_id,
+                    )
+                )
+                exists[entry.id] = None
+                touched.add(entry.id)
+            elif exists[entry.id] is not None:
+                continue  # merged into another by an admin of this store: that stands
+            for mem in here:
+                dev_now, manual_now = current[mem.record_id]
+                if manual_now and dev_now != entry.id and not mem.manual:
+                    summary.kept_manual += 1
+                    continue
+                conn.execute(
+                    sa.update(m)
+                    .where(m.c.record_id == mem.record_id)
+                    .values(
+                        development_id=entry.id,
+                        reason=mem.reason,
+                        score=mem.score,
+                        matched_record_id=mem.matched_record_id,
+                        manual=mem.manual,
+                        joined=mem.joined,
+                    )
+                )
+                if dev_now != entry.id:
+                    summary.moved += 1
+                    touched.update((dev_now, entry.id))
+                current[mem.record_id] = (entry.id, mem.manual)
+                summary.aliases += _restore_aliases(conn, mem)
+        for entry in entries:
+            if entry.merged_into is None or exists.get(entry.merged_into, "?") is not None:
+                continue  # not a merged id, or its development is not (live) in this store
+            if exists.get(entry.id, "?") == entry.merged_into:
+                continue  # resolves there already
+            keep = entry.merged_into
+            if entry.id in exists:
+                # Records this store had grouped under the merged id follow it, as in a merge.
+                representative = conn.execute(
+                    sa.select(d.c.representative_id).where(d.c.id == keep)
+                ).scalar_one_or_none()
+                conn.execute(
+                    sa.update(m)
+                    .where(m.c.development_id == entry.id)
+                    .values(
+                        development_id=keep,
+                        reason="manual",
+                        score=1.0,
+                        matched_record_id=representative,
+                        manual=True,
+                        joined=now,
+                    )
+                )
+                conn.execute(
+                    sa.update(d)
+                    .where(sa.or_(d.c.id == entry.id, d.c.merged_into == entry.id))
+                    .values(merged_into=keep)
+                )
+                conn.execute(
+                    sa.update(d)
+                    .where(d.c.id == entry.id)
+                    .values(first_seen=entry.first_seen, updated=entry.updated)
+                )
+                conn.execute(
+                    sa.delete(t.development_topics).where(
+                        t.development_topics.c.development_id == entry.id
+                    )
+                )
+                touched.discard(entry.id)
+            else:
+                conn.execute(
+                    sa.insert(d).values(
+                        id=entry.id,
+                        title="",
+                        summary="",
+                        first_seen=entry.first_seen,
+                        updated=entry.updated,
+                        merged_into=keep,
+                    )
+                )
+            exists[entry.id] = keep
+            touched.add(keep)
+            summary.merged += 1
+        for dev_id in sorted(touched):
+            if exists.get(dev_id) is None:
+                refresh_development(conn, dev_id, now)  # deletes one left without members
+        members_now: dict[str, set[str]] = {}
+        for record_id, (dev_id, _) in current.items():
+            members_now.setdefault(dev_id, set()).add(record_id)
+        for entry in live:
+            wanted = {mem.record_id for mem in entry.members}
+            if wanted and members_now.get(entry.id) == wanted:
+                result = conn.execute(
+                    sa.update(d)
+                    .where(
+                        d.c.id == entry.id,
+                        sa.or_(d.c.first_seen != entry.first_seen, d.c.updated != entry.updated),
+                    )
+                    .values(first_seen=entry.first_seen, updated=entry.updated)
+                )
+                summary.times += result.rowcount
+        if touched or summary.aliases or summary.times:
+            tx.bump_feed_version()
+    return summary
+
+
+def _restore_aliases(conn: Any, mem: MemberEntry) -> int:
+    """Add the member's other places of publication this store does not know yet."""
+    if not mem.aliases:
+        return 0
+    a = t.record_aliases
+    known = {
+        (row.source_id, row.url, row.guid)
+        for row in conn.execute(
+            sa.select(a.c.source_id, a.c.url, a.c.guid).where(a.c.record_id == mem.record_id)
+        )
+    }
+    added = 0
+    for alias in mem.aliases:
+        key = (alias.get("source"), alias.get("url"), alias.get("guid"))
+        if key in known:
+            continue
+        problems: list[str] = []
+        conn.execute(
+            sa.insert(a).values(
+                record_id=mem.record_id,
+                source_id=key[0],
+                url=key[1],
+                guid=key[2],
+                published=_time(alias, "published", "", problems),
+                seen=_time(alias, "seen", "", problems) or mem.joined,
+            )
+        )
+        known.add(key)
+        added += 1
+    return added
