@@ -129,7 +129,7 @@ def test_export_import_export_is_byte_identical(
     first, second = tmp_path / "export1", tmp_path / "export2"
     assert cli(db_url, config, "export", str(first)) == 0
     exported = files_of(first)
-    assert len(exported) == 6 and "index.jsonl" in exported
+    assert len(exported) == 7 and {"index.jsonl", "developments.jsonl"} <= set(exported)
     for path in seeds_dir.glob("*.txt"):  # record texts are exact
         assert exported[path.name] == path.read_bytes()
     lines = [json.loads(x) for x in exported["index.jsonl"].decode().splitlines()]
