@@ -161,7 +161,7 @@ def test_cli_publish_reports_a_bad_base_url(
 ) -> None:
     db_url = f"sqlite:///{tmp_path / 'a.db'}"
     base, _config = _setup(tmp_path, db_url)
-    assert main([*base, "publish", str(tmp_path / "o"), "--base-url", "ftp://x"]) == 1
+    assert main([*base, "publish", str(tmp_path / "o"), "--base-url", "ftp://x"]) == 2
     assert "absolute http(s) URL" in capsys.readouterr().err
 
 
