@@ -12,8 +12,7 @@
    frequencies (``dedup_data``), checked for shared protagonists and actions. No corpus
    statistics live in the database, so replicas need no shared counters.
 
-Everything here is pure: plain data in, plain data out; no clock, files or network. The optional
-semantic mode takes embeddings made elsewhere (``aggregator.embed``); the default never needs it.
+Everything here is pure: plain data in, plain data out; no clock, files or network.
 
 See docs/dedup.md for the method, the thresholds and the measured figures.
 """
@@ -43,11 +42,10 @@ import numpy as np
 from aggregator.model import DedupOptions, DedupReason
 
 __all__ = [
-    "EVENT_THRESHOLD",
     "FINGERPRINT_VERSION",
-    "NEAR_DUPLICATE_THRESHOLD",
     "Candidate",
     "Decision",
+    "DevelopmentScore",
     "Fingerprint",
     "background_idf",
     "canonical_url",
@@ -56,8 +54,10 @@ __all__ = [
     "fingerprint",
     "fingerprint_from_json",
     "fingerprint_to_json",
+    "is_headline",
     "minhash_similarity",
     "representative",
+    "time_decay",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -353,22 +353,23 @@ _MONTHS = {
 
 # News predicates and nouns that say the same thing, in English, Lithuanian and Russian: each
 # group is folded into its first word, so "refuses talks" meets "rejects negotiations" and
-# "atmeta derybas" / "отказался от переговоров".
+# "atmeta derybas" / "отказался от переговоров". A group marked "!" names an action (what
+# happened, not what it is about): see ``DedupOptions.action_penalty``.
 _SYNONYMS_RAW = """
-reject refuse refusal decline rebuff dismiss spurn atmesti atmeta atmetė atsisako atsisakė
+!reject refuse refusal decline rebuff dismiss spurn atmesti atmeta atmetė atsisako atsisakė
   отказ отказался отказалась отказались отклонил отклонила отверг отвергла отвергли
 talks negotiations negotiation dialogue discussions derybos derybų derybas pokalbiai
   переговоры переговоров переговорах диалог
 earthquake quake tremor drebėjimas землетрясение землетрясения толчок
-kill killed dead death died dies die žuvo mirė nužudė žuvę погиб погибли погибших убит
+!kill killed dead death died dies die žuvo mirė nužudė žuvę погиб погибли погибших убит
   убиты умер скончался
-arrest arrested detain detained custody sulaikė sulaikytas areštuotas задержан задержаны
+!arrest arrested detain detained custody sulaikė sulaikytas areštuotas задержан задержаны
   арестован арестованы
-acquire acquisition buy buys bought purchase takeover įsigyja įsigijo pirks купил купит
+!acquire acquisition buy buys bought purchase takeover įsigyja įsigijo pirks купил купит
   покупка приобретение
-resign resigned resignation quit atsistatydina atsistatydino отставка отставку ушел
-pledge promise vow pledged promised vowed pažadėjo žada pažadas пообещал обещает обещание
-emergency nepaprastoji nepaprastąją чрезвычайное чрезвычайного
+!resign resigned resignation quit atsistatydina atsistatydino отставка отставку ушел
+!pledge promise vow pledged promised vowed pažadėjo žada pažadas пообещал обещает обещание
+!emergency nepaprastoji nepaprastąją чрезвычайное чрезвычайного
 balloon balionai balionų balionus balionais аэростат аэростаты шары шаров
 smuggling smuggler smugglers contraband kontrabanda kontrabandininkai контрабанда контрабандисты
 eu es ес евросоюз евросоюза
@@ -442,7 +443,7 @@ def _synonym_map() -> dict[str, str]:
     # One group a line; a line starting with two spaces continues the previous group.
     for group in _SYNONYMS_RAW.strip().replace("\n  ", " ").split("\n"):
         words = group.split()
-        head = _skeleton_word(words[0])
+        head = _skeleton_word(words[0].lstrip("!"))
         for word in words[1:]:
             key = _skeleton_word(word)
             if key != head and key not in _STOPWORDS:
@@ -451,16 +452,12 @@ def _synonym_map() -> dict[str, str]:
 
 
 _SYNONYM_OF = _synonym_map()
-# The groups that name what happened (an action), as opposed to what it is about: two reports
-# of one development say the same action in their headlines and leads.
-_PREDICATES = frozenset(
-    _skeleton_word(w)
-    for w in ("reject", "kill", "arrest", "acquire", "resign", "pledge", "emergency")
+# The keys of the action groups: two reports of one development name the same action.
+_ACTIONS = frozenset(
+    _skeleton_word(line.split()[0][1:])
+    for line in _SYNONYMS_RAW.strip().split("\n")
+    if line.startswith("!")
 )
-# Actions that are successive phases of one story, compared as one: a report that leads with the
-# arrest over a killing belongs with the reports of the killing (docs/dedup.md: every wrong
-# action check on the development corpus was a killing against an arrest).
-_PHASE_OF = {_skeleton_word("arrest"): _skeleton_word("kill")}
 _MONTH_OF = {_skeleton_word(name): key for key, names in _MONTHS.items() for name in names}
 
 
@@ -581,7 +578,6 @@ _PERM_A = _rng.integers(1, 2**63, size=NUM_PERM, dtype=np.uint64) | np.uint64(1)
 _PERM_B = _rng.integers(0, 2**63, size=NUM_PERM, dtype=np.uint64)
 _MIX1 = np.uint64(0x9E3779B97F4A7C15)
 _MIX2 = np.uint64(0xC2B2AE3D27D4EB4F)
-NEAR_DUPLICATE_THRESHOLD = 0.5  # estimated Jaccard of word 3-shingles
 
 
 def _token_hashes(keys: Sequence[str]) -> np.ndarray:
@@ -662,7 +658,7 @@ class Fingerprint:
     ``terms``/``weights``: the record's heaviest normalized terms with their weights (log term
     frequency, title and entity boosts); ``entities``: names; ``numbers``: numbers and dates
     (``m05`` is May, in any language); ``title_terms``: the headline's terms; ``length``: words in
-    the text; ``embedding``: the optional semantic vector (empty by default).
+    the text.
     """
 
     minhash: tuple[int, ...]
@@ -675,12 +671,12 @@ class Fingerprint:
     title_terms: tuple[str, ...] = ()
     length: int = 0
     language: str | None = None
-    embedding: tuple[float, ...] = ()
     head_terms: tuple[str, ...] = ()
     head_weights: tuple[float, ...] = ()
     version: int = FINGERPRINT_VERSION
     _vector: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
     _head: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
+    _names: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled (to and from a parse-pool process) without the derived vectors; unpickled
@@ -693,6 +689,17 @@ class Fingerprint:
         if not self._head and self.head_terms:
             self._head.update(zip(self.head_terms, self.head_weights, strict=True))
         return self._head
+
+    def names_vector(self) -> dict[str, float]:
+        """The names and numbers among the terms, as a unit vector: who, where and how many
+        (the entity sub-vector of Miranda et al. 2018)."""
+        if not self._names and self.terms:
+            marked = set(self.entities).union(self.numbers)
+            picked = {t: w for t, w in zip(self.terms, self.weights, strict=True) if t in marked}
+            norm = math.sqrt(sum(w * w for w in picked.values()))
+            if norm:
+                self._names.update((t, w / norm) for t, w in picked.items())
+        return self._names
 
     def vector(self) -> dict[str, float]:
         """The term weights as a dict (built once per fingerprint)."""
@@ -804,14 +811,8 @@ def fingerprint(
     title: str,
     text: str,
     language: str | None = None,
-    *,
-    embedder: Callable[[str], Sequence[float]] | None = None,
 ) -> Fingerprint:
-    """The fingerprint of one record: ``title`` (its headline) and ``text`` (plain body text).
-
-    ``embedder``, when given, maps text to a sentence embedding for the optional semantic mode
-    (``aggregator.embed.semantic_embedder()``); the default lexical fingerprint never needs it.
-    """
+    """The fingerprint of one record: ``title`` (its headline) and ``text`` (plain body text)."""
     body = _tokenize(_drop_link_list(text))
     head = _tokenize(title)
     minhash = _minhash(body.keys or head.keys)
@@ -852,9 +853,6 @@ def fingerprint(
     top = [(k, w / norm) for k, w in top]
     key_terms = _key_terms(weights, entities, title_keys)
     head_vec = _head_vector(title_keys, body.keys[:LEAD_WORDS], entities, numbers)
-    embedding: tuple[float, ...] = ()
-    if embedder is not None:
-        embedding = tuple(float(x) for x in embedder(f"{title}\n{text[:2000]}"))
     return Fingerprint(
         minhash=minhash,
         bands=_bands(minhash),
@@ -868,7 +866,6 @@ def fingerprint(
         title_terms=tuple(dict.fromkeys(title_keys)),
         length=len(body.raw),
         language=language,
-        embedding=embedding,
         head_terms=tuple(intern(k) for k in head_vec),
         head_weights=tuple(round(w, 5) for w in head_vec.values()),
     )
@@ -937,8 +934,6 @@ def fingerprint_to_json(fp: Fingerprint) -> str:
         "head_terms": _join_terms(fp.head_terms),
         "head_weights": _pack_floats(fp.head_weights),
     }
-    if fp.embedding:
-        data["embedding"] = [round(x, 5) for x in fp.embedding]
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -992,7 +987,6 @@ def _from_packed(obj: dict[str, Any]) -> Fingerprint:
         title_terms=tuple(map(str, obj["title_terms"])),
         length=int(obj["length"]),
         language=obj.get("language"),
-        embedding=tuple(map(float, obj.get("embedding", ()))),
         head_terms=_split_terms(obj["head_terms"]),
         head_weights=_unpack_floats(obj["head_weights"]),
         version=int(obj["v"]),
@@ -1012,7 +1006,6 @@ def _from_lists(obj: dict[str, Any]) -> Fingerprint:
         title_terms=tuple(str(x) for x in obj.get("title_terms", ())),
         length=int(obj.get("length", 0)),
         language=obj.get("language"),
-        embedding=tuple(float(x) for x in obj.get("embedding", ())),
         head_terms=tuple(intern(str(x)) for x in obj.get("head_terms", ())),
         head_weights=tuple(float(x) for x in obj.get("head_weights", ())),
         version=int(obj.get("v", 2)),
@@ -1071,29 +1064,32 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """Where the new record goes: ``development_id`` None means "start a new development"."""
+    """Where the new record goes: ``development_id`` None means "start a new development".
+
+    ``score`` is the near-duplicate similarity or the same-event score of the development joined
+    (1.0 for a new one); ``threshold`` the score that development had to reach (0.0 for near
+    duplicates and new developments), so ``score - threshold`` is the decision's margin."""
 
     development_id: str | None
     reason: DedupReason
     score: float
     matched_record_id: str | None
+    threshold: float = 0.0
 
 
-# A development is joined when the record's score against it reaches this (docs/dedup.md, "Why
-# 0.34"): below 0.38 a join is right only 71-87 times in 100; a wrong join hides a development
-# from subscribers, a missed one shows it twice. At 0.30, a week of one crisis's news (balloons,
-# an airport closure, sanctions, checkpoints) chained into one development; of the thresholds
-# measured over 21 orders (0.30, 0.34, 0.35, 0.36), 0.34 is the lowest with pairwise precision
-# >= 0.90 on the development corpus (issue 5's goal), and the seeds' weakest join (0.36) holds.
-# Unrelated stories score under 0.1 (99.9th percentile).
-EVENT_THRESHOLD = 0.34
-# Share of the headline-and-lead cosine in the score: news writing puts what happened first.
-TITLE_SHARE = 0.3
-# Optional semantic mode: the embedding cosine is mapped onto the lexical scale linearly, from
-# "unrelated" (SEMANTIC_FLOOR -> 0) to "same story" (SEMANTIC_CEILING -> 1), and mixed in.
-SEMANTIC_WEIGHT = 0.25
-SEMANTIC_FLOOR = 0.6
-SEMANTIC_CEILING = 0.9
+@dataclass(frozen=True, slots=True)
+class DevelopmentScore:
+    """A record against one candidate development: its ``score``, the ``threshold`` that the
+    kind of comparison needs (``kind``: "article" or "headline"), the closest member's id."""
+
+    score: float
+    threshold: float
+    record_id: str
+    kind: str
+
+    @property
+    def margin(self) -> float:
+        return self.score - self.threshold
 
 
 def decide(
@@ -1104,49 +1100,53 @@ def decide(
     ``candidates`` are stored records that share an LSH band or a key term with ``fp`` (the
     store's queries); those outside ``options.window_days`` of ``time`` are ignored. A
     near-duplicate of a candidate joins its development (reason NEAR_DUPLICATE); otherwise the
-    development whose centroid is closest joins when its score reaches ``EVENT_THRESHOLD``
-    (SAME_EVENT); otherwise the record starts a new development (NEW).
+    development with the largest margin over its threshold (``development_scores``, after the
+    time decay) joins when that margin is not negative (SAME_EVENT); otherwise the record starts
+    a new development (NEW). Single-pass clustering against development centroids with a time
+    penalty (Allan, Papka and Lavrenko 1998; Yang, Pierce and Carbonell 1998).
     """
     live = _within_window(time, candidates, options.window_days)
     if not live:
         return Decision(None, DedupReason.NEW, 1.0, None)
-    near = _best_near_duplicate(fp, live)
+    near = _best_near_duplicate(fp, live, options.near_duplicate)
     if near is not None:
         return near
-    scores = development_scores(fp, live, semantic=options.semantic)
+    scores = development_scores(fp, live, options)
     if time is not None:
-        scores = _decayed(scores, time, live, options.window_days)
-    best_dev, (best_score, best_rec) = max(scores.items(), key=lambda kv: (kv[1][0], kv[0]))
-    if best_score >= EVENT_THRESHOLD:
-        return Decision(best_dev, DedupReason.SAME_EVENT, round(best_score, 4), best_rec)
+        scores = _decayed(scores, time, live, options)
+    best_dev, best = max(scores.items(), key=lambda kv: (kv[1].margin, kv[0]))
+    if best.margin >= 0.0:
+        return Decision(
+            best_dev,
+            DedupReason.SAME_EVENT,
+            round(best.score, 4),
+            best.record_id,
+            best.threshold,
+        )
     return Decision(None, DedupReason.NEW, 1.0, None)
 
 
-# Reports of one development come within a news cycle of each other: a later report has to be
-# closer to join, linearly, until the window's end (the time penalty of on-line new event
-# detection, Yang, Pierce and Carbonell 1998; Allan, Papka and Lavrenko 1998). Without it, an
-# ongoing crisis (balloons on Monday, an airport shut on Wednesday, crossings closed on Friday,
-# all with the same places, actors and words) chains into one development.
-NEWS_CYCLE = timedelta(days=1)
-
-
-def time_decay(gap: timedelta, window_days: float) -> float:
+def time_decay(gap: timedelta, options: DedupOptions) -> float:
     """The share of its score a record keeps against a development whose reports are, on
-    average, ``gap`` away from it in time: 1 within a news cycle, then falling linearly to 0 at
-    the end of the window."""
-    window = timedelta(days=window_days)
+    average, ``gap`` away from it in time: 1 within a news cycle (``options.news_cycle_days``),
+    then falling linearly to 0 at the end of the window (``options.window_days``). Reports of
+    one development come within a news cycle of each other; without the decay an ongoing crisis
+    (balloons on Monday, an airport shut on Wednesday, crossings closed on Friday, all with the
+    same places, actors and words) chains into one development."""
+    window = timedelta(days=options.window_days)
+    cycle = timedelta(days=options.news_cycle_days)
     gap = abs(gap)
-    if gap <= NEWS_CYCLE or window <= NEWS_CYCLE:
+    if gap <= cycle or window <= cycle:
         return 1.0
-    return max(0.0, 1.0 - (gap - NEWS_CYCLE) / (window - NEWS_CYCLE))
+    return max(0.0, 1.0 - (gap - cycle) / (window - cycle))
 
 
 def _decayed(
-    scores: dict[str, tuple[float, str]],
+    scores: dict[str, DevelopmentScore],
     time: datetime,
     candidates: Sequence[Candidate],
-    window_days: float,
-) -> dict[str, tuple[float, str]]:
+    options: DedupOptions,
+) -> dict[str, DevelopmentScore]:
     """``scores`` with each development's score times ``time_decay`` of the gap between
     ``time`` and its candidate members' mean time (members without a time do not count)."""
     offsets: dict[str, list[float]] = defaultdict(list)
@@ -1156,9 +1156,8 @@ def _decayed(
     out = dict(scores)
     for dev, secs in offsets.items():
         if dev in out:
-            score, rec = out[dev]
             gap = timedelta(seconds=sum(secs) / len(secs))
-            out[dev] = (score * time_decay(gap, window_days), rec)
+            out[dev] = replace(out[dev], score=out[dev].score * time_decay(gap, options))
     return out
 
 
@@ -1171,7 +1170,9 @@ def _within_window(
     return [c for c in candidates if c.time is None or abs(time - c.time) <= window]
 
 
-def _best_near_duplicate(fp: Fingerprint, candidates: Sequence[Candidate]) -> Decision | None:
+def _best_near_duplicate(
+    fp: Fingerprint, candidates: Sequence[Candidate], threshold: float
+) -> Decision | None:
     if not fp.bands:
         return None
     mine = set(fp.bands)
@@ -1181,7 +1182,7 @@ def _best_near_duplicate(fp: Fingerprint, candidates: Sequence[Candidate]) -> De
         if mine.isdisjoint(cand.fingerprint.bands):
             continue
         sim = minhash_similarity(fp.minhash, cand.fingerprint.minhash)
-        if sim >= NEAR_DUPLICATE_THRESHOLD and (best is None or sim > best[0]):
+        if sim >= threshold and (best is None or sim > best[0]):
             best = (sim, cand)
     if best is None:
         return None
@@ -1204,87 +1205,86 @@ def _cosine(a: dict[str, float], b: dict[str, float]) -> float:
     return dot / (na * nb)
 
 
-def _semantic(a: Fingerprint, b: Fingerprint) -> float | None:
-    if not a.embedding or len(a.embedding) != len(b.embedding):
-        return None
-    cos = float(np.dot(a.embedding, b.embedding))
-    return min(1.0, max(0.0, (cos - SEMANTIC_FLOOR) / (SEMANTIC_CEILING - SEMANTIC_FLOOR)))
-
-
-# The record's leading names (its protagonists: the three heaviest names of its headline and
-# lead); a development whose reports never mention any of them, in headline, lead or text, loses
-# this share of its score. Measured on the development corpus (docs/dedup.md), the check "none of
-# the three, anywhere" is right 19 times in 20 when it changes a decision; "neither of the two
-# leading names in the development's headlines and leads" (before) was right 7 times in 10: a
-# report often leads with a secondary figure (an agent, a spokesman) that its development's
-# other reports name only further down.
-PROTAGONISTS = 3
-PROTAGONIST_PENALTY = 0.3
-# Share lost when the record's headline and lead name an action (_PREDICATES) and the
-# development's name only other actions: "pledges to stop" is not "refuses talks".
-ACTION_PENALTY = 0.5
+def is_headline(fp: Fingerprint, options: DedupOptions) -> bool:
+    """Whether ``fp`` is compared as a headline: its text has fewer than
+    ``options.headline_words`` words (a feed entry with a title and at most a teaser)."""
+    return fp.length < options.headline_words
 
 
 def development_scores(
-    fp: Fingerprint, candidates: Sequence[Candidate], *, semantic: bool = False
-) -> dict[str, tuple[float, str]]:
-    """Per candidate development: (score of the record against it, the closest member's id).
+    fp: Fingerprint, candidates: Sequence[Candidate], options: DedupOptions
+) -> dict[str, DevelopmentScore]:
+    """Per candidate development: the record's score against it and the threshold it must reach.
 
-    The score is the cosine between the record's term vector and the development's centroid
-    (the sum of its candidate members' unit vectors): a development is judged by what its reports
-    have in common, so one loosely related member cannot pull in a different event. With
-    ``semantic``, the members' embedding similarity is mixed in (see ``SEMANTIC_WEIGHT``).
+    A development is represented by the centroid of its members closest to the record (at most
+    ``options.neighbours``; the members are unit vectors, so the centroid's direction is their
+    sum): judged by what its reports have in common, so one loosely related member cannot pull
+    in another event, while a broad story's far members do not dilute it. The comparison fits
+    the kinds of record:
+
+    - a full article against a development with full articles: the cosine of the whole texts
+      (against its articles) mixed with that of headline and lead (against every member), by
+      ``options.head_share``; it must reach ``options.article_threshold``;
+    - a headline-only record, or any record against a development of headline-only records: the
+      cosine of headline and lead (a headline's is its title) against the members' headlines and
+      leads; it must reach ``options.headline_threshold``.
+
+    So a headline can join a development of full articles (by their headlines and leads) and an
+    article a development of headlines (by its own).
     """
     groups: dict[str, dict[str, Candidate]] = defaultdict(dict)
     for cand in candidates:
         groups[cand.development_id][cand.record_id] = cand
     vec = fp.vector()  # unit length, like every stored vector: a dot product is a cosine
-    tvec = fp.head_vector()
-    ents = set(fp.entities)
-    protagonists = [t for t in fp.head_terms if t in ents][:PROTAGONISTS]
-    actions = _actions(fp.head_terms)
+    head = fp.head_vector()
+    names = fp.names_vector()
+    actions = _ACTIONS.intersection(fp.head_terms)
+    headline = is_headline(fp, options)
+    k = max(1, options.neighbours)
     out = {}
     for dev, by_id in groups.items():
-        members = [c.fingerprint for c in by_id.values()]
-        sims = [(_dot(vec, m.vector()), rid) for rid, m in zip(by_id, members, strict=True)]
-        closest = max(sims)
-        if len(members) == 1:  # the centroid is the member itself
-            body, heads = closest[0], members[0].head_vector()
-            head = _dot(tvec, heads) if tvec and heads else None
-        else:
-            # cos(record, sum of members) = sum of the members' cosines / |sum of members|
-            norm = _centroid_norm(members)
-            body = sum(s for s, _ in sims) / norm if norm else 0.0
-            heads = _sum_vectors(m.head_vector() for m in members)
-            hnorm = _norm(heads)
-            head = _dot(tvec, heads) / hnorm if tvec and hnorm else None
-        score = body
-        if head is not None:
-            score = (1 - TITLE_SHARE) * body + TITLE_SHARE * head
-            if protagonists and not _mentions(heads, members, protagonists):
-                score *= 1.0 - PROTAGONIST_PENALTY
-            dev_actions = _actions(heads)
-            if actions and dev_actions and actions.isdisjoint(dev_actions):
-                score *= 1.0 - ACTION_PENALTY
-        if semantic:
-            sem = [x for x in (_semantic(fp, m) for m in members) if x is not None]
-            if sem:
-                score = (1 - SEMANTIC_WEIGHT) * score + SEMANTIC_WEIGHT * sum(sem) / len(sem)
-        out[dev] = (score, closest[1])
+        members = list(by_id.values())
+        head_sim, closest = _neighbour_cosine(
+            head, [m.fingerprint.head_vector() for m in members], k
+        )
+        articles = [m for m in members if not is_headline(m.fingerprint, options)]
+        if headline or not articles:
+            out[dev] = DevelopmentScore(
+                head_sim, options.headline_threshold, members[closest].record_id, "headline"
+            )
+            continue
+        body_sim, nearest = _neighbour_cosine(vec, [m.fingerprint.vector() for m in articles], k)
+        score = (1.0 - options.head_share - options.names_share) * body_sim
+        score += options.head_share * head_sim
+        if options.names_share:
+            names_sim, _ = _neighbour_cosine(
+                names, [m.fingerprint.names_vector() for m in articles], k
+            )
+            score += options.names_share * names_sim
+        if actions and options.action_penalty:
+            theirs = _ACTIONS.intersection(t for m in members for t in m.fingerprint.head_terms)
+            if theirs and theirs.isdisjoint(actions):
+                score *= 1.0 - options.action_penalty
+        out[dev] = DevelopmentScore(
+            score, options.article_threshold, articles[nearest].record_id, "article"
+        )
     return out
 
 
-def _actions(terms: Iterable[str]) -> set[str]:
-    """The actions (``_PREDICATES``) among ``terms``, phases of one story folded together."""
-    return {_PHASE_OF.get(t, t) for t in _PREDICATES.intersection(terms)}
-
-
-def _mentions(
-    heads: dict[str, float], members: Sequence[Fingerprint], terms: Sequence[str]
-) -> bool:
-    """Whether any of ``terms`` occurs in the development: its headlines and leads, or the
-    text of any member."""
-    return any(t in heads or any(t in m.vector() for m in members) for t in terms)
+def _neighbour_cosine(
+    vec: dict[str, float], members: Sequence[dict[str, float]], k: int
+) -> tuple[float, int]:
+    """(cosine of ``vec`` with the sum of its ``k`` closest ``members``, the closest's index).
+    The members are unit vectors (or empty)."""
+    if not vec or not members:
+        return 0.0, 0
+    sims = sorted(((_dot(vec, m), i) for i, m in enumerate(members)), key=lambda s: (-s[0], s[1]))
+    nearest = sims[:k]
+    if len(nearest) == 1 or nearest[0][0] == 0.0:
+        return nearest[0][0], nearest[0][1]
+    chosen = [members[i] for _, i in nearest]
+    norm = _centroid_norm(chosen)
+    return (sum(s for s, _ in nearest) / norm if norm else 0.0), nearest[0][1]
 
 
 # Up to this many members, the centroid's length comes from the members' pairwise cosines (a few
@@ -1292,10 +1292,9 @@ def _mentions(
 _PAIRWISE_NORM_MAX = 12
 
 
-def _centroid_norm(members: Sequence[Fingerprint]) -> float:
-    """|sum of the members' vectors|: sqrt(sum of their squared lengths (1 but for rounding)
-    + 2 * sum of their pairwise dot products)."""
-    vectors = [m.vector() for m in members]
+def _centroid_norm(vectors: Sequence[dict[str, float]]) -> float:
+    """|sum of the vectors|: sqrt(sum of their squared lengths + 2 * sum of their pairwise dot
+    products)."""
     if len(vectors) > _PAIRWISE_NORM_MAX:
         return _norm(_sum_vectors(vectors))
     total = sum(w * w for v in vectors for w in v.values())

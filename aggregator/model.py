@@ -315,4 +315,28 @@ class DedupOptions:
     window_days: float = 7.0  # how far back a record may join a development
     # How far apart in time one outlet's headline is taken for one article (headline_key).
     headline_days: float = 2.0
-    semantic: bool = False  # mix sentence-embedding similarity into the lexical score
+    # After this many days (a news cycle), a report must be closer to a development the further
+    # it is in time from the development's reports, down to nothing at window_days.
+    news_cycle_days: float = 1.0
+    # The score a development must reach to be joined, by kind of comparison: a full article
+    # against a development with full articles (text and headline-and-lead), or headline against
+    # headlines and leads (a headline-only record, or a development of headline-only records).
+    # Chosen by cross-validation on held-out stories (benchmarks/dedup_bench.py --tune).
+    article_threshold: float = 0.34
+    headline_threshold: float = 0.30
+    # Shares of the headline-and-lead cosine and of the names-and-numbers cosine in a full
+    # article's score; the rest is the whole text's cosine.
+    head_share: float = 0.3
+    names_share: float = 0.0
+    # A full article whose headline and lead name an action (the lexicon's "!" groups: rejects,
+    # pledges, is killed, is arrested, buys, resigns, declares an emergency) loses this share of
+    # its score against a development whose headlines and leads name only other actions.
+    action_penalty: float = 0.5
+    # A development is represented by the centroid of its members closest to the record, at most
+    # this many: 1 is single link, a large number the whole development's centroid.
+    neighbours: int = 5
+    # A record whose text has fewer words than this is compared as a headline (a feed entry with
+    # a title and a teaser at most).
+    headline_words: int = 25
+    # Estimated Jaccard similarity of word 3-shingles from which a record is a near-duplicate.
+    near_duplicate: float = 0.5

