@@ -458,7 +458,14 @@ _ACTIONS = frozenset(
     for line in _SYNONYMS_RAW.strip().split("\n")
     if line.startswith("!")
 )
-_MONTH_OF = {_skeleton_word(name): key for key, names in _MONTHS.items() for name in names}
+# A month's name that is also a stop word's key ("may", and "nov", the key of "now") is the
+# stop word: "Apple may launch" and "out now" name no month.
+_MONTH_OF = {
+    key: month
+    for month, names in _MONTHS.items()
+    for key in map(_skeleton_word, names)
+    if key not in _STOPWORDS
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -832,6 +832,16 @@ def _publish_options(report: _Report, data: object) -> PublishOptions:
 
 
 def _dedup_options(report: _Report, data: object) -> DedupOptions:
+    if isinstance(data, Mapping) and "semantic" in data:
+        # The semantic mode was removed (docs/dedup.md, "No semantic mode"): "semantic: false",
+        # the old default line, still reads; asking for it is an error, not a silent change.
+        if data["semantic"] is not False:
+            report.add(
+                ("dedup", "semantic"),
+                "dedup.semantic: the semantic mode was removed (docs/dedup.md, "
+                '"No semantic mode"); delete the line',
+            )
+        data = {k: v for k, v in data.items() if k != "semantic"}
     model = _validate(report, ("dedup",), _DEDUP_MODEL, data)
     if model is None:
         return DedupOptions()

@@ -426,9 +426,9 @@ def _grid(values: dict[str, Sequence[float | int]]) -> list[dict[str, float | in
 
 
 # The parameters each kind of set tunes, and their grid. Full articles: the article threshold
-# and the shares of headline and lead and of names and numbers; headlines: the headline threshold and how many close
-# members make a development's centroid; mixed kinds: the headline threshold (a headline
-# against full articles' headlines and leads), the article parameters at their defaults.
+# and the shares of headline and lead and of names and numbers; headlines: the headline
+# threshold and how many close members make a development's centroid; mixed kinds: the headline
+# threshold (a headline against full articles' headlines and leads), the rest at defaults.
 GRIDS: dict[str, dict[str, Sequence[float | int]]] = {
     "articles": {
         "article_threshold": [0.30, 0.32, 0.34, 0.36, 0.38],

@@ -561,6 +561,24 @@ def test_seeds_refusal_reports_group_and_the_emergency_stays_apart() -> None:
     assert frozenset({"002"}) in groups  # the national emergency is its own development
 
 
+def test_seeds_decide_with_a_margin() -> None:
+    """Every seed's decision, by how much it clears or misses its threshold (docs/dedup.md,
+    "The seeds"): the refusal reports join by at least 0.02, the emergency (002) and the pledge
+    (004) miss every development by at least 0.1."""
+    index = MemoryIndex()
+    margins: dict[str, float] = {}
+    for path in sorted(SEEDS.glob("*.txt")):
+        rid, fp = path.name[:3], _seed_fingerprint(path)
+        cands = index.candidates(fp)
+        decision = dedup.decide(fp, T0, cands, OPTIONS)
+        if cands:
+            scores = dedup.development_scores(fp, cands, OPTIONS)
+            margins[rid] = max(s.margin for s in scores.values())
+        index.add(Candidate(rid, decision.development_id or f"dev-{rid}", fp, T0))
+    assert min(margins["001"], margins["003"]) >= 0.02, margins
+    assert max(margins["002"], margins["004"]) <= -0.1, margins
+
+
 def test_seeds_form_three_developments() -> None:
     # 000/001/003: Lithuania refuses Belarus's offer of talks (000 a loose rewrite about
     # "air smuggling" negotiations); 002: the national emergency; 004: Lukashenko's pledge.

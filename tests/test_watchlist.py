@@ -605,3 +605,29 @@ def test_errors_are_the_same_with_and_without_libyaml(
     assert syntax.message.startswith("YAML syntax error: while parsing a flow mapping")
     (dup,) = problems(duplicate, tmp_path)
     assert (dup.line, dup.message) == (5, "duplicate key 'title' (first at line 4)")
+
+
+# --- dedup options ---------------------------------------------------------------------------
+
+WINDOW_LINE = "  window_days: 7 "
+
+
+def test_dedup_options_are_read_and_checked(tmp_path: Path) -> None:
+    text, _ = edited(WINDOW_LINE, "  headline_threshold: 0.25\n  neighbours: 3\n" + WINDOW_LINE)
+    path = tmp_path / "watchlist.yaml"
+    path.write_text(text, encoding="utf-8")
+    wl = load_watchlist(path)
+    assert (wl.dedup.headline_threshold, wl.dedup.neighbours) == (0.25, 3)
+    text, line = edited(WINDOW_LINE, "  article_threshold: 1.5\n" + WINDOW_LINE)
+    found = only(problems(text, tmp_path))
+    assert found.line == line and "dedup.article_threshold: must be <= 1" in found.message
+    text, _ = edited(WINDOW_LINE, "  head_share: 0.7\n  names_share: 0.5\n" + WINDOW_LINE)
+    assert "head_share + names_share" in only(problems(text, tmp_path)).message
+
+
+def test_removed_semantic_mode_reads_when_off_and_is_refused_when_on(tmp_path: Path) -> None:
+    text, _ = edited(WINDOW_LINE, "  semantic: false\n" + WINDOW_LINE)
+    assert problems(text, tmp_path) == []
+    text, line = edited(WINDOW_LINE, "  semantic: true\n" + WINDOW_LINE)
+    found = only(problems(text, tmp_path))
+    assert found.line == line and "semantic mode was removed" in found.message
