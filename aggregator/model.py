@@ -321,7 +321,7 @@ class DedupOptions:
     # The score a development must reach to be joined, by kind of comparison: a full article
     # against a development with full articles (text and headline-and-lead), or headline against
     # headlines and leads (a headline-only record, or a development of headline-only records).
-    # Chosen by cross-validation on held-out stories (benchmarks/dedup_bench.py --tune).
+    # Chosen with benchmarks/dedup_bench.py (docs/dedup.md, "Cross-validated dev figures").
     article_threshold: float = 0.34
     headline_threshold: float = 0.30
     # Shares of the headline-and-lead cosine and of the names-and-numbers cosine in a full
