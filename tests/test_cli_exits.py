@@ -271,3 +271,10 @@ def test_progress_on_a_terminal_only(tmp_path: Path) -> None:
     )
     assert done.returncode == 0 and done.stderr == ""
     assert json.loads(done.stdout)["feeds"] > 0
+    fresh = [sys.executable, "-m", "aggregator", "--db", f"sqlite:///{tmp_path / 'b.db'}"]
+    done = subprocess.run(
+        [*fresh, "db", "upgrade", "--json"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 0 and done.stderr == ""
+    upgrade = json.loads(done.stdout)
+    assert upgrade["before"] is None and upgrade["changed"] is True

@@ -20,13 +20,15 @@ from typing import IO
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.progress import Task as RichTask
+from rich.text import Text
 
 from aggregator.errors import AggregatorError
 
@@ -92,6 +94,15 @@ class Task:
         return tell
 
 
+class _Count(ProgressColumn):
+    """``120/369``; nothing while the total is unknown (a spinner and the time say enough)."""
+
+    def render(self, task: RichTask) -> Text:
+        if task.total is None:
+            return Text("")
+        return Text(f"{int(task.completed)}/{int(task.total)}")
+
+
 class Display:
     """The progress display of one command: ``with Display() as shown: task = shown.task(...)``.
 
@@ -112,7 +123,7 @@ class Display:
                 SpinnerColumn(),
                 TextColumn("{task.description}"),
                 BarColumn(),
-                MofNCompleteColumn(),
+                _Count(),
                 TimeElapsedColumn(),
                 console=console,
                 transient=True,
