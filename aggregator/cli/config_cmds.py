@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aggregator.cli.output import plural
 from aggregator.settings import Settings
 
 if TYPE_CHECKING:
@@ -115,8 +116,8 @@ def summary_line(watchlist: Watchlist, path: Path) -> str:
     disabled = len(watchlist.sources) - enabled
     extra = f", {disabled} disabled" if disabled else ""
     return (
-        f"{path}: OK: {len(watchlist.topics)} topics, {len(watchlist.sources)} sources "
-        f"({by_kind}{extra})"
+        f"{path}: OK: {plural(len(watchlist.topics), 'topic')}, "
+        f"{plural(len(watchlist.sources), 'source')} ({by_kind}{extra})"
     )
 
 
@@ -217,13 +218,13 @@ def _missing_sqlite_file(db_url: str) -> bool:
 
 
 def print_dry_run(report: DryRun, watchlist: Watchlist, *, limit: int) -> None:
-    print(f"{report.scanned} stored records tried against the rules")
+    print(f"{plural(report.scanned, 'stored record')} tried against the rules")
     for topic in report.topics:
         print()
         changes = f" (+{len(topic.gained)} new, -{len(topic.lost)} no longer)"
         print(
             f"{topic.topic_id}: {_topic_title(watchlist, topic.topic_id)}: "
-            f"{len(topic.hits)} records{changes}"
+            f"{plural(len(topic.hits), 'record')}{changes}"
         )
         shown = topic.hits if limit <= 0 else topic.hits[:limit]
         gained = set(topic.gained)
