@@ -1,18 +1,29 @@
-"""Extraction quality and speed on the extraction-dev set (one command, no network).
+"""Extraction quality and speed on both extraction dev sets (one command, no network).
 
-    python benchmarks/extract_bench.py [--data ../shared/extraction-dev] [--repeat 5]
-        [--half all|a|b] [--trafilatura] [--worst 10]
+    python benchmarks/extract_bench.py [--repeat 3] [--trafilatura] [--loso] [--cleaneval]
+        [--data ../shared/extraction-dev] [--data2 ../shared/extraction-dev2]
+        [--worst 10 --subset dragnet]
 
-Prints, for our extractor and for a bare selectolax ``<p>``-text baseline measured in the
-same process: F1, mean precision, mean recall (scrapinghub article-extraction-benchmark
-metric: multisets of 4-token shingles, tokens = runs of \\w; precision averaged over pages
-with output, recall over pages with truth; F1 = harmonic mean of the two means) and pages per
-CPU-second of one core (process time of parse + extraction; best of ``--repeat`` interleaved
-runs, caches reset before each run), with ratios.
+Subsets scored (each page once; a page's subset is where it comes from):
 
-``--half a|b`` scores the even/odd positions of the sorted page ids, so rules can be
-developed on one half and checked on the other. ``--trafilatura`` adds trafilatura as an
-optional extra comparison when it is installed (it is not a dependency).
+* ``aeb``: ``extraction-dev`` (scrapinghub's article-extraction benchmark, dev half): the lead
+  and body are scored (its ground truth is the article body without the headline);
+* ``pagesignal``, ``dragnet``, ``readability``, ``cleanportaleval``: ``extraction-dev2``, the
+  whole record text is scored (lead, title, body: the gold conventions differ by subset, see
+  that folder's README); ``cleaneval`` (``--cleaneval``) is reported apart.
+
+Metric (scrapinghub's): tokens are runs of ``\\w``, each text a multiset of 4-token shingles,
+per-page precision and recall; precision averaged over pages with output, recall over pages
+with truth; F1 the harmonic mean of the two means. "set 2" pools the pages of its four subsets.
+
+Speed: pages per CPU-second of one core (process time of parse + extraction over all pages;
+best of ``--repeat`` interleaved runs, caches reset before each run), with the ratio against
+trafilatura (``--trafilatura``; benchmark-only dependency, the ``bench`` extra) and a bare
+selectolax ``<p>``-text baseline measured in the same run.
+
+``--loso``: leave-one-subset-out validation of the block classifier. For each subset, the
+classifier is trained (``benchmarks/train_extract.py``) on the other subsets only and scored on
+the one left out; prints each held-out subset's F1 and the mean and minimum.
 """
 
 from __future__ import annotations
@@ -25,16 +36,58 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from selectolax.lexbor import LexborHTMLParser
 
+from aggregator.errors import ExtractionError
 from aggregator.extract import extract_article
 from aggregator.extract.article import reset_caches
+from aggregator.extract.classifier import BlockModel, load_default_model
 from aggregator.records import block_plain_text
 
 _TOKEN_RE = re.compile(r"\w+")
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "extraction-dev"
+_SHARED = Path(__file__).resolve().parents[2] / "shared"
+DEFAULT_DATA = _SHARED / "extraction-dev"
+DEFAULT_DATA2 = _SHARED / "extraction-dev2"
+SET1 = ("aeb",)
+SET2 = ("pagesignal", "dragnet", "readability", "cleanportaleval")
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    pid: str
+    subset: str
+    html: str
+    url: str
+    truth: str
+    whole: bool  # score the whole record text (title included), else lead + body
+
+
+def _read_html(folder: Path, pid: str) -> str:
+    raw = gzip.decompress((folder / "html" / f"{pid}.html.gz").read_bytes())
+    return raw.decode("utf-8", errors="replace")
+
+
+def load_pages(data: Path, data2: Path, cleaneval: bool = False) -> list[Page]:
+    """Every dev page of both sets (and CleanEval's when asked), sorted by subset and id."""
+    pages: list[Page] = []
+    truth = json.loads((data / "ground-truth.json").read_text(encoding="utf-8"))
+    for pid in sorted(truth):
+        entry = truth[pid]
+        html = _read_html(data, pid)
+        pages.append(Page(pid, "aeb", html, entry["url"], entry["articleBody"], False))
+    folders = [data2] + ([data2 / "cleaneval"] if cleaneval else [])
+    for folder in folders:
+        truth = json.loads((folder / "ground-truth.json").read_text(encoding="utf-8"))
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        for pid in sorted(truth, key=lambda p: (manifest[p]["subset"], p)):
+            entry = truth[pid]
+            subset = manifest[pid]["subset"]
+            html = _read_html(folder, pid)
+            pages.append(Page(pid, subset, html, entry["url"], entry["articleBody"], True))
+    return pages
 
 
 def shingles(text: str, n: int = 4) -> Counter[tuple[str, ...]]:
@@ -53,11 +106,12 @@ def precision_recall(pred: str, truth: str) -> tuple[float | None, float | None]
     return precision, recall
 
 
-def score(preds: dict[str, str], truths: dict[str, str]) -> tuple[float, float, float]:
+def score(pairs: list[tuple[str, str]]) -> tuple[float, float, float]:
+    """(F1, mean precision, mean recall) of (prediction, truth) pairs."""
     ps: list[float] = []
     rs: list[float] = []
-    for pid, truth in truths.items():
-        precision, recall = precision_recall(preds.get(pid, ""), truth)
+    for pred, truth in pairs:
+        precision, recall = precision_recall(pred, truth)
         if precision is not None:
             ps.append(precision)
         if recall is not None:
@@ -68,113 +122,152 @@ def score(preds: dict[str, str], truths: dict[str, str]) -> tuple[float, float, 
     return f1, mp, mr
 
 
-def ours(html: str, url: str) -> str:
-    """The article's body as plain text (lead + body blocks; the title is not body)."""
-    article = extract_article(html, url)
-    lines = [article.lead] if article.lead else []
-    lines.extend(block_plain_text(b) for b in article.blocks)
-    return "\n".join(lines)
+Extractor = Callable[[Page], str]
 
 
-def baseline(html: str, url: str) -> str:
+def make_ours(model: BlockModel | None = None) -> Extractor:
+    def ours(page: Page) -> str:
+        try:
+            article = extract_article(page.html, page.url or None, model=model)
+        except ExtractionError:  # neither title nor text: the service keeps nothing either
+            return ""
+        if page.whole:
+            return article.text
+        lines = [article.lead] if article.lead else []
+        lines.extend(block_plain_text(b) for b in article.blocks)
+        return "\n".join(lines)
+
+    return ours
+
+
+def baseline(page: Page) -> str:
     """Bare selectolax: the text of every <p>."""
-    tree = LexborHTMLParser(html)
+    tree = LexborHTMLParser(page.html)
     return "\n".join(p.text(deep=True) for p in tree.css("p"))
 
 
-def trafilatura_extract(html: str, url: str) -> str:
-    import trafilatura  # optional, benchmark-only
+def trafilatura_extract(page: Page) -> str:
+    import trafilatura  # benchmark-only dependency (the ``bench`` extra)
 
-    # Comments are not article body (the ground truth leaves them out).
-    return trafilatura.extract(html, url=url, include_comments=False) or ""
+    # Comments are not article body (no ground truth keeps them).
+    return trafilatura.extract(page.html, url=page.url or None, include_comments=False) or ""
 
 
-def run_once(
-    fn: Callable[[str, str], str], pages: dict[str, str], urls: dict[str, str]
-) -> tuple[dict[str, str], float]:
+def run_once(fn: Extractor, pages: list[Page]) -> tuple[list[str], float]:
     reset_caches()  # cold caches: every run starts like a fresh process
-    preds: dict[str, str] = {}
     # CPU time of this process: other work on a shared machine does not count against us.
     start = time.process_time()
-    for pid, html in pages.items():
-        preds[pid] = fn(html, urls[pid])
+    preds = [fn(page) for page in pages]
     return preds, time.process_time() - start
+
+
+def _groups(pages: list[Page]) -> list[tuple[str, list[int]]]:
+    subsets = list(dict.fromkeys(p.subset for p in pages))
+    groups = [(s, [i for i, p in enumerate(pages) if p.subset == s]) for s in subsets]
+    set2 = [i for i, p in enumerate(pages) if p.subset in SET2]
+    if set2:
+        groups.append(("set 2 (pooled)", set2))
+    return groups
+
+
+def _print_scores(
+    names: list[str], preds: dict[str, list[str]], pages: list[Page]
+) -> dict[tuple[str, str], float]:
+    f1s: dict[tuple[str, str], float] = {}
+    print(f"{'subset':18} {'pages':>5}  " + "  ".join(f"{n[:20]:>20}" for n in names))
+    print(f"{'':18} {'':>5}  " + "  ".join(f"{'F1    P     R':>20}" for _ in names))
+    for label, idx in _groups(pages):
+        cells = []
+        for name in names:
+            f1, mp, mr = score([(preds[name][i], pages[i].truth) for i in idx])
+            f1s[(name, label)] = f1
+            cells.append(f"{f1:.3f} {mp:.3f} {mr:.3f}".rjust(20))
+        print(f"{label:18} {len(idx):5}  " + "  ".join(cells))
+    return f1s
+
+
+def loso(pages: list[Page]) -> None:
+    """Train on all subsets but one, score the one left out; per subset, mean and minimum."""
+    from benchmarks.train_extract import train  # the training script's own function
+
+    subsets = [s for s in dict.fromkeys(p.subset for p in pages) if s != "cleaneval"]
+    print(
+        f"\nleave-one-subset-out (trained without the subset, scored on it; {len(subsets)} folds)"
+    )
+    print(f"{'held-out subset':18} {'F1':>6} {'P':>6} {'R':>6}   {'default model F1':>16}")
+    default = make_ours(load_default_model())
+    held: list[float] = []
+    for subset in subsets:
+        train_pages = [p for p in pages if p.subset != subset and p.subset != "cleaneval"]
+        test_pages = [p for p in pages if p.subset == subset]
+        model = train(train_pages)
+        fn = make_ours(model)
+        f1, mp, mr = score([(fn(p), p.truth) for p in test_pages])
+        f1_default = score([(default(p), p.truth) for p in test_pages])[0]
+        held.append(f1)
+        print(f"{subset:18} {f1:6.3f} {mp:6.3f} {mr:6.3f}   {f1_default:16.3f}")
+    mean = sum(held) / len(held)
+    print(f"{'mean / min':18} {mean:6.3f} {min(held):6.3f}  (spread {max(held) - min(held):.3f})")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--half", choices=("all", "a", "b"), default="all")
+    ap.add_argument("--data2", type=Path, default=DEFAULT_DATA2)
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--trafilatura", action="store_true")
+    ap.add_argument("--cleaneval", action="store_true", help="also score CleanEval (apart)")
+    ap.add_argument("--loso", action="store_true", help="leave-one-subset-out validation")
+    ap.add_argument("--subset", help="score only this subset")
     ap.add_argument("--worst", type=int, default=0, help="list the N worst pages by F1")
     args = ap.parse_args(argv)
 
-    truth_all = json.loads((args.data / "ground-truth.json").read_text(encoding="utf-8"))
-    ids = sorted(truth_all)
-    if args.half != "all":
-        ids = ids[(0 if args.half == "a" else 1) :: 2]
-    pages = {
-        pid: gzip.decompress((args.data / "html" / f"{pid}.html.gz").read_bytes()).decode(
-            "utf-8", errors="replace"
-        )
-        for pid in ids
-    }
-    truths = {pid: truth_all[pid]["articleBody"] for pid in ids}
-    urls = {pid: truth_all[pid]["url"] for pid in ids}
-
-    contenders: list[tuple[str, Callable[[str, str], str]]] = [
-        ("selectolax <p> baseline", baseline),
-        ("aggregator.extract", ours),
+    pages = load_pages(args.data, args.data2, args.cleaneval)
+    if args.subset:
+        pages = [p for p in pages if p.subset == args.subset]
+        if not pages:
+            ap.error(f"no pages in subset {args.subset!r}")
+    contenders: list[tuple[str, Extractor]] = [
+        ("selectolax <p>", baseline),
+        ("aggregator.extract", make_ours()),
     ]
     if args.trafilatura:
         try:
             import trafilatura  # noqa: F401
         except ImportError:
-            print("trafilatura is not installed; skipping it", file=sys.stderr)
+            print("trafilatura is not installed (pip install -e '.[bench]'); skipping it")
         else:
             contenders.append(("trafilatura", trafilatura_extract))
 
-    print(f"{len(pages)} pages ({args.half}), best of {args.repeat} interleaved runs, one core")
-    # Interleave the contenders and keep each one's best run, so that load from other
-    # processes on the machine hits them alike.
-    best: dict[str, float] = {name: float("inf") for name, _ in contenders}
-    outputs: dict[str, dict[str, str]] = {}
+    print(f"{len(pages)} pages, best of {args.repeat} interleaved runs, one core")
+    best = {name: float("inf") for name, _ in contenders}
+    preds: dict[str, list[str]] = {}
     for _ in range(args.repeat):
+        # Interleaved, so load from other processes on the machine hits all contenders alike.
         for name, fn in contenders:
-            outputs[name], elapsed = run_once(fn, pages, urls)
+            preds[name], elapsed = run_once(fn, pages)
             best[name] = min(best[name], elapsed)
-    print(f"{'extractor':26} {'F1':>6} {'P':>6} {'R':>6} {'pages/s':>9}")
-    results: dict[str, tuple[float, float, dict[str, str]]] = {}
-    for name, _ in contenders:
-        f1, mp, mr = score(outputs[name], truths)
-        rate = len(pages) / best[name]
-        results[name] = (f1, rate, outputs[name])
-        print(f"{name:26} {f1:6.3f} {mp:6.3f} {mr:6.3f} {rate:9.0f}")
-    base_f1, base_rate, _ = results["selectolax <p> baseline"]
-    our_f1, our_rate, our_preds = results["aggregator.extract"]
-    print(
-        f"ratios (aggregator.extract / baseline): F1 x{our_f1 / base_f1:.3f}, "
-        f"speed x{our_rate / base_rate:.3f}"
-    )
-    if "trafilatura" in results:
-        tra_f1, tra_rate, _ = results["trafilatura"]
-        print(
-            f"ratios (aggregator.extract / trafilatura): F1 x{our_f1 / tra_f1:.3f}, "
-            f"speed x{our_rate / tra_rate:.3f}"
-        )
-    print("targets: F1 >= 0.965 and >= 500 pages/s")
+    names = [name for name, _ in contenders]
+    _print_scores(names, preds, pages)
+    rates = {name: len(pages) / best[name] for name in names}
+    print("pages/s: " + ", ".join(f"{n} {rates[n]:.0f}" for n in names))
+    ours_rate = rates["aggregator.extract"]
+    for other in names:
+        if other != "aggregator.extract":
+            print(f"speed ratio aggregator.extract / {other}: x{ours_rate / rates[other]:.2f}")
     if args.worst:
         rows = []
-        for pid in ids:
-            p, r = precision_recall(our_preds[pid], truths[pid])
+        for i, page in enumerate(pages):
+            p, r = precision_recall(preds["aggregator.extract"][i], page.truth)
             p, r = p or 0.0, r or 0.0
-            rows.append((2 * p * r / (p + r) if p + r else 0.0, p, r, pid))
+            rows.append((2 * p * r / (p + r) if p + r else 0.0, p, r, page.subset, page.pid))
         rows.sort()
-        for f, p, r, pid in rows[: args.worst]:
-            print(f"  {f:.3f} P={p:.3f} R={r:.3f} {pid[:12]} {urls[pid][:80]}")
+        for f, p, r, subset, pid in rows[: args.worst]:
+            print(f"  {f:.3f} P={p:.3f} R={r:.3f} {subset} {pid[:16]}")
+    if args.loso:
+        loso(pages)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

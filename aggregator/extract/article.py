@@ -24,16 +24,27 @@ The method, in general terms (no per-site rules):
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
+import numpy as np
 from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
 
 from aggregator.errors import ExtractionError
 from aggregator.extract.blocks import Segment, Walk, html_to_blocks, normalize_space, walk
+from aggregator.extract.classifier import (
+    FEATURES,
+    BlockContext,
+    BlockModel,
+    block_features,
+    ld_shingles_of,
+    load_default_model,
+)
 from aggregator.extract.metadata import PageMeta, clean_title, read_metadata
 from aggregator.model import Article, Block, BlockKind
 from aggregator.records import compose, first_sentence
 
 __all__ = [
+    "candidate_blocks",
     "container_segments",
     "extract_article",
     "extract_text",
@@ -129,7 +140,9 @@ _LEGAL_LINE_RE = re.compile(
 )
 # Markup that leaked into text (an escaped tag in the page source).
 _MARKUP_LINE_RE = re.compile(r"^(?:<[a-zA-Z!/][^>]*>|\[/?[a-z_]+(?:\s[^\]]*)?\])$")
-_SENTENCE_END_RE = re.compile(r"[.!?…:;\"”’)»]$")
+# Sentence ends of several scripts: Latin/Cyrillic ". ! ? …", CJK full-width "。！？", the
+# Devanagari danda, the Arabic question mark; also a closing quote or bracket after them.
+_SENTENCE_END_RE = re.compile(r"[.!?…:;\"”’)»。！？।؟」』]$")
 
 # A paragraph this long and link-poor is article text; shorter ones are neutral.
 _GOOD_CHARS = 80
@@ -252,6 +265,11 @@ def _weight(seg: Segment) -> float:
 
 
 def _best_container(w: Walk) -> int:
+    return _container_scores(w)[0]
+
+
+def _container_scores(w: Walk) -> tuple[int, list[float]]:
+    """The best-scoring element and every element's score."""
     n = len(w.parent)
     score = [0.0] * n
     for seg in w.segments:
@@ -269,7 +287,7 @@ def _best_container(w: Walk) -> int:
         # ">=": of a chain of wrappers with the same score, the innermost one.
         if score[e] >= score[best]:
             best = e
-    return best
+    return best, score
 
 
 def select_segments(w: Walk, title: str) -> list[Segment]:
@@ -429,6 +447,165 @@ def _drop_empty_sections(segs: list[Segment]) -> list[Segment]:
     return out
 
 
+# --- the block classifier ----------------------------------------------------------------------
+
+
+def _mark_furniture(w: Walk) -> None:
+    for seg in w.segments:
+        if not seg.doubtful and _is_boilerplate_line(seg):
+            seg.doubtful = True
+    _doubt_small_forms(w)
+
+
+def _candidates(
+    w: Walk, title: str, ld_body: str | None, lift: int, author: str | None = None
+) -> tuple[list[Segment], np.ndarray, list[bool]]:
+    """The blocks of the best container, lifted ``lift`` levels, their features, and whether
+    the classifier may keep each one: furniture lines (bylines, "Advertisement", legal lines,
+    captions), blocks under a furniture class word (comments, related, share, promo, a small
+    form), link-heavy blocks (a "related" list, a teaser river) and the byline (a short line
+    naming the page's author) never become body text whatever it thinks of them."""
+    if not w.segments:
+        return [], np.zeros((0, len(FEATURES))), []
+    _mark_furniture(w)
+    container, score = _container_scores(w)
+    region = container
+    for _ in range(lift):
+        if w.parent[region] >= 0:
+            region = w.parent[region]
+    c_end = w.end[container]
+    r_end = w.end[region]
+    # Per element: inside an <article>, and the largest share of the container's score held
+    # by one element between the container and it (the article body div holds most of it, a
+    # comment or a teaser little).
+    total = score[container] if score[container] > 0 else 1.0
+    n = len(w.parent)
+    in_article = [False] * n
+    share = [0.0] * n
+    depth = [0] * n
+    parent = w.parent
+    tags = w.tags
+    for e in range(region, r_end):
+        p = parent[e]
+        in_article[e] = tags[e] == "article" or (p >= 0 and in_article[p])
+        depth[e] = depth[p] + 1 if e != region and p >= 0 else 0
+        if container < e < c_end:
+            own = score[e] / total
+            share[e] = own if p == container else max(own, share[p])
+    base_depth = depth[container]
+    folded_title = _fold(title)
+    size = len(title)
+    segs = [s for s in w.segments if region <= s.elem < r_end]
+    # Where the title stands: the first block repeating it, in the whole page.
+    title_at = -1
+    for seg in w.segments:
+        if (
+            seg.kind is not BlockKind.TABLE
+            and abs(seg.length - size) <= size // 4 + 4
+            and _fold(seg.text) == folded_title
+        ):
+            title_at = seg.elem
+            break
+    keep = [_keep(s) and container <= s.elem < c_end for s in segs]
+    for i, seg in enumerate(segs):
+        if keep[i] and seg.kind is BlockKind.HEADING and i + 1 < len(segs) and not keep[i + 1]:
+            keep[i] = False
+    good = [_is_good(s) and container <= s.elem < c_end for s in segs]
+    # Per parent element: how much of the text under it is in good blocks (the paragraphs of
+    # an article body stand together; a comment or a teaser stands among short lines).
+    under: dict[int, list[int]] = {}
+    for seg, g in zip(segs, good, strict=True):
+        sums = under.setdefault(parent[seg.elem], [0, 0])
+        sums[0] += seg.length
+        if g:
+            sums[1] += seg.length
+    contexts = [
+        BlockContext(
+            text=seg.text if seg.kind is not BlockKind.TABLE else "",
+            length=seg.length,
+            link_density=seg.link_density,
+            kind=seg.kind.value,
+            doubtful=seg.doubtful,
+            rule_keep=keep[i],
+            boilerplate_line=seg.doubtful and _is_boilerplate_line(seg),
+            good=good[i],
+            in_article_tag=in_article[seg.elem],
+            after_title=title_at >= 0 and seg.elem > title_at,
+            title_seen=title_at >= 0,
+            subtree_share=share[seg.elem],
+            depth_below=abs(depth[seg.elem] - base_depth),
+            in_container=container <= seg.elem < c_end,
+            content_hint=seg.content,
+            tag=tags[seg.elem],
+            sibling_good_share=_share(under[parent[seg.elem]]),
+        )
+        for i, seg in enumerate(segs)
+    ]
+    byline = _byline_test(author)
+    allowed = [
+        not s.doubtful and s.link_density <= _MAX_LINK_DENSITY and not byline(s) for s in segs
+    ]
+    return segs, block_features(contexts, ld_shingles_of(ld_body)), allowed
+
+
+def _byline_test(author: str | None) -> Callable[[Segment], bool]:
+    """A test for a byline line: short, and naming the author of the page's metadata."""
+    folded = _fold(author or "")
+    if len(folded) < 4:
+        return lambda seg: False
+    limit = 2 * len(folded) + 40
+
+    def is_byline(seg: Segment) -> bool:
+        return seg.kind is not BlockKind.TABLE and seg.length <= limit and folded in _fold(seg.text)
+
+    return is_byline
+
+
+def _share(sums: list[int]) -> float:
+    return sums[1] / sums[0] if sums[0] else 0.0
+
+
+_BEFORE_FIRST_GOOD = FEATURES.index("before_first_good")
+
+
+def _classified(w: Walk, title: str, meta: PageMeta, model: BlockModel) -> list[Segment]:
+    segs, features, allowed = _candidates(w, title, meta.article_body, model.lift, meta.author)
+    if not segs:
+        return []
+    if features[:, _BEFORE_FIRST_GOOD].all():
+        # Not one real paragraph (a calendar, a poem, a list of short lines): a kind of page
+        # the classifier has hardly seen; the general rules keep the container's lines.
+        return finish_segments(container_segments(w), title)
+    keep = [a and k for a, k in zip(allowed, model.keep(features), strict=True)]
+    folded_title = _fold(title)
+    size = len(title)
+    for i, seg in enumerate(segs):
+        if not keep[i] or seg.kind is BlockKind.TABLE:
+            continue
+        if seg.kind is BlockKind.HEADING and (i + 1 == len(segs) or not keep[i + 1]):
+            # The heading of a dropped block ("Related", "Don't miss") goes with it.
+            keep[i] = False
+        elif abs(seg.length - size) <= size // 4 + 4 and _fold(seg.text) == folded_title:
+            keep[i] = False  # the title, repeated in the body
+    return _drop_empty_sections([s for s, k in zip(segs, keep, strict=True) if k])
+
+
+def candidate_blocks(
+    html: str, url: str | None = None, *, lift: int = 1
+) -> tuple[list[Segment], np.ndarray]:
+    """The blocks the classifier judges on a page and their features (for the training
+    script, ``benchmarks/train_extract.py``)."""
+    tree = LexborHTMLParser(html)
+    meta = read_metadata(tree, url)
+    body = tree.body
+    if body is None:
+        return [], np.zeros((0, len(FEATURES)))
+    w = walk(body, _classify)
+    title = _choose_title(meta)
+    segs, features, allowed = _candidates(w, title, meta.article_body, lift, meta.author)
+    return [s for s, a in zip(segs, allowed, strict=True) if a], features[allowed]
+
+
 # --- title -----------------------------------------------------------------------------------
 
 
@@ -451,7 +628,11 @@ def _choose_title(meta: PageMeta) -> str:
 
 
 def extract_article(
-    html: str, url: str | None = None, *, body_selector: str | None = None
+    html: str,
+    url: str | None = None,
+    *,
+    body_selector: str | None = None,
+    model: BlockModel | None = None,
 ) -> Article:
     """Extract an article page into an ``Article`` (title, lead, body blocks, metadata, text).
 
@@ -459,7 +640,7 @@ def extract_article(
     article text; when it matches nothing the extractor finds the text on its own. Raises
     ExtractionError for a document without a body or an invalid selector. A page without
     article text still gives an Article (possibly with an empty body): callers decide whether
-    that is enough.
+    that is enough. ``model`` is the block classifier (the shipped one when None).
     """
     if not isinstance(html, str):
         raise ExtractionError(f"expected HTML text, got {type(html).__name__}")
@@ -476,11 +657,26 @@ def extract_article(
         segs = [seg for root in roots for seg in container_segments(walk(root, _classify), 0)]
         segs = finish_segments(segs, title)
     else:
-        segs = select_segments(walk(body, _classify), title)
+        model = model or load_default_model()
+        w = walk(body, _classify)
+        segs = _classified(w, title, meta, model)
+        if _chars(segs) < _NOTHING_FOUND_CHARS:
+            # Class words can condemn a whole article (a "layout-with-sidebar" wrapper and no
+            # content word below it): when they leave next to nothing, judge without them.
+            for seg in w.segments:
+                seg.doubtful = False
+            retry = _classified(w, title, meta, model)
+            if _chars(retry) > _chars(segs):
+                segs = retry
+        if _chars(segs) < _NOTHING_FOUND_CHARS:
+            # The classifier can be unsure of every block of an odd page: the rules decide.
+            retry = finish_segments(container_segments(w), title)
+            if _chars(retry) > _chars(segs):
+                segs = retry
         if _chars(segs) < _NOTHING_FOUND_CHARS:
             # Hidden or ARIA-hidden wrappers (a page greyed out behind a consent dialog) can
             # hide the whole article: when nothing was found, walk again reading them.
-            retry = select_segments(walk(body, _classify_lenient), title)
+            retry = _classified(walk(body, _classify_lenient), title, meta, model)
             if _chars(retry) > _chars(segs):
                 segs = retry
     blocks = _json_ld_fallback([s.to_block() for s in segs], meta)

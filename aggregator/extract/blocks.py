@@ -136,6 +136,7 @@ class Segment:
     link_length: int
     level: int = 0  # heading level (1..6); 0 otherwise
     doubtful: bool = False  # inside an element whose class/id hints at boilerplate
+    content: bool = False  # the nearest class/id hint says content ("article-body")
     rows: tuple[tuple[str, ...], ...] = ()
 
     @property
@@ -175,6 +176,7 @@ class _Walker:
         # Nearest class/id hint wins: a "content" wrapper inside a "has-sidebar" page body is
         # content again, a "share" box inside the article body is not.
         self.doubt = False
+        self.content = False
 
     # --- elements and segments ---------------------------------------------------------------
 
@@ -211,7 +213,7 @@ class _Walker:
             kind = BlockKind.PARAGRAPH
         length = len(text)
         self.out.segments.append(
-            Segment(kind, text, elem, length, min(links, length), level, self.doubt)
+            Segment(kind, text, elem, length, min(links, length), level, self.doubt, self.content)
         )
 
     # --- the walk ------------------------------------------------------------------------
@@ -256,11 +258,13 @@ class _Walker:
             if hint is None:
                 continue
             outer_doubt = self.doubt
+            outer_content = self.content
             if tag in BLOCK_TAGS:
                 if self.parts:
                     self.flush(elem)
                 if hint:
                     self.doubt = hint < 0
+                    self.content = hint > 0
                 new = self.open_elem(tag, elem)
                 if tag == "table" and self.table(child, new):
                     pass
@@ -280,6 +284,7 @@ class _Walker:
             else:
                 if hint:
                     self.doubt = hint < 0
+                    self.content = hint > 0
                 if tag in _BOLD_TAGS:
                     mark = len(self.parts)
                     flushes = self.flushes
@@ -293,6 +298,7 @@ class _Walker:
                 else:
                     self.walk(child, elem, depth + 1)
             self.doubt = outer_doubt
+            self.content = outer_content
 
     def pre(self, node: LexborNode, elem: int) -> None:
         text = node.text(deep=True) or ""
@@ -316,6 +322,7 @@ class _Walker:
                 length,
                 min(links, length),
                 doubtful=self.doubt,
+                content=self.content,
                 rows=rows,
             )
         )

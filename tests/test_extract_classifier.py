@@ -1,0 +1,164 @@
+"""The block classifier of article extraction: its model file and what it must never keep."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from aggregator.extract import extract_article
+from aggregator.extract.article import candidate_blocks
+from aggregator.extract.classifier import (
+    FEATURES,
+    MODEL_PATH,
+    BlockModel,
+    load_default_model,
+)
+
+BODY = [
+    "Lithuania's government on Tuesday declared a national emergency over security risks "
+    "posed by balloons sent from Belarus that have violated its airspace in recent weeks.",
+    "The balloons forced Lithuania to repeatedly shut down its main airport, stranding "
+    "thousands of people, as Europe remains on alert over previous intrusions.",
+    "The national emergency means the army will be able to patrol the border area together "
+    "with other uniformed services and receive extra rights from parliament.",
+    "Officials in Vilnius said the measures would stay in force for at least three months "
+    "and could be extended if the flights from across the border did not stop.",
+    "Neighbouring Latvia and Poland said they were watching the situation closely and were "
+    "ready to help with radar coverage of the border area if they were asked to.",
+]
+
+
+def _page(article: str, after: str = "", lang: str = "en") -> str:
+    return f"""<!doctype html><html lang="{lang}"><head><title>Headline here | The Daily</title>
+</head><body>
+<header><nav><a href="/">Home</a> <a href="/world">World</a></nav></header>
+<main><div class="wrap"><article><h1>Headline here</h1>{article}</article>{after}</div></main>
+<footer><p>Copyright 2026 The Daily. All rights reserved.</p></footer>
+</body></html>"""
+
+
+def _texts(html: str) -> list[str]:
+    art = extract_article(html)
+    return [art.lead, *(b.text for b in art.blocks)]
+
+
+def test_shipped_model_matches_the_features() -> None:
+    model = load_default_model()
+    assert model.features == FEATURES
+    assert 0.0 < model.threshold < 1.0
+    assert model.lift >= 0
+
+
+def test_model_round_trips_through_json() -> None:
+    model = load_default_model()
+    again = BlockModel.from_json(json.loads(json.dumps(model.to_json())))
+    x = np.random.default_rng(1).normal(size=(5, len(FEATURES)))
+    assert np.allclose(model.proba(x), again.proba(x), atol=1e-4)
+
+
+def test_model_of_other_features_is_refused() -> None:
+    data = json.loads(MODEL_PATH.read_text(encoding="utf-8"))
+    data["features"] = data["features"][:-1]
+    with pytest.raises(ValueError, match="other features"):
+        BlockModel.from_json(data)
+
+
+def test_candidate_blocks_give_one_feature_row_per_block() -> None:
+    segs, x = candidate_blocks(_page("".join(f"<p>{p}</p>" for p in BODY)))
+    assert len(segs) == len(x) > 0
+    assert x.shape[1] == len(FEATURES)
+
+
+def test_plain_article_keeps_every_paragraph() -> None:
+    assert _texts(_page("".join(f"<p>{p}</p>" for p in BODY))) == BODY
+
+
+def test_comments_after_the_article_never_become_body() -> None:
+    comment = (
+        "I have lived near the border for thirty years and I have never seen anything like "
+        "this, the government should have acted much sooner than it did this time."
+    )
+    comments = (
+        "<section class='comments'><h2>Comments</h2>"
+        + "".join(f"<div class='comment'><p>{comment} ({i})</p></div>" for i in range(6))
+        + "</section>"
+    )
+    texts = _texts(_page("".join(f"<p>{p}</p>" for p in BODY), comments))
+    assert texts == BODY
+
+
+def test_related_links_and_donation_box_never_become_body() -> None:
+    related = "<h3>Related</h3><ul>" + "".join(
+        f"<li><a href='/s{i}'>Another story about the border crisis number {i}</a></li>"
+        for i in range(6)
+    )
+    donate = (
+        "<div class='donate-box'><p>Independent journalism needs your support. Please "
+        "consider a donation to keep our reporting free for everyone who reads it.</p></div>"
+    )
+    body = "".join(f"<p>{p}</p>" for p in BODY) + related + "</ul>" + donate
+    assert _texts(_page(body)) == BODY
+
+
+def test_japanese_paragraphs_end_their_sentences_with_the_ideographic_full_stop() -> None:
+    paras = [
+        "リトアニア政府は火曜日、ベラルーシから飛来する気球による安全上の危険を理由に、"
+        "全国的な非常事態を宣言した。空港は何度も閉鎖された。",
+        "非常事態により、軍は他の制服組織とともに国境地帯を巡回できるようになり、"
+        "議会から追加の権限を受ける。政府はこう説明した。",
+        "当局は、措置は少なくとも三か月続き、国境を越える飛行が止まらなければ延長される"
+        "可能性があると述べた。近隣諸国も状況を注視している。",
+    ]
+    texts = _texts(_page("".join(f"<p>{p}</p>" for p in paras), lang="ja"))
+    assert texts == paras
+
+
+def test_cyrillic_and_lithuanian_paragraphs_are_kept() -> None:
+    paras = [
+        "Правительство Литвы во вторник объявило чрезвычайное положение из-за воздушных "
+        "шаров, которые залетают из Беларуси и нарушают воздушное пространство страны.",
+        "Lietuvos Vyriausybė antradienį paskelbė nepaprastąją padėtį dėl balionų, kurie "
+        "skrenda iš Baltarusijos ir pažeidžia šalies oro erdvę jau kelias savaites.",
+        "Чрезвычайное положение позволит армии патрулировать приграничную зону вместе с "
+        "другими службами и получить дополнительные права от парламента страны.",
+    ]
+    assert _texts(_page("".join(f"<p>{p}</p>" for p in paras), lang="lt")) == paras
+
+
+def test_headings_lists_and_tables_of_the_article_are_kept() -> None:
+    table = (
+        "<table><tr><th>Airport</th><th>Closures</th></tr>"
+        "<tr><td>Vilnius</td><td>7</td></tr><tr><td>Kaunas</td><td>2</td></tr></table>"
+    )
+    body = (
+        "".join(f"<p>{p}</p>" for p in BODY[:3])
+        + "<h2>What the emergency allows</h2>"
+        + "<ul><li>Army patrols along the whole border with Belarus</li>"
+        + "<li>Extra powers for the border guard in the area</li></ul>"
+        + table
+        + "".join(f"<p>{p}</p>" for p in BODY[3:])
+    )
+    art = extract_article(_page(body))
+    kinds = [b.kind.value for b in art.blocks]
+    assert "heading" in kinds
+    assert kinds.count("list_item") == 2
+    assert "table" in kinds
+    assert "- Army patrols along the whole border with Belarus" in art.text
+    assert "| Airport | Closures |" in art.text
+
+
+def test_teaser_river_after_the_article_never_becomes_body() -> None:
+    river = (
+        "<div class='more'>"
+        + "".join(
+            f"<div><h3><a href='/t{i}'>Teaser headline number {i} about something else</a></h3>"
+            f"<p>A one-line blurb of another story, number {i}, that runs to a sentence.</p></div>"
+            for i in range(8)
+        )
+        + "</div>"
+    )
+    texts = _texts(_page("".join(f"<p>{p}</p>" for p in BODY), river))
+    assert not any("blurb" in t or "Teaser" in t for t in texts)
+    assert texts[:3] == BODY[:3]
