@@ -195,12 +195,14 @@ def loso(pages: list[Page]) -> None:
         f"\nleave-one-subset-out (trained without the subset, scored on it; {len(subsets)} folds)"
     )
     print(f"{'held-out subset':18} {'F1':>6} {'P':>6} {'R':>6}   {'default model F1':>16}")
-    default = make_ours(load_default_model())
+    shipped = load_default_model()
+    default = make_ours(shipped)
     held: list[float] = []
     for subset in subsets:
         train_pages = [p for p in pages if p.subset != subset and p.subset != "cleaneval"]
         test_pages = [p for p in pages if p.subset == subset]
-        model = train(train_pages)
+        # The shipped model's shape (region lift, hidden units), trained without the subset.
+        model = train(train_pages, lift=shipped.lift, hidden=shipped.w1.shape[1])
         fn = make_ours(model)
         f1, mp, mr = score([(fn(p), p.truth) for p in test_pages])
         f1_default = score([(default(p), p.truth) for p in test_pages])[0]
@@ -219,9 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cleaneval", action="store_true", help="also score CleanEval (apart)")
     ap.add_argument("--loso", action="store_true", help="leave-one-subset-out validation")
     ap.add_argument("--subset", help="score only this subset")
+    ap.add_argument("--model", type=Path, help="a block model file instead of the shipped one")
     ap.add_argument("--worst", type=int, default=0, help="list the N worst pages by F1")
     args = ap.parse_args(argv)
 
+    model = None
+    if args.model:
+        model = BlockModel.from_json(json.loads(args.model.read_text(encoding="utf-8")))
     pages = load_pages(args.data, args.data2, args.cleaneval)
     if args.subset:
         pages = [p for p in pages if p.subset == args.subset]
@@ -229,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"no pages in subset {args.subset!r}")
     contenders: list[tuple[str, Extractor]] = [
         ("selectolax <p>", baseline),
-        ("aggregator.extract", make_ours()),
+        ("aggregator.extract", make_ours(model)),
     ]
     if args.trafilatura:
         try:

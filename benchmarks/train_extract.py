@@ -35,7 +35,7 @@ _TOKEN_RE = re.compile(r"\w+")
 L2 = 1e-4  # L2 penalty on the weights
 HIDDEN = 16  # units of the hidden layer
 EPOCHS = 400
-LIFT = 1
+LIFT = 2
 
 
 @dataclass(slots=True)

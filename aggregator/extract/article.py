@@ -70,7 +70,8 @@ _NEGATIVE_WORDS = frozenset(
     consent gdpr newsletter subscribe subscription signup promo advert advertisement
     advertising ad ads adslot adunit dfp breadcrumb breadcrumbs pagination pager popup modal
     outbrain taboola sponsored trending popular toolbar skip tags masthead login byline
-    caption credit dateline timestamp author bio""".split()  # noqa: SIM905
+    caption credit dateline timestamp author bio donate donation donations paywall
+    membership""".split()  # noqa: SIM905
 )
 # Furniture words that also appear glued to others ("sharedaddy", "footernav", "adsbygoogle"
 # does not: "ad"/"ads" stay whole words).
@@ -543,9 +544,23 @@ def _candidates(
     ]
     byline = _byline_test(author)
     allowed = [
-        not s.doubtful and s.link_density <= _MAX_LINK_DENSITY and not byline(s) for s in segs
+        not s.doubtful and not byline(s) and not _link_block(s, c.in_container)
+        for s, c in zip(segs, contexts, strict=True)
     ]
     return segs, block_features(contexts, ld_shingles_of(ld_body)), allowed
+
+
+def _link_block(seg: Segment, in_container: bool) -> bool:
+    """A block of links that is never article text: a list item or short line of links (a
+    "related" list, a teaser's headline) anywhere, any link-heavy block outside the container.
+    A long link-heavy paragraph inside the container (a round-up of links, a product line) is
+    left to the classifier."""
+    ld = seg.link_density
+    if ld <= 0.3:
+        return False
+    if seg.kind is BlockKind.LIST_ITEM or seg.kind is BlockKind.HEADING:
+        return seg.length < 200 or ld > _MAX_LINK_DENSITY
+    return ld > _MAX_LINK_DENSITY and (not in_container or seg.length < 120)
 
 
 def _byline_test(author: str | None) -> Callable[[Segment], bool]:

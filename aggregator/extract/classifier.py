@@ -116,9 +116,8 @@ def _ends_sentence(text: str) -> bool:
 def block_features(blocks: list[BlockContext], ld_shingles: set[str] | None) -> np.ndarray:
     """The feature matrix (one row per block, columns in ``FEATURES`` order)."""
     n = len(blocks)
-    out = np.zeros((n, len(FEATURES)), dtype=np.float64)
     if not n:
-        return out
+        return np.zeros((0, len(FEATURES)), dtype=np.float64)
     good = [b.good for b in blocks]
     first_good = next((i for i, g in enumerate(good) if g), n)
     last_good = max((i for i, g in enumerate(good) if g), default=-1)
@@ -135,63 +134,83 @@ def block_features(blocks: list[BlockContext], ld_shingles: set[str] | None) -> 
     for i in range(n - 2, -1, -1):
         if runs[i] and runs[i + 1] > runs[i]:
             runs[i] = runs[i + 1]
+    rows: list[list[float]] = []
+    sentence_re, clause_re, digit_re, word_re = _SENTENCE_END_RE, _CLAUSE_RE, _DIGIT_RE, _WORD_RE
     for i, b in enumerate(blocks):
         text = b.text
         length = max(b.length, 1)
-        row = out[i]
-        row[0] = 1.0
-        row[1] = log_lens[i]
-        row[2] = b.link_density
-        row[3] = b.doubtful
-        row[4] = b.rule_keep
-        row[5] = b.boilerplate_line
-        row[6] = b.kind == "heading"
-        row[7] = b.kind == "list_item"
-        row[8] = b.kind == "table"
-        row[9] = ends[i]
+        kind = b.kind
+        tag = b.tag
         if text:
-            row[10] = min(100.0 * len(_SENTENCE_END_RE.findall(text)) / length, 5.0)
-            row[11] = min(100.0 * len(_CLAUSE_RE.findall(text)) / length, 10.0)
-            row[12] = len(_DIGIT_RE.findall(text)) / length
+            sentences = min(100.0 * len(sentence_re.findall(text)) / length, 5.0)
+            clauses = min(100.0 * len(clause_re.findall(text)) / length, 10.0)
+            digits = len(digit_re.findall(text)) / length
             # Words per character: about 0.17 in English, near 1 / length in scripts written
             # without spaces, where \w+ runs over a whole clause.
-            row[13] = min(len(_WORD_RE.findall(text)) / length, 1.0)
-        row[14] = i < first_good
-        row[15] = i > last_good
-        row[16] = i / n
-        row[17] = good_before / good_total
+            words_per_char = min(len(word_re.findall(text)) / length, 1.0)
+        else:
+            sentences = clauses = digits = words_per_char = 0.0
+        ld_overlap = 0.0
+        if ld_shingles is not None:
+            words = word_re.findall(text.lower())
+            if len(words) >= 2:
+                hits = sum(
+                    words[j] + " " + words[j + 1] in ld_shingles for j in range(len(words) - 1)
+                )
+                ld_overlap = hits / (len(words) - 1)
+            elif words:
+                ld_overlap = float(words[0] in ld_shingles)
+        before = good_before / good_total
         if b.good:
             good_before += b.length
-        row[18] = 1.0 - good_before / good_total
-        row[19] = math.log1p(gap)
+        gap_log = math.log1p(gap)
         gap = 0 if b.good else gap + b.length
-        row[20] = b.in_article_tag
-        row[21] = b.after_title
-        row[22] = b.title_seen
-        if ld_shingles is not None:
-            row[24] = 1.0
-            words = _WORD_RE.findall(text.lower())
-            if len(words) >= 2:
-                pairs = [words[j] + " " + words[j + 1] for j in range(len(words) - 1)]
-                row[23] = sum(p in ld_shingles for p in pairs) / len(pairs)
-            elif words:
-                row[23] = float(words[0] in ld_shingles)
-        row[25] = b.subtree_share
-        row[26] = min(b.depth_below, 10) / 10.0
-        row[27] = blocks[i - 1].link_density if i else 1.0
-        row[28] = blocks[i + 1].link_density if i + 1 < n else 1.0
-        row[29] = log_lens[i - 1] if i else 0.0
-        row[30] = log_lens[i + 1] if i + 1 < n else 0.0
-        row[31] = ends[i - 1] if i else 0.0
-        row[32] = ends[i + 1] if i + 1 < n else 0.0
-        row[33] = math.log1p(runs[i])
-        row[34] = b.in_container
-        row[35] = b.content_hint
-        row[36] = b.tag == "p"
-        row[37] = b.tag in ("td", "th")
-        row[38] = b.tag in ("blockquote", "pre")
-        row[39] = b.sibling_good_share
-    return out
+        last = i + 1 == n
+        rows.append(
+            [
+                1.0,
+                log_lens[i],
+                b.link_density,
+                b.doubtful,
+                b.rule_keep,
+                b.boilerplate_line,
+                kind == "heading",
+                kind == "list_item",
+                kind == "table",
+                ends[i],
+                sentences,
+                clauses,
+                digits,
+                words_per_char,
+                i < first_good,
+                i > last_good,
+                i / n,
+                before,
+                1.0 - good_before / good_total,
+                gap_log,
+                b.in_article_tag,
+                b.after_title,
+                b.title_seen,
+                ld_overlap,
+                ld_shingles is not None,
+                b.subtree_share,
+                min(b.depth_below, 10) / 10.0,
+                blocks[i - 1].link_density if i else 1.0,
+                1.0 if last else blocks[i + 1].link_density,
+                log_lens[i - 1] if i else 0.0,
+                0.0 if last else log_lens[i + 1],
+                ends[i - 1] if i else 0.0,
+                0.0 if last else ends[i + 1],
+                math.log1p(runs[i]),
+                b.in_container,
+                b.content_hint,
+                tag == "p",
+                tag in ("td", "th"),
+                tag in ("blockquote", "pre"),
+                b.sibling_good_share,
+            ]
+        )
+    return np.array(rows, dtype=np.float64)
 
 
 def ld_shingles_of(article_body: str | None) -> set[str] | None:
