@@ -378,8 +378,24 @@ def _exact_keys(r: Record) -> set[tuple[str | None, ...]]:
     if r.guid and r.source_id:
         keys.add(("guid", r.source_id, r.guid))
     if r.headline_key:
-        keys.add(("headline", r.headline_key))
+        # Tagged with whether the link is wrapped: a headline key only matters between two
+        # records one of which is wrapped (find_duplicate_row), see _may_duplicate.
+        keys.add(("headline", r.headline_key, str(dedup.wrapped_link(r.url, r.outlet_url))))
     return keys
+
+
+def _may_duplicate(keys: set[tuple[str | None, ...]], seen: set[tuple[str | None, ...]]) -> bool:
+    """True when an earlier record of the batch shares an exact-duplicate key with ``keys``
+    (a headline key only when one of the two is wrapped)."""
+    for key in keys:
+        if key[0] == "headline":
+            if ("headline", key[1], "True") in seen or (
+                key[2] == "True" and ("headline", key[1], "False") in seen
+            ):
+                return True
+        elif key in seen:
+            return True
+    return False
 
 
 class _Batch:
@@ -416,7 +432,7 @@ class _Batch:
         results = []
         for p in batch:
             keys = _exact_keys(p.record)
-            if p.record.id in suspects or not keys.isdisjoint(self.seen):
+            if p.record.id in suspects or _may_duplicate(keys, self.seen):
                 results.append(self._exact(p))
             else:
                 results.append(self._store(p))

@@ -363,3 +363,49 @@ def test_a_wrapped_link_that_does_not_reach_the_outlet_keeps_the_entry(tmp_path:
         [record] = list(store.iter_records())
         assert record.url is not None and record.url.startswith(f"{site.base}/rss/articles/")
         assert "CONSENT" not in record.text and record.title == AIRPORT
+
+
+def test_one_sites_pages_with_one_headline_stay_two(store: Store) -> None:
+    from dataclasses import replace
+
+    own = recs("reuters_own.rss", REUTERS)[0]
+    other_url = REUTERS_URL.replace("2026-11-19", "2026-11-20")
+    other = normalize.make_record(
+        title=own.title,
+        lead="A different article under the same headline, about another closure.",
+        body=(),
+        url=other_url,
+        guid="other",
+        source=REUTERS,
+        published=own.published,
+        fetched=NOW,
+    )
+    assert other.headline_key == own.headline_key
+    # Across two ingests (the store's check), then within one batch.
+    first = ingest_many(store, [own], matcher=MATCHER, options=OPTIONS, allowed_topics=(), now=NOW)
+    second = ingest_many(
+        store, [other], matcher=MATCHER, options=OPTIONS, allowed_topics=(), now=NOW
+    )
+    assert first[0].stored and second[0].stored
+    third = replace(
+        other, id="0" * 16, url=other_url + "x", canonical_url=other_url + "x", guid="3"
+    )
+    third = replace(third, text=third.text + "\nMore.\n", content_hash="f" * 64)
+    fourth = replace(
+        third, id="1" * 16, url=other_url + "y", canonical_url=other_url + "y", guid="4"
+    )
+    fourth = replace(fourth, text=fourth.text + "\nEven more.\n", content_hash="e" * 64)
+    results = ingest_many(
+        store, [third, fourth], matcher=MATCHER, options=OPTIONS, allowed_topics=(), now=NOW
+    )
+    assert [r.stored for r in results] == [True, True]
+
+
+def test_a_relayed_copy_in_the_same_batch_is_a_duplicate(store: Store) -> None:
+    own = recs("reuters_own.rss", REUTERS)[0]
+    relayed = recs("gnews_search.rss", GNEWS)[0]
+    results = ingest_many(
+        store, [own, relayed], matcher=MATCHER, options=OPTIONS, allowed_topics=(), now=NOW
+    )
+    assert [r.stored for r in results] == [True, False]
+    assert results[1].reason is DedupReason.SAME_HEADLINE

@@ -416,11 +416,17 @@ class WriteTx:
         for chunk in chunks(sorted({g for _, g in guids if g is not None})):
             query = sa.select(a.c.source_id, a.c.guid).where(a.c.guid.in_(chunk))
             hit_guids.update((row.source_id, row.guid) for row in self.conn.execute(query))
+        # A headline key counts only where find_duplicate_row can use it: one of the two links
+        # is wrapped. Two pages of one site with one headline are not suspects.
         headlines = sorted({x.headline_key for x in batch if x.headline_key})
-        hit_headlines: set[str] = set()
+        hit_headlines: dict[str, bool] = {}  # key -> some stored record with it is wrapped
         for chunk in chunks(headlines):
-            query = sa.select(r.c.headline_key).where(r.c.headline_key.in_(chunk))
-            hit_headlines.update(self.conn.execute(query).scalars())
+            by_key = sa.select(r.c.headline_key, r.c.url, r.c.outlet_url).where(
+                r.c.headline_key.in_(chunk)
+            )
+            for key, url, outlet_url in self.conn.execute(by_key):
+                wrapped = dedup.wrapped_link(url, outlet_url)
+                hit_headlines[key] = hit_headlines.get(key, False) or wrapped
         return {
             x.id
             for x in batch
@@ -428,7 +434,10 @@ class WriteTx:
             or x.content_hash in hit_hashes
             or (x.canonical_url and x.canonical_url in hit_urls)
             or (x.guid and x.source_id and (x.source_id, x.guid) in hit_guids)
-            or (x.headline_key and x.headline_key in hit_headlines)
+            or (
+                x.headline_key in hit_headlines
+                and (hit_headlines[x.headline_key] or dedup.wrapped_link(x.url, x.outlet_url))
+            )
         }
 
     def existing_developments(self, dev_ids: Sequence[str]) -> set[str]:
