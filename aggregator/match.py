@@ -48,6 +48,7 @@ __all__ = [
     "normalize",
     "parse_term",
     "record_fields",
+    "term_spans",
 ]
 
 FIELDS = ("title", "lead", "body")
@@ -364,3 +365,52 @@ def _evaluate(topic: _CompiledTopic, index: _Index) -> tuple[str, ...] | None:
     if topic.any and not matched_any:
         return None
     return tuple(dict.fromkeys([*matched_any, *matched_all]))
+
+
+# --- where terms occur (for highlighting) -----------------------------------------------------
+
+_TOKEN_RE = re.compile(r"\w+")
+
+
+def _word_matches_token(word: Word, token: str) -> bool:
+    """Whether one normalized token is ``word`` (exactly, by prefix or by stem + ending)."""
+    if word.prefix:
+        return token.startswith(word.text)
+    if token == word.text:
+        return True
+    if _uses_stem(word):
+        root = stem(word.text)
+        return token.startswith(root) and token[len(root) :] in INFLECTION_ENDINGS
+    return False
+
+
+def term_spans(text: str, terms: Sequence[str]) -> list[tuple[int, int]]:
+    """Where the rule ``terms`` occur in ``text``: sorted, non-overlapping (start, end) offsets
+    into ``text`` itself, by the same rules as matching (accents and case folded, stems,
+    prefixes, phrases, regexes). Terms that do not parse are ignored."""
+    parsed: list[Term] = []
+    for raw in terms:
+        try:
+            parsed.append(parse_term(raw))
+        except TermError:
+            continue
+    spans: list[tuple[int, int]] = []
+    tokens = [(m.start(), m.end(), normalize(m.group())) for m in _TOKEN_RE.finditer(text)]
+    for term in parsed:
+        if term.regex is not None:
+            spans.extend(m.span() for m in term.regex.finditer(text) if m.end() > m.start())
+            continue
+        size = len(term.words)
+        for i in range(len(tokens) - size + 1):
+            window = tokens[i : i + size]
+            if all(
+                _word_matches_token(w, tok[2]) for w, tok in zip(term.words, window, strict=True)
+            ):
+                spans.append((window[0][0], window[-1][1]))
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged

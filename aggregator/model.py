@@ -306,6 +306,9 @@ class PublishOptions:
     # "example.org,2026": the authority of entry ids (tag:example.org,2026:development/<id>).
     # Set it once and never change it; None derives it from base_url's host.
     tag_authority: str | None = None
+    # IANA time zone of the dates on the HTML pages ("21 Nov 2026, 12:02 EET"); feeds stay UTC.
+    timezone: str = "UTC"
+    page_size: int = 20  # developments per topic page and search page
 
 
 @dataclass(frozen=True, slots=True)

@@ -828,7 +828,22 @@ def _publish_options(report: _Report, data: object) -> PublishOptions:
     for key in ("base_url", "websub_hub"):
         if values.get(key) is not None and (problem := url_problem(values[key])):
             report.add(("publish", key), f"publish.{key}: {problem}")
+    if (problem := timezone_problem(values.get("timezone", "UTC"))) is not None:
+        report.add(("publish", "timezone"), f"publish.timezone: {problem}")
     return PublishOptions(**values)
+
+
+def timezone_problem(name: object) -> str | None:
+    """Why ``name`` is not an IANA time zone this system knows (None when it is)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if not isinstance(name, str) or not name.strip():
+        return f"expected a time zone name such as Europe/Vilnius or UTC, got {name!r}"
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {name!r} (write an IANA name such as Europe/Vilnius or UTC)"
+    return None
 
 
 def _dedup_options(report: _Report, data: object) -> DedupOptions:

@@ -12,7 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 from aggregator import records
 from aggregator.model import (
+    DedupReason,
     Development,
+    Membership,
     PageSelectors,
     PublishOptions,
     Record,
@@ -21,6 +23,7 @@ from aggregator.model import (
     SourceKind,
     SourceRef,
     Topic,
+    TopicMatch,
     TopicRules,
 )
 
@@ -95,6 +98,7 @@ def make_record(rid: str, source_id: str, url: str | None) -> Record:
         source_id=source_id,
         published=T0,
         fetched=T0,
+        language={"r1": "en", "r2": "ru", "r3": "lt"}.get(rid),
     )
 
 
@@ -128,6 +132,7 @@ def developments() -> list[Development]:
             ),
             SourceRef("r1c", "bad", "Evil\x01 source", "javascript:alert(1)", "Click me", None),
         ),
+        terms=("Lithuania", "Belarus"),
     )
     d2 = Development(
         id="dev0002",
@@ -195,13 +200,49 @@ class MemoryStore:
     recs: dict[str, Record] = field(default_factory=all_records)
     version: int = 1
     version_calls: int = 0
+    merged: dict[str, str] = field(default_factory=dict)
 
     def list_developments(
-        self, topic: str | None = None, limit: int = 50, since: datetime | None = None
+        self,
+        topic: str | None = None,
+        limit: int = 50,
+        since: datetime | None = None,
+        offset: int = 0,
     ) -> list[Development]:
         chosen = [d for d in self.devs if topic is None or topic in d.topics]
         chosen.sort(key=lambda d: d.updated, reverse=True)
-        return chosen[:limit]
+        return chosen[offset : offset + limit] if limit > 0 else chosen[offset:]
+
+    def get_development(self, dev_id: str) -> Development | None:
+        dev_id = self.merged.get(dev_id, dev_id)
+        return next((d for d in self.devs if d.id == dev_id), None)
+
+    def get_memberships(self, dev_id: str) -> list[Membership]:
+        dev = self.get_development(dev_id)
+        if dev is None:
+            return []
+        first = dev.record_ids[0] if dev.record_ids else None
+        return [
+            Membership(
+                rid,
+                dev.id,
+                DedupReason.NEW if rid == first else DedupReason.SAME_EVENT,
+                1.0 if rid == first else 0.61,
+                None if rid == first else first,
+            )
+            for rid in dev.record_ids
+        ]
+
+    def topic_matches(self, record_ids: Sequence[str]) -> dict[str, tuple[TopicMatch, ...]]:
+        out: dict[str, tuple[TopicMatch, ...]] = {}
+        for rid in record_ids:
+            for dev in self.devs:
+                if rid in dev.record_ids and dev.terms:
+                    out[rid] = tuple(TopicMatch(t, rid, dev.terms) for t in dev.topics)
+        return out
+
+    def merged_developments(self) -> dict[str, str]:
+        return dict(self.merged)
 
     def get_records(self, ids: Sequence[str]) -> list[Record]:
         return [self.recs[i] for i in ids if i in self.recs]

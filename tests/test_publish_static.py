@@ -13,7 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from aggregator.cli import main
-from aggregator.publish.render import render_site
+from aggregator.publish.pages import render_site
 from aggregator.publish.site import collect_feeds, make_site
 from aggregator.publish.static import publish_dir, write_atomic
 from aggregator.settings import Settings
@@ -83,6 +83,8 @@ def test_publish_dir_writes_the_served_layout(tmp_path: Path) -> None:
     assert names == sorted(
         [f"feeds/{k}.{f}" for k in ("all", "lithuania", "belarus") for f in ("atom", "rss", "json")]
         + ["index.html", "sources.opml"]
+        + ["topics/lithuania/index.html", "topics/belarus/index.html"]
+        + [f"developments/dev000{i}.html" for i in (1, 2, 3)]
     )
     expected = {
         f.path: f
@@ -125,7 +127,10 @@ def test_cli_publish_end_to_end_and_same_bytes_as_http(
     out = tmp_path / "site"
     assert main([*base, "publish", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "published 11 files (9 feeds, index.html, sources.opml)" in printed
+    assert (
+        "published 16 files (9 feeds, index.html, sources.opml, 2 topic pages, "
+        "3 development pages)" in printed
+    )
     assert "https://news.example.org/" in printed
 
     from aggregator.store import open_store
@@ -217,7 +222,8 @@ def test_service_follows_the_real_store_feed_version(db_url: str, tmp_path: Path
         entries = feedparser.parse(after.content).entries
         assert len(entries) == count + 1
         assert entries[0].title == title
-        assert entries[0].link == url
+        assert entries[0].link.startswith("https://news.example.org/developments/")
+        assert url in [link.href for link in entries[0].links]
         stale = client.get(
             "/feeds/lithuania.atom", headers={"If-None-Match": before.headers["etag"]}
         )

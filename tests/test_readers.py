@@ -33,19 +33,19 @@ EXPECTED = [
     (
         "tag:news.example.org,2026:development/dev0001",
         "Lithuania declares emergency over balloons from Belarus",
-        "https://www.lrt.lt/naujienos/1?utm=a&b=2",
+        "https://news.example.org/developments/dev0001.html",
         int(T0.timestamp()),
     ),
     (
         "tag:news.example.org,2026:development/dev0002",
         "Лукашенко предложил Литве переговоры о границе",
-        "https://belsat.eu/ru/news/lukashenko-peregovory",
+        "https://news.example.org/developments/dev0002.html",
         int(T0.timestamp()) + 3600,
     ),
     (
         "tag:news.example.org,2026:development/dev0003",
         "Kiaušinių kainos Lietuvoje šoktelėjo",
-        "https://lrv.lt/lt/naujienos/kiau%C5%A1iniai?id=5",
+        "https://news.example.org/developments/dev0003.html",
         int(T0.timestamp()) + 1800,
     ),
 ]

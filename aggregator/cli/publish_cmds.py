@@ -1,4 +1,4 @@
-"""``aggregator publish DIR``: write the feeds, index page and OPML for a static web server."""
+"""``aggregator publish DIR``: write the feeds, the pages and the OPML for a static web server."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from aggregator.settings import Settings
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "publish",
-        help="write every feed, the index page and sources.opml into a directory",
+        help="write every feed, page and sources.opml into a directory",
         description=(
             "Render the published files from the store into DIR, laid out as the service serves "
-            "them (DIR/index.html, DIR/sources.opml, DIR/feeds/<all|topic>.<atom|rss|json>). "
+            "them (DIR/index.html, DIR/sources.opml, DIR/feeds/<all|topic>.<atom|rss|json>, "
+            "DIR/topics/<topic>/index.html and page-<n>.html, DIR/developments/<id>.html). "
             "Each file is replaced atomically; unchanged files are left alone."
         ),
     )
@@ -68,13 +69,23 @@ def run_publish(args: argparse.Namespace, settings: Settings) -> int:
         except ValueError as exc:  # the base URL
             raise UsageError(str(exc)) from exc
     feeds = sum(1 for p in paths if p.parent.name == "feeds")
+    developments = sum(1 for p in paths if p.parent.name == "developments")
+    topics = len(paths) - feeds - developments - 2
     url = f"{base_url.rstrip('/')}/"
     if args.json:
-        payload = {"files": len(paths), "feeds": feeds, "dir": str(args.dir), "base_url": url}
+        payload = {
+            "files": len(paths),
+            "feeds": feeds,
+            "topic_pages": topics,
+            "development_pages": developments,
+            "dir": str(args.dir),
+            "base_url": url,
+        }
         print(json.dumps(payload, ensure_ascii=False))
         return 0
     print(
         f"published {plural(len(paths), 'file')} ({plural(feeds, 'feed')}, index.html, "
-        f"sources.opml) to {args.dir} for {url}"
+        f"sources.opml, {plural(topics, 'topic page')}, "
+        f"{plural(developments, 'development page')}) to {args.dir} for {url}"
     )
     return 0

@@ -7,19 +7,42 @@ The one place that reads the store for publishing, shared by the HTTP service (w
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aggregator import records
-from aggregator.model import Block, Development, PublishOptions, Record, Source, Topic
+from aggregator.model import (
+    Block,
+    Development,
+    Membership,
+    PublishOptions,
+    Record,
+    Source,
+    Topic,
+    TopicMatch,
+)
+from aggregator.publish.pages import (
+    HTML,
+    DevelopmentPage,
+    Report,
+    TopicPage,
+    render_development,
+    render_moved,
+    render_site,
+    render_topic,
+)
 from aggregator.publish.render import (
     TAG_AUTHORITY,
     Entry,
     FeedSet,
     RenderedFile,
     Site,
-    render_site,
+    development_path,
+    entry_updated,
+    feed_updated,
+    topic_path,
 )
 from aggregator.publish.sanitize import safe_url
 
@@ -40,6 +63,26 @@ class FeedStore(Protocol):
     def get_records(self, ids: Sequence[str]) -> list[Record]: ...
 
     def feed_version(self) -> str: ...
+
+
+class PageStore(FeedStore, Protocol):
+    """What the topic and development pages read besides the feeds' part."""
+
+    def list_developments(
+        self,
+        topic: str | None = None,
+        limit: int = 50,
+        since: datetime | None = None,
+        offset: int = 0,
+    ) -> list[Development]: ...
+
+    def get_development(self, dev_id: str) -> Development | None: ...
+
+    def get_memberships(self, dev_id: str) -> list[Membership]: ...
+
+    def topic_matches(self, record_ids: Sequence[str]) -> dict[str, tuple[TopicMatch, ...]]: ...
+
+    def merged_developments(self) -> dict[str, str]: ...
 
 
 class PublishedWatchlist(Protocol):
@@ -71,12 +114,20 @@ def make_site(watchlist: PublishedWatchlist, base_url: str) -> Site:
             f"publish.tag_authority must look like 'example.org,2026' (a domain or e-mail, a "
             f"comma, a date: RFC 4151), not {options.tag_authority!r}"
         )
+    try:
+        zone = ZoneInfo(options.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"publish.timezone: unknown time zone {options.timezone!r} (an IANA name such as "
+            "Europe/Vilnius or UTC)"
+        ) from None
     return Site(
         title=options.title,
         base_url=public_base_url(options, base_url),
         topics=tuple(watchlist.topics),
         tag_authority=options.tag_authority,
         websub_hub=options.websub_hub,
+        timezone=zone,
     )
 
 
@@ -154,10 +205,180 @@ def _representative_id(dev: Development) -> str | None:
 
 
 def build_site(
-    store: FeedStore, watchlist: PublishedWatchlist, base_url: str, now: datetime
+    store: FeedStore,
+    watchlist: PublishedWatchlist,
+    base_url: str,
+    now: datetime,
+    *,
+    search: bool = False,
 ) -> list[RenderedFile]:
-    """Every published file, rendered from the store's current developments."""
+    """The feeds, the index page and the OPML, rendered from the store's current developments.
+
+    ``search``: the pages carry the search box (the service; a static export has no search).
+    """
     site = make_site(watchlist, base_url)
     feeds = collect_feeds(store, site.topics, watchlist.publish.feed_size)
     sources: list[Source] = list(watchlist.sources)
-    return render_site(site, feeds, sources, now)
+    return render_site(site, feeds, sources, now, search=search)
+
+
+# ---------------------------------------------------------------------------------------------
+# topic and development pages
+
+
+def collect_topic_page(
+    store: PageStore, topic: Topic, page: int, page_size: int
+) -> TopicPage | None:
+    """Page ``page`` (1: newest) of a topic's developments; None past the last page."""
+    size = max(1, page_size)
+    devs = _with_topics(store.list_developments(topic.id, size + 1, None, (page - 1) * size))
+    if page > 1 and not devs:
+        return None
+    return TopicPage(
+        topic=topic,
+        entries=tuple(Entry(d) for d in devs[:size]),
+        page=page,
+        has_older=len(devs) > size,
+    )
+
+
+def collect_development_page(store: PageStore, dev: Development) -> DevelopmentPage:
+    """A development with each report's language, the decision that placed it and the
+    topic terms its text matched."""
+    memberships = {m.record_id: m for m in store.get_memberships(dev.id)}
+    stored = {r.id: r for r in store.get_records(list(dev.record_ids))}
+    matches = store.topic_matches(list(dev.record_ids))
+    titles = {ref.record_id: ref.title for ref in dev.sources}
+    members = set(dev.record_ids)
+    reports: list[Report] = []
+    seen_members: set[str] = set()
+    for ref in dev.sources:
+        record = stored.get(ref.record_id)
+        terms = tuple(
+            dict.fromkeys(term for m in matches.get(ref.record_id, ()) for term in m.terms)
+        )
+        membership = memberships.get(ref.record_id)
+        # A record's own row comes first; later refs of the same record are other outlets'
+        # copies of it (aliases), which joined as the same article.
+        own = ref.record_id in members and ref.record_id not in seen_members
+        seen_members.add(ref.record_id)
+        similar = None
+        if own and membership and membership.matched_record_id:
+            similar = titles.get(membership.matched_record_id)
+        reports.append(
+            Report(
+                ref=ref,
+                language=record.language if record else None,
+                reason=membership.reason if own and membership else None,
+                score=membership.score if own and membership else None,
+                similar_to=similar,
+                terms=terms,
+            )
+        )
+    bodies = _representative_bodies(store, [dev])
+    return DevelopmentPage(Entry(dev, bodies.get(dev.id, ())), tuple(reports))
+
+
+def build_page(
+    store: PageStore,
+    watchlist: PublishedWatchlist,
+    base_url: str,
+    path: str,
+    *,
+    search: bool = False,
+) -> RenderedFile | None:
+    """The topic or development page at ``path`` (as ``topic_path``/``development_path`` give
+    it), or None when there is no such page. A development merged into another gives a
+    ``RenderedFile`` whose ``location`` is the other one's page."""
+    site = make_site(watchlist, base_url)
+    parts = path.split("/")
+    if len(parts) == 2 and parts[0] == "developments" and parts[1].endswith(".html"):
+        from urllib.parse import unquote
+
+        dev_id = unquote(parts[1].removesuffix(".html"))
+        dev = store.get_development(dev_id)
+        if dev is None or not dev.topics:
+            return None
+        if dev.id != dev_id:
+            return _moved(site, dev_id, dev)
+        return _development_file(site, store, dev, search)
+    if len(parts) == 3 and parts[0] == "topics":
+        from urllib.parse import unquote
+
+        topic = next((t for t in site.topics if t.id == unquote(parts[1])), None)
+        number = _page_number(parts[2])
+        if topic is None or number is None:
+            return None
+        return _topic_file(site, store, topic, number, watchlist.publish.page_size, search)
+    return None
+
+
+def _page_number(name: str) -> int | None:
+    if name == "index.html":
+        return 1
+    digits = name.removeprefix("page-").removesuffix(".html")
+    if name.startswith("page-") and name.endswith(".html") and digits.isdigit():
+        number = int(digits)
+        return number if 2 <= number <= 1_000_000 else None
+    return None
+
+
+def _moved(site: Site, old_id: str, dev: Development) -> RenderedFile:
+    from aggregator.publish.render import development_url
+
+    return RenderedFile(
+        development_path(old_id),
+        render_moved(site, old_id, dev.id),
+        HTML,
+        entry_updated(dev),
+        location=development_url(site, dev.id),
+    )
+
+
+def _development_file(site: Site, store: PageStore, dev: Development, search: bool) -> RenderedFile:
+    page = collect_development_page(store, dev)
+    body = render_development(site, page, search=search)
+    return RenderedFile(development_path(dev.id), body, HTML, entry_updated(dev))
+
+
+def _topic_file(
+    site: Site, store: PageStore, topic: Topic, number: int, page_size: int, search: bool
+) -> RenderedFile | None:
+    page = collect_topic_page(store, topic, number, page_size)
+    return None if page is None else _topic_render(site, page, search)
+
+
+def _topic_render(site: Site, page: TopicPage, search: bool) -> RenderedFile:
+    updated = feed_updated(page.entries, site_epoch())
+    return RenderedFile(
+        topic_path(page.topic.id, page.page), render_topic(site, page, search=search), HTML, updated
+    )
+
+
+def site_epoch() -> datetime:
+    """The Last-Modified of an empty page: a fixed instant, so replicas agree."""
+    from datetime import UTC
+
+    return datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def build_all_pages(
+    store: PageStore, watchlist: PublishedWatchlist, base_url: str
+) -> Iterator[RenderedFile]:
+    """Every topic page and every published development's page (for ``publish DIR``)."""
+    site = make_site(watchlist, base_url)
+    size = watchlist.publish.page_size
+    for topic in site.topics:
+        number = 1
+        while (page := collect_topic_page(store, topic, number, size)) is not None:
+            yield _topic_render(site, page, False)
+            if not page.has_older:
+                break
+            number += 1
+    for dev in store.list_developments(None, 0):
+        if dev.topics:
+            yield _development_file(site, store, dev, False)
+    for old_id in store.merged_developments():
+        target = store.get_development(old_id)
+        if target is not None and target.topics:
+            yield _moved(site, old_id, target)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from aggregator.errors import PublishError
 from aggregator.publish.render import FORMATS, RenderedFile
-from aggregator.publish.site import FeedStore, PublishedWatchlist, build_site
+from aggregator.publish.site import PageStore, PublishedWatchlist, build_all_pages, build_site
 
 
 def write_atomic(path: Path, data: bytes, mtime: float | None = None) -> bool:
@@ -92,6 +92,8 @@ def write_files(
         if on_file is not None:
             on_file(len(written))
     _remove_stale_feeds(out_dir / "feeds", keep)
+    _remove_stale_pages(out_dir / "developments", keep)
+    _remove_stale_pages(out_dir / "topics", keep)
     return written
 
 
@@ -119,13 +121,27 @@ def _remove_stale_feeds(feeds_dir: Path, keep: set[Path]) -> None:
                 path.unlink()
 
 
+def _remove_stale_pages(pages_dir: Path, keep: set[Path]) -> None:
+    """Pages of pruned developments and dropped topics (and their older pages) go too."""
+    if not pages_dir.is_dir():
+        return
+    for path in sorted(pages_dir.rglob("*"), reverse=True):
+        base = path.with_suffix("") if path.suffix == ".gz" else path
+        if path.is_file() and base.suffix == ".html" and path not in keep:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        elif path.is_dir():
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only when empty
+
+
 def gzip_bytes(data: bytes) -> bytes:
     """gzip with a fixed header time, so equal input gives equal output (and equal ETags)."""
     return gzip.compress(data, compresslevel=9, mtime=0)
 
 
 def publish_dir(
-    store: FeedStore,
+    store: PageStore,
     watchlist: PublishedWatchlist,
     out_dir: str | os.PathLike[str],
     base_url: str,
@@ -134,9 +150,13 @@ def publish_dir(
     precompress: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> list[Path]:
-    """Render every feed, the index page and the OPML from the store into ``out_dir``;
-    ``progress("write", done, total)`` is told after each file written."""
-    files = build_site(store, watchlist, base_url, now or datetime.now(UTC))
+    """Render every feed, the index page, the OPML, every topic page and every published
+    development's page from the store into ``out_dir``; ``progress("write", done, total)`` is
+    told after each file written."""
+    files = [
+        *build_site(store, watchlist, base_url, now or datetime.now(UTC)),
+        *build_all_pages(store, watchlist, base_url),
+    ]
     total = len(files)
     return write_files(
         files,

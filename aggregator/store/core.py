@@ -253,6 +253,11 @@ class Store:
         with self._read() as conn:
             return record_topic_matches(conn, [record_id]).get(record_id, ())
 
+    def topic_matches(self, record_ids: Sequence[str]) -> dict[str, tuple[TopicMatch, ...]]:
+        """The topic matches (with their terms) of each of ``record_ids`` that has any."""
+        with self._read() as conn:
+            return record_topic_matches(conn, list(record_ids))
+
     def get_membership(self, record_id: str) -> Membership | None:
         with self._read() as conn:
             row = conn.execute(
@@ -263,13 +268,18 @@ class Store:
     # --- developments -------------------------------------------------------------------
 
     def list_developments(
-        self, topic: str | None = None, limit: int = 50, since: datetime | None = None
+        self,
+        topic: str | None = None,
+        limit: int = 50,
+        since: datetime | None = None,
+        offset: int = 0,
     ) -> list[Development]:
         """Developments last changed most recently first (then newest first_seen), with
         members and sources filled in.
 
-        ``topic`` keeps those matching that topic; ``since`` those updated at or after it.
-        Developments merged into another are left out (their records belong to the other).
+        ``topic`` keeps those matching that topic; ``since`` those updated at or after it;
+        ``offset`` skips that many (the pages of a topic). Developments merged into another
+        are left out (their records belong to the other).
         """
         d = t.developments
         query = sa.select(d).where(d.c.merged_into.is_(None))
@@ -285,9 +295,23 @@ class Store:
         query = query.order_by(d.c.updated.desc(), d.c.first_seen.desc(), d.c.id.desc())
         if limit is not None and limit > 0:
             query = query.limit(limit)
+        if offset > 0:
+            query = query.offset(offset)
         with self._read() as conn:
             rows = conn.execute(query).all()
             return developments_of(conn, rows)
+
+    def merged_developments(self) -> dict[str, str]:
+        """Each development merged into another, with the one holding its records now."""
+        d = t.developments
+        with self._read() as conn:
+            ids = conn.execute(sa.select(d.c.id).where(d.c.merged_into.is_not(None))).scalars()
+            out: dict[str, str] = {}
+            for dev_id in list(ids):
+                target = resolve_development(conn, dev_id)
+                if target is not None and target != dev_id:
+                    out[dev_id] = target
+        return out
 
     def get_development(self, dev_id: str) -> Development | None:
         """A development by id; a development merged into another resolves to the other."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeGuard
 
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
-from aggregator.publish.site import FeedStore
+from aggregator.publish.site import FeedStore, PageStore
 from aggregator.settings import Settings
-from aggregator.web.feeds import FeedCache, WatchlistProvider, feed_routes, hub_pinger
+from aggregator.web.feeds import FeedCache, PageCache, WatchlistProvider, feed_routes, hub_pinger
 
 
 def create_app(
@@ -34,9 +35,20 @@ def create_app(
         check_interval=check_interval,
         on_change=hub_pinger(watchlist_provider),
     )
-    app = Starlette(routes=[*extra_routes, *feed_routes(cache)])
+    pages = PageCache(cache, store) if _has_pages(store) else None
+    app = Starlette(routes=[*extra_routes, *feed_routes(cache, pages)])
     app.state.feed_cache = cache
+    app.state.page_cache = pages
     return app
+
+
+def _has_pages(store: FeedStore) -> TypeGuard[PageStore]:
+    """Whether ``store`` can serve topic and development pages (the real store can; a stub
+    serving only feeds, as in the serving benchmark, need not)."""
+    return all(
+        callable(getattr(store, name, None))
+        for name in ("get_development", "get_memberships", "topic_matches")
+    )
 
 
 __all__ = ["FeedCache", "create_app"]

@@ -14,11 +14,12 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
-from typing import Protocol
+from typing import Protocol, TypeGuard
 from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
@@ -28,7 +29,14 @@ from starlette.types import Receive, Scope, Send
 from aggregator.model import FetchPolicy
 from aggregator.publish.render import INDEX_FILE, OPML_FILE, RenderedFile
 from aggregator.publish.sanitize import safe_url
-from aggregator.publish.site import FeedStore, PublishedWatchlist, build_site, public_base_url
+from aggregator.publish.site import (
+    FeedStore,
+    PageStore,
+    PublishedWatchlist,
+    build_page,
+    build_site,
+    public_base_url,
+)
 from aggregator.publish.static import gzip_bytes
 
 log = logging.getLogger(__name__)
@@ -63,6 +71,7 @@ class CachedFile:
     headers_200_gzip: list[tuple[bytes, bytes]]
     headers_304: list[tuple[bytes, bytes]]
     headers_304_gzip: list[tuple[bytes, bytes]]
+    location: str | None = None  # a moved page: answered with a redirect there
 
     @classmethod
     def build(cls, item: RenderedFile, extra: Sequence[tuple[bytes, bytes]] = ()) -> CachedFile:
@@ -105,6 +114,7 @@ class CachedFile:
             ],
             headers_304=[(b"etag", etag.encode()), *common],
             headers_304_gzip=[(b"etag", gz_etag.encode()), *common],
+            location=item.location,
         )
 
 
@@ -133,8 +143,10 @@ class FeedCache:
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_change: ChangeHook | None = None,
+        search: bool = False,
     ) -> None:
         self._store = store
+        self.search = search  # the pages carry a search box (the service has /search)
         self._watchlist_provider = watchlist_provider
         self._base_url = base_url
         self._interval = check_interval
@@ -150,6 +162,10 @@ class FeedCache:
         self.renders = 0  # how many times the files were rendered (for tests and metrics)
         self.checks = 0
         self.last_error: str | None = None  # the refresh's current fault, None when healthy
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url
 
     @property
     def current(self) -> Snapshot | None:
@@ -217,7 +233,7 @@ class FeedCache:
         now = self._now()
         base = public_base_url(watchlist.publish, self._base_url)
         extra = _link_header(watchlist.publish.websub_hub)
-        rendered = build_site(self._store, watchlist, base, now)
+        rendered = build_site(self._store, watchlist, base, now, search=self.search)
         files = {f.path: CachedFile.build(f, _self_link(base, f.path) + extra) for f in rendered}
         self.renders += 1
         self._snapshot = Snapshot(version, watchlist, files, now)
@@ -338,21 +354,108 @@ class PublishedFiles:
         if cached is None:
             await _plain(send, 404, b"no such feed\n")
             return
-        headers = _request_headers(scope)
-        use_gzip = cached.gzip_body is not None and accepts_gzip(headers.get("accept-encoding", ""))
-        inm = headers.get("if-none-match")
-        ims = headers.get("if-modified-since")
-        if (inm is not None and etag_matches(inm, cached.etag)) or (
-            inm is None and ims is not None and not_modified_since(ims, cached.last_modified)
-        ):
-            hdrs = cached.headers_304_gzip if use_gzip else cached.headers_304
-            await send({"type": "http.response.start", "status": 304, "headers": hdrs})
-            await send({"type": "http.response.body", "body": b""})
+        await send_cached(scope, send, cached)
+
+
+async def send_cached(scope: Scope, send: Send, cached: CachedFile) -> None:
+    """Answer with ``cached``: 304 when the request's validators match, gzip when accepted."""
+    method = scope.get("method", "GET")
+    headers = _request_headers(scope)
+    use_gzip = cached.gzip_body is not None and accepts_gzip(headers.get("accept-encoding", ""))
+    inm = headers.get("if-none-match")
+    ims = headers.get("if-modified-since")
+    if (inm is not None and etag_matches(inm, cached.etag)) or (
+        inm is None and ims is not None and not_modified_since(ims, cached.last_modified)
+    ):
+        hdrs = cached.headers_304_gzip if use_gzip else cached.headers_304
+        await send({"type": "http.response.start", "status": 304, "headers": hdrs})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    body = cached.gzip_body if use_gzip and cached.gzip_body is not None else cached.body
+    hdrs = cached.headers_200_gzip if use_gzip else cached.headers_200
+    await send({"type": "http.response.start", "status": 200, "headers": hdrs})
+    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+
+class NotReady(Exception):
+    """The service has not rendered anything yet (its first render is running or failed)."""
+
+
+class PageCache:
+    """Topic and development pages, rendered on first request for the current feed version.
+
+    A service holds months of developments: rendering every page on each change would cost
+    more than the feeds. Pages are rendered when asked for, kept for the snapshot's version
+    (bounded, least recently used out), and served with the same ETag/304 and gzip handling
+    as the feeds.
+    """
+
+    def __init__(self, cache: FeedCache, store: PageStore, max_pages: int = 512) -> None:
+        self.cache = cache
+        self.store = store
+        self.max_pages = max_pages
+        self._pages: OrderedDict[tuple[str, int, str], CachedFile | None] = OrderedDict()
+        self.renders = 0
+
+    async def get(self, path: str) -> CachedFile | None:
+        """The page at ``path``, None when there is none; raises ``NotReady`` while the
+        service has nothing to serve yet."""
+        snap = await self.cache.snapshot()
+        if snap is None:
+            raise NotReady("pages are not available yet")
+        key = (snap.version, id(snap.watchlist), path)
+        if key in self._pages:
+            self._pages.move_to_end(key)
+            return self._pages[key]
+        watchlist = snap.watchlist
+        assert _is_watchlist(watchlist)
+        base = public_base_url(watchlist.publish, self.cache.base_url)
+        rendered = await run_in_threadpool(
+            build_page, self.store, watchlist, base, path, search=self.cache.search
+        )
+        self.renders += 1
+        cached = None if rendered is None else CachedFile.build(rendered)
+        self._pages[key] = cached
+        while len(self._pages) > self.max_pages:
+            self._pages.popitem(last=False)
+        return cached
+
+
+def _is_watchlist(value: object) -> TypeGuard[ServedWatchlist]:
+    return hasattr(value, "publish") and hasattr(value, "topics")
+
+
+class PagesEndpoint:
+    """ASGI endpoint for ``/developments/<id>.html`` and ``/topics/<id>/...``."""
+
+    def __init__(self, pages: PageCache, kind: str) -> None:
+        self.pages = pages
+        self.kind = kind
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope.get("method", "GET")
+        if method not in ("GET", "HEAD"):
+            await _plain(send, 405, b"method not allowed\n", [(b"allow", b"GET, HEAD")])
             return
-        body = cached.gzip_body if use_gzip and cached.gzip_body is not None else cached.body
-        hdrs = cached.headers_200_gzip if use_gzip else cached.headers_200
-        await send({"type": "http.response.start", "status": 200, "headers": hdrs})
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+        params = scope.get("path_params", {})
+        name = quote(str(params.get("name", "")), safe="", errors="replace")
+        if self.kind == "development":
+            path = f"developments/{name}"
+        else:
+            file = str(params.get("file", "") or "index.html")
+            path = f"topics/{name}/{quote(file, safe='', errors='replace')}"
+        try:
+            found = await self.pages.get(path)
+        except NotReady:
+            await _plain(send, 503, b"pages are not available yet\n", [(b"retry-after", b"5")])
+            return
+        if found is None:
+            await _plain(send, 404, b"no such page\n")
+            return
+        if found.location:
+            await _plain(send, 301, b"moved\n", [(b"location", found.location.encode())])
+            return
+        await send_cached(scope, send, found)
 
 
 def _feed_key(scope: Scope) -> str | None:
@@ -395,15 +498,26 @@ async def _plain(
     await send({"type": "http.response.body", "body": body})
 
 
-def feed_routes(cache: FeedCache) -> list[Route]:
-    """``/``, ``/index.html``, ``/sources.opml`` and ``/feeds/{name}.{format}``."""
+def feed_routes(cache: FeedCache, pages: PageCache | None = None) -> list[Route]:
+    """``/``, ``/index.html``, ``/sources.opml``, ``/feeds/{name}.{format}``, and with a page
+    cache ``/developments/{id}.html``, ``/topics/{id}/`` and its older pages."""
     index = PublishedFiles(cache, INDEX_FILE)
-    return [
+    routes = [
         Route("/", index, methods=["GET", "HEAD"]),
         Route("/index.html", index, methods=["GET", "HEAD"]),
         Route("/sources.opml", PublishedFiles(cache, OPML_FILE), methods=["GET", "HEAD"]),
         Route("/feeds/{filename}", PublishedFiles(cache), methods=["GET", "HEAD"]),
     ]
+    if pages is not None:
+        development = PagesEndpoint(pages, "development")
+        topic = PagesEndpoint(pages, "topic")
+        routes += [
+            Route("/developments/{name}", development, methods=["GET", "HEAD"]),
+            Route("/topics/{name}", topic, methods=["GET", "HEAD"]),
+            Route("/topics/{name}/", topic, methods=["GET", "HEAD"]),
+            Route("/topics/{name}/{file}", topic, methods=["GET", "HEAD"]),
+        ]
+    return routes
 
 
 def hub_pinger(watchlist_provider: WatchlistProvider) -> ChangeHook:
