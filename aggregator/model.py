@@ -343,3 +343,67 @@ class DedupOptions:
     headline_words: int = 25
     # Estimated Jaccard similarity of word 3-shingles from which a record is a near-duplicate.
     near_duplicate: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRule:
+    """One ``alerts.rules`` item: which topics' news goes to which Apprise URLs."""
+
+    id: str  # stable: the store remembers what was sent under it
+    topics: tuple[str, ...] = ()  # empty: every topic
+    push: tuple[str, ...] = ()  # Apprise URLs told about each new development
+    digest: tuple[str, ...] = ()  # Apprise URLs sent the day's new developments once a day
+    digest_at: str = "08:00"  # HH:MM in publish.timezone: when the day's digest goes out
+
+
+@dataclass(frozen=True, slots=True)
+class AlertOptions:
+    """The watchlist's ``alerts:`` section."""
+
+    rules: tuple[AlertRule, ...] = ()
+    max_attempts: int = 6  # tries per message before it is kept as failed
+    retry_seconds: int = 60  # wait before the first retry, doubled for each further one
+    check_seconds: int = 30  # how often the service looks for messages to send
+    lease_seconds: int = 300  # how long a replica owns the messages it claimed
+    batch_size: int = 20  # messages claimed per round
+
+
+@dataclass(frozen=True, slots=True)
+class AlertDelivery:
+    """One message owed to one target: a push (``item`` = development id) or a digest
+    (``item`` = the local date it covers)."""
+
+    id: int
+    rule_id: str
+    target: str  # the URL's scheme and a short hash; never the URL (it holds secrets)
+    kind: str  # "push" or "digest"
+    item: str
+    created: datetime
+    status: str  # "pending", "sent" or "failed" (given up)
+    attempts: int = 0
+    next_attempt: datetime | None = None
+    last_error: str | None = None
+    sent: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertStatus:
+    """The alert queue at a glance (/healthz)."""
+
+    pending: int = 0  # waiting to be sent, retries included
+    retrying: int = 0  # waiting after at least one failed attempt
+    failed: int = 0  # given up after max_attempts
+    recently_failed: int = 0  # given up within the last day
+    sent: int = 0
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    last_sent: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchMatch:
+    """A stored record that matched a search, with its development and source's name."""
+
+    record: Record
+    development_id: str | None
+    source_title: str

@@ -12,12 +12,13 @@ from __future__ import annotations
 import copy
 import difflib
 import ipaddress
+import logging
 import os
 import re
 import socket
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, quote_plus, urlsplit
@@ -36,6 +37,8 @@ from pydantic import (
 from aggregator.errors import ConfigError, ConfigProblem
 from aggregator.match import FIELDS, TermError, parse_term
 from aggregator.model import (
+    AlertOptions,
+    AlertRule,
     DedupOptions,
     FetchPolicy,
     PageSelectors,
@@ -88,6 +91,7 @@ class Watchlist:
     dedup: DedupOptions
     retention_days: int
     path: str
+    alerts: AlertOptions = field(default_factory=AlertOptions)
 
     def topic(self, topic_id: str) -> Topic | None:
         return next((t for t in self.topics if t.id == topic_id), None)
@@ -218,6 +222,26 @@ class SourceModel(_Strict):
     enabled: bool = True
 
 
+class AlertRuleModel(_Strict):
+    id: str
+    topics: list[str] = Field(default_factory=list)
+    push: list[str] = Field(default_factory=list)
+    digest: list[str] = Field(default_factory=list)
+    digest_at: str = "08:00"
+
+
+_ALERT_DEFAULTS = AlertOptions()
+
+
+class AlertsModel(_Strict):
+    rules: list[AlertRuleModel] = Field(default_factory=list)
+    max_attempts: int = _ALERT_DEFAULTS.max_attempts
+    retry_seconds: int = _ALERT_DEFAULTS.retry_seconds
+    check_seconds: int = _ALERT_DEFAULTS.check_seconds
+    lease_seconds: int = _ALERT_DEFAULTS.lease_seconds
+    batch_size: int = _ALERT_DEFAULTS.batch_size
+
+
 class DefaultsModel(_Strict):
     schedule: ScheduleModel | None = None
     full_text: bool = False
@@ -253,6 +277,7 @@ _TOP_LEVEL_KEYS = (
     "retention_days",
     "topics",
     "sources",
+    "alerts",
 )
 _REQUIRED_TOP_LEVEL = ("topics", "sources")
 
@@ -846,6 +871,77 @@ def timezone_problem(name: object) -> str | None:
     return None
 
 
+_DIGEST_AT = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+def apprise_problem(url: str) -> str | None:
+    """Why Apprise cannot use ``url`` (None when it can). The URL is not repeated: it may hold
+    a password or token."""
+    import apprise
+
+    if not url.strip():
+        return "an empty URL"
+    with apprise.LogCapture(level=logging.ERROR):
+        if apprise.Apprise.instantiate(url) is None:
+            return (
+                "Apprise does not understand this URL (see https://github.com/caronc/apprise/wiki "
+                "for the services and their URL forms)"
+            )
+    return None
+
+
+def _alert_options(report: _Report, data: object, topic_names: set[str]) -> AlertOptions:
+    """The ``alerts:`` section: options and rules, each problem with its line."""
+    if data is None:
+        return AlertOptions()
+    model = _validate(report, ("alerts",), AlertsModel, data)
+    if not isinstance(model, AlertsModel):
+        return AlertOptions()
+    for name, value in model.model_dump(exclude={"rules"}).items():
+        if value < 1:
+            report.add(("alerts", name), f"alerts.{name}: must be > 0")
+    rules: list[AlertRule] = []
+    first: dict[str, int] = {}
+    for i, rule in enumerate(model.rules):
+        where = f"alerts.rules[{i}]"
+        path: Path_ = ("alerts", "rules", i)
+        if not _ID_RE.match(rule.id):
+            report.add(
+                (*path, "id"),
+                f"{where}.id: {rule.id!r} must be lower-case letters, digits, '-' or '_'",
+            )
+        elif rule.id in first:
+            report.add(
+                (*path, "id"), f"{where}.id: duplicate id {rule.id!r} (rules[{first[rule.id]}])"
+            )
+        first.setdefault(rule.id, i)
+        for j, topic in enumerate(rule.topics):
+            if topic not in topic_names:
+                report.add((*path, "topics", j), f"{where}.topics[{j}]: unknown topic {topic!r}")
+        for kind in ("push", "digest"):
+            for j, url in enumerate(getattr(rule, kind)):
+                if (problem := apprise_problem(url)) is not None:
+                    report.add((*path, kind, j), f"{where}.{kind}[{j}]: {problem}")
+        if not rule.push and not rule.digest:
+            report.add(path, f"{where}: give 'push' or 'digest' URLs (or both)")
+        if not _DIGEST_AT.match(rule.digest_at):
+            report.add(
+                (*path, "digest_at"),
+                f"{where}.digest_at: {rule.digest_at!r} is not a time of day (write HH:MM)",
+            )
+        rules.append(
+            AlertRule(
+                id=rule.id,
+                topics=tuple(dict.fromkeys(rule.topics)),
+                push=tuple(dict.fromkeys(rule.push)),
+                digest=tuple(dict.fromkeys(rule.digest)),
+                digest_at=rule.digest_at,
+            )
+        )
+    values = model.model_dump(exclude={"rules"})
+    return AlertOptions(rules=tuple(rules), **values)
+
+
 def _dedup_options(report: _Report, data: object) -> DedupOptions:
     if isinstance(data, Mapping) and "semantic" in data:
         # The semantic mode was removed (docs/dedup.md, "No semantic mode"): "semantic: false",
@@ -1162,6 +1258,7 @@ def _build_once(
     retention = _retention_days(report, data)
     topics, topic_names = _topics(report, data)
     sources = _sources(report, data, defaults, topic_names, fetch.allow_networks)
+    alerts = _alert_options(report, data.get("alerts"), topic_names)
     problems = sorted(report.problems, key=lambda p: p.line)
     if problems:
         return None, problems
@@ -1173,6 +1270,7 @@ def _build_once(
         dedup=dedup,
         retention_days=retention,
         path=file,
+        alerts=alerts,
     )
     return watchlist, []
 

@@ -189,6 +189,7 @@ def test_index_in_chromium(
     _check_frame(facts, width)
     text = str(facts["text"])
     assert "Baltic watch" in text and "Latest developments" in text
+    assert "Search reports" in text  # the search box, labelled
     for dev in shown:  # each development once
         assert facts["headings"].count(dev.title) == 1, dev.title  # type: ignore[attr-defined]
     assert "EET" in text  # local times in the watchlist's zone
@@ -218,3 +219,12 @@ def test_development_page_in_chromium(
     assert "Reports, in time order" in text
     assert text.count("Joined as:") == dev.reports > 1
     assert "EET" in text
+
+
+def test_search_page_in_chromium(chromium: Browser, site: tuple[str, list[Shown]]) -> None:
+    base, _ = site
+    facts = _look(chromium, base + "/search?q=balloons", 390, 844, "search")
+    _check_frame(facts, 390)
+    text = str(facts["text"])
+    assert "Search: balloons" in text and "Joined as" not in text
+    assert chromium.evaluate("document.querySelectorAll('main mark').length") >= 1

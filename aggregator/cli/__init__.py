@@ -17,10 +17,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from aggregator import __version__
 from aggregator.cli import (
+    alert_cmds,
     config_cmds,
     extract_cmds,
     fetch_cmds,
     publish_cmds,
+    search_cmds,
     service_cmds,
     store_cmds,
 )
@@ -39,7 +41,9 @@ COMMAND_MODULES: tuple[_CommandModule, ...] = (
     fetch_cmds,
     extract_cmds,
     publish_cmds,
+    search_cmds,
     service_cmds,
+    alert_cmds,
 )
 
 Handler = Callable[[argparse.Namespace, Settings], int]

@@ -25,6 +25,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup, escape
 
+from aggregator import records
 from aggregator.match import term_spans
 from aggregator.model import DedupReason, Source, SourceRef, Topic
 from aggregator.publish.render import (
@@ -152,6 +153,23 @@ def highlight(text: str, terms: Sequence[str]) -> Markup:
         last = end
     out.append(str(escape(clean[last:])))
     return Markup("".join(out))
+
+
+def snippet(text: str, words: Sequence[str], width: int = 220) -> str:
+    """A passage of a record's text (plain, one line) around the first of ``words``."""
+    try:
+        blocks = records.parse(text).blocks
+        flat = plain(" ".join(b.text or " ".join(" ".join(r) for r in b.rows) for b in blocks))
+    except Exception:  # an unreadable stored text: its raw lines will do
+        flat = plain(text)
+    spans = term_spans(flat, tuple(words))
+    if not spans:
+        return flat[:width] + ("…" if len(flat) > width else "")
+    start = max(0, spans[0][0] - width // 3)
+    if start:
+        start = flat.find(" ", start) + 1 or start
+    end = min(len(flat), start + width)
+    return ("…" if start else "") + flat[start:end] + ("…" if end < len(flat) else "")
 
 
 def outlet(ref: SourceRef) -> str:

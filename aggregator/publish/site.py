@@ -19,7 +19,9 @@ from aggregator.model import (
     Membership,
     PublishOptions,
     Record,
+    SearchMatch,
     Source,
+    SourceRef,
     Topic,
     TopicMatch,
 )
@@ -27,11 +29,16 @@ from aggregator.publish.pages import (
     HTML,
     DevelopmentPage,
     Report,
+    SearchHit,
+    SearchPage,
+    SearchResult,
     TopicPage,
     render_development,
     render_moved,
+    render_search,
     render_site,
     render_topic,
+    snippet,
 )
 from aggregator.publish.render import (
     TAG_AUTHORITY,
@@ -83,6 +90,14 @@ class PageStore(FeedStore, Protocol):
     def topic_matches(self, record_ids: Sequence[str]) -> dict[str, tuple[TopicMatch, ...]]: ...
 
     def merged_developments(self) -> dict[str, str]: ...
+
+
+class SearchStore(Protocol):
+    """What the search page reads (``aggregator.store.Store``)."""
+
+    def search(self, query: str, limit: int = 20, offset: int = 0) -> list[SearchMatch]: ...
+
+    def get_development(self, dev_id: str) -> Development | None: ...
 
 
 class PublishedWatchlist(Protocol):
@@ -382,3 +397,62 @@ def build_all_pages(
         target = store.get_development(old_id)
         if target is not None and target.topics:
             yield _moved(site, old_id, target)
+
+
+# ---------------------------------------------------------------------------------------------
+# search
+
+
+def collect_search_page(store: SearchStore, query: str, page: int, page_size: int) -> SearchPage:
+    """One page of search results: the matching stored reports grouped by development, best
+    first. Reports whose development is not published (it matches no topic) are left out."""
+    from aggregator.errors import AggregatorError
+
+    query = " ".join(query.split())[:200]
+    if not query:
+        return SearchPage(query="")
+    size = max(1, page_size)
+    words = tuple(w for w in (p.strip("\"'()") for p in query.split()) if w)
+    try:
+        matches = store.search(query, limit=size + 1, offset=(page - 1) * size)
+    except AggregatorError as exc:
+        return SearchPage(query=query, words=words, page=page, error=str(exc))
+    grouped: dict[str, list[SearchMatch]] = {}
+    for match in matches[:size]:
+        if match.development_id:
+            grouped.setdefault(match.development_id, []).append(match)
+    results: list[SearchResult] = []
+    for dev_id, hits in grouped.items():
+        dev = store.get_development(dev_id)
+        if dev is None or not dev.topics:
+            continue
+        results.append(SearchResult(Entry(dev), tuple(_search_hit(m, words) for m in hits)))
+    return SearchPage(
+        query=query,
+        words=words,
+        results=tuple(results),
+        page=page,
+        has_more=len(matches) > size,
+    )
+
+
+def _search_hit(match: SearchMatch, words: Sequence[str]) -> SearchHit:
+    record = match.record
+    ref = SourceRef(
+        record_id=record.id,
+        source_id=record.source_id,
+        source_title=match.source_title,
+        url=record.url,
+        title=record.title,
+        published=record.published,
+    )
+    return SearchHit(ref=ref, language=record.language, snippet=snippet(record.text, words))
+
+
+def build_search(
+    store: SearchStore, watchlist: PublishedWatchlist, base_url: str, query: str, page: int
+) -> bytes:
+    """The search page for ``query`` (``/search?q=``; the service only)."""
+    site = make_site(watchlist, base_url)
+    found = collect_search_page(store, query, max(1, page), watchlist.publish.page_size)
+    return render_search(site, found)

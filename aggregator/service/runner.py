@@ -44,6 +44,7 @@ from starlette.applications import Starlette
 from aggregator.errors import AggregatorError
 from aggregator.logs import source_context
 from aggregator.model import FailureClass, FetchState, Source
+from aggregator.service.alerts import install_alerts
 from aggregator.service.lifecycle import ReplicaLock, Server, owner_id, replica_lock_for
 from aggregator.service.reload import WatchlistWatcher
 from aggregator.service.scheduler import SourceScheduler
@@ -270,6 +271,7 @@ class Service:
             max_instances=1,
             misfire_grace_time=60,
         )
+        install_alerts(self)  # service/alerts.py: pushes and digests, and their /healthz figures
         # Not a scheduler job: renewals must go on while the scheduler is paused at shutdown
         # and in-flight fetches finish.
         self._renewer = asyncio.get_running_loop().create_task(

@@ -23,23 +23,28 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import sqlalchemy as sa
 
 from aggregator.errors import StoreError
 from aggregator.model import (
+    AlertDelivery,
+    AlertStatus,
     Development,
     FetchState,
     Membership,
     Record,
     Schedule,
+    SearchMatch,
     Source,
     SourceKind,
     TopicMatch,
 )
+from aggregator.store import alerts as alerts_mod
 from aggregator.store import schema as t
+from aggregator.store import search as search_mod
 from aggregator.store.common import (
     StoreConflict,
     chunks,
@@ -300,6 +305,101 @@ class Store:
         with self._read() as conn:
             rows = conn.execute(query).all()
             return developments_of(conn, rows)
+
+    # --- search ------------------------------------------------------------------------
+
+    def search(self, query: str, limit: int = 20, offset: int = 0) -> list[SearchMatch]:
+        """Stored records holding every word of ``query`` (store.search: inflections,
+        ``word*`` prefixes), best match first, with their development and source's name.
+        Raises SearchError (an AggregatorError) when the query has no words."""
+        words = search_mod.query_words(query)
+        statement, params = search_mod.search_statement(
+            self.dialect, words, max(1, limit), max(0, offset)
+        )
+        with self._read() as conn:
+            ids = [str(i) for i in conn.execute(statement, params).scalars()]
+            if not ids:
+                return []
+            r, m, s = t.records, t.memberships, t.sources
+            rows = conn.execute(
+                sa.select(
+                    *RECORD_COLUMNS,
+                    m.c.development_id,
+                    s.c.title.label("source_title"),
+                )
+                .outerjoin(m, m.c.record_id == r.c.id)
+                .outerjoin(s, s.c.id == r.c.source_id)
+                .where(r.c.id.in_(ids))
+            ).all()
+            dev_ids = {row.development_id for row in rows if row.development_id}
+            resolved = {d: resolve_development(conn, d) or d for d in dev_ids}
+        found = {
+            row.id: SearchMatch(
+                record=record_of(row),
+                development_id=resolved.get(row.development_id) if row.development_id else None,
+                source_title=row.source_title or row.source_id or "",
+            )
+            for row in rows
+        }
+        return [found[i] for i in ids if i in found]
+
+    # --- alerts --------------------------------------------------------------------------
+
+    def alert_since(self, rule_id: str, now: datetime) -> datetime:
+        """When alert rule ``rule_id`` was first seen (``now`` the first time it is asked)."""
+        return self._write_retrying(
+            lambda conn: alerts_mod.rule_since(conn, rule_id, now), "alert rule"
+        )
+
+    def new_developments(
+        self,
+        topics: Sequence[str],
+        since: datetime,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[Development]:
+        """Developments of any of ``topics`` first seen in [since, until), oldest first."""
+        with self._read() as conn:
+            return alerts_mod.new_developments(conn, topics, since, until, limit)
+
+    def queue_alerts(self, items: Sequence[tuple[str, str, str, str]], now: datetime) -> int:
+        """Queue (rule, target, kind, item) messages once each; how many were new."""
+        return self._write_retrying(lambda conn: alerts_mod.queue(conn, items, now), "alerts")
+
+    def claim_alerts(
+        self, owner: str, now: datetime, lease_seconds: float, limit: int
+    ) -> list[AlertDelivery]:
+        """Claim due messages for ``owner`` in one transaction (a lease)."""
+        return self._write_retrying(
+            lambda conn: alerts_mod.claim(conn, owner, now, lease_seconds, limit), "alert claim"
+        )
+
+    def finish_alert(
+        self,
+        delivery_id: int,
+        owner: str,
+        now: datetime,
+        *,
+        error: str | None,
+        retry_at: datetime | None,
+    ) -> bool:
+        """Record a send (``error`` None), a retry at ``retry_at``, or a failure for good."""
+        return self._write_retrying(
+            lambda conn: alerts_mod.finish(
+                conn, delivery_id, owner, now, error=error, retry_at=retry_at
+            ),
+            "alert result",
+        )
+
+    def alert_status(
+        self, now: datetime | None = None, recent: timedelta = timedelta(days=1)
+    ) -> AlertStatus:
+        with self._read() as conn:
+            return alerts_mod.status(conn, now or datetime.now(UTC), recent)
+
+    def alert_deliveries(self, limit: int = 50) -> list[AlertDelivery]:
+        with self._read() as conn:
+            return alerts_mod.deliveries(conn, limit)
 
     def merged_developments(self) -> dict[str, str]:
         """Each development merged into another, with the one holding its records now."""

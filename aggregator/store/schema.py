@@ -252,3 +252,43 @@ memberships = sa.Table(
     sa.Column("joined", UTCDateTime, nullable=False),
     sa.Index("ix_memberships_development_id", "development_id"),
 )
+
+# Alerts (service/alerts.py): when each rule was first seen (nothing older is alerted), and the
+# messages owed, one per (rule, target, kind, item), claimed with a lease before sending.
+alert_rules = sa.Table(
+    "alert_rules",
+    metadata,
+    sa.Column("rule_id", sa.String(64), primary_key=True),
+    sa.Column("since", UTCDateTime, nullable=False),
+)
+
+alert_deliveries = sa.Table(
+    "alert_deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("rule_id", sa.String(64), nullable=False),
+    sa.Column("target", sa.String(32), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("item", sa.String(64), nullable=False),
+    sa.Column("created", UTCDateTime, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt", UTCDateTime, nullable=False),
+    sa.Column("last_attempt", UTCDateTime),
+    sa.Column("last_error", sa.Text),
+    sa.Column("lease_owner", sa.String(200)),
+    sa.Column("lease_expires", UTCDateTime),
+    sa.Column("sent", UTCDateTime),
+    sa.UniqueConstraint("rule_id", "target", "kind", "item"),
+    sa.Index("ix_alert_deliveries_due", "status", "next_attempt"),
+)
+
+# What migrations manage by hand and the models above do not describe: the full-text search
+# index (migration 0007; SQLite's FTS5 table and its shadow tables, PostgreSQL's expression
+# index). Schema comparisons (alembic autogenerate) leave these names out.
+SEARCH_NAMES = ("records_search", "ix_records_search")
+
+
+def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
+    """alembic's ``include_name`` hook: everything but the search index's own objects."""
+    return not (name and type_ in ("table", "index") and name.startswith(SEARCH_NAMES))

@@ -8,9 +8,16 @@ from typing import TypeGuard
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
-from aggregator.publish.site import FeedStore, PageStore
+from aggregator.publish.site import FeedStore, PageStore, SearchStore
 from aggregator.settings import Settings
-from aggregator.web.feeds import FeedCache, PageCache, WatchlistProvider, feed_routes, hub_pinger
+from aggregator.web.feeds import (
+    FeedCache,
+    PageCache,
+    SearchEndpoint,
+    WatchlistProvider,
+    feed_routes,
+    hub_pinger,
+)
 
 
 def create_app(
@@ -36,7 +43,9 @@ def create_app(
         on_change=hub_pinger(watchlist_provider),
     )
     pages = PageCache(cache, store) if _has_pages(store) else None
-    app = Starlette(routes=[*extra_routes, *feed_routes(cache, pages)])
+    search = SearchEndpoint(pages, store) if pages is not None and _has_search(store) else None
+    cache.search = search is not None  # the pages carry the search box only where it works
+    app = Starlette(routes=[*extra_routes, *feed_routes(cache, pages, search)])
     app.state.feed_cache = cache
     app.state.page_cache = pages
     return app
@@ -49,6 +58,10 @@ def _has_pages(store: FeedStore) -> TypeGuard[PageStore]:
         callable(getattr(store, name, None))
         for name in ("get_development", "get_memberships", "topic_matches")
     )
+
+
+def _has_search(store: FeedStore) -> TypeGuard[SearchStore]:
+    return callable(getattr(store, "search", None))
 
 
 __all__ = ["FeedCache", "create_app"]

@@ -20,20 +20,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Protocol, TypeGuard
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from aggregator.model import FetchPolicy
-from aggregator.publish.render import INDEX_FILE, OPML_FILE, RenderedFile
+from aggregator.publish.render import CONTENT_TYPES, INDEX_FILE, OPML_FILE, RenderedFile
 from aggregator.publish.sanitize import safe_url
 from aggregator.publish.site import (
     FeedStore,
     PageStore,
     PublishedWatchlist,
+    SearchStore,
     build_page,
+    build_search,
     build_site,
     public_base_url,
 )
@@ -54,6 +56,7 @@ WatchlistProvider = Callable[[], ServedWatchlist]
 ChangeHook = Callable[[Sequence[str]], Awaitable[None]]
 
 CACHE_CONTROL = b"public, max-age=60"
+HTML_TYPE = CONTENT_TYPES[".html"]
 # Below this size gzip saves too little to be worth a second variant.
 MIN_GZIP_BYTES = 512
 
@@ -421,6 +424,48 @@ class PageCache:
         return cached
 
 
+class SearchEndpoint:
+    """``/search?q=words&page=n``: the stored reports that hold every word, grouped by their
+    published development (see store.search), rendered per query and feed version (bounded
+    LRU), with ETag/304 and gzip as the other pages."""
+
+    def __init__(self, pages: PageCache, store: SearchStore, max_entries: int = 128) -> None:
+        self.pages = pages
+        self.store = store
+        self.max_entries = max_entries
+        self._cache: OrderedDict[tuple[str, int, str, int], CachedFile] = OrderedDict()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope.get("method", "GET")
+        if method not in ("GET", "HEAD"):
+            await _plain(send, 405, b"method not allowed\n", [(b"allow", b"GET, HEAD")])
+            return
+        snap = await self.pages.cache.snapshot()
+        if snap is None:
+            await _plain(send, 503, b"pages are not available yet\n", [(b"retry-after", b"5")])
+            return
+        params = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        query = " ".join((params.get("q") or [""])[0].split())[:200]
+        try:
+            page = min(max(1, int((params.get("page") or ["1"])[0])), 1000)
+        except ValueError:
+            page = 1
+        key = (snap.version, id(snap.watchlist), query, page)
+        cached = self._cache.get(key)
+        if cached is None:
+            watchlist = snap.watchlist
+            assert _is_watchlist(watchlist)
+            base = public_base_url(watchlist.publish, self.pages.cache.base_url)
+            body = await run_in_threadpool(build_search, self.store, watchlist, base, query, page)
+            cached = CachedFile.build(RenderedFile("search", body, HTML_TYPE, snap.built_at))
+            self._cache[key] = cached
+            while len(self._cache) > self.max_entries:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        await send_cached(scope, send, cached)
+
+
 def _is_watchlist(value: object) -> TypeGuard[ServedWatchlist]:
     return hasattr(value, "publish") and hasattr(value, "topics")
 
@@ -498,7 +543,9 @@ async def _plain(
     await send({"type": "http.response.body", "body": body})
 
 
-def feed_routes(cache: FeedCache, pages: PageCache | None = None) -> list[Route]:
+def feed_routes(
+    cache: FeedCache, pages: PageCache | None = None, search: SearchEndpoint | None = None
+) -> list[Route]:
     """``/``, ``/index.html``, ``/sources.opml``, ``/feeds/{name}.{format}``, and with a page
     cache ``/developments/{id}.html``, ``/topics/{id}/`` and its older pages."""
     index = PublishedFiles(cache, INDEX_FILE)
@@ -517,6 +564,8 @@ def feed_routes(cache: FeedCache, pages: PageCache | None = None) -> list[Route]
             Route("/topics/{name}/", topic, methods=["GET", "HEAD"]),
             Route("/topics/{name}/{file}", topic, methods=["GET", "HEAD"]),
         ]
+    if search is not None:
+        routes.append(Route("/search", search, methods=["GET", "HEAD"]))
     return routes
 
 

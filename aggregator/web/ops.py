@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from aggregator import __version__
+from aggregator.model import AlertStatus
 
 FETCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -121,6 +122,7 @@ class OpsState:
     queue_depth: int = 0
     failing: Callable[[], Sequence[str]] | None = None  # ids of failing watched sources
     counts: Callable[[], tuple[int, int]] | None = None  # (records, developments)
+    alerts: Callable[[], AlertStatus] | None = None  # the alert queue, when alerts are set up
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def set_watchlist_ok(self, path: str, sources: int, when: datetime) -> None:
@@ -160,12 +162,13 @@ def health_report(state: OpsState) -> tuple[int, dict[str, Any]]:
             db_ok = False
             db_error = f"{type(exc).__name__}: {exc}"
     state.metrics.failing_sources.set(len(failing))
+    alerts, alerts_failing = _alerts_report(state)
     ready = state.ready and not state.stopping and db_ok
     if not ready:
         status = "stopping" if state.stopping else "starting" if not state.ready else "unready"
     elif failing and state.sources and len(failing) >= state.sources:
         status = "failing"
-    elif state.watchlist_errors or failing:
+    elif state.watchlist_errors or failing or alerts_failing:
         status = "degraded"
     else:
         status = "ok"
@@ -192,7 +195,31 @@ def health_report(state: OpsState) -> tuple[int, dict[str, Any]]:
         "in_flight": state.in_flight,
         "queue_depth": state.queue_depth,
     }
+    if alerts is not None:
+        body["alerts"] = alerts
     return (200 if ready else 503), body
+
+
+def _alerts_report(state: OpsState) -> tuple[dict[str, Any] | None, bool]:
+    """The alert queue for /healthz, and whether it is failing: messages waiting for a retry,
+    or given up within the last day."""
+    if state.alerts is None:
+        return None, False
+    try:
+        status = state.alerts()
+    except Exception as exc:  # the database section says what is wrong with the store
+        return {"error": f"{type(exc).__name__}: {exc}"}, True
+    report = {
+        "pending": status.pending,
+        "retrying": status.retrying,
+        "failed": status.failed,
+        "recently_failed": status.recently_failed,
+        "sent": status.sent,
+        "last_error": status.last_error,
+        "last_error_at": _iso(status.last_error_at),
+        "last_sent": _iso(status.last_sent),
+    }
+    return report, bool(status.retrying or status.recently_failed)
 
 
 def ops_routes(state: OpsState) -> list[Route]:

@@ -14,7 +14,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from aggregator.store.engine import create_engine
-from aggregator.store.schema import metadata
+from aggregator.store.schema import include_name, metadata
 
 config = context.config
 
@@ -25,6 +25,7 @@ def _run(connection: Connection) -> None:
         target_metadata=metadata,
         render_as_batch=True,  # SQLite alters tables by copy-and-move
         compare_type=True,
+        include_name=include_name,  # the search index is made by hand (migration 0007)
     )
     with context.begin_transaction():
         context.run_migrations()
