@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
+from urllib.parse import urlencode
 
 import jinja2
 from markupsafe import Markup, escape
@@ -57,7 +58,7 @@ from aggregator.publish.render import (
 )
 from aggregator.publish.sanitize import blocks_html, one_line, safe_url
 
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _REASONS: dict[str, str] = {
     DedupReason.NEW: "first report",
     DedupReason.SAME_URL: "same address",
@@ -135,7 +136,7 @@ def local_time(when: datetime, zone: tzinfo) -> str:
     utc = when.replace(tzinfo=UTC) if when.tzinfo is None else when
     local = utc.astimezone(zone)
     return (
-        f"{local.day} {_MONTHS[local.month - 1]} {local.year}, "
+        f"{local.day} {MONTHS[local.month - 1]} {local.year}, "
         f"{local.hour:02d}:{local.minute:02d} {local.tzname() or 'UTC'}"
     )
 
@@ -221,7 +222,6 @@ class _Page:
     search: bool  # show the search box (the service has a search route; a static export not)
     feed_key: str = ALL_FEED
     canonical: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _render(template: str, page: _Page, **values: Any) -> bytes:
@@ -371,7 +371,6 @@ def render_search(site: Site, search_page: SearchPage) -> bytes:
     title = f"Search: {query}" if query else "Search"
     page = _Page(site, f"{title}: {one_line(site.title)}", True)
     base = f"{site.root}/search"
-    from urllib.parse import urlencode
 
     def page_url(number: int) -> str:
         return f"{base}?{urlencode({'q': query, 'page': number})}"

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from aggregator.model import AlertDelivery, AlertOptions, AlertRule, Development, Topic
-from aggregator.publish.pages import local_time, outlet, reports_in_order
+from aggregator.publish.pages import MONTHS, local_time, outlet, reports_in_order
 from aggregator.publish.render import development_url, entry_summary, entry_title
 from aggregator.publish.site import PublishedWatchlist, make_site
 
@@ -272,7 +272,8 @@ def digest_message(
     """(title, plain-text body) of a rule's daily digest."""
     names = ", ".join(topics[t].title or t if t in topics else t for t in rule.topics) or "all"
     noun = "development" if len(devs) == 1 else "developments"
-    title = f"[{names}] {len(devs)} new {noun} in the day to {day.day} {day:%b} {day.year}"
+    when = f"{day.day} {MONTHS[day.month - 1]} {day.year}"
+    title = f"[{names}] {len(devs)} new {noun} in the day to {when}"
     lines: list[str] = []
     for dev, link in zip(devs, links, strict=True):
         lines.append(f"- {entry_title(dev)} ({local_time(dev.first_seen, zone)})")
