@@ -185,3 +185,11 @@ def test_split_and_merge_show_on_the_development_pages(
         assert (out / "developments" / f"{multi.id}.html").exists()
         refresh = (out / "developments" / f"{new_id}.html").read_text(encoding="utf-8")
         assert f'url={BASE}/developments/{multi.id}.html"' in refresh
+
+
+def test_regex_terms_are_shown_as_the_words_they_matched() -> None:
+    from aggregator.publish.pages import shown_terms
+
+    texts = ["Lithuania keeps two Belarus border checkpoints closed", "Литва закрыла границу"]
+    terms = ["border*", "/lithuan|lietuv|литв/", "/minsk/"]
+    assert shown_terms(terms, texts) == ["border*", "Lithuan", "Литв"]

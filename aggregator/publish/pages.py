@@ -173,6 +173,24 @@ def snippet(text: str, words: Sequence[str], width: int = 220) -> str:
     return ("…" if start else "") + flat[start:end] + ("…" if end < len(flat) else "")
 
 
+def shown_terms(terms: Sequence[str], texts: Sequence[str], limit: int = 5) -> list[str]:
+    """The matched topic terms as a reader should see them: words and phrases as written in
+    the watchlist; a ``/regex/`` term as the words it matched in ``texts`` (a pattern means
+    little to a reader), or left out when it matched none of them."""
+    out: dict[str, None] = {}
+    for term in terms:
+        if not term.startswith("/"):
+            out[one_line(term)] = None
+            continue
+        found: dict[str, None] = {}
+        for text in texts:
+            clean = plain(text)
+            for start, end in term_spans(clean, (term,)):
+                found.setdefault(clean[start:end], None)
+        out.update((word, None) for word in list(found)[:limit])
+    return list(out)
+
+
 def outlet(ref: SourceRef) -> str:
     return one_line(ref.source_title) or one_line(ref.source_id or "") or "unknown source"
 
@@ -344,6 +362,9 @@ def render_development(site: Site, dev_page: DevelopmentPage, *, search: bool = 
         title=title,
         summary=entry_summary(dev),
         terms=dev.terms,
+        shown_terms=shown_terms(
+            dev.terms, [title, entry_summary(dev), *(r.ref.title for r in reports)]
+        ),
         reports=ordered,
         outlet_count=len({outlet(r.ref) for r in reports}),
         body=Markup(blocks_html(body, heading_level=3)) if body else None,
