@@ -4,7 +4,7 @@
     python benchmarks/search_bench.py --db postgresql://127.0.0.1:5432/test --copies 3
 
 Ingest: the ECB+ dev articles (as ``ingest_bench``: 369 real news articles, ``--copies`` times)
-through ``pipeline.ingest`` into a fresh store with the search index (migration 0007), and, as
+through ``pipeline.ingest`` into a fresh store with the search index (migration 0008), and, as
 the baseline measured in the same run, into a fresh store whose index was removed (SQLite: the
 three triggers dropped; PostgreSQL: the GIN index dropped). The ratio is what keeping the
 index costs per stored record.

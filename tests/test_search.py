@@ -124,7 +124,7 @@ def test_upgrade_indexes_records_stored_before_the_search_migration(
         cfg = alembic_config()
         with store.engine.begin() as conn:
             cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0006")
+            command.downgrade(cfg, "0007")
     with open_store(db_url) as store:  # migrates to head again: the index is rebuilt
         assert [m.record.id for m in store.search("balloons")] == before
 

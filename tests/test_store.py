@@ -446,7 +446,7 @@ def test_open_store_migrates_to_head_and_schema_matches_models(db_url: str) -> N
     try:
         assert current_revision(s.engine) == head_revision()
         with s.engine.connect() as conn:
-            # The search index (migration 0007) is SQL the models do not describe.
+            # The search index (migration 0008) is SQL the models do not describe.
             context = MigrationContext.configure(conn, opts={"include_name": include_name})
             diff = compare_metadata(context, metadata)
         assert diff == []

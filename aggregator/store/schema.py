@@ -284,7 +284,7 @@ alert_deliveries = sa.Table(
 )
 
 # What migrations manage by hand and the models above do not describe: the full-text search
-# index (migration 0007; SQLite's FTS5 table and its shadow tables, PostgreSQL's expression
+# index (migration 0008; SQLite's FTS5 table and its shadow tables, PostgreSQL's expression
 # index). Schema comparisons (alembic autogenerate) leave these names out.
 SEARCH_NAMES = ("records_search", "ix_records_search")
 

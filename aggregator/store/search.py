@@ -1,7 +1,7 @@
 """Full-text search over the stored records: SQLite FTS5 or PostgreSQL text search.
 
 The index is kept by the database itself, so whatever writes ``records`` fills it (migration
-0007): on SQLite an FTS5 table (``records_search``, external content over ``records``, rowid =
+0008): on SQLite an FTS5 table (``records_search``, external content over ``records``, rowid =
 ``records.seq``) maintained by insert/update/delete triggers; on PostgreSQL a GIN index on
 ``to_tsvector('simple', title || ' ' || text)`` (the first ``SEARCH_TEXT_CHARS`` characters),
 which needs no trigger at all.

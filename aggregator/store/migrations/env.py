@@ -25,7 +25,7 @@ def _run(connection: Connection) -> None:
         target_metadata=metadata,
         render_as_batch=True,  # SQLite alters tables by copy-and-move
         compare_type=True,
-        include_name=include_name,  # the search index is made by hand (migration 0007)
+        include_name=include_name,  # the search index is made by hand (migration 0008)
     )
     with context.begin_transaction():
         context.run_migrations()

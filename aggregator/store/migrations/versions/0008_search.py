@@ -6,8 +6,8 @@ insert, update and delete of a record, whatever code writes it; filled from the 
 here. PostgreSQL: a GIN index on ``to_tsvector('simple', title || ' ' || text)`` (the first
 200,000 characters), which the database keeps without triggers.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-07
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0007"
-down_revision: str | None = "0006"
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
