@@ -228,3 +228,20 @@ def test_search_page_in_chromium(chromium: Browser, site: tuple[str, list[Shown]
     text = str(facts["text"])
     assert "Search: balloons" in text and "Joined as" not in text
     assert chromium.evaluate("document.querySelectorAll('main mark').length") >= 1
+
+
+def test_dark_mode_keeps_the_contrast(chromium: Browser, site: tuple[str, list[Shown]]) -> None:
+    base, shown = site
+    chromium.call(
+        "Emulation.setEmulatedMedia",
+        {"features": [{"name": "prefers-color-scheme", "value": "dark"}]},
+    )
+    try:
+        for path in ("/", f"/developments/{shown[0].id}.html"):
+            facts = _look(chromium, base + path, 390, 844, "dark" + path.replace("/", "-"))
+            _check_frame(facts, 390)
+            assert chromium.evaluate("getComputedStyle(document.body).backgroundColor") != (
+                "rgb(255, 255, 255)"
+            )
+    finally:
+        chromium.call("Emulation.setEmulatedMedia", {"features": []})
