@@ -366,6 +366,9 @@ class AlertOptions:
     check_seconds: int = 30  # how often the service looks for messages to send
     lease_seconds: int = 300  # how long a replica owns the messages it claimed
     batch_size: int = 20  # messages claimed per round
+    # A push is owed for developments that appeared at most this long ago: after an outage
+    # longer than this, older ones are not pushed (they are in the digests).
+    catch_up_hours: int = 48
 
 
 @dataclass(frozen=True, slots=True)

@@ -240,6 +240,7 @@ class AlertsModel(_Strict):
     check_seconds: int = _ALERT_DEFAULTS.check_seconds
     lease_seconds: int = _ALERT_DEFAULTS.lease_seconds
     batch_size: int = _ALERT_DEFAULTS.batch_size
+    catch_up_hours: int = _ALERT_DEFAULTS.catch_up_hours
 
 
 class DefaultsModel(_Strict):

@@ -228,6 +228,8 @@ def test_daily_digest_lists_the_day_once(
         assert main(["--db", db_url, "--config", str(config), "import", str(SEEDS)]) == 0
         devs = [d for d in store.list_developments(None, 0) if d.topics]
         tomorrow = (datetime.now(UTC) + timedelta(days=1)).replace(hour=0, minute=30)
+        # The seeds were published weeks ago but stored today: today's news here.
+        assert all(d.first_seen < tomorrow - timedelta(days=2) for d in devs)
         rule = watchlist.alerts.rules[0]
         assert last_digest_day(rule, UTC, tomorrow) == tomorrow.date()
         assert dispatcher.run_once(tomorrow).sent == 1

@@ -173,11 +173,13 @@ class AlertDispatcher:
     ) -> int:
         items: list[tuple[str, str, str, str]] = []
         all_topics = [t.id for t in watchlist.topics]
+        catch_up = now - timedelta(hours=options.catch_up_hours)
         for rule in options.rules:
             since = self.store.alert_since(rule.id, now)
             topics = list(rule.topics) or all_topics
             if rule.push:
-                for dev in self.store.new_developments(topics, since, None, DIGEST_LIMIT):
+                recent = max(since, catch_up)
+                for dev in self.store.new_developments(topics, recent, None, DIGEST_LIMIT):
                     items += [(rule.id, target_key(u), PUSH, dev.id) for u in rule.push]
             if rule.digest:
                 day = last_digest_day(rule, zone, now)
@@ -254,7 +256,7 @@ def push_message(
     if summary:
         lines += [summary, ""]
     outlets = list(dict.fromkeys(outlet(r) for r in reports_in_order(dev.sources)))
-    lines.append(f"First seen {local_time(dev.first_seen, zone)}.")
+    lines.append(f"First reported {local_time(dev.first_seen, zone)}.")
     if outlets:
         lines.append("Reported by: " + ", ".join(outlets))
     lines += ["", url]

@@ -57,17 +57,29 @@ def new_developments(
     until: datetime | None = None,
     limit: int = 100,
 ) -> list[Development]:
-    """Developments first seen at or after ``since`` (and before ``until``) that match any of
-    ``topics``, oldest first; merged ones are left out."""
-    d, dt = t.developments, t.development_topics
+    """Developments that appeared in this store at or after ``since`` (and before ``until``)
+    and match any of ``topics``, in the order they appeared; merged ones are left out.
+
+    A development appeared when its first record was stored (the earliest ``ingested`` of its
+    records), not at ``first_seen`` (its first report's publication time): a story published
+    yesterday but found today is today's news here. ``updated`` is never earlier than that, so
+    its index narrows the scan to developments changed since ``since``."""
+    d, dt, m, r = t.developments, t.development_topics, t.memberships, t.records
+    appeared = (
+        sa.select(sa.func.min(r.c.ingested))
+        .select_from(m.join(r, r.c.id == m.c.record_id))
+        .where(m.c.development_id == d.c.id)
+        .scalar_subquery()
+    )
     query = sa.select(d).where(
         d.c.merged_into.is_(None),
-        d.c.first_seen >= since,
+        d.c.updated >= since,
+        appeared >= since,
         sa.exists().where(dt.c.development_id == d.c.id, dt.c.topic_id.in_(list(topics))),
     )
     if until is not None:
-        query = query.where(d.c.first_seen < until)
-    query = query.order_by(d.c.first_seen, d.c.id).limit(limit)
+        query = query.where(appeared < until)
+    query = query.order_by(appeared, d.c.id).limit(limit)
     return developments_of(conn, conn.execute(query).all())
 
 
