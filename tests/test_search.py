@@ -143,7 +143,7 @@ def test_cli_search_text_and_json(
     assert set(row) >= {"record_id", "development_id", "title", "url", "published"}
     assert main([*base, "zzzunfindable"]) == 0
     assert "no stored record holds every word" in capsys.readouterr().out
-    assert main([*base, "?!"]) == 1
+    assert main([*base, "?!"]) == 2
     assert "at least one word" in capsys.readouterr().err
 
 

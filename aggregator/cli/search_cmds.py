@@ -36,12 +36,17 @@ def register(subparsers: _Subparsers) -> None:
 
 
 def run_search(args: argparse.Namespace, settings: Settings) -> int:
-    from aggregator.errors import AggregatorError
+    from aggregator.cli.output import UsageError
     from aggregator.store import open_store
+    from aggregator.store.search import SearchError, query_words
 
     if args.limit < 1 or args.offset < 0:
-        raise AggregatorError("--limit must be at least 1 and --offset at least 0")
+        raise UsageError("--limit must be at least 1 and --offset at least 0")
     query = " ".join(args.words)
+    try:
+        query_words(query)
+    except SearchError as exc:  # bad input, like an unknown id: exit status 2
+        raise UsageError(str(exc)) from None
     with open_store(settings.db_url) as store:
         found = store.search(query, limit=args.limit, offset=args.offset)
     if args.json:
