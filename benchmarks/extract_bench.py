@@ -48,7 +48,15 @@ from aggregator.extract.classifier import BlockModel, load_default_model
 from aggregator.records import block_plain_text
 
 _TOKEN_RE = re.compile(r"\w+")
-_SHARED = Path(__file__).resolve().parents[2] / "shared"
+# ../shared beside the checkout; a worktree one level deeper (wt/NAME) finds it further up.
+_SHARED = next(
+    (
+        parent / "shared"
+        for parent in Path(__file__).resolve().parents[1:]
+        if (parent / "shared" / "extraction-dev").is_dir()
+    ),
+    Path(__file__).resolve().parents[2] / "shared",
+)
 DEFAULT_DATA = _SHARED / "extraction-dev"
 DEFAULT_DATA2 = _SHARED / "extraction-dev2"
 SET1 = ("aeb",)
