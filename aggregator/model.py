@@ -175,6 +175,9 @@ class DedupReason(StrEnum):
     NEAR_DUPLICATE = "near-duplicate"  # rewrite or syndicated copy (MinHash/LSH)
     SAME_EVENT = "same-event"  # a different article about the same development
     MANUAL = "manual"  # an admin moved it (split/merge)
+    # Stored in no development: it matches no topic, so no feed could ever show it (ingest
+    # skips its fingerprint and dedup; see docs/store.md).
+    NO_TOPIC = "no-topic"
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,3 +413,36 @@ class SearchMatch:
     record: Record
     development_id: str | None
     source_title: str
+
+
+@dataclass(frozen=True, slots=True)
+class IngestOptions:
+    """Tuning of the ingest path (``aggregator.ingest``): the one place for its bounds.
+
+    The candidate bounds keep the values the store's candidate query had (docs/dedup.md,
+    "Candidate retrieval"); the window bounds are measured in docs/performance.md.
+    """
+
+    # Candidates scored per record, those sharing the most keys (LSH bands, key terms) first,
+    # at most ``candidates_per_development`` of one development.
+    max_candidates: int = 50
+    candidates_per_development: int = 16
+    # Per key, only its newest hits within the dedup window count: a key shared by more
+    # records than this is a stop word of the moment.
+    candidate_hits_per_key: int = 64
+    # The latest members a development's representative (title, summary) is chosen among.
+    representative_members: int = 30
+    # Records one transaction takes at most (a feed's new entries usually fit in one).
+    max_batch: int = 100
+    # Attempts of one ingest transaction that lost a race (unique key, deadlock, SQLite busy).
+    attempts: int = 5
+    # The memory bound of the in-memory window: records held at most (about 3 KB each for a
+    # full article, a few hundred bytes for a headline). Beyond it the oldest are dropped, and
+    # candidates come from the newest this many records of the dedup window.
+    window_max_records: int = 200_000
+    # The window's vocabulary (term ids of the compact fingerprints) only grows; past this many
+    # words (≈ 100 bytes each) the window is rebuilt from the store, without the words of
+    # records it no longer holds.
+    window_max_words: int = 2_000_000
+    # Decoded fingerprints kept for candidates that recur (an LRU, ~20 KB each decoded).
+    decoded_cache: int = 2048

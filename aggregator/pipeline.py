@@ -1,8 +1,8 @@
 """The one place that knows the order of the stages.
 
-``ingest`` takes one record (imported, fetched from a feed or scraped from a page) through topic
-matching, the dedup decision and the store, in one transaction. The fetch cycle functions
-(``fetch_source``, ``run_cycle``) feed it.
+``ingest_many`` takes records (imported, fetched from a feed or scraped from a page) through
+the ingest stages (``aggregator.ingest``: prepare, decide, apply) in one transaction per batch.
+The fetch cycle functions (``fetch_source``, ``run_cycle``) feed it.
 """
 
 from __future__ import annotations
@@ -15,672 +15,41 @@ import random
 import threading
 import time as _time
 import uuid
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from aggregator import dedup, feeds, normalize, profile, records
+from aggregator import dedup, feeds, normalize, records
 from aggregator.errors import (
     ExtractionError,
     FeedParseError,
     FetchError,
-    RecordFormatError,
-    StoreError,
 )
 from aggregator.extract import extract_article_guarded_async, scrape_listing
 from aggregator.fetch import backoff
 from aggregator.fetch.backoff import CacheHints
 from aggregator.fetch.client import Fetcher, FetchResponse, FetchStatusError
+from aggregator.ingest.prepare import prepare
+from aggregator.ingest.types import IngestResult as IngestResult
+from aggregator.ingest.types import Prepared
+from aggregator.ingest_driver import ingest as ingest
+from aggregator.ingest_driver import ingest_many as ingest_many
+from aggregator.ingest_driver import ingest_prepared
 from aggregator.match import TopicMatcher
 from aggregator.model import (
     DedupOptions,
-    DedupReason,
     FailureClass,
     FetchState,
     Record,
     Source,
     SourceKind,
-    TopicMatch,
 )
-from aggregator.store import (
-    NewDevelopment,
-    NewMember,
-    Store,
-    StoreConflict,
-    StoredCandidate,
-    WriteTx,
-    development_id_for,
-    record_time,
-    summary_of,
-)
-from aggregator.store.queries import MAX_REPRESENTATIVE_MEMBERS
-from aggregator.store.transfer import read_import
-from aggregator.store.tx import index_keys
+from aggregator.store import Store
 from aggregator.watchlist import Watchlist
 
 log = logging.getLogger(__name__)
-
-# ------------------------------------------------------------------------------------------
-# ingest (owner: store part)
-# ------------------------------------------------------------------------------------------
-
-# Attempts of one ingest transaction that lost a race (unique key, deadlock, SQLite busy).
-INGEST_ATTEMPTS = 5
-
-
-class _FingerprintCache:
-    """Parsed fingerprints of recently seen candidates, by ``StoredCandidate.cache_key``.
-
-    A stored fingerprint never changes, and the same recent records are candidates for many
-    new ones, so parsing each once per process (not once per ingest) saves most of the
-    candidate cost. Bounded (LRU); a parsed fingerprint is ~20 KB.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._items: OrderedDict[str, dedup.Fingerprint] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get_many(self, ids: Sequence[str]) -> dict[str, dedup.Fingerprint]:
-        found: dict[str, dedup.Fingerprint] = {}
-        with self._lock:
-            for rid in ids:
-                fp = self._items.get(rid)
-                if fp is not None:
-                    self._items.move_to_end(rid)
-                    found[rid] = fp
-        return found
-
-    def put(self, rid: str, fp: dedup.Fingerprint) -> dedup.Fingerprint:
-        with self._lock:
-            self._items[rid] = fp
-            self._items.move_to_end(rid)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-        return fp
-
-
-# 1,024, not 4,096: with candidates bounded to 50 and packed fingerprints, the larger cache cost
-# 46-48 MB of RSS and saved ~5 % of CPU at 200 feeds only; at 1,000 feeds the smaller one was
-# faster as well (docs/performance.md, "What grows with the store").
-FINGERPRINT_CACHE_SIZE = 1024
-_FINGERPRINTS = _FingerprintCache(FINGERPRINT_CACHE_SIZE)
-
-
-@dataclass(frozen=True, slots=True)
-class IngestResult:
-    """What ``ingest`` did with one record."""
-
-    record_id: str  # for an exact duplicate: the id of the record already stored
-    stored: bool  # False: an exact duplicate of a stored record, nothing written
-    development_id: str | None
-    reason: DedupReason
-    score: float
-    topics: tuple[str, ...]
-    matched_record_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    """The pure work done before the transaction opens (matching, fingerprinting)."""
-
-    record: Record
-    matches: tuple[TopicMatch, ...]
-    fingerprint: dedup.Fingerprint
-    fingerprint_json: str
-    time: datetime
-    # The fingerprint as a later ingest reads it back from the store (the same: the JSON
-    # round trip is exact).
-    stored_fingerprint: dedup.Fingerprint
-    bands: frozenset[str]  # index keys, as the candidate query matches them
-    terms: frozenset[str]
-
-
-def ingest(
-    store: Store,
-    record: Record,
-    *,
-    matcher: TopicMatcher,
-    options: DedupOptions,
-    allowed_topics: Sequence[str] = (),
-    now: datetime,
-) -> IngestResult:
-    """Store ``record`` unless it is an exact duplicate, with its topic matches and dedup
-    fingerprint, and put it in a development (an existing one, or a new one it starts).
-
-    Everything happens in one transaction, retried when it loses a race with another writer,
-    so two replicas ingesting copies of one story at once make one record and one development.
-    """
-    prepared = _prepare(record, matcher, allowed_topics, now, options)
-    for attempt in range(1, INGEST_ATTEMPTS + 1):
-        try:
-            with store.write() as tx:
-                return _ingest_in(tx, prepared, options, now)
-        except StoreConflict as exc:
-            if attempt == INGEST_ATTEMPTS:
-                raise
-            log.debug("ingest of %s lost a race (%s); retrying", record.id, exc)
-            _time.sleep(random.uniform(0.005, 0.05) * attempt)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def dedup_text(record: Record) -> str:
-    """The text a record is fingerprinted by: lead and body as plain text (no title, which
-    ``dedup.fingerprint`` takes separately)."""
-    try:
-        doc = records.parse(record.text)
-    except RecordFormatError:
-        return record.text
-    parts = [records.lead_of(doc), records.body_text(doc)]
-    text = "\n".join(p for p in parts if p.strip())
-    return text or records.plain_text(doc)
-
-
-def _prepare(
-    record: Record,
-    matcher: TopicMatcher,
-    allowed_topics: Sequence[str],
-    now: datetime,
-    options: DedupOptions,
-) -> _Prepared:
-    with profile.stage("match"):
-        matches = tuple(matcher.match(record, allowed_topics))
-    with profile.stage("dedup"):
-        fp = dedup.fingerprint(record.title, dedup_text(record), record.language)
-        data = dedup.fingerprint_to_json(fp)
-    return _Prepared(
-        record=record,
-        matches=matches,
-        fingerprint=fp,
-        fingerprint_json=data,
-        time=record_time(record, now),
-        stored_fingerprint=fp,
-        bands=frozenset(index_keys(fp.bands)),
-        terms=frozenset(index_keys(fp.key_terms)),
-    )
-
-
-def _lock_keys(p: _Prepared) -> list[str]:
-    """The keys two copies of one story share: what concurrent ingests serialize on."""
-    r = p.record
-    keys = [f"id:{r.id}", f"hash:{r.content_hash}"]
-    if r.canonical_url:
-        keys.append(f"url:{r.canonical_url}")
-    if r.guid and r.source_id:
-        keys.append(f"guid:{r.source_id}\0{r.guid}")
-    if r.headline_key:
-        keys.append(f"headline:{r.headline_key}")
-    keys.extend(f"band:{b}" for b in p.fingerprint.bands)
-    keys.extend(f"term:{k}" for k in p.fingerprint.key_terms)
-    return keys
-
-
-def _ingest_in(tx: WriteTx, p: _Prepared, options: DedupOptions, now: datetime) -> IngestResult:
-    r = p.record
-    tx.lock(_lock_keys(p))
-    duplicate = tx.duplicate_of(
-        r, time=p.time, headline_within=timedelta(days=options.headline_days)
-    )
-    if duplicate is not None:
-        dup_id, reason = duplicate
-        # Another outlet's copy still reports the development: keep its source and URL.
-        dev_id = tx.development_of(dup_id)
-        if tx.add_alias(dup_id, r, seen=now):
-            if dev_id is not None:
-                tx.refresh_development(dev_id, updated=now)
-            tx.bump_feed_version()
-        return IngestResult(
-            record_id=dup_id,
-            stored=False,
-            development_id=dev_id,
-            reason=reason,
-            score=1.0,
-            topics=tx.topics_of(dup_id),
-            matched_record_id=dup_id,
-        )
-    stored = tx.candidates(
-        bands=p.fingerprint.bands,
-        key_terms=p.fingerprint.key_terms,
-        time=p.time,
-        window=timedelta(days=options.window_days),
-        cap=dedup.MAX_CANDIDATES,
-    )
-    candidates = _dedup_candidates(stored, _stored_fingerprints(tx, stored))
-    decision = dedup.decide(p.fingerprint, p.time, candidates, options)
-    tx.add_record(r, time=p.time, ingested=now)
-    tx.add_topic_matches(p.matches)
-    tx.add_fingerprint(
-        r.id,
-        p.fingerprint_json,
-        bands=p.fingerprint.bands,
-        key_terms=p.fingerprint.key_terms,
-        time=p.time,
-    )
-    dev_id = decision.development_id
-    if dev_id is None:
-        dev_id = tx.create_development(r.id, first_seen=p.time)
-    tx.add_membership(
-        r.id,
-        dev_id,
-        reason=decision.reason,
-        score=decision.score,
-        matched_record_id=decision.matched_record_id,
-        joined=now,
-    )
-    known = {c.record_id: c.fingerprint for c in candidates}
-    known[r.id] = p.fingerprint
-    tx.refresh_development(dev_id, updated=now, known=known)
-    tx.bump_feed_version()
-    return _stored_result(p, dev_id, decision)
-
-
-def _stored_result(p: _Prepared, dev_id: str, decision: dedup.Decision) -> IngestResult:
-    """What ``ingest`` reports for a record it stored in development ``dev_id``."""
-    return IngestResult(
-        record_id=p.record.id,
-        stored=True,
-        development_id=dev_id,
-        reason=decision.reason,
-        score=decision.score,
-        topics=tuple(sorted({m.topic_id for m in p.matches})),
-        matched_record_id=decision.matched_record_id,
-    )
-
-
-# Records one ``ingest_many`` transaction takes at most: a feed's new entries usually fit in
-# one; the bound keeps a transaction (and its advisory locks on PostgreSQL) short.
-MAX_BATCH = 100
-# Advisory locks one batch takes at most on PostgreSQL. They live in the server's shared lock
-# table (max_locks_per_transaction x max_connections slots, 6,400 by default) with every other
-# lock: a few hundred per transaction leave room for many replicas.
-MAX_BATCH_LOCKS = 512
-
-
-def ingest_many(
-    store: Store,
-    records: Sequence[Record],
-    *,
-    matcher: TopicMatcher,
-    options: DedupOptions,
-    allowed_topics: Sequence[str] = (),
-    now: datetime,
-) -> list[IngestResult]:
-    """``ingest`` for several records (a feed's new entries), in order, with the same results
-    as ingesting them one after another, in one transaction per ``MAX_BATCH`` records.
-
-    The records of a batch see each other exactly as sequential ingests would: a later one is
-    an exact duplicate of an earlier one, or has it among its candidates, and joins its
-    development. What the batch saves is the per-record overhead: one transaction, one set of
-    advisory locks, one exact-duplicate lookup for the batch, one statement per table for the
-    inserts, developments refreshed once, ``feed_version`` bumped once.
-    """
-    prepared = [_prepare(r, matcher, allowed_topics, now, options) for r in records]
-    return _ingest_prepared(store, prepared, options, now)
-
-
-def _ingest_prepared(
-    store: Store,
-    prepared: Sequence[_Prepared],
-    options: DedupOptions,
-    now: datetime,
-    on_batch: Callable[[int], None] | None = None,
-) -> list[IngestResult]:
-    results: list[IngestResult] = []
-    for batch in _batches(prepared, locks=store.dialect == "postgresql"):
-        results.extend(_ingest_batch(store, batch, options, now))
-        if on_batch is not None:
-            on_batch(len(results))  # records ingested so far
-    return results
-
-
-def _batches(prepared: Sequence[_Prepared], *, locks: bool) -> Iterator[Sequence[_Prepared]]:
-    """Consecutive runs of at most ``MAX_BATCH`` records (and, where ingest takes advisory
-    locks, at most ``MAX_BATCH_LOCKS`` lock keys, but always at least one record)."""
-    start, keys = 0, 0
-    for i, p in enumerate(prepared):
-        n = len(_lock_keys(p)) if locks else 0
-        if i > start and (i - start >= MAX_BATCH or keys + n > MAX_BATCH_LOCKS):
-            yield prepared[start:i]
-            start, keys = i, 0
-        keys += n
-    if start < len(prepared):
-        yield prepared[start:]
-
-
-def _ingest_batch(
-    store: Store, batch: Sequence[_Prepared], options: DedupOptions, now: datetime
-) -> list[IngestResult]:
-    for attempt in range(1, INGEST_ATTEMPTS + 1):
-        try:
-            # SQL and transaction time; matching and dedup inside count for their own stages.
-            with profile.stage("store"), store.write() as tx:
-                work = _Batch(tx, options, now)
-                results = work.run(batch)
-            work.remember_fingerprints()  # only once committed: the rows exist
-            return results
-        except StoreConflict as exc:
-            if attempt == INGEST_ATTEMPTS:
-                raise
-            log.debug("ingest of %d records lost a race (%s); retrying", len(batch), exc)
-            _time.sleep(random.uniform(0.005, 0.05) * attempt)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _exact_keys(r: Record) -> set[tuple[str | None, ...]]:
-    """What the exact-duplicate check compares (``find_duplicate_row``)."""
-    keys: set[tuple[str | None, ...]] = {("id", r.id), ("hash", r.content_hash)}
-    if r.canonical_url:
-        keys.add(("url", r.canonical_url))
-    if r.guid and r.source_id:
-        keys.add(("guid", r.source_id, r.guid))
-    if r.headline_key:
-        # Tagged with whether the link is wrapped: a headline key only matters between two
-        # records one of which is wrapped (find_duplicate_row), see _may_duplicate.
-        keys.add(("headline", r.headline_key, str(dedup.wrapped_link(r.url, r.outlet_url))))
-    return keys
-
-
-def _may_duplicate(keys: set[tuple[str | None, ...]], seen: set[tuple[str | None, ...]]) -> bool:
-    """True when an earlier record of the batch shares an exact-duplicate key with ``keys``
-    (a headline key only when one of the two is wrapped)."""
-    for key in keys:
-        if key[0] == "headline":
-            if ("headline", key[1], "True") in seen or (
-                key[2] == "True" and ("headline", key[1], "False") in seen
-            ):
-                return True
-        elif key in seen:
-            return True
-    return False
-
-
-class _Batch:
-    """The records of one ``ingest_many`` transaction, decided in order.
-
-    A record that may be an exact duplicate (the store holds a record or alias sharing one of
-    its keys, or an earlier record of the batch does) goes the way ``_ingest_in`` goes, after
-    the decided records are written: the same queries on the same rows. The others (nearly all)
-    are decided on the candidate query plus the not yet written records of the batch, ranked as
-    the query ranks, and are written together (``_flush``). Developments are refreshed at the
-    end, in id order; each refresh reads only the final members, so the outcome is the one of
-    sequential ingests.
-    """
-
-    def __init__(self, tx: WriteTx, options: DedupOptions, now: datetime) -> None:
-        self.tx = tx
-        self.options = options
-        self.now = now
-        self.window = timedelta(days=options.window_days)
-        self.pending: list[tuple[_Prepared, NewMember]] = []  # decided, not written yet
-        self.new_devs: dict[str, list[_Prepared]] = {}  # started by pending records
-        self.created: set[str] = set()  # every development id this batch started
-        self.taken: set[str] = set()  # first-choice development ids already in the store
-        self.touched: set[str] = set()  # stored developments to refresh at the end
-        self.known: dict[str, dedup.Fingerprint] = {}
-        self.seen: set[tuple[str | None, ...]] = set()
-        self.changed = False
-        self.written: list[tuple[str, dedup.Fingerprint]] = []  # cache keys, once committed
-
-    def run(self, batch: Sequence[_Prepared]) -> list[IngestResult]:
-        self.tx.lock([k for p in batch for k in _lock_keys(p)])
-        suspects = self.tx.possible_duplicates([p.record for p in batch])
-        self.taken = self.tx.existing_developments([development_id_for(p.record.id) for p in batch])
-        results = []
-        for p in batch:
-            keys = _exact_keys(p.record)
-            if p.record.id in suspects or _may_duplicate(keys, self.seen):
-                results.append(self._exact(p))
-            else:
-                results.append(self._store(p))
-            self.seen.update(keys)
-        self._flush()
-        for dev_id in sorted(self.touched):
-            self.tx.refresh_development(dev_id, updated=self.now, known=self.known)
-        if self.changed:
-            self.tx.bump_feed_version()
-        return results
-
-    def remember_fingerprints(self) -> None:
-        for key, fp in self.written:
-            _FINGERPRINTS.put(key, fp)
-
-    def _exact(self, p: _Prepared) -> IngestResult:
-        self._flush()  # the duplicate check must see every earlier record of the batch
-        r = p.record
-        duplicate = self.tx.duplicate_of(
-            r, time=p.time, headline_within=timedelta(days=self.options.headline_days)
-        )
-        if duplicate is None:
-            return self._store(p)
-        dup_id, reason = duplicate
-        dev_id = self.tx.development_of(dup_id)
-        if self.tx.add_alias(dup_id, r, seen=self.now):
-            if dev_id is not None:
-                self.touched.add(dev_id)
-            self.changed = True
-        return IngestResult(
-            record_id=dup_id,
-            stored=False,
-            development_id=dev_id,
-            reason=reason,
-            score=1.0,
-            topics=self.tx.topics_of(dup_id),
-            matched_record_id=dup_id,
-        )
-
-    def _candidates(self, p: _Prepared) -> list[dedup.Candidate]:
-        unwritten: dict[str, _Prepared] = {}
-        extra: list[StoredCandidate] = []
-        lo, hi = p.time - self.window, p.time + self.window
-        for q, member in self.pending:
-            if not lo <= q.time <= hi:
-                continue
-            shared = len(p.bands & q.bands) + len(p.terms & q.terms)
-            if shared:
-                unwritten[q.record.id] = q
-                extra.append(StoredCandidate(q.record.id, member.development_id, q.time, shared, 0))
-        stored = self.tx.candidates(
-            bands=p.fingerprint.bands,
-            key_terms=p.fingerprint.key_terms,
-            time=p.time,
-            window=self.window,
-            # Enough: whatever the union selects from the stored hits is among the stored
-            # selection's first MAX_CANDIDATES (unwritten hits only add to the hits ahead).
-            cap=dedup.MAX_CANDIDATES,
-        )
-        if extra:  # rank and select as the query does, over the stored and unwritten hits
-            stored += extra
-            stored.sort(key=lambda c: c.record_id)
-            stored.sort(key=lambda c: c.time, reverse=True)
-            stored.sort(key=lambda c: c.shared_keys, reverse=True)
-            stored = dedup.select_candidates(stored, lambda c: c.development_id)
-        fps = _stored_fingerprints(self.tx, [c for c in stored if c.record_id not in unwritten])
-        fps.update((rid, q.stored_fingerprint) for rid, q in unwritten.items())
-        return _dedup_candidates(stored, fps)
-
-    def _store(self, p: _Prepared) -> IngestResult:
-        r = p.record
-        candidates = self._candidates(p)
-        with profile.stage("dedup"):
-            decision = dedup.decide(p.fingerprint, p.time, candidates, self.options)
-        dev_id = decision.development_id
-        if dev_id is None:
-            dev_id = self._new_development_id(r.id)
-            self.new_devs[dev_id] = [p]
-            self.created.add(dev_id)
-        elif dev_id in self.new_devs:
-            self.new_devs[dev_id].append(p)
-        else:
-            self.touched.add(dev_id)
-        self.pending.append(
-            (
-                p,
-                NewMember(
-                    record=r,
-                    time=p.time,
-                    matches=p.matches,
-                    fingerprint_json=p.fingerprint_json,
-                    bands=p.fingerprint.bands,
-                    key_terms=p.fingerprint.key_terms,
-                    development_id=dev_id,
-                    reason=decision.reason,
-                    score=decision.score,
-                    matched_record_id=decision.matched_record_id,
-                ),
-            )
-        )
-        self.known.update((c.record_id, c.fingerprint) for c in candidates)
-        self.known[r.id] = p.fingerprint
-        self.changed = True
-        return _stored_result(p, dev_id, decision)
-
-    def _new_development_id(self, record_id: str) -> str:
-        """``WriteTx.create_development``'s choice of id, checked against the store (first
-        choices looked up for the whole batch at once) and this batch's own developments."""
-        for attempt in range(100):
-            dev_id = development_id_for(record_id, "" if attempt == 0 else str(attempt))
-            if dev_id in self.created:
-                continue
-            if attempt == 0:
-                if dev_id not in self.taken:
-                    return dev_id
-            elif not self.tx.existing_developments([dev_id]):
-                return dev_id
-        raise StoreError(f"cannot derive a free development id for record {record_id}")
-
-    def _new_development(self, dev_id: str, members: Sequence[_Prepared]) -> NewDevelopment:
-        """What ``refresh_development`` makes of a development whose members are all in
-        ``members`` (in insertion order): its representative among the latest, topics, times."""
-        order = sorted(range(len(members)), key=lambda i: (members[i].time, i))
-        latest = order[-MAX_REPRESENTATIVE_MEMBERS:]
-        chosen = members[latest[dedup.representative([members[i].fingerprint for i in latest])]]
-        first_seen = members[0].time
-        return NewDevelopment(
-            id=dev_id,
-            title=chosen.record.title,
-            summary=summary_of(chosen.record.text),
-            first_seen=first_seen,
-            updated=max(first_seen, self.now),
-            representative_id=chosen.record.id,
-            topics=tuple(sorted({m.topic_id for q in members for m in q.matches})),
-        )
-
-    def _flush(self) -> None:
-        if not self.pending:
-            return
-        devs = [self._new_development(d, members) for d, members in self.new_devs.items()]
-        seqs = self.tx.add_batch([m for _, m in self.pending], devs, ingested=self.now)
-        for p, _ in self.pending:
-            seq = seqs.get(p.record.id)
-            if seq is not None:
-                key = StoredCandidate(p.record.id, "", p.time, 0, seq).cache_key(self.tx.instance)
-                self.written.append((key, p.stored_fingerprint))
-        self.pending.clear()
-        self.new_devs.clear()
-
-
-def _stored_fingerprints(
-    tx: WriteTx, stored: Sequence[StoredCandidate]
-) -> dict[str, dedup.Fingerprint]:
-    """The parsed fingerprints of stored candidates: from the process-wide cache, else read
-    and parsed (and cached)."""
-    keys = {c.record_id: c.cache_key(tx.instance) for c in stored}
-    cached = _FINGERPRINTS.get_many(list(keys.values()))
-    fps = {rid: cached[key] for rid, key in keys.items() if key in cached}
-    missing = [c.record_id for c in stored if c.record_id not in fps]
-    if missing:
-        for rid, data in tx.fingerprint_data(missing).items():
-            fps[rid] = _FINGERPRINTS.put(keys[rid], dedup.fingerprint_from_json(data))
-    return fps
-
-
-def _dedup_candidates(
-    stored: Sequence[StoredCandidate], fps: Mapping[str, dedup.Fingerprint]
-) -> list[dedup.Candidate]:
-    """Candidates for dedup.decide, in the query's order; a record whose fingerprint could not
-    be read is left out."""
-    return [
-        dedup.Candidate(
-            record_id=c.record_id,
-            development_id=c.development_id,
-            fingerprint=fps[c.record_id],
-            time=c.time,
-        )
-        for c in stored
-        if c.record_id in fps
-    ]
-
-
-# ``progress(stage, done, total)``: how far a long call has come (the CLI draws it).
-ProgressHook = Callable[[str, int, int], None]
-
-
-def _no_progress(stage: str, done: int, total: int) -> None:
-    return None
-
-
-@dataclass(slots=True)
-class ImportSummary:
-    """What ``import_records`` did."""
-
-    files: int = 0
-    imported: int = 0  # records stored
-    duplicates: int = 0  # exact duplicates of stored records, not stored again
-    new_developments: int = 0  # developments the imported records started
-    joined: int = 0  # records that joined an existing development
-    skipped: list[str] = field(default_factory=list)  # files in folders that are not records
-    warnings: list[str] = field(default_factory=list)
-    results: list[IngestResult] = field(default_factory=list)
-
-
-def import_records(
-    store: Store,
-    paths: Sequence[Path],
-    *,
-    matcher: TopicMatcher,
-    options: DedupOptions,
-    source_topics: Mapping[str, Sequence[str]] | None = None,
-    now: datetime,
-    progress: ProgressHook | None = None,
-) -> ImportSummary:
-    """Import record files or folders (seed format, optional index.jsonl): every record goes
-    through ``ingest`` like a fetched one, so importing twice adds nothing.
-
-    ``source_topics`` maps a watchlist source id to its topics: a record from that source is
-    matched against those only, as when fetched. All files are read and checked first; a bad
-    file stops the import before anything is stored (``transfer.ImportProblems``).
-    ``progress(stage, done, total)`` is told how far the ``"match"`` stage (topics and
-    fingerprints, record by record) and the ``"store"`` stage (dedup and writes, batch by
-    batch) have come.
-    """
-    batch = read_import(paths, now=now)
-    summary = ImportSummary(files=len(batch.items), skipped=batch.skipped, warnings=batch.warnings)
-    topics_of = source_topics or {}
-    tell = progress or _no_progress
-    total = len(batch.items)
-    prepared: list[_Prepared] = []
-    for item in batch.items:
-        allowed = topics_of.get(item.record.source_id, ()) if item.record.source_id else ()
-        prepared.append(_prepare(item.record, matcher, allowed, now, options))
-        tell("match", len(prepared), total)
-    for result in _ingest_prepared(
-        store, prepared, options, now, on_batch=lambda done: tell("store", done, total)
-    ):
-        summary.results.append(result)
-        if not result.stored:
-            summary.duplicates += 1
-            continue
-        summary.imported += 1
-        if result.reason is DedupReason.NEW:
-            summary.new_developments += 1
-        else:
-            summary.joined += 1
-    return summary
-
 
 # ------------------------------------------------------------------------------------------
 # fetch cycle (owner: fetch part)
@@ -1132,22 +501,27 @@ def _prepare_entries(
     now: datetime,
     matcher: TopicMatcher,
     options: DedupOptions,
-) -> list[_Prepared]:
+) -> list[Prepared]:
     """Records of new feed entries, matched and fingerprinted (in a parse-pool process)."""
     return [
-        _prepare(normalize.record_from_entry(e, source, now), matcher, source.topics, now, options)
+        prepare(
+            normalize.record_from_entry(e, source, now),
+            matcher,
+            now,
+            allowed_topics=source.topics,
+        )
         for e in entries
     ]
 
 
 def _ingest_prepared_into(
     store: Store,
-    prepared: Sequence[_Prepared],
+    prepared: Sequence[Prepared],
     watchlist: Watchlist,
     now: datetime,
     outcome: _Outcome,
 ) -> None:
-    results = _ingest_prepared(store, prepared, watchlist.dedup, now)
+    results = ingest_prepared(store, prepared, options=watchlist.dedup, now=now)
     outcome.new_records += sum(1 for r in results if r.stored)
     outcome.duplicates += sum(1 for r in results if not r.stored)
 

@@ -439,3 +439,19 @@ def _shorten(sentence: str, limit: int = MAX_TITLE_CHARS) -> str:
     if cut <= 0:
         cut = limit - 1
     return head[:cut].rstrip(" ,;:—–-") + "…"
+
+
+SUMMARY_MAX_CHARS = 1000
+
+
+def summary_of(text: str) -> str:
+    """A development's summary from its representative's record text: the lead, cut short."""
+    try:
+        lead = lead_of(parse(text))
+    except RecordFormatError:
+        lead = ""
+    if not lead:
+        lead = " ".join(text.split())
+    if len(lead) > SUMMARY_MAX_CHARS:
+        lead = lead[: SUMMARY_MAX_CHARS - 1].rsplit(" ", 1)[0] + "…"
+    return lead

@@ -3,6 +3,7 @@
     python benchmarks/ingest_bench.py                                   # SQLite in a temp dir
     python benchmarks/ingest_bench.py --db postgresql://127.0.0.1:5432/test --copies 3
     python benchmarks/ingest_bench.py --workers 2 --db postgresql://...  # 2 ingesting threads
+    python benchmarks/ingest_bench.py --sizes 2000,20000,60000,100000    # CPU as the store grows
 
 The records are the ECB+ dev articles (``../shared/clustering-dev/ecbplus-dev.jsonl``, 369 real
 news articles), repeated ``--copies`` times with a word changed and their times shifted by a
@@ -20,17 +21,27 @@ admin database) and dropped afterwards.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aggregator import records
+from aggregator import dedup, records
+from aggregator.ingest.types import (
+    DevelopmentWrite,
+    NewRecord,
+    Plan,
+    Prepared,
+    development_id_for,
+)
 from aggregator.match import TopicMatcher
 from aggregator.model import DedupOptions, DedupReason, Record, Topic, TopicRules
 from aggregator.pipeline import ingest, ingest_many
@@ -113,19 +124,24 @@ def run_ingest_many(store: Store, recs: Sequence[Record], batch: int) -> None:
 
 
 def run_baseline(store: Store, recs: Sequence[Record]) -> None:
+    """The bare cost of storing: each record in a development of its own, one transaction a
+    record, written by ``WriteTx.apply`` without matching, fingerprinting or deciding."""
+    empty = dedup.fingerprint("", "")
     for rec in recs:
         assert rec.fetched is not None
+        prepared = Prepared(rec, (), rec.fetched, empty, "{}")
+        dev = development_id_for(rec.id)
+        plan = Plan(
+            records=[NewRecord(prepared, 0, dev, DedupReason.NEW, 1.0, None)],
+            developments=[
+                DevelopmentWrite(
+                    dev, True, rec.fetched, rec.fetched, rec.id, rec.title, rec.title, ()
+                )
+            ],
+            feed_changed=True,
+        )
         with store.write() as tx:
-            tx.add_record(rec, time=rec.fetched, ingested=rec.fetched)
-            dev = tx.create_development(rec.id, first_seen=rec.fetched)
-            tx.add_membership(
-                rec.id,
-                dev,
-                reason=DedupReason.NEW,
-                score=1.0,
-                matched_record_id=None,
-                joined=rec.fetched,
-            )
+            tx.apply(plan, ingested=rec.fetched)
 
 
 def timed(
@@ -159,7 +175,16 @@ def main() -> None:
     parser.add_argument(
         "--batch", type=int, default=40, help="records per ingest_many call (a feed's entries)"
     )
+    parser.add_argument(
+        "--sizes",
+        help="instead: CPU per record at these store sizes, e.g. 2000,20000,60000,100000",
+    )
+    parser.add_argument("--measured", type=int, default=400, help="records ingested per size")
     args = parser.parse_args()
+    if args.sizes:
+        sizes = [int(x) for x in args.sizes.split(",")]
+        store_growth(sizes, args.corpus, args.measured, args.batch)
+        return
     recs = load_records(args.corpus, args.copies)
     kind = "PostgreSQL" if args.db and not args.db.startswith("sqlite") else "SQLite"
     print(
@@ -185,6 +210,131 @@ def main() -> None:
         f"ingest costs {full_s / base_s:.1f}x the bare insert "
         f"({(full_s - base_s) / len(recs) * 1000:.1f} ms per record for matching + dedup)"
     )
+
+
+# ------------------------------------------------------------------ CPU as the store grows
+
+
+def _other_story(fp: dedup.Fingerprint, k: int) -> dedup.Fingerprint:
+    """``fp`` as another story of the same shape: its names, headline words and key terms
+    renamed (the rest of its vocabulary is the language's, shared with every story) and its
+    LSH bands its own."""
+    names = set(fp.entities) | set(fp.key_terms) | set(fp.title_terms)
+
+    def own(terms: Sequence[str]) -> tuple[str, ...]:
+        return tuple(f"{t}~{k}" if t in names else t for t in terms)
+
+    return replace(
+        fp,
+        bands=tuple(f"{b}~{k}" for b in fp.bands),
+        key_terms=own(fp.key_terms),
+        terms=own(fp.terms),
+        entities=own(fp.entities),
+        title_terms=own(fp.title_terms),
+        head_terms=own(fp.head_terms),
+    )
+
+
+def _prefill(store: Store, base: Sequence[Record], n: int, end: datetime) -> None:
+    """``n`` stored records, each in its own development, filed over the six days before
+    ``end`` (all within the dedup window of what comes next), written by ``WriteTx.apply``:
+    the corpus once, then other stories of the same shape (``_other_story``: fingerprinting
+    100,000 records would take minutes). So the store grows while the records that share keys
+    with a new one stay the same few."""
+    from aggregator.ingest.prepare import dedup_text
+
+    fps = {r.id: dedup.fingerprint(r.title, dedup_text(r), r.language) for r in base}
+    step = timedelta(days=6) / max(n, 1)
+    plan = Plan()
+    for i in range(n):
+        orig = base[i % len(base)]
+        text = f"{orig.text}\nPrinting {i}.\n"
+        when = end - timedelta(days=6) + step * i
+        rec = Record(
+            id=records.record_id(None, text),
+            text=text,
+            title=orig.title,
+            content_hash=records.content_hash(text),
+            fetched=when,
+            language="en",
+        )
+        dev = development_id_for(rec.id)
+        copy = i // len(base)
+        fp = fps[orig.id] if copy == 0 else _other_story(fps[orig.id], copy)
+        plan.records.append(
+            NewRecord(
+                Prepared(rec, (), when, fp, dedup.fingerprint_to_json(fp)),
+                0,
+                dev,
+                DedupReason.NEW,
+                1.0,
+                None,
+            )
+        )
+        plan.developments.append(
+            DevelopmentWrite(dev, True, when, when, rec.id, rec.title, rec.title, ())
+        )
+        if len(plan.records) == 2000 or i == n - 1:
+            with store.write() as tx:
+                tx.apply(plan, ingested=when)
+            plan = Plan()
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def store_growth(sizes: Sequence[int], corpus: Path, measured: int, batch: int) -> None:
+    """CPU per ingested record at each store size, and the window's load time and memory."""
+    base = load_records(corpus, 1)
+    print(
+        f"CPU per record as the store grows: {measured} new records (ECB+ rewrites: each joins "
+        f"its original) ingested by {batch} after N stored ones (the corpus, then other stories "
+        "of its shape), all within the dedup window; load: the first ingest's window load"
+    )
+    print(f"{'stored':>8}{'load s':>9}{'load MB':>9}{'ms CPU/record':>15}{'joined':>8}")
+    for n in sizes:
+        end = EPOCH + timedelta(days=400)
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite:///{tmp}/growth.db"
+            filler = open_store(url)
+            _prefill(filler, base, n, end)
+            filler.close()
+            store = open_store(url)
+            matcher, options = TopicMatcher(TOPICS), DedupOptions()
+            news = []
+            for i in range(measured):
+                orig = base[i % len(base)]
+                text = f"{orig.text}\nLate edition {i}.\n"
+                news.append(
+                    Record(
+                        id=records.record_id(None, text),
+                        text=text,
+                        title=orig.title,
+                        content_hash=records.content_hash(text),
+                        fetched=end + timedelta(minutes=i),
+                        language="en",
+                    )
+                )
+            gc.collect()
+            rss0 = _rss_mb()
+            t0 = time.process_time()
+            # The first batch loads the window (every stored record here) and ingests one.
+            ingest_many(store, news[:1], matcher=matcher, options=options, now=end)
+            load = time.process_time() - t0
+            gc.collect()
+            rss = _rss_mb() - rss0
+            t0 = time.process_time()
+            joined = 0
+            for start in range(1, measured, batch):
+                chunk = news[start : start + batch]
+                now = max(r.fetched for r in chunk if r.fetched is not None)
+                res = ingest_many(store, chunk, matcher=matcher, options=options, now=now)
+                joined += sum(1 for r in res if r.reason is not DedupReason.NEW)
+            per = (time.process_time() - t0) / (measured - 1) * 1000
+            store.close()
+        print(f"{n:>8}{load:>9.2f}{rss:>9.0f}{per:>15.2f}{joined:>8}")
 
 
 if __name__ == "__main__":

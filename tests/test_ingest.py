@@ -1,4 +1,4 @@
-"""pipeline.ingest: exact duplicates, fingerprints indexed, candidates by query, developments,
+"""pipeline.ingest: exact duplicates, fingerprints stored, candidates from the window, developments,
 one transaction, and concurrent ingests of one story (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 TOPICS = (
     Topic("storms", "Storms", TopicRules(any=("storm*", "hurricane*"))),
     Topic("power", "Power grid", TopicRules(any=("power",))),
+    Topic("elections", "Elections", TopicRules(any=("parliament",))),
 )
 BODY = (
     "Hurricane Orla made landfall near Port Avery on Tuesday with winds of 190 km/h, cutting "
@@ -98,8 +99,6 @@ def test_new_record_is_stored_with_matches_fingerprint_and_index(store: Store) -
     assert store.get_record(rec.id) == rec
     assert [m.topic_id for m in store.record_topics(rec.id)] == ["power", "storms"]
     assert count(store, t.fingerprints) == 1
-    assert count(store, t.lsh_bands) > 0
-    assert count(store, t.key_terms) > 0
     dev = store.get_development(res.development_id or "")
     assert dev is not None and dev.record_ids == (rec.id,)
     assert dev.title == "Orla hits Port Avery"
@@ -260,16 +259,35 @@ def test_unrelated_record_starts_its_own_development(store: Store) -> None:
     assert len(store.list_developments()) == 2
 
 
-def test_ingest_is_one_transaction(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    def fail(self: WriteTx, dev_id: str, **kw: object) -> None:
-        raise RuntimeError("crash after the insert")
+def test_a_record_matching_no_topic_is_stored_in_no_development(store: Store) -> None:
+    # No feed can show it: it is kept (its entry is known, check-config --dry-run sees it)
+    # without a fingerprint, and neither starts nor joins a development.
+    version = store.feed_version()
+    rec = record("Orla hits Port Avery", BODY, "https://a.example/orla")
+    res = put(store, rec, allowed_topics=("elections",))
+    assert res.stored and res.development_id is None and res.reason is DedupReason.NO_TOPIC
+    assert store.get_record(rec.id) == rec and store.get_membership(rec.id) is None
+    assert count(store, t.fingerprints) == 0 and store.feed_version() == version
+    assert not put(store, rec).stored  # still an exact duplicate
+    # A topical report of the same story is not joined to it: it starts its own development.
+    rewrite = record("Orla hits Port Avery hard", BODY + " More later.", "https://b.example/o")
+    joined = put(store, rewrite)
+    assert joined.reason is DedupReason.NEW and joined.development_id is not None
 
-    monkeypatch.setattr(WriteTx, "refresh_development", fail)
+
+def test_ingest_is_one_transaction(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(self: WriteTx) -> None:
+        raise RuntimeError("crash after the inserts")
+
+    monkeypatch.setattr(WriteTx, "bump_feed_version", fail)
     with pytest.raises(RuntimeError):
         put(store, record("Orla", BODY, "https://a.example/orla"))
     assert store.count_records() == 0
-    for table in (t.fingerprints, t.lsh_bands, t.key_terms, t.topic_matches, t.developments):
+    for table in (t.fingerprints, t.topic_matches, t.developments, t.memberships):
         assert count(store, table) == 0
+    # The window took nothing from the failed transaction: the record is stored on a retry.
+    monkeypatch.undo()
+    assert put(store, record("Orla", BODY, "https://a.example/orla")).stored
 
 
 def _race(db_url: str, recs: list[Record]) -> list[IngestResult]:

@@ -16,11 +16,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from aggregator import dedup, feeds, normalize, pipeline, records
+from aggregator import dedup, feeds, normalize, records
+from aggregator.ingest.prepare import dedup_text
 from aggregator.match import TopicMatcher
 from aggregator.model import (
     DedupOptions,
     DedupReason,
+    IngestOptions,
     Record,
     Schedule,
     Source,
@@ -158,6 +160,9 @@ def _clear(store: Store) -> None:
         for table in reversed(t.metadata.sorted_tables):
             if table.name not in ("store_meta", "alembic_version", "sources", "fetch_state"):
                 conn.execute(sa.delete(table))
+        # Records removed outside ingest: the process's window must load again.
+        meta = t.store_meta
+        conn.execute(sa.update(meta).values(layout_version=meta.c.layout_version + 1))
 
 
 def _dump(store: Store) -> dict[str, Any]:
@@ -178,26 +183,29 @@ def _dump(store: Store) -> dict[str, Any]:
     return out
 
 
-def _one_by_one(store: Store, recs: Sequence[Record]) -> list[IngestResult]:
+def _one_by_one(
+    store: Store, recs: Sequence[Record], tuning: IngestOptions | None = None
+) -> list[IngestResult]:
     matcher = TopicMatcher(TOPICS)
-    return [ingest(store, r, matcher=matcher, options=OPTIONS, now=NOW) for r in recs]
+    return [
+        ingest(store, r, matcher=matcher, options=OPTIONS, now=NOW, tuning=tuning) for r in recs
+    ]
 
 
-def _batched(store: Store, recs: Sequence[Record], size: int) -> list[IngestResult]:
+def _batched(
+    store: Store, recs: Sequence[Record], size: int, tuning: IngestOptions | None = None
+) -> list[IngestResult]:
     matcher = TopicMatcher(TOPICS)
     out: list[IngestResult] = []
     for start in range(0, len(recs), size):
+        chunk = recs[start : start + size]
         out.extend(
-            ingest_many(
-                store, recs[start : start + size], matcher=matcher, options=OPTIONS, now=NOW
-            )
+            ingest_many(store, chunk, matcher=matcher, options=OPTIONS, now=NOW, tuning=tuning)
         )
     return out
 
 
-def test_batches_leave_the_store_as_sequential_ingests(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_batches_leave_the_store_as_sequential_ingests(store: Store) -> None:
     recs = _mixed()
     sequential = _one_by_one(store, recs)
     expected = _dump(store)
@@ -209,25 +217,25 @@ def test_batches_leave_the_store_as_sequential_ingests(
     assert expected["record_aliases"]
     for size, cap in ((len(recs), 1000), (13, 1000), (40, 9)):
         _clear(store)
-        monkeypatch.setattr(pipeline, "MAX_BATCH", cap)
-        batched = _batched(store, recs, size)
+        batched = _batched(store, recs, size, IngestOptions(max_batch=cap))
         assert batched == sequential, (size, cap)
         assert _dump(store) == expected, (size, cap)
 
 
-def test_batches_select_candidates_as_sequential_ingests(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.parametrize("per_key", [64, 2])
+def test_batches_select_candidates_as_sequential_ingests(store: Store, per_key: int) -> None:
     # Bounds small enough to bind on this corpus: a batch's unwritten records compete with the
-    # stored ones for the places, and must win and lose them as they would once stored.
-    monkeypatch.setattr(dedup, "MAX_CANDIDATES", 3)
-    monkeypatch.setattr(dedup, "MAX_CANDIDATES_PER_DEVELOPMENT", 1)
+    # stored ones for the places (and, per key, for the newest hits), and must win and lose
+    # them as they would once stored.
+    tuning = IngestOptions(
+        max_candidates=3, candidates_per_development=1, candidate_hits_per_key=per_key
+    )
     recs = _mixed()
-    sequential = _one_by_one(store, recs)
+    sequential = _one_by_one(store, recs, tuning)
     expected = _dump(store)
     for size in (len(recs), 13):
         _clear(store)
-        assert _batched(store, recs, size) == sequential, size
+        assert _batched(store, recs, size, tuning) == sequential, size
         assert _dump(store) == expected, size
 
 
@@ -250,24 +258,8 @@ def test_lexical_fingerprints_survive_the_store_unchanged() -> None:
     # The batch compares unwritten records with the fingerprint as written; a later ingest
     # reads it back from JSON. Both must be the same value.
     for rec in _articles()[:5]:
-        fp = dedup.fingerprint(rec.title, pipeline.dedup_text(rec), rec.language)
+        fp = dedup.fingerprint(rec.title, dedup_text(rec), rec.language)
         assert dedup.fingerprint_from_json(dedup.fingerprint_to_json(fp)) == fp
-
-
-def test_batches_bound_records_and_advisory_locks(monkeypatch: pytest.MonkeyPatch) -> None:
-    matcher = TopicMatcher(TOPICS)
-    prepared = [pipeline._prepare(r, matcher, (), NOW, OPTIONS) for r in _mixed()]
-    monkeypatch.setattr(pipeline, "MAX_BATCH", 10)
-    for locks in (False, True):
-        batches = list(pipeline._batches(prepared, locks=locks))
-        assert [p for b in batches for p in b] == prepared
-        assert all(0 < len(b) <= 10 for b in batches)
-        if locks:
-            for b in batches:
-                keys = sum(len(pipeline._lock_keys(p)) for p in b)
-                assert keys <= pipeline.MAX_BATCH_LOCKS or len(b) == 1
-    monkeypatch.setattr(pipeline, "MAX_BATCH_LOCKS", 1)  # one record per batch, never none
-    assert [len(b) for b in pipeline._batches(prepared, locks=True)] == [1] * len(prepared)
 
 
 def test_concurrent_batches_share_stories_safely(store: Store, db_url: str) -> None:

@@ -269,9 +269,11 @@ def seed_records() -> list[Any]:
 def ingest(store: Store, record: Any) -> Any:
     from aggregator import pipeline
     from aggregator.match import TopicMatcher
-    from aggregator.model import DedupOptions
+    from aggregator.model import DedupOptions, Topic, TopicRules
 
-    return pipeline.ingest(store, record, matcher=TopicMatcher(()), options=DedupOptions(), now=NOW)
+    # A topic every seed matches: a record matching none is stored in no development.
+    matcher = TopicMatcher((Topic("all", "All", TopicRules(any=("the", "a", "of"))),))
+    return pipeline.ingest(store, record, matcher=matcher, options=DedupOptions(), now=NOW)
 
 
 @pytest.fixture

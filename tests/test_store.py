@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from aggregator import records
 from aggregator.errors import StoreError
+from aggregator.ingest_driver import merge_developments, split_record
 from aggregator.match import TopicMatcher
 from aggregator.model import (
     DedupOptions,
@@ -27,7 +28,7 @@ from aggregator.model import (
     TopicRules,
 )
 from aggregator.pipeline import IngestResult, ingest
-from aggregator.store import Store, WriteTx, open_store, schema
+from aggregator.store import Store, open_store, schema
 from aggregator.store.migrate import current_revision, head_revision
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -380,7 +381,7 @@ def test_split_and_merge(store: Store) -> None:
     v0 = store.feed_version()
 
     later = NOW + timedelta(hours=1)
-    new_dev = store.split_record(copy.id, later)
+    new_dev = split_record(store, copy.id, later)
     assert store.feed_version() != v0
     kept = store.get_development(storm_dev)
     assert kept is not None and kept.record_ids == (a.id,)
@@ -389,9 +390,9 @@ def test_split_and_merge(store: Store) -> None:
     member = store.get_membership(copy.id)
     assert member is not None and member.reason is DedupReason.MANUAL
     with pytest.raises(StoreError, match="only member"):
-        store.split_record(copy.id, later)
+        split_record(store, copy.id, later)
     with pytest.raises(StoreError, match="no record"):
-        store.split_record("0" * 16, later)
+        split_record(store, "0" * 16, later)
 
     # A later copy of the split record never pulls it back: manual decisions stay.
     third = make_record("Orla hits Port Avery hard", STORM + " More soon!", url="https://d/1")
@@ -399,7 +400,7 @@ def test_split_and_merge(store: Store) -> None:
     member = store.get_membership(copy.id)
     assert member is not None and member.development_id == new_dev
 
-    store.merge_developments(storm_dev, vote_dev, later)
+    merge_developments(store, storm_dev, vote_dev, later)
     merged = store.get_development(storm_dev)
     assert merged is not None and c.id in merged.record_ids
     # The merged-away id resolves to the kept development and leaves the listings.
@@ -407,9 +408,9 @@ def test_split_and_merge(store: Store) -> None:
     assert vote_dev not in {d.id for d in store.list_developments()}
     assert set(merged.topics) == {"storms", "elections"}
     with pytest.raises(StoreError, match="same development"):
-        store.merge_developments(storm_dev, vote_dev, later)
+        merge_developments(store, storm_dev, vote_dev, later)
     with pytest.raises(StoreError, match="no development"):
-        store.merge_developments(storm_dev, "nope", later)
+        merge_developments(store, storm_dev, "nope", later)
 
 
 def test_prune_removes_old_developments_whole(store: Store) -> None:
@@ -530,29 +531,6 @@ def test_very_long_urls_and_guids_are_stored_and_found(store: Store) -> None:
     assert store.known_guids("wire", [rec.guid or ""]) == {rec.guid}
 
 
-def add_old_record(tx: WriteTx, rec: Record) -> None:
-    """Store ``rec`` as revisions before 0007 did: only the columns they have."""
-    tx.conn.execute(
-        sa.insert(schema.records).values(
-            id=rec.id,
-            seq=1,
-            text=rec.text,
-            title=rec.title,
-            url=rec.url,
-            canonical_url=rec.canonical_url,
-            guid=rec.guid,
-            source_id=rec.source_id,
-            published=rec.published,
-            fetched=rec.fetched,
-            ingested=NOW,
-            time=NOW,
-            language=rec.language,
-            author=rec.author,
-            content_hash=rec.content_hash,
-        )
-    )
-
-
 def test_upgrade_from_the_first_revision_keeps_data(db_url: str) -> None:
     """A database made by an older version (revision 0001) with data in it upgrades in place."""
     from alembic import command
@@ -576,11 +554,7 @@ def test_upgrade_from_the_first_revision_keeps_data(db_url: str) -> None:
     try:
         rec = make_record("Orla", STORM, url="https://a/1", source_id="wire", guid="g")
         with old.write() as tx:  # what version 0001 wrote: a record and its development
-            add_old_record(tx, rec)
-            dev = tx.create_development(rec.id, first_seen=NOW)
-            tx.add_membership(
-                rec.id, dev, reason=DedupReason.NEW, score=1.0, matched_record_id=None, joined=NOW
-            )
+            _write_plainly(tx.conn, rec)
     finally:
         old.close()
     s = open_store(db_url)
@@ -603,9 +577,49 @@ def test_unusable_locations_are_clear_errors(tmp_path: Path) -> None:
         open_store("postgresql://127.0.0.1:1/nothing")
 
 
-def test_upgrade_to_clustered_index_rows_keeps_them_and_downgrades(db_url: str) -> None:
-    """Revision 0004 rebuilds the band and key-term tables: their rows survive, the candidate
-    query finds them, and the way back to 0003 works too."""
+def _write_plainly(conn: sa.Connection, rec: Record) -> None:
+    """A record in a development of its own, as revisions before 0007 stored it (only the
+    columns they have)."""
+    conn.execute(
+        sa.insert(schema.records).values(
+            id=rec.id,
+            seq=1,
+            text=rec.text,
+            title=rec.title,
+            url=rec.url,
+            canonical_url=rec.canonical_url,
+            guid=rec.guid,
+            source_id=rec.source_id,
+            published=rec.published,
+            fetched=rec.fetched,
+            ingested=NOW,
+            time=NOW,
+            language=rec.language,
+            author=rec.author,
+            content_hash=rec.content_hash,
+        )
+    )
+    conn.execute(
+        sa.insert(schema.developments).values(
+            id="d1", title="", summary="", first_seen=NOW, updated=NOW, representative_id=rec.id
+        )
+    )
+    conn.execute(
+        sa.insert(schema.memberships).values(
+            record_id=rec.id,
+            development_id="d1",
+            reason=str(DedupReason.NEW),
+            score=1.0,
+            matched_record_id=None,
+            manual=False,
+            joined=NOW,
+        )
+    )
+
+
+def test_index_row_migrations_go_up_and_down(db_url: str) -> None:
+    """Revision 0004 rebuilt the band and key-term tables keeping their rows; 0010 drops them
+    (candidates come from the in-memory window) and its downgrade makes them again, empty."""
     from alembic import command
 
     from aggregator.store.engine import create_engine
@@ -621,29 +635,40 @@ def test_upgrade_to_clustered_index_rows_keeps_them_and_downgrades(db_url: str) 
         finally:
             engine.dispose()
 
+    def band_rows() -> list[tuple[str, str]]:
+        engine = create_engine(db_url)
+        try:
+            with engine.connect() as conn:
+                return [
+                    tuple(r) for r in conn.exec_driver_sql("SELECT band, record_id FROM lsh_bands")
+                ]
+        finally:
+            engine.dispose()
+
     open_store(db_url).close()
     migrate("0003", down=True)
     rec = make_record("Orla", STORM, url="https://a/1", source_id="wire", guid="g")
-    old = open_store(db_url, migrate=False)
+    engine = create_engine(db_url)
     try:
-        with old.write() as tx:
-            add_old_record(tx, rec)
-            tx.add_fingerprint(rec.id, "{}", bands=("b1", "b2"), key_terms=("orla",), time=NOW)
-            dev = tx.create_development(rec.id, first_seen=NOW)
-            tx.add_membership(
-                rec.id, dev, reason=DedupReason.NEW, score=1.0, matched_record_id=None, joined=NOW
-            )
+        with engine.begin() as conn:
+            _write_plainly(conn, rec)
+            for band in ("b1", "b2"):
+                conn.execute(
+                    sa.text("INSERT INTO lsh_bands (band, record_id, time) VALUES (:b, :r, :t)"),
+                    {"b": band, "r": rec.id, "t": NOW},
+                )
     finally:
-        old.close()
-    for step in ("head", "0003", "head"):
-        migrate(step, down=step == "0003")
+        engine.dispose()
+    migrate("0006")
+    assert sorted(band_rows()) == [("b1", rec.id), ("b2", rec.id)]
+    migrate("head")
+    migrate("0006", down=True)
+    assert band_rows() == []
+    migrate("head")
     s = open_store(db_url)
     try:
         assert current_revision(s.engine) == head_revision()
-        with s.write() as tx:
-            found = tx.candidates(
-                bands=("b2",), key_terms=("orla",), time=NOW, window=timedelta(days=1), cap=10
-            )
-        assert [(c.record_id, c.shared_keys) for c in found] == [(rec.id, 2)]
+        assert s.get_record(rec.id) == rec
+        assert [d.record_ids for d in s.list_developments()] == [(rec.id,)]
     finally:
         s.close()

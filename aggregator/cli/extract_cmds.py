@@ -12,12 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from aggregator.cli.output import UsageError
 from aggregator.errors import ConfigError, ExtractionError
-from aggregator.extract import (
-    DEFAULT_MAX_BYTES,
-    DEFAULT_TIMEOUT,
-    extract_article_guarded,
-    scrape_listing,
-)
 from aggregator.model import FetchPolicy, PageSelectors, SourceKind
 from aggregator.settings import Settings
 
@@ -43,8 +37,10 @@ def register(subparsers: _Subparsers) -> None:
     extract.add_argument(
         "--json", action="store_true", help="print metadata and text as a JSON object"
     )
-    extract.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds")
-    extract.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="size cap")
+    # Defaults resolved when the command runs: importing the extractor here would cost every
+    # other command its start-up (selectolax, the worker pool).
+    extract.add_argument("--timeout", type=float, help="seconds (default: the extractor's, 10)")
+    extract.add_argument("--max-bytes", type=int, help="size cap (default: the extractor's, 5 MiB)")
     extract.set_defaults(handler=run_extract)
 
     scrape = subparsers.add_parser(
@@ -160,10 +156,14 @@ def _refuse_binary(body: bytes, where: str, content_type: str = "") -> None:
 
 
 def run_extract(args: argparse.Namespace, settings: Settings) -> int:
+    from aggregator.extract import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, extract_article_guarded
+
+    timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
+    max_bytes = DEFAULT_MAX_BYTES if args.max_bytes is None else args.max_bytes
     html, fetched_url = _read_page(args.page, settings)
     url = args.url or fetched_url
     article = extract_article_guarded(
-        html, url, timeout=args.timeout, max_bytes=args.max_bytes, body_selector=args.body
+        html, url, timeout=timeout, max_bytes=max_bytes, body_selector=args.body
     )
     if args.json:
         out: dict[str, Any] = {
@@ -198,6 +198,8 @@ def _selectors(args: argparse.Namespace, settings: Settings) -> tuple[PageSelect
 
 
 def run_scrape(args: argparse.Namespace, settings: Settings) -> int:
+    from aggregator.extract import scrape_listing
+
     selectors, source_url = _selectors(args, settings)
     page = args.page or source_url
     if not page:

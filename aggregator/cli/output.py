@@ -84,7 +84,7 @@ class Task:
             self._progress.advance(self._id, steps)
 
     def hook(self, labels: dict[str, str] | None = None) -> Callable[[str, int, int], None]:
-        """A ``progress(stage, done, total)`` callback (``pipeline.ProgressHook``) drawing on
+        """A ``progress(stage, done, total)`` callback (``ingest_driver.ProgressHook``) drawing on
         this line, the stage shown by its label in ``labels``."""
         names = labels or {}
 

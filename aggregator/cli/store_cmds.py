@@ -153,8 +153,8 @@ def _now() -> datetime:
 
 
 def run_import(args: argparse.Namespace, settings: Settings) -> int:
+    from aggregator.ingest_driver import import_records, refresh_developments
     from aggregator.match import TopicMatcher
-    from aggregator.pipeline import import_records
     from aggregator.store import open_store
     from aggregator.store.transfer import (
         DEVELOPMENTS_NAME,
@@ -181,7 +181,7 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
             progress=task.hook(_IMPORT_STAGES),
         )
         task.update(label="restoring corrections")
-        restored = restore_developments(store, grouping, now)
+        restored = restore_developments(store, grouping, now, refresh_developments)
         total_records = store.count_records()
         total_devs = store.count_developments()
     if summary.files == 0:
@@ -200,6 +200,7 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
             "duplicates": summary.duplicates,
             "new_developments": summary.new_developments,
             "joined": summary.joined,
+            "unmatched": summary.unmatched,
             "skipped": summary.skipped,
             "warnings": summary.warnings,
             "restored": dataclasses.asdict(restored),
@@ -212,7 +213,7 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
         f"imported {summary.imported} of {plural(summary.files, 'record')} "
         f"({plural(summary.duplicates, 'duplicate')}); "
         f"{plural(summary.new_developments, 'new development')}, "
-        f"{summary.joined} joined existing ones; "
+        f"{summary.joined} joined existing ones, {summary.unmatched} matched no topic; "
         f"store holds {plural(total_records, 'record')} in "
         f"{plural(total_devs, 'development')}"
     )
@@ -297,6 +298,7 @@ def _check_topic(topic: str, settings: Settings) -> None:
 
 
 def run_split(args: argparse.Namespace, settings: Settings) -> int:
+    from aggregator.ingest_driver import split_record
     from aggregator.store import open_store
 
     with open_store(settings.db_url) as store:
@@ -311,20 +313,21 @@ def run_split(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError(
                 f"no record {args.record_id} (`aggregator developments` lists records by id)"
             )
-        new_id = store.split_record(args.record_id, _now())
+        new_id = split_record(store, args.record_id, _now())
     old = before.development_id if before else "?"
     print(f"record {args.record_id} moved from development {old} to new development {new_id}")
     return 0
 
 
 def run_merge(args: argparse.Namespace, settings: Settings) -> int:
+    from aggregator.ingest_driver import merge_developments
     from aggregator.store import open_store
 
     with open_store(settings.db_url) as store:
         for given in (args.keep_id, args.other_id):
             if store.get_development(given) is None:
                 raise UsageError(_not_a_development(store, given))
-        store.merge_developments(args.keep_id, args.other_id, _now())
+        merge_developments(store, args.keep_id, args.other_id, _now())
         dev = store.get_development(args.keep_id)
     count = len(dev.record_ids) if dev else 0
     print(f"merged development {args.other_id} into {args.keep_id} ({plural(count, 'record')})")

@@ -920,9 +920,9 @@ async def _default_fetch_one(service: Service, source: Source, fetcher: Any, now
 
 def _default_import_seeds(store: Any, seeds: Path, watchlist: Any) -> int:
     """Import seed-format files with the store part's importer (as ``aggregator import``)."""
-    from aggregator import pipeline
+    from aggregator.ingest_driver import import_records
 
-    summary = pipeline.import_records(
+    summary = import_records(
         store,
         [seeds],
         matcher=_matcher(watchlist),

@@ -8,24 +8,17 @@ Modules: ``engine`` (engine setup per database), ``schema`` (tables), ``migrate`
 share, row conversions), ``common`` (errors, keys, ids), ``transfer`` (import/export files).
 """
 
-from aggregator.store.common import StoreConflict, development_id_for, record_time
+from aggregator.store.common import StoreConflict
 from aggregator.store.core import Store, open_store, upgrade_database
 from aggregator.store.migrate import UpgradeResult, upgrade
-from aggregator.store.queries import summary_of
-from aggregator.store.tx import NewDevelopment, NewMember, StoredCandidate, WriteTx
+from aggregator.store.tx import WriteTx
 
 __all__ = [
-    "NewDevelopment",
-    "NewMember",
     "Store",
     "StoreConflict",
-    "StoredCandidate",
     "UpgradeResult",
     "WriteTx",
-    "development_id_for",
     "open_store",
-    "record_time",
-    "summary_of",
     "upgrade",
     "upgrade_database",
 ]

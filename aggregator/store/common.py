@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,7 +12,6 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from aggregator.errors import StoreError
-from aggregator.model import Record
 from aggregator.store.engine import is_postgres
 
 CHUNK = 500  # bound on IN (...) lists
@@ -21,20 +19,6 @@ CHUNK = 500  # bound on IN (...) lists
 
 class StoreConflict(StoreError):
     """A write lost a race (unique key, deadlock, serialization failure, SQLite busy): retry it."""
-
-
-def development_id_for(record_id: str, salt: str = "") -> str:
-    """Stable id of the development a record starts: derived from that record's id, so the same
-    import into an empty store gives the same development ids."""
-    basis = f"development\0{record_id}\0{salt}"
-    return hashlib.sha256(basis.encode("utf-8")).hexdigest()[:16]
-
-
-def record_time(record: Record, now: datetime) -> datetime:
-    """The time a record is filed under: published, else fetched, else now; never in the future
-    (a feed with a wrong clock must not pin its entries to the top)."""
-    when = record.published or record.fetched or now
-    return min(when, now)
 
 
 def lock_key(text: str) -> int:

@@ -49,7 +49,6 @@ from aggregator.store.common import (
     StoreConflict,
     chunks,
     dialect_insert,
-    record_time,
     translate_errors,
     upsert_insert,
 )
@@ -65,9 +64,9 @@ from aggregator.store.queries import (
     record_topic_matches,
     resolve_development,
 )
-from aggregator.store.tx import StoredCandidate, WriteTx
+from aggregator.store.tx import WriteTx
 
-__all__ = ["Store", "StoreConflict", "StoredCandidate", "WriteTx", "open_store", "record_time"]
+__all__ = ["Store", "StoreConflict", "WriteTx", "open_store"]
 
 log = logging.getLogger("aggregator.store")
 
@@ -447,17 +446,6 @@ class Store:
             )
             return int(conn.execute(query).scalar_one())
 
-    def split_record(self, record_id: str, now: datetime) -> str:
-        """Move a record out of its development into a new one of its own (an admin decision
-        that later ingests never undo); returns the new development's id."""
-        with self.write() as tx:
-            return tx.split_record(record_id, now)
-
-    def merge_developments(self, keep_id: str, other_id: str, now: datetime) -> None:
-        """Move every record of ``other_id`` into ``keep_id``; ``other_id`` then resolves to it."""
-        with self.write() as tx:
-            tx.merge_developments(keep_id, other_id, now)
-
     def feed_version(self) -> str:
         """A token that changes whenever anything a feed shows changes (for caches)."""
         with self._read() as conn:
@@ -749,6 +737,7 @@ class Store:
             deleted_devs = conn.execute(empty).rowcount
             if doomed or deleted_devs:
                 tx.bump_feed_version()
+                tx.bump_layout_version()
         return len(doomed)
 
 

@@ -100,15 +100,6 @@ def driver_statement(
     return prepared
 
 
-def execute(conn: sa.Connection, stmt: sa.ClauseElement, values: Mapping[str, Any]) -> list[Any]:
-    """Run ``stmt`` once with ``values``; its rows, as the driver returns them (no result
-    processing: SQLite gives timestamps as text)."""
-    prepared = driver_statement(stmt, conn.dialect)
-    # exec_driver_sql, not a bare cursor: errors are still wrapped (a unique-key race becomes
-    # a retry) and a dropped connection is still invalidated.
-    return list(conn.exec_driver_sql(prepared.sql, prepared.params(values)))
-
-
 def insert_many(conn: sa.Connection, stmt: sa.Insert, rows: Sequence[Mapping[str, Any]]) -> None:
     """An executemany of the insert ``stmt`` over ``rows`` (every row has the same keys)."""
     if not rows:

@@ -3,14 +3,14 @@ conversions of rows to model types."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
-from aggregator import dedup, records
-from aggregator.errors import RecordFormatError, StoreError
+from aggregator import dedup
+from aggregator.errors import StoreError
 from aggregator.model import (
     DedupReason,
     Development,
@@ -23,12 +23,6 @@ from aggregator.model import (
 )
 from aggregator.store import schema as t
 from aggregator.store.common import chunks
-
-# The latest members considered when choosing a development's title: the choice is quadratic
-# in this, and the latest coverage is what a reader should see.
-MAX_REPRESENTATIVE_MEMBERS = 30
-SUMMARY_MAX_CHARS = 1000
-
 
 # --------------------------------------------------------------------------------------------
 # rows to model types
@@ -351,89 +345,3 @@ def developments_of(conn: sa.Connection, rows: Sequence[Any]) -> list[Developmen
             )
         )
     return out
-
-
-def refresh_development(
-    conn: sa.Connection,
-    dev_id: str,
-    updated: datetime,
-    known: Mapping[str, dedup.Fingerprint] | None = None,
-) -> None:
-    """Choose the development's representative among its latest members (``known``: parsed
-    fingerprints the caller holds already), take its title and summary, move ``updated``
-    forward and recompute the topics. A development left without members is deleted."""
-    d, m, r, f = t.developments, t.memberships, t.records, t.fingerprints
-    rows = conn.execute(
-        sa.select(r.c.id, r.c.title, f.c.data)
-        .join(m, m.c.record_id == r.c.id)
-        .outerjoin(f, f.c.record_id == r.c.id)
-        .where(m.c.development_id == dev_id)
-        .order_by(r.c.time.desc(), r.c.seq.desc())
-        .limit(MAX_REPRESENTATIVE_MEMBERS)
-    ).all()
-    if not rows:
-        conn.execute(sa.delete(d).where(d.c.id == dev_id))
-        return
-    rows = list(reversed(rows))  # oldest first: ties go to the first report
-    chosen = rows[_representative_index(rows, known or {})]
-    current = conn.execute(
-        sa.select(d.c.representative_id, d.c.title).where(d.c.id == dev_id)
-    ).first()
-    values: dict[str, Any] = {
-        "updated": sa.case(
-            (d.c.updated < updated, sa.literal(updated, t.UTCDateTime())),
-            else_=d.c.updated,
-        )
-    }
-    if current is None or current.representative_id != chosen.id or not current.title:
-        text = conn.execute(sa.select(r.c.text).where(r.c.id == chosen.id)).scalar_one()
-        values.update(title=chosen.title, summary=summary_of(text), representative_id=chosen.id)
-    conn.execute(sa.update(d).where(d.c.id == dev_id).values(**values))
-    dt, tm = t.development_topics, t.topic_matches
-    topics = conn.execute(
-        sa.select(tm.c.topic_id)
-        .distinct()
-        .join(m, m.c.record_id == tm.c.record_id)
-        .where(m.c.development_id == dev_id)
-    ).scalars()
-    wanted = set(topics)
-    have = set(
-        conn.execute(sa.select(dt.c.topic_id).where(dt.c.development_id == dev_id)).scalars()
-    )
-    if have - wanted:
-        conn.execute(
-            sa.delete(dt).where(dt.c.development_id == dev_id, dt.c.topic_id.in_(have - wanted))
-        )
-    if wanted - have:
-        conn.execute(
-            sa.insert(dt),
-            [{"development_id": dev_id, "topic_id": topic} for topic in sorted(wanted - have)],
-        )
-
-
-def _representative_index(rows: Sequence[Any], known: Mapping[str, dedup.Fingerprint]) -> int:
-    indexed: list[tuple[int, dedup.Fingerprint]] = []
-    for i, row in enumerate(rows):
-        fp = known.get(row.id)
-        if fp is None and row.data:
-            try:
-                fp = dedup.fingerprint_from_json(row.data)
-            except (ValueError, KeyError, TypeError):
-                fp = None
-        if fp is not None:
-            indexed.append((i, fp))
-    if not indexed:
-        return 0
-    return indexed[dedup.representative([fp for _, fp in indexed])][0]
-
-
-def summary_of(text: str) -> str:
-    try:
-        lead = records.lead_of(records.parse(text))
-    except RecordFormatError:
-        lead = ""
-    if not lead:
-        lead = " ".join(text.split())
-    if len(lead) > SUMMARY_MAX_CHARS:
-        lead = lead[: SUMMARY_MAX_CHARS - 1].rsplit(" ", 1)[0] + "…"
-    return lead

@@ -60,6 +60,9 @@ store_meta = sa.Table(
     # Bumped by every transaction that changes what feeds show (developments, memberships,
     # source titles); Store.feed_version() returns it for caches across replicas.
     sa.Column("feed_version", sa.BigInteger, nullable=False),
+    # Bumped by every change that moves or removes stored records outside ingest (split, merge,
+    # prune): an ingesting process whose window saw another value rebuilds it (0010).
+    sa.Column("layout_version", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 sources = sa.Table(
@@ -155,29 +158,6 @@ fingerprints = sa.Table(
     metadata,
     sa.Column("record_id", RECORD_ID, _record_fk(), primary_key=True),
     sa.Column("data", sa.Text, nullable=False),  # dedup.fingerprint_to_json
-)
-
-# The dedup index rows: the primary key (key, time, record_id) is what the candidate query scans
-# (a key's newest rows in a window), and on SQLite the table is that B-tree itself (migration
-# 0004): each ingested record writes a few dozen of these rows.
-lsh_bands = sa.Table(
-    "lsh_bands",
-    metadata,
-    sa.Column("band", sa.String(100), primary_key=True),
-    sa.Column("time", UTCDateTime, primary_key=True),
-    sa.Column("record_id", RECORD_ID, _record_fk(), primary_key=True),
-    sa.Index("ix_lsh_bands_record_id", "record_id"),
-    sqlite_with_rowid=False,
-)
-
-key_terms = sa.Table(
-    "key_terms",
-    metadata,
-    sa.Column("term", sa.String(200), primary_key=True),
-    sa.Column("time", UTCDateTime, primary_key=True),
-    sa.Column("record_id", RECORD_ID, _record_fk(), primary_key=True),
-    sa.Index("ix_key_terms_record_id", "record_id"),
-    sqlite_with_rowid=False,
 )
 
 # Other places the same article was seen (another outlet's URL, another feed's GUID): an exact

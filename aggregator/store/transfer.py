@@ -28,7 +28,7 @@ from aggregator.errors import RecordFormatError
 from aggregator.model import Record
 from aggregator.store import schema as t
 from aggregator.store.core import Store
-from aggregator.store.queries import refresh_development
+from aggregator.store.tx import WriteTx
 
 INDEX_NAME = "index.jsonl"
 # The fields of an index line, in the order export writes them.
@@ -538,8 +538,13 @@ def _member_entry(raw: Any, where: str, problems: list[str]) -> MemberEntry | No
     )
 
 
+# Refreshes developments records moved in or out of, in the caller's transaction (their
+# representative, title, summary and topics: ``ingest_driver.refresh_developments``).
+Refresh = Callable[[WriteTx, Sequence[str], datetime], None]
+
+
 def restore_developments(
-    store: Store, entries: Sequence[DevelopmentEntry], now: datetime
+    store: Store, entries: Sequence[DevelopmentEntry], now: datetime, refresh: Refresh
 ) -> RestoreSummary:
     """Put the imported records back into the developments the export had them in, with the
     decision behind each (so an admin's splits and merges survive), make merged ids resolve
@@ -659,9 +664,8 @@ def restore_developments(
             exists[entry.id] = keep
             touched.add(keep)
             summary.merged += 1
-        for dev_id in sorted(touched):
-            if exists.get(dev_id) is None:
-                refresh_development(conn, dev_id, now)  # deletes one left without members
+        # Deletes one left without members; the store does not choose representatives.
+        refresh(tx, sorted(d for d in touched if exists.get(d) is None), now)
         members_now: dict[str, set[str]] = {}
         for record_id, (dev_id, _) in current.items():
             members_now.setdefault(dev_id, set()).add(record_id)
@@ -679,6 +683,8 @@ def restore_developments(
                 summary.times += result.rowcount
         if touched or summary.aliases or summary.times:
             tx.bump_feed_version()
+        if touched:
+            tx.bump_layout_version()  # records moved outside ingest: windows rebuild
     return summary
 
 

@@ -1,0 +1,164 @@
+"""The ingest window and decider without a database (compact fingerprints, candidate ranking,
+the memory bound), and with one: replicas catch up from the store under the ingest lock and
+decide as one process would; a window is rebuilt after records move outside ingest."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from aggregator import dedup, records
+from aggregator.ingest.prepare import dedup_text
+from aggregator.ingest.window import Vocabulary, Window, pack, unpack
+from aggregator.ingest_driver import split_record
+from aggregator.match import TopicMatcher
+from aggregator.model import DedupOptions, DedupReason, IngestOptions, Record, Topic, TopicRules
+from aggregator.pipeline import IngestResult, ingest_many
+from aggregator.store import Store, open_store
+
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+ARTICLES = Path(__file__).resolve().parent.parent / "benchmarks/data/multilingual/articles.jsonl"
+TOPICS = (Topic("all", "All", TopicRules(any=("the", "a", "в", "ir"))),)
+OPTIONS = DedupOptions()
+
+
+def _articles(n: int = 40) -> list[Record]:
+    out = []
+    lines = ARTICLES.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines[:n]):
+        art = json.loads(line)
+        text = f"{art['title']}\n\n{art['text']}\n"
+        out.append(
+            Record(
+                id=records.record_id(None, text),
+                text=text,
+                title=art["title"],
+                content_hash=records.content_hash(text),
+                fetched=NOW - timedelta(hours=n - i),
+                language=art.get("lang"),
+            )
+        )
+    return out
+
+
+def _fp(rec: Record) -> dedup.Fingerprint:
+    return dedup.fingerprint(rec.title, dedup_text(rec), rec.language)
+
+
+def test_compact_fingerprints_give_back_the_fingerprint() -> None:
+    vocab = Vocabulary()
+    sizes = []
+    for rec in _articles(20):
+        fp = _fp(rec)
+        packed = pack(fp, vocab)
+        sizes.append(len(packed))
+        assert unpack(packed, vocab) == fp
+        assert unpack(packed, vocab).vector() == fp.vector()
+    # Term ids and weights in 4-byte arrays, the MinHash in 256 bytes: far below the JSON.
+    assert max(sizes) < 4000
+    odd = dedup.Fingerprint(
+        minhash=(1, 2), bands=("x",), key_terms=(), terms=("a",), weights=(0.1234567,)
+    )
+    assert unpack(pack(odd, vocab), vocab) == odd  # weights that are not 5-place decimals
+
+
+def _window(tuning: IngestOptions | None = None) -> Window:
+    return Window("test", tuning or IngestOptions(), OPTIONS.window_days)
+
+
+def test_candidates_rank_by_shared_keys_then_time_with_bounds() -> None:
+    def fp(*terms: str) -> dedup.Fingerprint:
+        return dedup.Fingerprint(minhash=(), bands=(), key_terms=terms)
+
+    w = _window(IngestOptions(max_candidates=3, candidates_per_development=2))
+    w.add("r1", "d1", NOW - timedelta(hours=5), 1, fp("orla", "avery"))
+    w.add("r2", "d1", NOW - timedelta(hours=4), 2, fp("orla", "avery"))
+    w.add("r3", "d1", NOW - timedelta(hours=3), 3, fp("orla", "avery"))
+    w.add("r4", "d2", NOW - timedelta(hours=2), 4, fp("orla"))
+    w.add("r5", "d3", NOW - timedelta(hours=1), 5, fp("orla", "avery"))
+    w.add("old", "d4", NOW - timedelta(days=30), 6, fp("orla", "avery"))  # outside the window
+    found = [c.record_id for c in w.candidates(fp("orla", "avery"), NOW)]
+    # Two keys shared, newest first, at most two of d1; then one key; at most three in all.
+    assert found == ["r5", "r3", "r2"]
+    narrow = _window(IngestOptions(candidate_hits_per_key=1))
+    for i, rid in enumerate(("r1", "r2")):
+        narrow.add(rid, f"d{i}", NOW - timedelta(hours=2 - i), i, fp("orla"))
+    assert [c.record_id for c in narrow.candidates(fp("orla"), NOW)] == ["r2"]  # newest hit only
+
+
+def test_the_memory_bound_drops_the_oldest_records() -> None:
+    w = _window(IngestOptions(window_max_records=5))
+    for i, rec in enumerate(_articles(12)):
+        assert rec.fetched is not None
+        w.add(rec.id, f"d{i}", rec.fetched, i + 1, _fp(rec))
+        w.evict(NOW)
+        assert len(w.entries) <= 5
+    assert w.capped and w.covers(NOW - timedelta(days=300))
+    assert set(w.entries) == {r.id for r in _articles(12)[-5:]}
+
+
+def _results(store: Store, recs: list[Record], size: int) -> list[IngestResult]:
+    out: list[IngestResult] = []
+    for start in range(0, len(recs), size):
+        chunk = recs[start : start + size]
+        out += ingest_many(store, chunk, matcher=TopicMatcher(TOPICS), options=OPTIONS, now=NOW)
+    return out
+
+
+def test_replicas_catch_up_from_the_store_and_decide_as_one_process(
+    db_url: str, tmp_path: Path
+) -> None:
+    recs = _articles(40)
+    single = open_store(f"sqlite:///{tmp_path}/single.db")
+    try:
+        expected = _results(single, recs, 4)
+    finally:
+        single.close()
+    assert any(r.reason is not DedupReason.NEW for r in expected)  # joins are exercised
+    # Two "replicas" (each its own Store, so its own window) take turns on one database: each
+    # batch is decided after catching up with the other's records.
+    replicas = [open_store(db_url), open_store(db_url, migrate=False)]
+    try:
+        got: list[IngestResult] = []
+        for i, start in enumerate(range(0, len(recs), 4)):
+            got += _results(replicas[i % 2], recs[start : start + 4], 4)
+    finally:
+        for s in replicas:
+            s.close()
+    assert got == expected
+
+
+def test_a_split_elsewhere_rebuilds_the_window(store: Store) -> None:
+    recs = _articles(40)
+    first = _results(store, recs[:20], 20)
+    joined = next(r for r in first if r.reason is not DedupReason.NEW and r.stored)
+    other = open_store(store.engine.url.render_as_string(hide_password=False), migrate=False)
+    try:
+        new_dev = split_record(other, joined.record_id, NOW)  # another process moves a record
+    finally:
+        other.close()
+    # This process's window still has the record in its old development; the next ingest
+    # rebuilds it, so a near-duplicate of the split record joins the development it is in now.
+    rec = next(r for r in recs if r.id == joined.record_id)
+    text = rec.text.rstrip() + " Updated.\n"
+    copy = Record(
+        id=records.record_id(None, text),
+        text=text,
+        title=rec.title,
+        content_hash=records.content_hash(text),
+        fetched=NOW,
+    )
+    (res,) = _results(store, [copy], 1)
+    assert res.stored and res.reason is DedupReason.NEAR_DUPLICATE
+    assert res.matched_record_id == rec.id and res.development_id == new_dev
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    s = open_store(db_url)
+    yield s
+    s.close()
