@@ -13,6 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from aggregator.cli import main
+from aggregator.ingest_driver import merge_developments, split_record
 from aggregator.publish.pages import highlight, local_time
 from aggregator.publish.site import build_page
 from aggregator.settings import Settings
@@ -166,12 +167,12 @@ def test_split_and_merge_show_on_the_development_pages(
         devs = [d for d in store.list_developments(None, 0) if d.topics]
         multi = next(d for d in devs if len(d.record_ids) > 1)
         moved_record = multi.record_ids[-1]
-        new_id = store.split_record(moved_record, datetime.now(UTC))
+        new_id = split_record(store, moved_record, datetime.now(UTC))
         page = build_page(store, watchlist, BASE, f"developments/{new_id}.html")
         assert page is not None
         assert "Joined as: placed by an editor (split/merge)" in text_of(page.body)
 
-        store.merge_developments(multi.id, new_id, datetime.now(UTC))
+        merge_developments(store, multi.id, new_id, datetime.now(UTC))
         moved = build_page(store, watchlist, BASE, f"developments/{new_id}.html")
         assert moved is not None and moved.location == f"{BASE}/developments/{multi.id}.html"
         kept = build_page(store, watchlist, BASE, f"developments/{multi.id}.html")
