@@ -88,8 +88,13 @@ class Task:
         this line, the stage shown by its label in ``labels``."""
         names = labels or {}
 
+        shown: list[str] = []
+
         def tell(stage: str, done: int, total: int) -> None:
             self.update(done=done, total=total, label=names.get(stage, stage))
+            if self._progress is not None and shown[-1:] != [stage]:
+                shown.append(stage)
+                self._progress.refresh()  # each stage on screen, however fast it goes
 
         return tell
 
