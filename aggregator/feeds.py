@@ -68,6 +68,7 @@ class ParsedFeed:
     entries: tuple[FeedEntry, ...]
     language: str | None = None
     ttl_seconds: float | None = None  # RSS <ttl> (minutes in the document)
+    item_errors: int = 0  # entries that could not be read (the others are here)
 
 
 class NotAFeedError(FeedParseError):
@@ -107,6 +108,40 @@ def declares_entities(body: bytes) -> bool:
     return _ENTITY.search(subset) is not None
 
 
+# Numeric character references naming what XML 1.0 forbids (lone surrogates, C0 controls,
+# U+FFFE/U+FFFF, past U+10FFFF): feedparser's loose parser raises on ``&#xD800;`` and loses the
+# whole feed. Each is replaced by U+FFFD before parsing, so the entry keeps its other text.
+_CHAR_REF = re.compile(rb"&#(?:[xX]([0-9a-fA-F]{1,16})|([0-9]{1,20}));")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _xml_char(code: int) -> bool:
+    return (
+        code in (0x9, 0xA, 0xD)
+        or 0x20 <= code <= 0xD7FF
+        or 0xE000 <= code <= 0xFFFD
+        or 0x10000 <= code <= 0x10FFFF
+    )
+
+
+def clean_char_refs(body: bytes) -> bytes:
+    """``body`` with every character reference to an XML-illegal code point as ``&#xFFFD;``."""
+    if b"&#" not in body:
+        return body
+
+    def fix(m: re.Match[bytes]) -> bytes:
+        code = int(m.group(1), 16) if m.group(1) else int(m.group(2))
+        return m.group(0) if _xml_char(code) else b"&#xFFFD;"
+
+    return _CHAR_REF.sub(fix, body)
+
+
+def clean_text(value: str) -> str:
+    """``value`` with lone surrogates (from JSON ``\\ud800`` escapes) replaced by U+FFFD: they
+    cannot be encoded, so hashing or storing the text would fail."""
+    return value if value.isascii() else _SURROGATES.sub("\ufffd", value)
+
+
 # --- parsing ------------------------------------------------------------------------------
 
 
@@ -128,28 +163,79 @@ def parse_feed(
         return parse_json_feed(body, url)
     if declares_entities(body):
         raise BrokenFeedError(f"{url}: the document declares XML entities; refused")
+    body = clean_char_refs(body)
     fast = fast_parse_feed(body, headers)
     if fast is not None:
         return fast
     headers.setdefault("content-location", url)
-    result = feedparser.parse(
-        io.BytesIO(body),
-        response_headers=headers,
-        resolve_relative_uris=True,
-        sanitize_html=True,
-    )
+    try:
+        result = _feedparser(body, headers)
+    except Exception as exc:  # feedparser raised on something in one entry: read them apart
+        return _one_by_one(body, headers, url, exc)
     version = result.get("version") or ""
     if not version and not result.entries:
         raise _not_a_feed(body, url, result)
+    return _parsed(result, list(result.entries))
+
+
+def _feedparser(body: bytes, headers: Mapping[str, str]) -> Any:
+    return feedparser.parse(
+        io.BytesIO(body),
+        response_headers=dict(headers),
+        resolve_relative_uris=True,
+        sanitize_html=True,
+    )
+
+
+def _parsed(result: Any, raw_entries: list[Any], item_errors: int = 0) -> ParsedFeed:
+    """The feed of a feedparser result; an entry that cannot be read costs only itself."""
     feed = result.feed
+    entries: list[FeedEntry] = []
+    for raw in raw_entries:
+        try:
+            entries.append(_entry(raw, feed))
+        except Exception:
+            item_errors += 1
     return ParsedFeed(
-        kind=_kind(version),
+        kind=_kind(result.get("version") or ""),
         title=_text(feed.get("title")),
         link=feed.get("link") or None,
-        entries=tuple(_entry(e, feed) for e in result.entries),
+        entries=tuple(entries),
         language=feed.get("language") or None,
         ttl_seconds=_ttl(feed.get("ttl")),
+        item_errors=item_errors,
     )
+
+
+_ENTRY_BLOCK = re.compile(rb"<(item|entry)\b[^>]*>.*?</\1\s*>", re.DOTALL)
+
+
+def _one_by_one(body: bytes, headers: Mapping[str, str], url: str, exc: Exception) -> ParsedFeed:
+    """Each ``<item>``/``<entry>`` parsed alone inside the document's own envelope, when the
+    whole document makes feedparser raise: the readable entries are kept, the others counted."""
+    blocks = list(_ENTRY_BLOCK.finditer(body))
+    problem = f"{url}: not a readable feed: {type(exc).__name__}: {exc}"
+    if not blocks:
+        raise BrokenFeedError(problem) from exc
+    head, tail = body[: blocks[0].start()], body[blocks[-1].end() :]
+    first: Any = None
+    raw_entries: list[Any] = []
+    errors = 0
+    for block in blocks:
+        try:
+            result = _feedparser(head + block.group(0) + tail, headers)
+        except Exception:
+            errors += 1
+            continue
+        if first is None:
+            first = result
+        if result.entries:
+            raw_entries.extend(result.entries[:1])
+        else:
+            errors += 1
+    if first is None or not raw_entries:
+        raise BrokenFeedError(problem) from exc
+    return _parsed(first, raw_entries, errors)
 
 
 def _as_utf8(body: bytes, headers: dict[str, str], encoding: str) -> tuple[bytes, dict[str, str]]:
@@ -685,8 +771,13 @@ def _atom_entry(entry: ET.Element, language: str | None) -> FeedEntry:
 
 def parse_json_feed(body: bytes, url: str) -> ParsedFeed:
     """A JSON Feed (https://jsonfeed.org, versions 1 and 1.1)."""
+    items_apart: list[bytes] | None = None
     try:
         data = json.loads(body)
+    except RecursionError:
+        # Nested deeper than Python's JSON reader goes: read the envelope and each item apart,
+        # so only the items nested that deep are lost.
+        data, items_apart = _json_apart(body, url)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BrokenFeedError(f"{url}: invalid JSON: {exc}") from exc
     if not isinstance(data, dict) or not str(data.get("version", "")).startswith(JSON_FEED_PREFIX):
@@ -695,20 +786,68 @@ def parse_json_feed(body: bytes, url: str) -> ParsedFeed:
     if not isinstance(items, list):
         raise BrokenFeedError(f"{url}: JSON Feed without an items list")
     language = _str(data.get("language"))
-    entries = tuple(
-        entry for item in items if (entry := _json_entry(item, url, language)) is not None
-    )
+    errors = 0
+    entries: list[FeedEntry] = []
+    for item in items if items_apart is None else items_apart:
+        try:
+            value = json.loads(item) if isinstance(item, bytes) else item
+            entry = _json_entry(value, url, language)
+        except (ValueError, RecursionError, UnicodeDecodeError, TypeError, AttributeError):
+            errors += 1
+            continue
+        if entry is not None:
+            entries.append(entry)
     return ParsedFeed(
         kind="json",
         title=_str(data.get("title")) or "",
         link=_str(data.get("home_page_url")),
-        entries=entries,
+        entries=tuple(entries),
         language=language,
+        item_errors=errors,
     )
 
 
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _json_apart(body: bytes, url: str) -> tuple[Any, list[bytes]]:
+    """The top-level object with ``items`` emptied, and each item's JSON text, found by a
+    scan of strings and brackets (no recursion); raises BrokenFeedError when the envelope
+    itself is unreadable."""
+    depth = 0
+    items_at: int | None = None  # offset of the items array's "["
+    items_end: int | None = None
+    item_start: int | None = None
+    spans: list[tuple[int, int]] = []
+    previous: bytes = b""
+    for m in _JSON_TOKEN.finditer(body):
+        token = m.group(0)
+        if token in (b"[", b"{"):
+            if depth == 1 and token == b"[" and previous == b'"items"' and items_at is None:
+                items_at = m.start()
+            elif items_at is not None and items_end is None and depth == 2:
+                item_start = m.start()
+            depth += 1
+        elif token in (b"]", b"}"):
+            depth -= 1
+            if items_at is not None and items_end is None:
+                if depth == 2 and item_start is not None:
+                    spans.append((item_start, m.end()))
+                    item_start = None
+                elif depth == 1:
+                    items_end = m.end()
+        previous = token if depth == 1 else b""
+    if items_at is None or items_end is None:
+        raise BrokenFeedError(f"{url}: invalid JSON: nested too deeply to read")
+    try:
+        envelope = json.loads(body[:items_at] + b"[]" + body[items_end:])
+    except (ValueError, RecursionError, UnicodeDecodeError) as exc:
+        raise BrokenFeedError(f"{url}: invalid JSON: {exc}") from exc
+    return envelope, [body[a:b] for a, b in spans]
+
+
 def _str(value: Any) -> str | None:
-    return value.strip() or None if isinstance(value, str) else None
+    return clean_text(value.strip()) or None if isinstance(value, str) else None
 
 
 def _iso(value: Any) -> datetime | None:
@@ -742,12 +881,13 @@ def _json_entry(item: Any, base_url: str, language: str | None) -> FeedEntry | N
         link = urljoin(base_url, link)
     content = _str(item.get("content_html")) or ""
     if not content and _str(item.get("content_text")):
-        paragraphs = str(item["content_text"]).split("\n\n")
+        paragraphs = clean_text(str(item["content_text"])).split("\n\n")
         content = "".join(f"<p>{html.escape(p.strip())}</p>" for p in paragraphs if p.strip())
     summary = _str(item.get("summary")) or ""
     summary_html = f"<p>{html.escape(summary)}</p>" if summary else ""
     title = _str(item.get("title")) or ""
-    guid = str(item.get("id")).strip() if item.get("id") not in (None, "") else (link or "")
+    raw_id = item.get("id")
+    guid = clean_text(str(raw_id)).strip() if raw_id not in (None, "") else (link or "")
     if not guid:
         guid = fallback_guid(title, content or summary)
     published = _iso(item.get("date_published")) or _iso(item.get("date_modified"))

@@ -136,6 +136,7 @@ class Source:
     selectors: PageSelectors | None = None
     language: str | None = None
     enabled: bool = True
+    offsite_links: bool = False  # page sources: follow listing links to other sites too
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +284,14 @@ class FetchPolicy:
     max_backoff_seconds: int = 24 * 3600  # cap of the per-source failure backoff
     allow_networks: tuple[str, ...] = ()  # CIDRs exempt from the SSRF guard
     respect_robots: bool = True  # for scraped pages and full-text articles, not listed feeds
+    # Page sources: new listing links followed in one fetch, in all and per origin (scheme,
+    # host, port); the rest wait for the next fetch. A listing of 10,000 links is 10,000
+    # requests otherwise.
+    max_links_per_fetch: int = 30
+    max_links_per_origin: int = 30
+    # Feed entries with more HTML than this (characters; or a fiftieth of it in tags) are made
+    # into records in an extraction worker with its time limit, not on the ingest thread.
+    max_inline_entry_html: int = 100_000
 
 
 @dataclass(frozen=True, slots=True)

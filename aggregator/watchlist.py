@@ -220,6 +220,7 @@ class SourceModel(_Strict):
     full_text: bool | None = None
     language: str | None = None
     enabled: bool = True
+    offsite_links: bool = False
 
 
 class AlertRuleModel(_Strict):
@@ -1068,6 +1069,11 @@ def _source_url(report: _Report, path: Path_, model: SourceModel, defaults: Defa
 
 def _source_selectors(report: _Report, path: Path_, model: SourceModel) -> PageSelectors | None:
     if model.kind != "page":
+        if model.offsite_links:
+            report.add(
+                (*path, "offsite_links"),
+                f"source '{model.id}': 'offsite_links' is only for kind: page sources",
+            )
         if model.selectors is not None:
             report.add(
                 (*path, "selectors"),
@@ -1163,6 +1169,7 @@ def _sources(
                 selectors=selectors,
                 language=model.language or defaults.language,
                 enabled=model.enabled,
+                offsite_links=model.offsite_links,
             )
         )
     return sources

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aggregator.cli.output import Display, UsageError, describe_os_error, plural
 from aggregator.errors import AggregatorError
 from aggregator.model import Development, Membership
+from aggregator.publish.sanitize import cap_summary, cap_title
 from aggregator.settings import Settings
 
 if TYPE_CHECKING:
@@ -416,8 +417,8 @@ def development_json(dev: Development, members: list[Membership]) -> dict[str, A
     decision = {m.record_id: m for m in members}
     return {
         "id": dev.id,
-        "title": dev.title,
-        "summary": dev.summary,
+        "title": cap_title(dev.title),
+        "summary": cap_summary(dev.summary),
         "topics": list(dev.topics),
         "terms": list(dev.terms),
         "first_seen": _iso(dev.first_seen),
@@ -429,7 +430,7 @@ def development_json(dev: Development, members: list[Membership]) -> dict[str, A
                 "source_id": s.source_id,
                 "source_title": s.source_title,
                 "url": s.url,
-                "title": s.title,
+                "title": cap_title(s.title),
                 "published": _iso(s.published),
             }
             for s in dev.sources
@@ -452,11 +453,11 @@ def _development_text(dev: Development, members: list[Membership]) -> str:
     lines = [
         f"{dev.id}  updated {dev.updated:%Y-%m-%d %H:%M}Z  "
         f"{plural(len(dev.record_ids), 'record')}  [{topics}]",
-        f"  {dev.title}",
+        f"  {cap_title(dev.title)}",
     ]
     for ref in dev.sources:
         m = decision.get(ref.record_id)
         why = f"{m.reason} {m.score:.2f}" if m else "?"
         where = ref.source_title or ref.source_id or "imported"
-        lines.append(f"    {ref.record_id}  {why:<20} {where}: {ref.url or ref.title}")
+        lines.append(f"    {ref.record_id}  {why:<20} {where}: {ref.url or cap_title(ref.title)}")
     return "\n".join(lines) + "\n"

@@ -10,6 +10,8 @@ absolute against ``<base href>`` or the page URL, fragments dropped, repeated li
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urldefrag, urljoin, urlsplit
 
@@ -20,7 +22,7 @@ from aggregator.extract.blocks import normalize_space
 from aggregator.extract.metadata import parse_date
 from aggregator.model import ListingItem, PageSelectors
 
-__all__ = ["parse_loose_date", "scrape_listing"]
+__all__ = ["LinkChoice", "choose_links", "parse_loose_date", "same_site", "scrape_listing"]
 
 _WRITTEN_FORMATS = (
     "%B %d, %Y",
@@ -69,6 +71,58 @@ def scrape_listing(html: str, base_url: str, selectors: PageSelectors) -> list[L
                 published=seen.published or entry.published,
             )
     return list(found.values())
+
+
+@dataclass(frozen=True, slots=True)
+class LinkChoice:
+    """Which of a listing's new links one fetch follows, and why the others are not."""
+
+    follow: tuple[str, ...]
+    offsite: tuple[str, ...] = ()  # outside the source's site, and the source does not allow it
+    over_cap: tuple[str, ...] = ()  # past the caps: left for the next fetch
+
+
+def _host(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower().rstrip(".")
+
+
+def same_site(url: str, site_url: str) -> bool:
+    """Whether ``url`` is on the site of ``site_url``: the same host, or a host under it once
+    a leading ``www.`` is dropped (``news.example.org`` is on ``www.example.org``'s site)."""
+    host, site = _host(url), _host(site_url)
+    if not host or not site:
+        return False
+    site = site.removeprefix("www.")
+    return host == site or host.endswith("." + site) or host == "www." + site
+
+
+def choose_links(
+    urls: Sequence[str],
+    site_url: str,
+    *,
+    offsite: bool,
+    max_links: int,
+    max_per_origin: int,
+) -> LinkChoice:
+    """The links (in listing order, newest first) one fetch of a page source follows: only on
+    ``site_url``'s site unless ``offsite``, at most ``max_per_origin`` per scheme+host+port and
+    ``max_links`` in all."""
+    follow: list[str] = []
+    refused: list[str] = []
+    later: list[str] = []
+    per_origin: dict[tuple[str, str, int | None], int] = {}
+    for url in urls:
+        if not offsite and not same_site(url, site_url):
+            refused.append(url)
+            continue
+        parts = urlsplit(url)
+        origin = (parts.scheme, _host(url), parts.port)
+        if len(follow) >= max_links or per_origin.get(origin, 0) >= max_per_origin:
+            later.append(url)
+            continue
+        per_origin[origin] = per_origin.get(origin, 0) + 1
+        follow.append(url)
+    return LinkChoice(tuple(follow), tuple(refused), tuple(later))
 
 
 def _base_url(tree: LexborHTMLParser, page_url: str) -> str:

@@ -8,36 +8,45 @@ refused before any parsing. Workers are reused across calls, started with ``spaw
 a threaded or asyncio process), capped in address space, and exit on their own when the
 parent goes away (their pipe closes), so none outlive the service.
 
-``extract_article_guarded_async`` runs the same call on a thread for asyncio callers.
+``extract_article_guarded_async`` runs the same call on a thread for asyncio callers. The same
+workers parse everything else that comes from a source and has a parse time a page can blow
+up: listing pages (``scrape_listing_guarded_async``) and heavy feed-entry HTML
+(``call_guarded_async`` with any importable function), so none of it runs on the ingest thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import multiprocessing
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnContext, SpawnProcess
-from typing import Any
+from typing import Any, TypeVar
 
 from aggregator.errors import ExtractionError
-from aggregator.model import Article
+from aggregator.model import Article, ListingItem, PageSelectors
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_TIMEOUT",
     "ExtractorPool",
+    "call_guarded_async",
     "default_pool",
     "extract_article_guarded",
     "extract_article_guarded_async",
+    "scrape_listing_guarded_async",
     "shutdown_default_pool",
 ]
+
+_T = TypeVar("_T")
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
@@ -63,7 +72,8 @@ def _die_with_parent() -> None:
 
 
 def _serve(conn: Connection, memory_limit: int | None) -> None:
-    """Worker main loop: extract pages until the pipe closes."""
+    """Worker main loop: run the calls sent (an importable function and its arguments) until
+    the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     _die_with_parent()
     if memory_limit:
@@ -73,21 +83,24 @@ def _serve(conn: Connection, memory_limit: int | None) -> None:
             resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
         except (ImportError, ValueError, OSError):
             pass
-    from aggregator.extract.article import extract_article
+    import aggregator.extract.article  # noqa: F401  (imported once, before the first page)
 
     conn.send(("ready", os.getpid()))
     while True:
         try:
-            html, url, body_selector = conn.recv()
+            fn, args, kwargs = conn.recv()
         except (EOFError, OSError):
             return
-        reply: tuple[str, Any]
+        except Exception as exc:  # a call that cannot be unpickled here
+            reply: tuple[str, Any] = ("error", f"{type(exc).__name__}: {exc}")
+            conn.send(reply)
+            continue
         try:
-            reply = ("ok", extract_article(html, url, body_selector=body_selector))
+            reply = ("ok", fn(*args, **kwargs))
         except ExtractionError as exc:
             reply = ("error", str(exc))
         except MemoryError:
-            reply = ("error", "the page needs more memory than an extraction worker may use")
+            reply = ("error", "the document needs more memory than an extraction worker may use")
         except Exception as exc:  # a bug or a parser failure: report it, keep serving
             reply = ("error", f"{type(exc).__name__}: {exc}")
         try:
@@ -121,14 +134,16 @@ class _Worker:
     def pid(self) -> int | None:
         return self.process.pid
 
-    def run(self, html: str, url: str | None, body_selector: str | None, timeout: float) -> Article:
-        """Extract in the worker; raises TimeoutError (worker must be killed) or
-        ExtractionError (worker still usable unless it died)."""
-        self.conn.send((html, url, body_selector))
+    def run(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float
+    ) -> Any:
+        """``fn(*args, **kwargs)`` in the worker; raises TimeoutError (worker must be killed)
+        or ExtractionError (worker still usable unless it died)."""
+        self.conn.send((fn, args, kwargs))
         if not self.conn.poll(timeout):
             raise TimeoutError
         status, payload = self.conn.recv()
-        if status == "ok" and isinstance(payload, Article):
+        if status == "ok":
             return payload
         raise ExtractionError(str(payload))
 
@@ -191,15 +206,29 @@ class ExtractorPool:
         body_selector: str | None = None,
     ) -> Article:
         check_size(html, max_bytes)
+        from aggregator.extract.article import extract_article
+
+        article = self.call(
+            extract_article, html, url, timeout=timeout, body_selector=body_selector
+        )
+        if not isinstance(article, Article):
+            raise ExtractionError(f"the extraction worker answered {type(article).__name__}")
+        return article
+
+    def call(self, fn: Callable[..., _T], *args: Any, timeout: float, **kwargs: Any) -> _T:
+        """``fn(*args, **kwargs)`` (a module-level function) in a worker, within ``timeout``
+        seconds; raises ExtractionError when it fails, overruns (the worker is killed) or the
+        worker dies."""
         worker = self._acquire()
         keep = True
         try:
-            return worker.run(html, url, body_selector, timeout)
+            result: _T = worker.run(fn, args, kwargs, timeout)
+            return result
         except TimeoutError:
             keep = False
             self.killed += 1
             raise ExtractionError(
-                f"extraction took longer than {timeout:g} s (pathological HTML?); "
+                f"parsing took longer than {timeout:g} s (pathological HTML?); "
                 "the worker was stopped"
             ) from None
         except ExtractionError:
@@ -337,3 +366,28 @@ async def extract_article_guarded_async(
         max_bytes=max_bytes,
         body_selector=body_selector,
     )
+
+
+async def call_guarded_async(
+    fn: Callable[..., _T], *args: Any, timeout: float = DEFAULT_TIMEOUT, **kwargs: Any
+) -> _T:
+    """``fn(*args, **kwargs)`` in a killable worker of the default pool, awaited from asyncio
+    (the wait runs on a thread); raises ExtractionError as ``ExtractorPool.call``."""
+    return await asyncio.to_thread(
+        functools.partial(default_pool().call, fn, *args, timeout=timeout, **kwargs)
+    )
+
+
+async def scrape_listing_guarded_async(
+    html: str,
+    base_url: str,
+    selectors: PageSelectors,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> list[ListingItem]:
+    """``scrape_listing`` in a killable worker, with the extractor's size cap and time limit."""
+    from aggregator.extract.listing import scrape_listing
+
+    check_size(html, max_bytes)
+    return await call_guarded_async(scrape_listing, html, base_url, selectors, timeout=timeout)

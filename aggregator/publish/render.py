@@ -25,6 +25,8 @@ from urllib.parse import quote, urlsplit
 from aggregator.model import Block, Development, Source, SourceKind, SourceRef, Topic
 from aggregator.publish.sanitize import (
     blocks_html,
+    cap_summary,
+    cap_title,
     escape_attr,
     escape_text,
     inline_html,
@@ -244,18 +246,25 @@ def plain(text: str) -> str:
 
 
 def entry_title(dev: Development) -> str:
-    title = plain(dev.title)
+    """The development's title (capped at ``MAX_TITLE_CHARS``), else a report's."""
+    title = plain_title(dev.title)
     if title:
         return title
     for ref in dev.sources:
-        fallback = plain(ref.title)
+        fallback = plain_title(ref.title)
         if fallback:
             return fallback
     return f"Development {dev.id}"
 
 
 def entry_summary(dev: Development) -> str:
-    return plain(dev.summary)
+    """The development's summary, capped at ``MAX_SUMMARY_CHARS``."""
+    return cap_summary(plain(dev.summary))
+
+
+def plain_title(text: str) -> str:
+    """A title as plain text, capped at ``MAX_TITLE_CHARS``."""
+    return cap_title(plain(text))
 
 
 def report_url(ref: SourceRef) -> str | None:
@@ -306,9 +315,10 @@ def entry_link(site: Site, dev: Development) -> str:
 
 def _source_name(ref: SourceRef) -> str:
     """The outlet credited (a news search feed's), else the source's title, else its id, else
-    the link's host."""
+    the link's host (capped like a title)."""
     host = urlsplit(report_url(ref) or "").hostname or ""
-    return one_line(ref.source_title) or one_line(ref.source_id or "") or host or "unknown"
+    name = one_line(ref.source_title) or one_line(ref.source_id or "") or host or "unknown"
+    return cap_title(name)
 
 
 def entry_html(site: Site, entry: Entry) -> str:
@@ -332,7 +342,7 @@ def _entry_html_cached(site: Site, entry: Entry) -> str:
     if terms:
         shown = ", ".join(escape_text(t) for t in terms)
         parts.append(f"<p><strong>Matched terms:</strong> {shown}</p>")
-    body = _body_without_title(entry.body, entry_title(dev))
+    body = _body_without_title(entry.body, plain(dev.title) or entry_title(dev))
     if body:
         parts.append(blocks_html(body))
     elif dev.summary.strip():
@@ -353,7 +363,7 @@ def source_items(dev: Development) -> str:
 
 def _source_item(ref: SourceRef, url: str | None) -> str:
     name = escape_text(_source_name(ref))
-    title = escape_text(plain(ref.title))
+    title = escape_text(plain_title(ref.title))
     when = f" ({rfc3339(ref.published)[:10]})" if ref.published else ""
     label = f"{name}: {title}" if title else name
     if url:
@@ -418,7 +428,7 @@ def _atom_entry(site: Site, entry: Entry, updated: datetime) -> str:
         f'    <link rel="alternate" type="text/html" href="{escape_attr(link)}"/>\n',
     ]
     for ref, url in source_links(dev):
-        title = one_line(f"{_source_name(ref)}: {plain(ref.title)}".rstrip(": "))
+        title = one_line(f"{_source_name(ref)}: {plain_title(ref.title)}".rstrip(": "))
         out.append(
             f'    <link rel="related" type="text/html" href="{escape_attr(url)}" '
             f'title="{escape_attr(title)}"/>\n'
@@ -537,7 +547,7 @@ def _json_item(site: Site, entry: Entry) -> dict[str, object]:
             {
                 "source_id": xml_text(ref.source_id) if ref.source_id else None,
                 "source_title": _source_name(ref),
-                "title": plain(ref.title),
+                "title": plain_title(ref.title),
                 "url": links.get(id(ref)),
                 "published": rfc3339(ref.published) if ref.published else None,
             }

@@ -29,6 +29,11 @@ SAFE_SCHEMES = frozenset({"http", "https"})
 # sets plus "%", so an already-encoded URL is not encoded twice.
 _URL_SAFE_CHARS = "%/:=&?~#+!$,;'@()*[]-._"
 
+# The stated caps of every title and summary the service shows (feeds, the HTML page, the
+# command line): a source may send a 260,000-character title; a reader shows a line.
+MAX_TITLE_CHARS = 300
+MAX_SUMMARY_CHARS = 1000
+
 _BOLD = re.compile(r"\*\*(.+?)\*\*", re.DOTALL)
 _TAB_NEWLINE = re.compile("[\t\n\r]")
 
@@ -38,6 +43,26 @@ def xml_text(value: str) -> str:
     if value.isascii() and value.isprintable():
         return value  # the common case, without a regex pass
     return _XML_ILLEGAL.sub("", value)
+
+
+def capped(value: str, limit: int) -> str:
+    """``value`` cut to at most ``limit`` characters, at a word boundary when one is in the
+    second half, ending with "…" when cut."""
+    if len(value) <= limit:
+        return value
+    cut = value[: max(1, limit - 1)]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip() + "…"
+
+
+def cap_title(value: str) -> str:
+    return capped(value, MAX_TITLE_CHARS)
+
+
+def cap_summary(value: str) -> str:
+    return capped(value, MAX_SUMMARY_CHARS)
 
 
 def one_line(value: str) -> str:
