@@ -289,9 +289,11 @@ class FetchPolicy:
     # requests otherwise.
     max_links_per_fetch: int = 30
     max_links_per_origin: int = 30
-    # Feed entries with more HTML than this (characters; or a fiftieth of it in tags) are made
-    # into records in an extraction worker with its time limit, not on the ingest thread.
-    max_inline_entry_html: int = 100_000
+    # Feed documents and entries with more tags than this (or an entry with 50 times as many
+    # characters of HTML) are parsed in an extraction worker within worker_parse_timeout, not
+    # on the ingest thread: feedparser's sanitizer and lexbor slow down on deep nesting.
+    max_inline_parse_tags: int = 20_000
+    worker_parse_timeout_seconds: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -477,12 +477,25 @@ async def _fetch_feed_source(
         response.url,
         encoding=response.encoding,
     )
-    if parse_pool is not None:
+    policy = watchlist.fetch
+    if _tag_count(response.body) > policy.max_inline_parse_tags:
+        # Thousands of tags (60,000 nested <div> in one entry took feedparser's sanitizer
+        # seconds): parsed in a killable worker, so the ingest thread and the event loop's
+        # share of the GIL stay free; over the time limit, the source fails (parse-error).
+        parsed = await call_guarded_async(
+            feeds.parse_feed,
+            response.body,
+            dict(response.headers),
+            response.url,
+            encoding=response.encoding,
+            timeout=policy.worker_parse_timeout_seconds,
+        )
+    elif parse_pool is not None:
         parsed = await asyncio.get_running_loop().run_in_executor(parse_pool, parse)
     else:
         parsed = await _off_loop(parse)
     entries = await _off_loop(_new_feed_entries, store, source, parsed, outcome)
-    heavy = any(_heavy(e, watchlist.fetch.max_inline_entry_html) for e in entries)
+    heavy = any(_heavy(e, policy.max_inline_parse_tags) for e in entries)
     if parse_pool is not None and not source.full_text and entries and not heavy:
         # Normalizing, matching and fingerprinting are pure CPU work too: the pool does them,
         # and the cycle's thread only runs the transaction.
@@ -502,14 +515,20 @@ async def _fetch_feed_source(
     await _off_loop(_ingest_all, store, records, source, matcher, watchlist, now, outcome)
 
 
-def _heavy(entry: feeds.FeedEntry, max_inline: int) -> bool:
+def _tag_count(body: bytes) -> int:
+    """Tags in a document, markup in escaped HTML included (a cheap count, no parsing)."""
+    return body.count(b"<") + body.count(b"&lt;") + body.count(b"&#60;")
+
+
+def _heavy(entry: feeds.FeedEntry, max_tags: int) -> bool:
     """Whether an entry's HTML is big enough to be parsed in an extraction worker (killable,
     time-limited) rather than on the ingest thread: lexbor's parse time grows with nesting
     depth, and 60,000 nested ``<div>`` in one entry took 5.8 s."""
     size = len(entry.summary_html) + len(entry.content_html)
-    return size > max_inline or (
-        size > max_inline // 50
-        and entry.summary_html.count("<") + entry.content_html.count("<") > max_inline // 50
+    if size > 50 * max_tags:
+        return True
+    return size > max_tags and (
+        entry.summary_html.count("<") + entry.content_html.count("<") > max_tags
     )
 
 
@@ -539,7 +558,7 @@ async def _entry_records(
 ) -> list[Record]:
     """Records of the entries, in order: light ones on the cycle's thread, heavy ones (big or
     tag-dense HTML) in an extraction worker with its time limit."""
-    limit = watchlist.fetch.max_inline_entry_html
+    limit = watchlist.fetch.max_inline_parse_tags
     light = [e for e in entries if not _heavy(e, limit)]
     made = {r.guid: r for r in await _off_loop(_records_of, light, source, now, outcome)}
     for entry in entries:
@@ -547,7 +566,11 @@ async def _entry_records(
             continue
         try:
             made[entry.guid] = await call_guarded_async(
-                normalize.record_from_entry, entry, source, now
+                normalize.record_from_entry,
+                entry,
+                source,
+                now,
+                timeout=watchlist.fetch.worker_parse_timeout_seconds,
             )
         except ExtractionError as exc:
             outcome.item_errors += 1
