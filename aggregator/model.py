@@ -289,6 +289,9 @@ class FetchPolicy:
     # requests otherwise.
     max_links_per_fetch: int = 30
     max_links_per_origin: int = 30
+    # An article of a page source that could not be fetched or read waits this long before it
+    # is tried again, doubling per failure up to max_backoff_seconds.
+    article_retry_seconds: int = 3600
     # Feed documents and entries with more tags than this (or an entry with 50 times as many
     # characters of HTML) are parsed in an extraction worker within worker_parse_timeout, not
     # on the ingest thread: feedparser's sanitizer and lexbor slow down on deep nesting.

@@ -812,14 +812,20 @@ async def _fetch_page_source(
     outcome.known = len(known)
     by_url = {item.url: item for item in items}
     policy = watchlist.fetch
+    fresh = [u for u in urls if u not in known]
+    # Articles that could not be read wait out their backoff instead of being fetched again on
+    # every run.
+    failed = await _off_loop(store.article_failures, source.id, fresh) if fresh else {}
+    waiting = {u for u, (_, next_try) in failed.items() if next_try > now}
+    outcome.links_skipped += len(waiting)
     choice = choose_links(
-        [u for u in urls if u not in known],
+        [u for u in fresh if u not in waiting],
         source.url,
         offsite=source.offsite_links,
         max_links=policy.max_links_per_fetch,
         max_per_origin=policy.max_links_per_origin,
     )
-    outcome.links_skipped = len(choice.offsite) + len(choice.over_cap)
+    outcome.links_skipped += len(choice.offsite) + len(choice.over_cap)
     if choice.offsite:
         log.info(
             "%s: %d links outside the source's site not followed (offsite_links: false), e.g. %s",
@@ -844,11 +850,22 @@ async def _fetch_page_source(
                 page.text, page.url, body_selector=selectors.body
             )
         except (FetchError, ExtractionError) as exc:
-            # One unreadable article must not hide the others; it is retried next time
-            # because its guid was not stored.
+            # One unreadable article must not hide the others; it is tried again after a
+            # backoff (an hour, doubling per failure, up to fetch.max_backoff_seconds).
             outcome.item_errors += 1
-            log.info("article %s of %s skipped: %s", url, source.id, exc)
+            failures = failed.get(url, (0, now))[0] + 1
+            wait = min(
+                policy.article_retry_seconds * 2 ** min(failures - 1, 20),
+                policy.max_backoff_seconds,
+            )
+            next_try = now + timedelta(seconds=wait)
+            log.info("article %s of %s skipped until %s: %s", url, source.id, next_try, exc)
+            await _off_loop(
+                store.save_article_failure, source.id, url, failures, next_try, str(exc)
+            )
             continue
+        if url in failed:
+            await _off_loop(store.forget_article_failures, source.id, [url])
         if not article.title and item.title:
             article = replace(article, title=item.title)
         record = normalize.record_from_article(

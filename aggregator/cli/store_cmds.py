@@ -120,6 +120,18 @@ def _register_db(subparsers: _Subparsers) -> None:
     )
     upgrade.add_argument("--json", action="store_true", help="print the result as JSON")
     upgrade.set_defaults(handler=run_db_upgrade)
+    check = db_sub.add_parser(
+        "check",
+        help="check the database for corruption (SQLite: integrity_check)",
+        description=(
+            "SQLite: run PRAGMA integrity_check (--quick: quick_check) on the file, read-only, "
+            "and say what to do when it is corrupt (exit 1). PostgreSQL: check that the "
+            "server answers (it checks its own pages). The service runs the quick check at "
+            "every start on files up to AGGREGATOR_STARTUP_CHECK_MAX_MB."
+        ),
+    )
+    check.add_argument("--quick", action="store_true", help="quick_check: skip index contents")
+    check.set_defaults(handler=run_db_check)
     current = db_sub.add_parser("current", help="print the schema version of the database")
     current.set_defaults(handler=run_db_current)
     prune = db_sub.add_parser(
@@ -359,6 +371,22 @@ def run_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"database already at {result.after} (newest)")
     return 0
+
+
+def run_db_check(args: argparse.Namespace, settings: Settings) -> int:
+    from aggregator.store import check_database, corrupt_store_advice
+
+    check = check_database(settings.db_url, full=not args.quick)
+    if check.skipped:
+        print(f"{check.what}: not checked: {check.skipped}")
+        return 0
+    if check.ok:
+        print(f"{check.what}: ok ({check.how})")
+        return 0
+    for problem in check.problems[:50]:
+        print(f"{check.what}: {problem}", file=sys.stderr)
+    print(f"error: {corrupt_store_advice(check)}", file=sys.stderr)
+    return 1
 
 
 def run_db_prune(args: argparse.Namespace, settings: Settings) -> int:

@@ -86,6 +86,9 @@ class ServiceOptions:
     lease_seconds: float = 300.0  # a claimed source is another replica's after this long unrenewed
     max_concurrent_sources: int = 0  # 0: the fetch policy's max_in_flight
     seeds_dir: Path | None = None  # imported on first start into an empty store
+    # SQLite files up to this size get PRAGMA quick_check at start (a corrupt store is
+    # refused with what to do); larger ones are left to `aggregator db check`.
+    startup_check_max_mb: float = 1024.0
     http: HttpLimits = dataclasses.field(default_factory=HttpLimits)  # web/limits.py
 
     @classmethod
@@ -98,6 +101,7 @@ class ServiceOptions:
             "max_concurrent_sources": int(_env_float("AGGREGATOR_MAX_CONCURRENT_SOURCES", 0)),
             "seeds_dir": Path(seeds) if seeds else (Path("seeds") if seeds is None else None),
             "http": _http_limits_from_env(),
+            "startup_check_max_mb": _env_float("AGGREGATOR_STARTUP_CHECK_MAX_MB", 1024.0),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -240,8 +244,12 @@ class Service:
             timeout=_watchlist_limits(self.settings).load_timeout_seconds,
         )
         watchlist = self.watcher.load_initial()  # an invalid watchlist at start is fatal
+        if self._lock is not None:
+            self._check_store_file()
         self.store = self._open_store(self.settings.db_url)
         self._start_version = self._feed_version()
+        if self._lock is not None:
+            self._take_over_dead_leases()
         self.state.failing = self._failing_sources
         self.state.counts = self._store_counts
         self._import_seeds_if_empty(watchlist)
@@ -285,6 +293,47 @@ class Service:
                 "database": self.state.database,
             },
         )
+
+    def _check_store_file(self) -> None:
+        """A corrupt SQLite file is refused at start, with what to do (a quick check)."""
+        from aggregator.store import check_database, corrupt_store_advice
+
+        limit = int(self.options.startup_check_max_mb * 1024 * 1024)
+        check = check_database(self.settings.db_url, full=False, max_bytes=limit)
+        if check.skipped and "over" in check.skipped:
+            log.info("start-up database check skipped: %s", check.skipped)
+        if not check.ok:
+            raise AggregatorError(corrupt_store_advice(check))
+
+    def _take_over_dead_leases(self) -> None:
+        """On SQLite this process holds the store's lock, so no other service can be running:
+        leases of an earlier service process (killed, crashed) and of ``fetch-once`` processes
+        that are gone end now, instead of after AGGREGATOR_LEASE_SECONDS. (Replicas on
+        PostgreSQL keep lease expiry: another replica may be alive on another host.)"""
+        try:
+            leases = self.store.list_leases()
+        except Exception:
+            log.exception("reading the leases failed; dead ones expire on their own")
+            return
+        ended = []
+        for sid, (owner, _expires) in leases.items():
+            if owner != self.owner and _owner_gone(owner):
+                self._release_of(owner, sid)
+                ended.append(sid)
+        if ended:
+            log.warning(
+                "took over %d sources leased by processes that are gone (no wait for the "
+                "lease to expire): %s",
+                len(ended),
+                ", ".join(sorted(ended)[:20]),
+                extra={"sources": len(ended)},
+            )
+
+    def _release_of(self, owner: str, sid: str) -> None:
+        try:
+            self.store.release_source(owner, sid)
+        except Exception:
+            log.exception("ending the dead lease on %s failed (it expires on its own)", sid)
 
     async def _serve(self) -> None:
         import uvicorn
@@ -818,6 +867,30 @@ class Service:
 
 
 # -------------------------------------------------------------------- defaults
+
+
+def _owner_gone(owner: str) -> bool:
+    """Whether the lease owner ``owner`` is a process that no longer runs, for a service that
+    holds the SQLite lock. ``host:pid:suffix`` is a service (only one at a time holds the lock:
+    any other is gone); ``cycle-pid-suffix`` is a ``fetch-once`` on this host, gone when its
+    pid is (or is this very process)."""
+    parts = owner.split(":")
+    if len(parts) == 3 and parts[1].isdigit():
+        return True
+    if owner.startswith("cycle-"):
+        pid = owner.split("-")[1]
+        if not pid.isdigit():
+            return False
+        if int(pid) == os.getpid():
+            return True
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    return False
 
 
 def sweep_seconds(lease_seconds: float) -> float:

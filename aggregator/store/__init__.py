@@ -9,15 +9,25 @@ share, row conversions), ``common`` (errors, keys, ids), ``transfer`` (import/ex
 """
 
 from aggregator.store.common import StoreConflict
-from aggregator.store.core import Store, open_store, upgrade_database
+from aggregator.store.core import (
+    DatabaseCheck,
+    Store,
+    check_database,
+    corrupt_store_advice,
+    open_store,
+    upgrade_database,
+)
 from aggregator.store.migrate import UpgradeResult, upgrade
 from aggregator.store.tx import WriteTx
 
 __all__ = [
+    "DatabaseCheck",
     "Store",
     "StoreConflict",
     "UpgradeResult",
     "WriteTx",
+    "check_database",
+    "corrupt_store_advice",
     "open_store",
     "upgrade",
     "upgrade_database",

@@ -16,14 +16,18 @@ insert that slipped past fails with IntegrityError, which surfaces as ``StoreCon
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import random
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TypeVar
 
 import sqlalchemy as sa
@@ -52,7 +56,7 @@ from aggregator.store.common import (
     translate_errors,
     upsert_insert,
 )
-from aggregator.store.engine import READ_ONLY, create_engine, is_postgres
+from aggregator.store.engine import READ_ONLY, create_engine, is_postgres, normalize_url
 from aggregator.store.migrate import UpgradeResult, upgrade
 from aggregator.store.queries import (
     RECORD_COLUMNS,
@@ -98,6 +102,68 @@ def _ensure_meta(engine: sa.Engine) -> None:
             id=1, instance=uuid.uuid4().hex, feed_version=0
         )
         conn.execute(stmt.on_conflict_do_nothing(index_elements=[t.store_meta.c.id]))
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseCheck:
+    """What ``check_database`` found: no problems, the problems, or why it did not look."""
+
+    what: str  # the database, for messages (a file path, or the redacted server URL)
+    how: str = ""  # what was checked
+    problems: tuple[str, ...] = ()
+    skipped: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check_database(url: str, *, full: bool = True, max_bytes: int | None = None) -> DatabaseCheck:
+    """SQLite: ``PRAGMA integrity_check`` (``full``) or ``quick_check`` on the file, read-only;
+    a file over ``max_bytes`` is not read (start-up's cheap check). PostgreSQL checks its own
+    pages: the server is asked to answer a query."""
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        engine = create_engine(url)
+        what = parsed.render_as_string(hide_password=True)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except Exception as exc:
+            return DatabaseCheck(what, "a query", (f"cannot query the server: {exc}",))
+        finally:
+            engine.dispose()
+        return DatabaseCheck(what, "the server answered a query")
+    database = parsed.database or ""
+    path = Path(database)
+    if not database or database == ":memory:" or not path.exists():
+        return DatabaseCheck(database or ":memory:", skipped="no database file yet")
+    size = path.stat().st_size
+    if max_bytes is not None and size > max_bytes:
+        return DatabaseCheck(
+            str(path), skipped=f"{size:,} bytes, over {max_bytes:,}: run `aggregator db check`"
+        )
+    pragma = "integrity_check" if full else "quick_check"
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            rows = [str(r[0]) for r in conn.execute(f"PRAGMA {pragma}").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        return DatabaseCheck(str(path), pragma, (str(exc),))
+    return DatabaseCheck(
+        str(path), f"{pragma} found no problem", tuple(r for r in rows if r != "ok")
+    )
+
+
+def corrupt_store_advice(check: DatabaseCheck) -> str:
+    """What to do about a corrupt SQLite file, for the CLI and the service's start."""
+    shown = "; ".join(check.problems[:5]) + (" ..." if len(check.problems) > 5 else "")
+    return (
+        f"the database {check.what} is corrupt ({shown}). Stop the service, keep a copy of "
+        "the file, then restore the last backup (docs/operations.md, Backup and restore) or "
+        f"salvage what SQLite can still read: sqlite3 {check.what} .recover | sqlite3 "
+        "recovered.db, check it with `aggregator --db sqlite:///recovered.db db check`, and "
+        "move it into place"
+    )
 
 
 def upgrade_database(url: str) -> UpgradeResult:
@@ -252,6 +318,48 @@ class Store:
                 )
                 known.update(g for g in conn.execute(aliases).scalars() if g)
         return known
+
+    def article_failures(
+        self, source_id: str, urls: Sequence[str]
+    ) -> dict[str, tuple[int, datetime]]:
+        """Unreadable articles of ``source_id`` among ``urls``: url -> (failures, next try)."""
+        af = t.article_failures
+        found: dict[str, tuple[int, datetime]] = {}
+        with self._read() as conn:
+            for chunk in chunks(list(dict.fromkeys(urls))):
+                rows = conn.execute(
+                    sa.select(af.c.url, af.c.failures, af.c.next_try).where(
+                        af.c.source_id == source_id, af.c.url.in_(chunk)
+                    )
+                )
+                found.update({row.url: (row.failures, row.next_try) for row in rows})
+        return found
+
+    def save_article_failure(
+        self, source_id: str, url: str, failures: int, next_try: datetime, error: str
+    ) -> None:
+        """Remember an unreadable article: its failure count and when it may be tried again."""
+        af = t.article_failures
+
+        def write(conn: sa.Connection) -> None:
+            values = {"failures": failures, "next_try": next_try, "last_error": error[:500]}
+            stmt = dialect_insert(conn, af).values(source_id=source_id, url=url, **values)
+            conn.execute(
+                stmt.on_conflict_do_update(index_elements=[af.c.source_id, af.c.url], set_=values)
+            )
+
+        self._write_retrying(write, f"remembering the failure of {url}")
+
+    def forget_article_failures(self, source_id: str, urls: Sequence[str]) -> None:
+        """Articles read at last (or gone from the listing): no failure kept for them."""
+        af = t.article_failures
+
+        def write(conn: sa.Connection) -> None:
+            for chunk in chunks(list(dict.fromkeys(urls))):
+                conn.execute(sa.delete(af).where(af.c.source_id == source_id, af.c.url.in_(chunk)))
+
+        if urls:
+            self._write_retrying(write, "forgetting article failures")
 
     def record_topics(self, record_id: str) -> tuple[TopicMatch, ...]:
         with self._read() as conn:

@@ -104,6 +104,18 @@ fetch_state = sa.Table(
     sa.Index("ix_fetch_state_due", "next_fetch", "source_id"),
 )
 
+# Articles of page sources that could not be fetched or read: not tried again before next_try
+# (pipeline doubles the wait per failure), so a broken link is not fetched on every run.
+article_failures = sa.Table(
+    "article_failures",
+    metadata,
+    sa.Column("source_id", SOURCE_ID, primary_key=True),
+    sa.Column("url", sa.Text, primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("next_try", UTCDateTime, nullable=False),
+    sa.Column("last_error", sa.Text),
+)
+
 records = sa.Table(
     "records",
     metadata,
