@@ -24,7 +24,7 @@ __all__ = ["HttpLimits", "guarded_protocol", "refused"]
 log = logging.getLogger("aggregator.web.limits")
 
 # Refusals since start, by reason (header-too-large, too-many-headers, body-too-large,
-# request-timeout, too-many-connections): for /metrics and the tests.
+# request-timeout, too-many-connections), for diagnostics; each is also one warning in the log.
 refused: Counter[str] = Counter()
 
 
@@ -176,6 +176,7 @@ class _GuardedProtocol(HttpToolsProtocol):
 
     def _refuse(self, status: int, reason: str) -> None:
         refused[reason] += 1
+        log.warning("HTTP request refused (%d %s) from %s", status, reason, self.client)
         self._disarm_request_timer()
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.disconnected = True  # the app's half-read request is abandoned
