@@ -97,13 +97,18 @@ def test_a_body_over_the_limit_is_refused_declared_or_chunked(running: Running) 
 
     with connect(running) as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        start = time.monotonic()
         try:
             for _ in range(64):
                 sock.sendall(b"400\r\n" + b"b" * 1024 + b"\r\n")
         except (BrokenPipeError, ConnectionResetError):
             pass
         answer = read_all(sock)
-    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    # 413, or the app's own 405 when it answered before the body passed the limit: either
+    # way one answer, then the connection is closed (not left to the socket's 10 s timeout).
+    assert answer.startswith((b"HTTP/1.1 413", b"HTTP/1.1 405")), answer[:200]
+    assert answer.count(b"HTTP/1.1 ") == 1, answer
+    assert time.monotonic() - start < 8
     still_serving(running)
 
 

@@ -178,6 +178,12 @@ class _GuardedProtocol(HttpToolsProtocol):
         refused[reason] += 1
         log.warning("HTTP request refused (%d %s) from %s", status, reason, self.client)
         self._disarm_request_timer()
+        if self.cycle is not None and self.cycle.response_started:
+            # The app answered already (a body still arriving after a 405, say): no second
+            # answer on the connection, it is closed.
+            self.cycle.disconnected = True
+            self.transport.close()
+            return
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.disconnected = True  # the app's half-read request is abandoned
         body = reason.encode("ascii") + b"\n"
