@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import functools
 import multiprocessing
 import os
@@ -51,6 +52,7 @@ _T = TypeVar("_T")
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 DEFAULT_WORKERS = 2
+WORKER_NICENESS = 10  # added to the workers' nice value (lower CPU priority than the service)
 # A worker's address-space cap: a hostile page cannot take the machine's memory with it.
 DEFAULT_MEMORY_LIMIT = 1536 * 1024 * 1024
 _START_TIMEOUT = 60.0  # a fresh worker imports selectolax and the extractor; slow on a busy box
@@ -76,6 +78,10 @@ def _serve(conn: Connection, memory_limit: int | None) -> None:
     the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     _die_with_parent()
+    # A hostile page keeps a worker busy up to its time limit: the service's own process
+    # (HTTP, fetching) comes first for the CPU meanwhile.
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICENESS)
     if memory_limit:
         try:
             import resource
