@@ -17,7 +17,7 @@ import pytest
 
 from aggregator.cli import main as cli_main
 from tests.hostile_server import HostileServer
-from tests.test_service_e2e import ROOT, cycle_done, service, write_watchlist
+from tests.test_service_e2e import ROOT, cycle_done, free_port, service, write_watchlist
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +85,7 @@ def test_the_service_refuses_to_start_on_a_corrupt_store(
     write_watchlist(config, ["lrt-english"])
     command = [sys.executable, "-m", "aggregator", "--db", f"sqlite:///{db}"]
     done = subprocess.run(
-        [*command, "--config", str(config), "run", "--port", "0", "--no-seeds"],
+        [*command, "--config", str(config), "run", "--port", str(free_port()), "--no-seeds"],
         cwd=ROOT,
         capture_output=True,
         text=True,
