@@ -115,6 +115,11 @@ class PageSelectors:
     body: str | None = None
 
 
+# How often a source is fetched when neither it nor the watchlist's defaults give a schedule:
+# the one default (``fetch.schedule`` and ``watchlist`` use it).
+DEFAULT_INTERVAL_SECONDS = 30 * 60
+
+
 @dataclass(frozen=True, slots=True)
 class Schedule:
     """When a source is fetched: every ``interval_seconds``, or by a crontab expression."""
@@ -283,6 +288,14 @@ class FetchPolicy:
     max_backoff_seconds: int = 24 * 3600  # cap of the per-source failure backoff
     allow_networks: tuple[str, ...] = ()  # CIDRs exempt from the SSRF guard
     respect_robots: bool = True  # for scraped pages and full-text articles, not listed feeds
+    # Fairness and order of the cycle (docs/fetching.md, "The cycle"): new entries one fetch
+    # takes at most (oldest first; the rest come with a fetch ``backlog_seconds`` later), and
+    # how long (and for how many records) new records wait for the other fetches in flight, so
+    # they are ingested in publication-time order whatever order the fetches end in.
+    max_items_per_fetch: int = 500
+    backlog_seconds: float = 60.0
+    ingest_hold_seconds: float = 5.0
+    ingest_hold_records: int = 5000
 
 
 @dataclass(frozen=True, slots=True)

@@ -152,18 +152,13 @@ class GcTimer:
 
 def aggregator_child(config: dict[str, Any]) -> dict[str, Any]:
     try:
-        from aggregator import pipeline, profile
+        from aggregator import profile
+        from aggregator.cycle import run_cycle
         from aggregator.fetch import Fetcher
         from aggregator.publish.static import publish_dir
         from aggregator.store import open_store
     except ImportError as exc:
         raise Unavailable(f"aggregator cannot be imported: {exc}") from exc
-    run_cycle: Any = getattr(pipeline, "run_cycle", None)
-    if run_cycle is None:
-        raise Unavailable(
-            "aggregator.pipeline.run_cycle does not exist yet (FETCH helper's part of issue 3): "
-            "no aggregator figures"
-        )
     import asyncio
 
     server = Server(config)
