@@ -56,7 +56,8 @@ def interval_seconds(schedule: Schedule, now: datetime) -> float:
 
         try:
             trigger = CronTrigger.from_crontab(schedule.cron, timezone=UTC)
-            fire = trigger.get_next_fire_time(None, now)
+            # Strictly after now: fetched at a cron time, the next is the one after it.
+            fire = trigger.get_next_fire_time(None, now + timedelta(seconds=1))
         except ValueError:
             fire = None
         if fire is not None:
