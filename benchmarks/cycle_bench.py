@@ -300,7 +300,9 @@ def service_child(config: dict[str, Any]) -> dict[str, Any]:
     server = Server(config)
     watchlist = bench_watchlist(config)
     workdir = Path(config["workdir"])
-    settings = Settings(data_dir=workdir, db_url=config["db_url"], config_path=workdir / "w.yaml")
+    config_path = workdir / "watchlist.yaml"  # the service checks it exists; its loader is ours
+    config_path.write_text("# cycle_bench: the watchlist is bench_watchlist()\n")
+    settings = Settings(data_dir=workdir, db_url=config["db_url"], config_path=config_path)
     times = profile.enable()
     instrument_stages()
     collector = GcTimer()
@@ -912,7 +914,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     epoch = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
     print(f"starting feed server with {args.feeds} feeds ...", file=sys.stderr, flush=True)
     with (
-        FeedServerProcess(args.feeds, seed=args.seed, hosts=args.hosts, epoch=epoch) as fs,
+        FeedServerProcess(
+            args.feeds,
+            seed=args.seed,
+            hosts=args.hosts,
+            epoch=epoch,
+            corpus=args.corpus,
+            corpus_fraction=args.corpus_fraction,
+        ) as fs,
         tempfile.TemporaryDirectory(prefix="cycle-bench-") as tmp,
     ):
         median_kb = _median_feed_kb(fs)
