@@ -177,6 +177,8 @@ class _Outcome:
     item_errors: int = 0
     parsed: bool = False
     backlog: int = 0
+    # The feed's <skipHours>/<skipDays> when its body was read (None: keep the stored ones).
+    skip: tuple[frozenset[int], frozenset[int]] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,14 +226,15 @@ class _Submission:
 
 
 class IngestSequencer:
-    """Ingests the new records of fetches that finish close together as one ordered stream.
+    """Ingests the new records of the fetches in flight together as one ordered stream.
 
-    Records wait (held) while some fetch that may still deliver records is running
-    (``begin``/``end``, plus the caller's ``busy``, e.g. claims in progress) for at most
-    ``hold_seconds`` after the first of them arrived, or until ``hold_records`` wait; then all
-    the waiting records are sorted by ``order_key`` and ingested (``ingest_in_jobs``). A fetch
-    waiting for its own records' ingest does not count as running. ``hold_seconds = 0``
-    ingests each fetch's records as they come.
+    Records wait (held) while another fetch in flight (``begin``/``end``) may still deliver
+    records, for at most ``hold_seconds`` after the first of them arrived, or until
+    ``hold_records`` wait; then all the waiting records are sorted by ``order_key`` and ingested
+    (one worker-thread job per ``pipeline.MAX_BATCH`` records). A fetch waiting for its own
+    records' ingest does not count as in flight, so when every fetch in flight is waiting (or
+    none is left) the records go in at once. ``hold_seconds = 0`` ingests each fetch's records
+    as they come.
     """
 
     def __init__(
@@ -241,14 +244,12 @@ class IngestSequencer:
         *,
         hold_seconds: Callable[[], float],
         hold_records: Callable[[], int],
-        busy: Callable[[], bool] | None = None,
         clock: Callable[[], float] = _time.monotonic,
     ) -> None:
         self._store = store
         self._options = options
         self._hold_seconds = hold_seconds
         self._hold_records = hold_records
-        self._busy = busy or (lambda: False)
         self._clock = clock
         self._waiting: list[_Submission] = []
         self._oldest = 0.0
@@ -264,7 +265,7 @@ class IngestSequencer:
         self.poke()
 
     def poke(self) -> None:
-        """Something the hold depends on changed (a fetch ended, claims finished)."""
+        """Something the hold depends on changed (a fetch ended)."""
         if self._wake is not None:
             self._wake.set()
 
@@ -301,7 +302,7 @@ class IngestSequencer:
 
     def _due(self) -> float | None:
         """0 when the waiting records go now, else seconds until the hold ends."""
-        if self._running <= 0 and not self._busy():
+        if self._running <= 0:
             return 0.0
         if sum(len(s.prepared) for s in self._waiting) >= self._hold_records():
             return 0.0
@@ -636,6 +637,10 @@ def _next_state(
     interval = schedule.interval_seconds(source.schedule, ended)
     cap = float(policy.max_backoff_seconds)
     jitter = random.random()
+    # The publisher's skip hours and days: as the feed said now, else as it said last time
+    # (a 304 or a failure has no body to read them from).
+    skip_hours, skip_days = outcome.skip or (state.skip_hours, state.skip_days)
+    state = replace(state, skip_hours=skip_hours, skip_days=skip_days)
     if failure is None:
         response = outcome.response
         etag, last_modified = state.etag, state.last_modified
@@ -652,7 +657,7 @@ def _next_state(
                 ended,
                 interval=interval,
                 ok=True,
-                hints=outcome.hints,
+                hints=outcome.hints.with_skip(skip_hours, skip_days),
                 cap_seconds=cap,
                 jitter=jitter,
                 backlog_seconds=float(policy.backlog_seconds) if outcome.backlog else None,
@@ -676,7 +681,7 @@ def _next_state(
             interval=interval,
             ok=False,
             consecutive_failures=failures,
-            hints=hints,
+            hints=hints.with_skip(skip_hours, skip_days),
             cap_seconds=cap,
             jitter=jitter,
             not_before=not_before,
@@ -771,9 +776,7 @@ class _SourceWork:
         if response is None:
             return  # a 304 costs no parsing
         store, source, outcome = self.store, self.source, self.outcome
-        hours, days = feeds.scan_skip(response.text)
-        if hours or days:
-            outcome.hints = outcome.hints.with_skip(hours, days)
+        outcome.skip = feeds.scan_skip(response.text)
         if await off_loop(_all_entries_known, store, source, response, outcome):
             return  # the id pre-pass found nothing new: feedparser is not needed at all
         parse = functools.partial(
@@ -1045,8 +1048,6 @@ class CycleDriver:
     ``claim`` leases due sources, ``fetch`` fetches one (its state saved in a group commit, its
     lease ended with it, its records through the sequencer), ``release`` gives a lease back.
     ``watchlist``, ``matcher`` and ``fetcher`` may be swapped between fetches (a reload).
-    ``busy``: the caller has fetches to come that the sequencer should wait for (claims in
-    progress, sources woken but not yet claimed).
     """
 
     def __init__(
@@ -1058,7 +1059,6 @@ class CycleDriver:
         lease_seconds: float,
         matcher: TopicMatcher | None = None,
         pool: Executor | None = None,
-        busy: Callable[[], bool] | None = None,
         clock: Callable[[], float] = _time.monotonic,
     ) -> None:
         self.store = store
@@ -1069,14 +1069,11 @@ class CycleDriver:
         self.pool = pool
         self.clock = clock
         self.writer = FetchStateWriter(store)
-        self.claiming = False  # ``run`` is claiming: more fetches may come
-        more = busy or (lambda: False)
         self.sequencer = IngestSequencer(
             store,
             lambda: self.watchlist.dedup,
             hold_seconds=lambda: float(self.watchlist.fetch.ingest_hold_seconds),
             hold_records=lambda: int(self.watchlist.fetch.ingest_hold_records),
-            busy=lambda: self.claiming or more(),
             clock=clock,
         )
 
@@ -1178,7 +1175,6 @@ class CycleDriver:
                 if on_report is not None and report is not None:
                     on_report(report)
 
-        self.claiming = True
         workers = [asyncio.create_task(worker()) for _ in range(width)]
         try:
             if source_ids is not None:
@@ -1202,13 +1198,10 @@ class CycleDriver:
                     for st in fresh:
                         seen.add(st.source_id)
                         await queue.put((sources[st.source_id], st))
-            self.claiming = False
-            self.sequencer.poke()
             for _ in workers:
                 await queue.put(None)
             await asyncio.gather(*workers)
         finally:
-            self.claiming = False
             for task in workers:
                 task.cancel()  # only still running when the cycle itself failed or was cancelled
         return reports

@@ -264,6 +264,9 @@ class FetchState:
     # fetched there while the watchlist still says ``moved_from``.
     moved_from: str | None = None
     moved_to: str | None = None
+    # The feed's RSS <skipHours> (0-23, GMT) and <skipDays> (0 = Monday): when not to fetch it.
+    skip_hours: frozenset[int] = frozenset()
+    skip_days: frozenset[int] = frozenset()
 
     def fetch_url(self, source_url: str) -> str:
         """Where a source configured at ``source_url`` is fetched."""
@@ -287,7 +290,8 @@ class FetchPolicy:
     retries: int = 2  # extra attempts for transient faults within one fetch
     max_backoff_seconds: int = 24 * 3600  # cap of the per-source failure backoff
     allow_networks: tuple[str, ...] = ()  # CIDRs exempt from the SSRF guard
-    respect_robots: bool = True  # for scraped pages and full-text articles, not listed feeds
+    respect_robots: bool = True  # rules for pages and full text; Crawl-delay for every request
+    max_crawl_delay_seconds: float = 30.0  # a longer robots.txt Crawl-delay is honoured as this
     # Fairness and order of the cycle (docs/fetching.md, "The cycle"): new entries one fetch
     # takes at most (oldest first; the rest come with a fetch ``backlog_seconds`` later), and
     # how long (and for how many records) new records wait for the other fetches in flight, so

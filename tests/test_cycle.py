@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -33,6 +34,7 @@ from aggregator.fetch.schedule import interval_seconds, next_fetch, skip_to_allo
 from aggregator.model import (
     DEFAULT_INTERVAL_SECONDS,
     FailureClass,
+    FetchPolicy,
     FetchState,
     Schedule,
 )
@@ -211,6 +213,14 @@ def test_skip_hours_of_a_feed_move_its_next_fetch(db_url: str) -> None:
             store, FakeFetcher(clock, 0.5, _response(_feed(3, skip_hours=skip))), clock
         )
     assert report.status == "ok" and report.new_records == 3
+    assert report.next_fetch == datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
+    # Kept with the fetch state: a later 304 (no body to read them from) still honours them.
+    with open_store(db_url) as store:
+        state = store.get_fetch_state("s")
+        assert state.skip_hours == frozenset({12, 13}) and state.skip_days == frozenset()
+        not_modified = replace(_response(b""), status=304, text="")
+        report = _fetch_with(store, FakeFetcher(clock, 0.5, not_modified), clock)
+    assert report.status == "not-modified"
     assert report.next_fetch == datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
 
 
@@ -483,3 +493,51 @@ def test_a_20000_item_feed_takes_its_cap_and_does_not_hold_up_small_sources(
         reports = {r.source_id: r for r in asyncio.run(cycle(NOW + timedelta(minutes=2)))}
         assert reports["big"].new_records == 300
         assert store.known_guids("big", [G + "big-599", G + "big-600"]) == {G + "big-599"}
+
+
+# --- politeness: robots.txt Crawl-delay -------------------------------------------------------
+
+
+def test_host_limiter_spaces_a_host_by_its_crawl_delay_with_an_injected_clock() -> None:
+    from aggregator.fetch.politeness import HostLimiter
+
+    now = [100.0]
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    limiter = HostLimiter(2, 1.0, clock=lambda: now[0], sleep=sleep)
+
+    async def three(host: str) -> None:
+        for _ in range(3):
+            async with limiter.slot(host):
+                now[0] += 0.25  # the request itself
+
+    limiter.set_delay("slow.example", 7.0)
+    asyncio.run(three("slow.example"))
+    assert waits == [6.75, 6.75]  # each start 7 s after the one before
+    waits.clear()
+    asyncio.run(three("other.example"))
+    assert waits == [0.75, 0.75]  # the policy's 1 s elsewhere
+    limiter.set_delay("slow.example", None)
+    assert limiter.interval("slow.example") == 1.0
+
+
+def test_fetcher_reads_crawl_delay_for_feeds_and_caps_it(feed_server: _Feeds) -> None:
+    port = feed_server.server_address[1]
+    feed_server.bodies["/robots.txt"] = b"User-agent: *\nCrawl-delay: 7\nDisallow: /private\n"
+    feed_server.bodies["/f.xml"] = _feed(2)
+    policy = FetchPolicy(
+        allow_networks=("127.0.0.1/32",), min_host_interval_seconds=0.0, max_crawl_delay_seconds=5
+    )
+
+    async def go() -> float:
+        async with Fetcher(policy) as fetcher:
+            response = await fetcher.fetch(f"http://127.0.0.1:{port}/f.xml")
+            assert response.status == 200
+            return fetcher._hosts.interval("127.0.0.1")
+
+    assert asyncio.run(go()) == 5.0  # 7 asked, capped at max_crawl_delay_seconds
+    assert feed_server.served.count("/robots.txt") == 1

@@ -268,7 +268,6 @@ class Service:
             owner=self.owner,
             lease_seconds=self.options.lease_seconds,
             pool=self._pool,
-            busy=lambda: bool(self._pending) or self._pumping,
         )
         self.scheduler = SourceScheduler(
             AsyncIOScheduler(timezone=UTC, event_loop=asyncio.get_running_loop()),
