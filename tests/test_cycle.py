@@ -541,3 +541,69 @@ def test_fetcher_reads_crawl_delay_for_feeds_and_caps_it(feed_server: _Feeds) ->
 
     assert asyncio.run(go()) == 5.0  # 7 asked, capped at max_crawl_delay_seconds
     assert feed_server.served.count("/robots.txt") == 1
+
+
+# --- the service: the same driver, and no store work on the event loop --------------------------
+
+
+class _LoopGuardedStore:
+    """A store whose every method call notes whether it ran on an event loop's thread."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.on_loop: list[str] = []
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._store, name)
+        if not callable(value):
+            return value
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                pass
+            else:
+                self.on_loop.append(name)
+            return value(*args, **kwargs)
+
+        return guarded
+
+
+def test_service_fetches_through_the_driver_with_no_store_work_on_the_loop(
+    feed_server: _Feeds, tmp_path: Path
+) -> None:
+    from aggregator.service import Service, ServiceOptions
+    from aggregator.settings import Settings
+
+    outlets = ["alpha", "bravo", "charlie"]
+    for n, outlet in enumerate(outlets):
+        feed_server.bodies[f"/{outlet}.xml"] = _story_feed(
+            outlet, [n % 3, (n + 1) % 3, (n + 2) % 3]
+        )
+    watchlist = _cycle_watchlist(feed_server, outlets)
+    config = tmp_path / "watchlist.yaml"
+    config.write_text("# loaded by the test's loader\n")
+    db_url = f"sqlite:///{tmp_path / 'svc.db'}"
+    guarded: list[_LoopGuardedStore] = []
+
+    def open_guarded(url: str) -> Any:
+        guarded.append(_LoopGuardedStore(open_store(url)))
+        return guarded[0]
+
+    service = Service(
+        Settings(data_dir=tmp_path, db_url=db_url, config_path=config),
+        ServiceOptions(once=True, serve=False, seeds_dir=None),
+        open_store=open_guarded,
+        load_watchlist=lambda _path: watchlist,
+    )
+    assert asyncio.run(service.run()) == 0
+    store = guarded[0]
+    assert {"claim_due_states", "save_fetch_states", "sync_sources"} <= set(store.calls)
+    assert [name for name in store.on_loop if name != "close"] == []
+    with open_store(db_url) as check:
+        # The same developments as fetch-once made of these feeds in the test above.
+        assert any(len(members) > 1 for _, members in _grouping(check))
+        assert all(check.get_fetch_state(o).fetch_count == 1 for o in outlets)
