@@ -96,12 +96,16 @@ def run_passes(
             figures = do_pass(name)
             wall = time.perf_counter() - t0
             counts = server.counts()
-            paths = counts["paths"]
+            # robots.txt (the aggregator reads it once per host for Crawl-delay) is no feed.
+            paths = {p: n for p, n in counts["paths"].items() if p.startswith("/feed/")}
             results[name] = {
                 "wall": wall,
                 "cpu": tree_cpu_seconds() - cpu0,
                 "server_cpu": proc_cpu_seconds(server.pid) - server_cpu0,
                 "requests": counts["total"],
+                "robots_requests": sum(
+                    n for p, n in counts["paths"].items() if p.endswith("robots.txt")
+                ),
                 "by_status": counts["by_status"],
                 "feeds_fetched": len(paths),
                 "fetched_twice": sum(1 for n in paths.values() if n > 1),
@@ -792,6 +796,7 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]], median_
         ("changed: items the server added", lambda r: r["changed_items"]),
         ("changed: entries processed", lambda r: r["changed"]["entries"]),
         ("requests (all passes)", lambda r: sum(r[p]["requests"] for p in PASSES)),
+        ("  of which robots.txt", lambda r: sum(r[p]["robots_requests"] for p in PASSES)),
         ("feeds fetched twice", lambda r: sum(r[p]["fetched_twice"] for p in PASSES)),
         ("fetch errors", lambda r: sum(r[p]["errors"] for p in PASSES)),
         ("entries stored at end", lambda r: r["stored"]),
