@@ -69,6 +69,9 @@ MAX_ERROR_CHARS = 500
 STATE_BATCH = 64
 # A cycle this big repays starting parse processes (one per core).
 PARSE_POOL_MIN_SOURCES = 50
+# Parse threads without a parse pool: several, so a small feed's parse is never queued behind
+# a huge one's (they share the interpreter's lock, each progressing).
+PARSE_THREADS = 4
 
 _T = TypeVar("_T")
 _lane: ThreadPoolExecutor | None = None
@@ -84,7 +87,7 @@ def _executor(name: str) -> ThreadPoolExecutor:
                 _lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
             return _lane
         if _parse_lane is None:
-            _parse_lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+            _parse_lane = ThreadPoolExecutor(max_workers=PARSE_THREADS, thread_name_prefix=name)
         return _parse_lane
 
 
@@ -102,8 +105,8 @@ async def off_loop(fn: Callable[..., _T], *args: Any) -> _T:
 
 async def _cpu(pool: Executor | None, fn: Callable[..., _T], *args: Any) -> _T:
     """Pure CPU work (parsing, normalizing, matching, fingerprinting): on the parse pool when
-    there is one, else on the parse thread (never the store's thread: a big feed's parse must
-    not hold up other sources' claims and saves)."""
+    there is one, else on the parse threads (never the store's thread: a big feed's parse must
+    not hold up other sources' claims and saves, nor, with several threads, their parses)."""
     executor = pool if pool is not None else _executor("fetch-parse")
     return await asyncio.get_running_loop().run_in_executor(executor, functools.partial(fn, *args))
 
@@ -777,7 +780,11 @@ class _SourceWork:
             return  # a 304 costs no parsing
         store, source, outcome = self.store, self.source, self.outcome
         outcome.skip = feeds.scan_skip(response.text)
-        if await off_loop(_all_entries_known, store, source, response, outcome):
+        ids = await _cpu(None, feeds.scan_entry_ids, response.text)
+        if ids is not None and await off_loop(_all_entries_known, store, source, ids, outcome):
+            ttl = feeds.scan_ttl(response.text)
+            if ttl:
+                outcome.hints = outcome.hints.with_ttl(ttl)
             return  # the id pre-pass found nothing new: feedparser is not needed at all
         parse = functools.partial(
             feeds.parse_feed,
@@ -968,21 +975,14 @@ def _prepare_entries(
     return _prepare_records(_records_of(entries, source, now), source, now, matcher, options)
 
 
-def _all_entries_known(
-    store: Store, source: Source, response: FetchResponse, outcome: _Outcome
-) -> bool:
-    """The id pre-pass: True when the store knows every entry of the fetched feed."""
-    ids = feeds.scan_entry_ids(response.text)
-    if ids is None:
-        return False
+def _all_entries_known(store: Store, source: Source, ids: Sequence[str], outcome: _Outcome) -> bool:
+    """The id pre-pass (``ids``: ``feeds.scan_entry_ids`` of the document): True when the
+    store knows every entry of the fetched feed."""
     outcome.entries = len(ids)
-    known = store.known_guids(source.id, ids) if ids else set()
+    known = store.known_guids(source.id, list(ids)) if ids else set()
     if len(known) < len(set(ids)):
         return False
     outcome.known = len(ids)
-    ttl = feeds.scan_ttl(response.text)
-    if ttl:
-        outcome.hints = outcome.hints.with_ttl(ttl)
     return True
 
 
