@@ -254,7 +254,7 @@ class Service:
         )
         watchlist = self.watcher.load_initial()  # an invalid watchlist at start is fatal
         self.store = self._open_store(self.settings.db_url)
-        self._start_version = self._feed_version()
+        self._start_version = await _off_loop(self._feed_version)
         self.state.failing = self._failing_sources
         self.state.counts = self._store_counts
         await _off_loop(self._import_seeds_if_empty, watchlist)
