@@ -934,7 +934,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = report(args, results, median_kb)
     print(text)
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
+        Path(args.json).write_text(
+            json.dumps({"args": vars(args), "results": results}, indent=1, default=str)
+        )
     return 0 if all(r.get("ok") for r in results.values()) else 1
 
 
