@@ -19,7 +19,7 @@ records wait at most ``fetch.ingest_hold_seconds`` for slower fetches (or until
 
 Fairness: one fetch offers at most ``fetch.max_items_per_fetch`` new entries (oldest first;
 the rest come with the next fetch, ``fetch.backlog_seconds`` later), and ingest runs on the
-worker thread one batch (``pipeline.MAX_BATCH`` records) per job, so another source's claim or
+worker thread one batch (``ingest.max_batch`` records) per job, so another source's claim or
 state save waits for at most one batch.
 """
 
@@ -205,7 +205,7 @@ def order_key(p: pipeline.Prepared) -> tuple[datetime, str, str, str]:
 async def ingest_in_jobs(
     store: Store, prepared: Sequence[pipeline.Prepared], options: DedupOptions, now: datetime
 ) -> list[pipeline.IngestResult]:
-    """Ingest ``prepared`` in order, one worker-thread job per ``pipeline.MAX_BATCH`` records."""
+    """Ingest ``prepared`` in order, one worker-thread job per ``ingest.max_batch`` records."""
     results: list[pipeline.IngestResult] = []
     step = max(1, IngestOptions().max_batch)
     for start in range(0, len(prepared), step):
@@ -234,7 +234,7 @@ class IngestSequencer:
     Records wait (held) while another fetch in flight (``begin``/``end``) may still deliver
     records, for at most ``hold_seconds`` after the first of them arrived, or until
     ``hold_records`` wait; then all the waiting records are sorted by ``order_key`` and ingested
-    (one worker-thread job per ``pipeline.MAX_BATCH`` records). A fetch waiting for its own
+    (one worker-thread job per ``ingest.max_batch`` records). A fetch waiting for its own
     records' ingest does not count as in flight, so when every fetch in flight is waiting (or
     none is left) the records go in at once. ``hold_seconds = 0`` ingests each fetch's records
     as they come.
@@ -477,7 +477,7 @@ async def fetch_source(
     saved (the driver passes a ``FetchStateWriter``'s ``save``, which commits it with other
     sources' states); by default in a transaction of its own. Either way this returns only once
     it is committed. ``ingest``: how the new records are ingested (the driver passes its
-    sequencer's); by default at once, in jobs of ``pipeline.MAX_BATCH``. ``not_before``: the
+    sequencer's); by default at once, in jobs of ``ingest.max_batch``. ``not_before``: the
     next fetch is not before this (the service's next job run). ``clock`` (monotonic seconds)
     measures how long the fetch took: the next fetch counts from when it ended, ``now`` being
     when it started.

@@ -5,8 +5,8 @@ and kept with the source's fetch state, as bit sets (bit h of ``skip_hours`` for
 of ``skip_days`` for weekday d, 0 = Monday), so a fetch answered 304 (no body to read them
 from) still schedules the next fetch outside them.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-07
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0010"
-down_revision: str | None = "0009"
+revision: str = "0011"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
