@@ -337,7 +337,7 @@ class IngestSequencer:
             chunk = items[start : start + step]
             try:
                 results = await off_loop(
-                    pipeline.ingest_prepared,
+                    _ingest_chunk,
                     self._store,
                     [p for p, _, _ in chunk],
                     self._options(),

@@ -377,7 +377,7 @@ def test_records_of_one_cycle_group_the_same_whatever_order_fetches_end(
 def test_order_key_puts_undated_records_last_and_breaks_ties_stably() -> None:
     from aggregator import pipeline
     from aggregator.match import TopicMatcher
-    from aggregator.model import DedupOptions, Record
+    from aggregator.model import Record
 
     def rec(rid: str, source: str, published: datetime | None) -> Any:
         r = Record(
@@ -389,7 +389,7 @@ def test_order_key_puts_undated_records_last_and_breaks_ties_stably() -> None:
             guid=rid + source,
             published=published,
         )
-        return pipeline.prepare(r, TopicMatcher(()), (), NOW, DedupOptions())
+        return pipeline.prepare(r, TopicMatcher(()), NOW)
 
     a = rec("b" * 16, "s2", NOW)
     b = rec("b" * 16, "s1", NOW)
