@@ -935,6 +935,35 @@ def scan_ttl(text: str) -> float | None:
     return _ttl(m.group(1)) if m else None
 
 
+_SKIP_HOURS = re.compile(r"<skipHours\b[^>]*>(.*?)</skipHours>", re.DOTALL | re.IGNORECASE)
+_SKIP_DAYS = re.compile(r"<skipDays\b[^>]*>(.*?)</skipDays>", re.DOTALL | re.IGNORECASE)
+_HOUR = re.compile(r"<hour>\s*(\d{1,2})\s*</hour>", re.IGNORECASE)
+_DAY = re.compile(r"<day>\s*([A-Za-z]+)\s*</day>", re.IGNORECASE)
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def scan_skip(text: str) -> tuple[frozenset[int], frozenset[int]]:
+    """An RSS channel's ``<skipHours>`` (hours 0-23, GMT) and ``<skipDays>`` (weekdays, 0 =
+    Monday): when the publisher asks aggregators not to fetch. Unknown values are ignored."""
+    hours: set[int] = set()
+    days: set[int] = set()
+    if "<skip" not in text:  # XML names are case-sensitive: RSS writes <skipHours>
+        return frozenset(), frozenset()
+    m = _SKIP_HOURS.search(text)
+    if m:
+        hours = {int(h) for h in _HOUR.findall(m.group(1)[:4000]) if 0 <= int(h) <= 23}
+        # RSS 2.0 says 0-23; some feeds write 24 for midnight.
+        hours |= {0 for h in _HOUR.findall(m.group(1)[:4000]) if int(h) == 24}
+    m = _SKIP_DAYS.search(text)
+    if m:
+        days = {
+            _WEEKDAYS.index(d.lower())
+            for d in _DAY.findall(m.group(1)[:4000])
+            if d.lower() in _WEEKDAYS
+        }
+    return frozenset(hours), frozenset(days)
+
+
 def scan_entry_ids(text: str) -> list[str] | None:
     """The ids ``parse_feed`` would give this RSS/Atom document's entries, cheaply; None when
     the document is not simple enough to be sure (then parse it fully).

@@ -115,6 +115,11 @@ class PageSelectors:
     body: str | None = None
 
 
+# How often a source is fetched when neither it nor the watchlist's defaults give a schedule:
+# the one default (``fetch.schedule`` and ``watchlist`` use it).
+DEFAULT_INTERVAL_SECONDS = 30 * 60
+
+
 @dataclass(frozen=True, slots=True)
 class Schedule:
     """When a source is fetched: every ``interval_seconds``, or by a crontab expression."""
@@ -260,6 +265,9 @@ class FetchState:
     # fetched there while the watchlist still says ``moved_from``.
     moved_from: str | None = None
     moved_to: str | None = None
+    # The feed's RSS <skipHours> (0-23, GMT) and <skipDays> (0 = Monday): when not to fetch it.
+    skip_hours: frozenset[int] = frozenset()
+    skip_days: frozenset[int] = frozenset()
 
     def fetch_url(self, source_url: str) -> str:
         """Where a source configured at ``source_url`` is fetched."""
@@ -283,7 +291,16 @@ class FetchPolicy:
     retries: int = 2  # extra attempts for transient faults within one fetch
     max_backoff_seconds: int = 24 * 3600  # cap of the per-source failure backoff
     allow_networks: tuple[str, ...] = ()  # CIDRs exempt from the SSRF guard
-    respect_robots: bool = True  # for scraped pages and full-text articles, not listed feeds
+    respect_robots: bool = True  # rules for pages and full text; Crawl-delay for every request
+    max_crawl_delay_seconds: float = 30.0  # a longer robots.txt Crawl-delay is honoured as this
+    # Fairness and order of the cycle (docs/fetching.md, "The cycle"): new entries one fetch
+    # takes at most (oldest first; the rest come with a fetch ``backlog_seconds`` later), and
+    # how long (and for how many records) new records wait for the other fetches in flight, so
+    # they are ingested in publication-time order whatever order the fetches end in.
+    max_items_per_fetch: int = 500
+    backlog_seconds: float = 60.0
+    ingest_hold_seconds: float = 5.0
+    ingest_hold_records: int = 5000
     # Page sources: new listing links followed in one fetch, in all and per origin (scheme,
     # host, port); the rest wait for the next fetch. A listing of 10,000 links is 10,000
     # requests otherwise.

@@ -37,6 +37,7 @@ from pydantic import (
 from aggregator.errors import ConfigError, ConfigProblem
 from aggregator.match import FIELDS, TermError, parse_term
 from aggregator.model import (
+    DEFAULT_INTERVAL_SECONDS,
     AlertOptions,
     AlertRule,
     DedupOptions,
@@ -64,7 +65,7 @@ __all__ = [
 ]
 
 SUPPORTED_VERSION = 1
-DEFAULT_SCHEDULE = Schedule(interval_seconds=30 * 60)
+DEFAULT_SCHEDULE = Schedule(interval_seconds=DEFAULT_INTERVAL_SECONDS)
 DEFAULT_RETENTION_DAYS = 365
 MIN_INTERVAL_SECONDS = 30  # politeness: no source is polled more often than this
 MAX_INTERVAL_SECONDS = 30 * 24 * 3600
@@ -825,6 +826,7 @@ def _check_option_numbers(report: _Report, section: str, values: BaseModel) -> N
             "names_share",
             "action_penalty",
             "headline_words",
+            "ingest_hold_seconds",
         }
         if value < 0 or (value == 0 and not zero_ok):
             report.add((section, name), f"{section}.{name}: must be {'>= 0' if zero_ok else '> 0'}")

@@ -47,7 +47,11 @@ from benchmarks.common import (  # noqa: E402
 from benchmarks.feedserver import FeedServerProcess  # noqa: E402
 
 PASSES = ("cold", "304", "changed")
-SYSTEMS = ("reader", "aggregator")
+# "aggregator": ``fetch-once``'s driver (cycle.run_cycle); "aggregator-run": the service
+# itself (``aggregator run --once``: Service.run, its scheduler, claims and the same driver).
+SYSTEMS = ("reader", "aggregator", "aggregator-run")
+AGGREGATORS = ("aggregator", "aggregator-run")
+DEFAULT_CORPUS = ROOT.parent / "shared" / "clustering-dev"
 
 
 class Unavailable(Exception):
@@ -70,9 +74,13 @@ class Server:
 
 
 def run_passes(
-    config: dict[str, Any], do_pass: Callable[[str], dict[str, Any]], server: Server
+    config: dict[str, Any],
+    do_pass: Callable[[str], dict[str, Any]],
+    server: Server,
+    prepare: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Runs the passes; ``do_pass(name)`` returns figures measured inside (entries, profile)."""
+    """Runs the passes; ``do_pass(name)`` returns figures measured inside (entries, profile);
+    ``prepare()`` runs before each pass, untimed."""
     results: dict[str, Any] = {}
     with TreeRssSampler() as sampler:
         for name in config["passes"]:
@@ -80,18 +88,24 @@ def run_passes(
                 changed = server.fs.advance()
                 results["changed_feeds"] = len(changed["changed"])
                 results["changed_items"] = changed["new_items"]
+            if prepare is not None:
+                prepare()
             server.fs.reset_counts()
             cpu0, server_cpu0 = tree_cpu_seconds(), proc_cpu_seconds(server.pid)
             t0 = time.perf_counter()
             figures = do_pass(name)
             wall = time.perf_counter() - t0
             counts = server.counts()
-            paths = counts["paths"]
+            # robots.txt (the aggregator reads it once per host for Crawl-delay) is no feed.
+            paths = {p: n for p, n in counts["paths"].items() if p.startswith("/feed/")}
             results[name] = {
                 "wall": wall,
                 "cpu": tree_cpu_seconds() - cpu0,
                 "server_cpu": proc_cpu_seconds(server.pid) - server_cpu0,
                 "requests": counts["total"],
+                "robots_requests": sum(
+                    n for p, n in counts["paths"].items() if p.endswith("robots.txt")
+                ),
                 "by_status": counts["by_status"],
                 "feeds_fetched": len(paths),
                 "fetched_twice": sum(1 for n in paths.values() if n > 1),
@@ -150,20 +164,64 @@ class GcTimer:
         self.seconds, self.collections = 0.0, 0
 
 
+class DecisionCounter:
+    """Dedup decisions of a pass: how many, by reason, and the candidates each one scored (the
+    ``candidates`` argument of ``dedup.decide``), counted by wrapping it in this process."""
+
+    def __init__(self) -> None:
+        self.decisions = 0
+        self.candidates = 0
+        self.reasons: dict[str, int] = {}
+
+    def install(self) -> None:
+        import functools
+
+        from aggregator import dedup
+
+        decide = dedup.decide
+        counter = self
+
+        @functools.wraps(decide)
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            decision = decide(*args, **kwargs)
+            candidates = kwargs.get("candidates", args[2] if len(args) > 2 else ())
+            counter.decisions += 1
+            counter.candidates += len(candidates) if hasattr(candidates, "__len__") else 0
+            reason = str(getattr(decision, "reason", "?"))
+            counter.reasons[reason] = counter.reasons.get(reason, 0) + 1
+            return decision
+
+        dedup.decide = counted
+
+    def take(self) -> dict[str, Any]:
+        out = {
+            "decisions": self.decisions,
+            "candidates": self.candidates,
+            "reasons": dict(sorted(self.reasons.items())),
+        }
+        self.decisions, self.candidates, self.reasons = 0, 0, {}
+        return out
+
+
+def _parse_pool(config: dict[str, Any]) -> Any:
+    """The parse pool ``fetch-once`` and ``aggregator run`` would use (the same rule), or as
+    ``--parse-processes`` says."""
+    from aggregator.cycle import parse_pool, parse_workers
+
+    return parse_pool(parse_workers(config["parse_processes"], len(config["urls"])))
+
+
 def aggregator_child(config: dict[str, Any]) -> dict[str, Any]:
     try:
-        from aggregator import pipeline, profile
+        from aggregator import profile
+        from aggregator.cycle import run_cycle
         from aggregator.fetch import Fetcher
         from aggregator.publish.static import publish_dir
         from aggregator.store import open_store
     except ImportError as exc:
         raise Unavailable(f"aggregator cannot be imported: {exc}") from exc
-    run_cycle: Any = getattr(pipeline, "run_cycle", None)
-    if run_cycle is None:
-        raise Unavailable(
-            "aggregator.pipeline.run_cycle does not exist yet (FETCH helper's part of issue 3): "
-            "no aggregator figures"
-        )
+    if config["system"] == "aggregator-run":
+        return service_child(config)
     import asyncio
 
     server = Server(config)
@@ -176,6 +234,9 @@ def aggregator_child(config: dict[str, Any]) -> dict[str, Any]:
 
     collector = GcTimer()
     gc.callbacks.append(collector)
+    counter = DecisionCounter()
+    counter.install()
+    pool = _parse_pool(config)
     clock = [datetime.now(UTC)]
     site = Path(config["workdir"]) / "site"
     published: list[str | None] = [None]  # the feed_version last rendered
@@ -189,7 +250,9 @@ def aggregator_child(config: dict[str, Any]) -> dict[str, Any]:
 
         async def cycle() -> list[Any]:
             async with Fetcher(watchlist.fetch) as fetcher:
-                return list(await run_cycle(store, fetcher, watchlist, now=clock[0]))
+                return list(
+                    await run_cycle(store, fetcher, watchlist, now=clock[0], parse_pool=pool)
+                )
 
         reports = asyncio.run(cycle())
         # What a cycle is for: the feeds subscribers read, rendered once from the new state,
@@ -211,11 +274,92 @@ def aggregator_child(config: dict[str, Any]) -> dict[str, Any]:
             "reports": len(reports),
             "profile": {k: [v.seconds, v.calls] for k, v in profile.snapshot().items()},
             "gc": [collector.seconds, collector.collections],
+            "dedup": counter.take(),
         }
 
     results = run_passes(config, one_pass, server)
     results["stored"] = store.count_records()
+    results["developments"] = store.count_developments()
     store.close()
+    if pool is not None:
+        pool.shutdown()
+    return results
+
+
+def service_child(config: dict[str, Any]) -> dict[str, Any]:
+    """The service's own cycle: each pass is ``aggregator run --once`` (``Service.run`` with its
+    scheduler, claims, lease renewals and the cycle driver; no HTTP server), on the benchmark's
+    watchlist. Before each pass every source is made due (untimed), as the other systems'
+    passes fetch every feed. Besides the pass's wall time, the service's own measure of its
+    cycle (``last_cycle_seconds``, as /healthz shows it) is reported."""
+    import asyncio
+    import gc
+    from dataclasses import replace
+
+    from aggregator import profile
+    from aggregator.service import Service, ServiceOptions
+    from aggregator.settings import Settings
+    from aggregator.store import open_store
+
+    server = Server(config)
+    watchlist = bench_watchlist(config)
+    workdir = Path(config["workdir"])
+    config_path = workdir / "watchlist.yaml"  # the service checks it exists; its loader is ours
+    config_path.write_text("# cycle_bench: the watchlist is bench_watchlist()\n")
+    settings = Settings(data_dir=workdir, db_url=config["db_url"], config_path=config_path)
+    times = profile.enable()
+    instrument_stages()
+    collector = GcTimer()
+    gc.callbacks.append(collector)
+    counter = DecisionCounter()
+    counter.install()
+
+    def make_due() -> None:
+        with open_store(config["db_url"]) as store:
+            store.sync_sources(watchlist.sources)
+            past = datetime.now(UTC) - timedelta(days=1)
+            states = [replace(st, next_fetch=past) for st in store.list_fetch_states()]
+            if states:
+                store.save_fetch_states(states)
+
+    def one_pass(name: str) -> dict[str, Any]:
+        times.reset()
+        collector.reset()
+        options = ServiceOptions(
+            once=True,
+            serve=False,
+            seeds_dir=None,
+            parse_processes=config["parse_processes"],
+            max_concurrent_sources=config["max_in_flight"],
+        )
+        service = Service(settings, options, load_watchlist=lambda _path: watchlist)
+        asyncio.run(service.run())
+        fetches: dict[str, float] = {}
+        for metric in service.metrics.fetches.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    label = next(iter(sample.labels.values()), "")
+                    fetches[label] = fetches.get(label, 0.0) + sample.value
+        records: dict[str, float] = {}
+        for metric in service.metrics.records.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    label = next(iter(sample.labels.values()), "")
+                    records[label] = records.get(label, 0.0) + sample.value
+        ok = {"ok", "not-modified", "not-due", "cancelled"}
+        return {
+            "entries": int(records.get("new", 0) + records.get("duplicate", 0)),
+            "errors": int(sum(v for k, v in fetches.items() if k not in ok)),
+            "service_cycle_seconds": float(service.state.last_cycle_seconds or 0.0),
+            "profile": {k: [v.seconds, v.calls] for k, v in profile.snapshot().items()},
+            "gc": [collector.seconds, collector.collections],
+            "dedup": counter.take(),
+        }
+
+    results = run_passes(config, one_pass, server, prepare=make_due)
+    with open_store(config["db_url"]) as store:
+        results["stored"] = store.count_records()
+        results["developments"] = store.count_developments()
     return results
 
 
@@ -329,6 +473,11 @@ def bench_watchlist(config: dict[str, Any]) -> Any:
             ),
         ),
         Topic("courts", "Courts", TopicRules(any=("teismas", "суд", "court", "приговор"))),
+        Topic(
+            "world",
+            "World news in English",
+            TopicRules(any=("police", "killed", "president", "minister", "market*", "bank*")),
+        ),
     )
     sources = tuple(
         Source(
@@ -429,7 +578,14 @@ def idle_rss_main(args: argparse.Namespace) -> int:
     epoch = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
     print(f"starting feed server with {args.feeds} feeds ...", file=sys.stderr, flush=True)
     with (
-        FeedServerProcess(args.feeds, seed=args.seed, hosts=args.hosts, epoch=epoch) as fs,
+        FeedServerProcess(
+            args.feeds,
+            seed=args.seed,
+            hosts=args.hosts,
+            epoch=epoch,
+            corpus=args.corpus,
+            corpus_fraction=args.corpus_fraction,
+        ) as fs,
         tempfile.TemporaryDirectory(prefix="idle-rss-") as tmp,
     ):
         workdir = Path(tmp)
@@ -562,6 +718,7 @@ def run_system(
         "passes": list(PASSES),
         "reader_workers": args.reader_workers,
         "max_in_flight": args.max_in_flight,
+        "parse_processes": args.parse_processes,
         "result": str(sysdir / "result.json"),
     }
     config_path = sysdir / "config.json"
@@ -598,7 +755,13 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]], median_
         f"cycle benchmark: N = {args.feeds} feeds (median {median_kb:.1f} KB), "
         f"{args.hosts} loopback hosts, seed {args.seed}, {os.cpu_count()} cores, db {args.db}",
         f"reader {_reader_version()} with workers={args.reader_workers}; "
-        f"aggregator max_in_flight={args.max_in_flight}",
+        f"aggregator max_in_flight={args.max_in_flight}, parse processes "
+        f"{'as fetch-once chooses' if args.parse_processes is None else args.parse_processes}",
+        f"feeds: {args.corpus_fraction:.0%} of items from {args.corpus} (real reports: wire "
+        "copies, rewrites, several outlets per event)"
+        if args.corpus
+        else "feeds: synthetic text only (no --corpus)",
+        f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
         "",
     ]
     for system in systems:
@@ -633,26 +796,50 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]], median_
         ("changed: items the server added", lambda r: r["changed_items"]),
         ("changed: entries processed", lambda r: r["changed"]["entries"]),
         ("requests (all passes)", lambda r: sum(r[p]["requests"] for p in PASSES)),
+        ("  of which robots.txt", lambda r: sum(r[p]["robots_requests"] for p in PASSES)),
         ("feeds fetched twice", lambda r: sum(r[p]["fetched_twice"] for p in PASSES)),
         ("fetch errors", lambda r: sum(r[p]["errors"] for p in PASSES)),
         ("entries stored at end", lambda r: r["stored"]),
+        ("developments at end", lambda r: r["developments"]),
+        ("cold: dedup decisions", lambda r: r["cold"]["dedup"]["decisions"]),
+        ("cold: candidates scored / record", lambda r: _per_decision(r["cold"]["dedup"])),
+        ("cold: joined an existing development", lambda r: _joined(r["cold"]["dedup"])),
+        ("changed: candidates scored / record", lambda r: _per_decision(r["changed"]["dedup"])),
+        ("service's own cycle s: cold", lambda r: r["cold"]["service_cycle_seconds"]),
+        ("service's own cycle s: 304", lambda r: r["304"]["service_cycle_seconds"]),
     ]
+    aggregators = [s for s in systems if s in AGGREGATORS]
+    with_reader = "reader" in systems
     for label, key in specs:
-        a, b = fig("aggregator", key), fig("reader", key)
+        b = fig("reader", key)
         row: list[object] = [label]
         row += [fig(s, key) for s in systems]
-        if len(systems) == 2:
-            row.append(ratio(a, b) if isinstance(a, int | float) else "")
+        if with_reader:
+            for system in aggregators:
+                a = fig(system, key)
+                ok = isinstance(a, int | float) and isinstance(b, int | float)
+                row.append(ratio(a, b) if ok else "")
         rows.append(row)
-    header = ["", *systems] + (["aggregator/reader"] if len(systems) == 2 else [])
+    header = ["", *systems] + ([f"{s}/reader" for s in aggregators] if with_reader else [])
     out.append(table(header, rows))
-    agg = results.get("aggregator", {})
-    if agg.get("ok"):
-        out += ["", "aggregator per-stage profile (own wall seconds; fetch overlaps, so its sum"]
-        out += ["exceeds the pass time, and the garbage collector's row overlaps the stages"]
-        out += ["it ran in; see benchmarks/README.md):", ""]
-        out.append(_profile_table(agg))
+    for system in aggregators:
+        result = results.get(system, {})
+        if result.get("ok"):
+            out += ["", f"{system}: dedup decisions by reason per pass: "]
+            out += [f"  {p}: {result[p].get('dedup', {}).get('reasons')}" for p in PASSES]
+            out += ["", f"{system} per-stage profile (own wall seconds; fetch overlaps, so its"]
+            out += ["sum exceeds the pass time, and the garbage collector's row overlaps the"]
+            out += ["stages it ran in; see benchmarks/README.md):", ""]
+            out.append(_profile_table(result))
     return "\n".join(out)
+
+
+def _per_decision(dedup: dict[str, Any]) -> float | None:
+    return dedup["candidates"] / dedup["decisions"] if dedup.get("decisions") else None
+
+
+def _joined(dedup: dict[str, Any]) -> int:
+    return sum(n for reason, n in dedup.get("reasons", {}).items() if reason != "new")
 
 
 def _profile_table(result: dict[str, Any]) -> str:
@@ -702,6 +889,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--db", default="sqlite", help="sqlite (default) or a postgresql:// admin URL")
     ap.add_argument("--reader-workers", type=int, default=16)
     ap.add_argument("--max-in-flight", type=int, default=16)
+    ap.add_argument(
+        "--parse-processes",
+        type=int,
+        help="parse pool of the aggregator systems (default: as fetch-once and run choose)",
+    )
+    ap.add_argument(
+        "--corpus",
+        type=Path,
+        default=DEFAULT_CORPUS if DEFAULT_CORPUS.is_dir() else None,
+        help="clustering-dev folder whose real reports make up --corpus-fraction of the items "
+        f"(default {DEFAULT_CORPUS} when present)",
+    )
+    ap.add_argument("--corpus-fraction", type=float, default=0.3)
     ap.add_argument("--json", help="also write every figure to this JSON file")
     ap.add_argument("--idle-rss", action="store_true", help="measure the idle daemon's RSS instead")
     ap.add_argument("--after-cycle", action="store_true", help="--idle-rss: fetch everything first")
@@ -719,7 +919,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     epoch = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
     print(f"starting feed server with {args.feeds} feeds ...", file=sys.stderr, flush=True)
     with (
-        FeedServerProcess(args.feeds, seed=args.seed, hosts=args.hosts, epoch=epoch) as fs,
+        FeedServerProcess(
+            args.feeds,
+            seed=args.seed,
+            hosts=args.hosts,
+            epoch=epoch,
+            corpus=args.corpus,
+            corpus_fraction=args.corpus_fraction,
+        ) as fs,
         tempfile.TemporaryDirectory(prefix="cycle-bench-") as tmp,
     ):
         median_kb = _median_feed_kb(fs)
@@ -727,7 +934,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = report(args, results, median_kb)
     print(text)
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
+        Path(args.json).write_text(
+            json.dumps({"args": vars(args), "results": results}, indent=1, default=str)
+        )
     return 0 if all(r.get("ok") for r in results.values()) else 1
 
 

@@ -324,6 +324,54 @@ class Item:
     category: str
 
 
+class Corpus:
+    """Real news reports grouped by the event they report, for items that duplicate each other
+    as real news does: ``clustering-dev``'s ECB+ articles (several articles per event) and UCI
+    headlines (many outlets' headlines per story). ``fraction`` of all items come from here:
+    a verbatim copy of a report under the outlet's own link (a wire copy), a rewrite of one (its
+    sentences reordered, one dropped, the title reworded), or another outlet's report of the
+    same event, so a cycle meets exact duplicates, near-duplicates and same-event joins."""
+
+    def __init__(self, directory: Path, fraction: float) -> None:
+        self.fraction = fraction
+        stories: dict[str, list[tuple[str, str]]] = {}
+        for name in ("ecbplus-dev.jsonl", "uci-headlines-dev.jsonl"):
+            path = directory / name
+            if not path.exists():
+                raise SystemExit(f"feedserver: {path} is missing (--corpus names the folder)")
+            with path.open(encoding="utf-8") as f:
+                for line in f:
+                    row = json.loads(line)
+                    title = " ".join(str(row["title"]).split())
+                    text = str(row.get("text") or title)
+                    stories.setdefault(str(row["story_id"]), []).append((title, text))
+        # Sorted: the same corpus gives the same items whatever order the file lists them in.
+        self.stories = [stories[k] for k in sorted(stories)]
+
+    def item(self, rng: random.Random, link: str) -> tuple[str, str]:
+        """A (title, html) for one item."""
+        reports = self.stories[rng.randrange(len(self.stories))]
+        title, text = reports[rng.randrange(len(reports))]
+        sentences = [s.strip() for s in text.split("\n") if s.strip()]
+        if sentences and sentences[0] == title:
+            sentences = sentences[1:]
+        roll = rng.random()
+        if roll < 0.35 and len(sentences) > 2:  # a rewrite
+            sentences = sentences[:]
+            sentences.pop(rng.randrange(1, len(sentences)))
+            sentences[0], sentences[1] = sentences[1], sentences[0]
+            words = title.split()
+            if len(words) > 4:
+                at = rng.randrange(len(words) - 1)
+                words[at], words[at + 1] = words[at + 1], words[at]
+            title = " ".join(words)
+        body = "".join(f"<p>{escape(s)}</p>" for s in sentences) or f"<p>{escape(title)}</p>"
+        return title, body
+
+
+_CORPUS: Corpus | None = None
+
+
 def make_item(seed: int, spec: FeedSpec, key: int, epoch: datetime) -> Item:
     """Item number ``key`` of a feed (0 = oldest); its content never changes."""
     rng = _rng(seed, "item", spec.index, key)
@@ -336,7 +384,11 @@ def make_item(seed: int, spec: FeedSpec, key: int, epoch: datetime) -> Item:
     budget = int(0.755 * spec.target_bytes / spec.items / per_char * rng.uniform(0.6, 1.4)) - 450
     section = rng.choice(_SECTIONS)
     wire = rng.random() < 0.08
-    if wire:  # a syndicated story: same link, text cut at each feed's own length
+    if _CORPUS is not None and rng.random() < _CORPUS.fraction:
+        wire = False
+        link = f"https://{spec.site}/{section}/{key:06d}-{rng.randrange(10**6):06d}"
+        title, html = _CORPUS.item(_rng(seed, "corpus", spec.index, key), link)
+    elif wire:  # a syndicated story: same link, text cut at each feed's own length
         wire_id = rng.randrange(400)
         wrng = _rng(seed, "wire", spec.language, wire_id)
         link = f"https://wire.example.com/{spec.language}/{wire_id:04d}"
@@ -733,6 +785,8 @@ class FeedServerProcess:
         max_new: int = 5,
         delay_ms: float = 0.0,
         timeout: float = 600.0,
+        corpus: Path | None = None,
+        corpus_fraction: float = 0.3,
     ) -> None:
         self.args = [
             sys.executable,
@@ -752,6 +806,8 @@ class FeedServerProcess:
         ]
         if epoch is not None:
             self.args += ["--epoch", epoch.isoformat()]
+        if corpus is not None:
+            self.args += ["--corpus", str(corpus), "--corpus-fraction", str(corpus_fraction)]
         self.timeout = timeout
         self.feeds = feeds
         self.proc: subprocess.Popen[str] | None = None
@@ -850,7 +906,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--max-new", type=int, default=5)
     ap.add_argument("--delay-ms", type=float, default=0.0, help="added latency per response")
     ap.add_argument("--lazy", action="store_true", help="render feeds on first request")
+    ap.add_argument(
+        "--corpus",
+        type=Path,
+        help="a clustering-dev folder: draw --corpus-fraction of the items from its real reports",
+    )
+    ap.add_argument("--corpus-fraction", type=float, default=0.3)
     args = ap.parse_args(argv)
+    global _CORPUS
+    if args.corpus is not None:
+        _CORPUS = Corpus(args.corpus, args.corpus_fraction)
     if not 1 <= args.hosts <= 250 * 254:
         ap.error("--hosts must be between 1 and 63500")
     catalog = FeedCatalog(

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from aggregator.cycle import fetch_source
 from aggregator.errors import FetchError
 from aggregator.fetch import Fetcher
 from aggregator.fetch.guard import (
@@ -23,7 +24,6 @@ from aggregator.fetch.guard import (
 )
 from aggregator.fetch.politeness import RobotsCache
 from aggregator.model import FailureClass, FetchPolicy, FetchState, Schedule, Source, SourceKind
-from aggregator.pipeline import fetch_source
 from aggregator.service import Service, ServiceOptions
 from aggregator.settings import load_settings
 from aggregator.store import open_store

@@ -128,6 +128,8 @@ def _policy(**overrides: object) -> FetchPolicy:
         "retries": 0,
         "min_host_interval_seconds": 0.0,
         "allow_networks": ("127.0.0.1/32",),
+        # These tests count connections: no robots.txt request for its Crawl-delay first.
+        "respect_robots": False,
     }
     values.update(overrides)
     return FetchPolicy(**values)  # type: ignore[arg-type]

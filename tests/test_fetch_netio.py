@@ -22,6 +22,7 @@ POLICY = FetchPolicy(
     retries=0,
     timeout_seconds=5.0,
     allow_networks=("127.0.0.1/32",),
+    respect_robots=False,  # these tests count connections: no robots.txt request first
 )
 
 

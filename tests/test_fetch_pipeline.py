@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from aggregator.cli import main as cli_main
+from aggregator.cycle import SourceReport, fetch_source, run_cycle
 from aggregator.errors import StoreError
 from aggregator.fetch import Fetcher
 from aggregator.model import FailureClass, FetchState, Source
-from aggregator.pipeline import SourceReport, fetch_source, run_cycle
 from aggregator.store import Store, open_store
 from aggregator.watchlist import Watchlist, load_watchlist_text
 from tests.hostile_server import HostileServer

@@ -1,4 +1,4 @@
-"""The fetch cycle's group commit of fetch states (``pipeline.FetchStateWriter``): every queued
+"""The fetch cycle's group commit of fetch states (``cycle.FetchStateWriter``): every queued
 state is written, together, with its lease ended; a failing one costs only itself."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from aggregator.cycle import FetchStateWriter
 from aggregator.errors import StoreError
 from aggregator.model import FetchState, Schedule, Source, SourceKind
-from aggregator.pipeline import FetchStateWriter
 from aggregator.store import Store, open_store
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -113,12 +113,12 @@ def test_states_without_a_lease_owner_keep_the_lease(store: SpyStore) -> None:
 def test_waiters_get_the_error_when_the_cycle_thread_is_gone(
     store: SpyStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from aggregator import pipeline
+    from aggregator import cycle
 
     async def gone(*args: object) -> None:
         raise RuntimeError("cannot schedule new futures after shutdown")
 
-    monkeypatch.setattr(pipeline, "_off_loop", gone)
+    monkeypatch.setattr(cycle, "off_loop", gone)
     results = asyncio.run(save_all(FetchStateWriter(store), states(3)))
     assert all(isinstance(r, RuntimeError) for r in results)
     assert store.batches == []

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aggregator.fetch import backoff, charset
+from aggregator.fetch import backoff, charset, schedule
 from aggregator.fetch.limits import BodyTooLargeError, BoundedDecoder, ContentEncodingError
 from aggregator.fetch.politeness import RobotsCache
 
@@ -24,30 +24,30 @@ FEEDS = Path(__file__).resolve().parent.parent / "fixtures" / "feeds"
 
 
 def test_success_uses_the_interval_or_a_longer_server_hint() -> None:
-    assert backoff.next_fetch(NOW, interval=600, ok=True) == NOW + timedelta(seconds=600)
+    assert schedule.next_fetch(NOW, interval=600, ok=True) == NOW + timedelta(seconds=600)
     hints = backoff.CacheHints(max_age=3600)
-    assert backoff.next_fetch(NOW, interval=600, ok=True, hints=hints) == NOW + timedelta(hours=1)
+    assert schedule.next_fetch(NOW, interval=600, ok=True, hints=hints) == NOW + timedelta(hours=1)
     # A hint never makes us fetch more often than the schedule.
     hints = backoff.CacheHints(max_age=60)
-    assert backoff.next_fetch(NOW, interval=600, ok=True, hints=hints) == NOW + timedelta(
+    assert schedule.next_fetch(NOW, interval=600, ok=True, hints=hints) == NOW + timedelta(
         minutes=10
     )
 
 
 def test_rss_ttl_and_far_future_expires_are_capped() -> None:
     hints = backoff.CacheHints(ttl=90 * 60)
-    assert backoff.next_fetch(NOW, interval=600, ok=True, hints=hints) == NOW + timedelta(
+    assert schedule.next_fetch(NOW, interval=600, ok=True, hints=hints) == NOW + timedelta(
         minutes=90
     )
     hints = backoff.CacheHints(max_age=365 * 86400)
-    got = backoff.next_fetch(NOW, interval=600, ok=True, hints=hints, cap_seconds=86400)
+    got = schedule.next_fetch(NOW, interval=600, ok=True, hints=hints, cap_seconds=86400)
     assert got == NOW + timedelta(days=1)
 
 
 def test_failure_backoff_doubles_to_the_cap_and_never_gives_up() -> None:
     delays = [
         (
-            backoff.next_fetch(
+            schedule.next_fetch(
                 NOW, interval=600, ok=False, consecutive_failures=n, cap_seconds=86400
             )
             - NOW
@@ -57,13 +57,13 @@ def test_failure_backoff_doubles_to_the_cap_and_never_gives_up() -> None:
     assert delays[:4] == [600, 1200, 2400, 4800]
     assert delays == sorted(delays)
     assert delays[-1] == 86400
-    huge = backoff.next_fetch(NOW, interval=600, ok=False, consecutive_failures=10**6)
+    huge = schedule.next_fetch(NOW, interval=600, ok=False, consecutive_failures=10**6)
     assert huge - NOW == timedelta(days=1)
 
 
 def test_retry_after_lengthens_a_failure_delay() -> None:
     hints = backoff.CacheHints(retry_after=7200)
-    got = backoff.next_fetch(NOW, interval=600, ok=False, consecutive_failures=1, hints=hints)
+    got = schedule.next_fetch(NOW, interval=600, ok=False, consecutive_failures=1, hints=hints)
     assert got == NOW + timedelta(hours=2)
 
 
@@ -75,7 +75,7 @@ def test_retry_after_lengthens_a_failure_delay() -> None:
 def test_failure_delay_is_always_finite_and_bounded(
     interval: float, failures: int, jitter: float
 ) -> None:
-    got = backoff.next_fetch(
+    got = schedule.next_fetch(
         NOW,
         interval=interval,
         ok=False,

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from aggregator import feeds, normalize
+from aggregator.cycle import run_cycle
 from aggregator.dedup import canonical_url, headline_key
 from aggregator.fetch import Fetcher
 from aggregator.match import TopicMatcher
@@ -30,7 +31,7 @@ from aggregator.model import (
     Topic,
     TopicRules,
 )
-from aggregator.pipeline import IngestResult, ingest_many, run_cycle
+from aggregator.pipeline import IngestResult, ingest_many
 from aggregator.store import Store, open_store
 from aggregator.watchlist import load_watchlist_text
 

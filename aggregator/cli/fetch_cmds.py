@@ -6,20 +6,16 @@ import argparse
 import asyncio
 import difflib
 import json
-import multiprocessing
-import os
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aggregator.cli.output import Display, UsageError, plural, quiet_loggers
-from aggregator.model import FetchState, Source
+from aggregator.model import FetchState, Schedule, Source
 from aggregator.settings import Settings
 
-PARSE_POOL_MIN_SOURCES = 50
-
 if TYPE_CHECKING:
-    from aggregator.pipeline import SourceReport
+    from aggregator.cycle import SourceReport
     from aggregator.store import Store
     from aggregator.watchlist import Watchlist
 
@@ -53,7 +49,7 @@ def register(subparsers: _Subparsers) -> None:
         type=int,
         help=(
             "processes that run feedparser beside the fetching process (0: none; default: one "
-            f"per core when at least {PARSE_POOL_MIN_SOURCES} sources are fetched)"
+            "per core when at least 50 sources are fetched)"
         ),
     )
     fetch_once.set_defaults(handler=run_fetch_once)
@@ -76,8 +72,8 @@ def _now() -> datetime:
 
 
 def run_fetch_once(args: argparse.Namespace, settings: Settings) -> int:
+    from aggregator.cycle import parse_pool, parse_workers, run_cycle
     from aggregator.fetch import Fetcher
-    from aggregator.pipeline import run_cycle
     from aggregator.store import open_store
     from aggregator.watchlist import load_watchlist
 
@@ -110,17 +106,15 @@ def run_fetch_once(args: argparse.Namespace, settings: Settings) -> int:
                     on_report=lambda _report: task.advance(),
                 )
 
-    workers = _parse_workers(args.parse_processes, len(wanted or watchlist.sources))
-    # Each failure is shown once, in the table below (or its JSON line): the pipeline's own
-    # warning about a failed source would repeat it. Errors (a crash, a database fault) show.
-    with quiet_loggers(("aggregator.pipeline", "aggregator.fetch")), Display() as shown:
-        if workers:
-            # forkserver: the cycle has threads by the time the first feed is parsed.
-            context = multiprocessing.get_context("forkserver")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                reports = asyncio.run(cycle(pool, shown))
-        else:
-            reports = asyncio.run(cycle(None, shown))
+    pool = parse_pool(parse_workers(args.parse_processes, len(wanted or watchlist.sources)))
+    # Each failure is shown once, in the table below (or its JSON line): the cycle's own
+    # debug line about a failed source would repeat it. Errors (a crash, a database fault) show.
+    try:
+        with quiet_loggers(("aggregator.cycle", "aggregator.fetch")), Display() as shown:
+            reports = asyncio.run(cycle(pool, shown))
+    finally:
+        if pool is not None:
+            pool.shutdown()
     if args.json:
         for report in reports:
             print(json.dumps(report.to_json(), ensure_ascii=False))
@@ -140,15 +134,6 @@ def _due_count(store: Store, watchlist: Watchlist, now: datetime) -> int:
         if state is None or state.next_fetch is None or state.next_fetch <= now:
             due += 1
     return due
-
-
-def _parse_workers(requested: int | None, sources: int) -> int:
-    """Processes for feedparser: as asked, else one per core when the cycle is big enough to
-    repay their start-up, else none (parse on the cycle's worker thread)."""
-    if requested is not None:
-        return max(0, requested)
-    cores = os.cpu_count() or 1
-    return cores if cores > 1 and sources >= PARSE_POOL_MIN_SOURCES else 0
 
 
 def _print_reports(reports: list[SourceReport]) -> None:
@@ -211,9 +196,9 @@ def health(state: FetchState, source: Source | None, now: datetime) -> dict[str,
 
 
 def _interval(source: Source | None) -> float:
-    if source is not None and source.schedule.interval_seconds:
-        return float(source.schedule.interval_seconds)
-    return 3600.0
+    from aggregator.fetch.schedule import interval_seconds
+
+    return interval_seconds(source.schedule if source else Schedule(), _now())
 
 
 def _iso(value: datetime | None) -> str | None:

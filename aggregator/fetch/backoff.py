@@ -1,20 +1,13 @@
-"""When to fetch a source next: pure computation from the schedule, the server's hints and the
-source's failure history. No clock: ``now`` is passed in; no randomness: ``jitter`` is too.
-
-- Success: the schedule's interval, stretched (never shortened) by what the server asked for
-  (``Cache-Control: max-age``, ``Expires``, RSS ``<ttl>``), all capped at ``cap_seconds`` so a
-  far-future ``Expires`` cannot silence a source for a year.
-- Failure: the interval doubled per consecutive failure up to the cap, and never less than a
-  ``Retry-After``. It never gives up: the next fetch is always a finite time away, and the first
-  success resets the count.
-"""
+"""What a server (and a feed) said about when to come back: ``CacheHints`` from response
+headers (``Cache-Control``, ``Expires``, ``Retry-After``) and from the feed (RSS ``<ttl>``,
+``<skipHours>``, ``<skipDays>``). Parsing only: ``fetch.schedule`` decides the next fetch."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 _MAX_AGE = re.compile(r"(?:^|[,\s])(?:s-)?max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
@@ -28,9 +21,14 @@ class CacheHints:
     max_age: float | None = None  # Cache-Control max-age, or Expires - Date
     retry_after: float | None = None  # 429/503 Retry-After
     ttl: float | None = None  # RSS <ttl> (minutes in the feed; seconds here)
+    skip_hours: frozenset[int] = frozenset()  # RSS <skipHours>: hours (0-23, GMT) to skip
+    skip_days: frozenset[int] = frozenset()  # RSS <skipDays>: weekdays to skip (0 = Monday)
 
     def with_ttl(self, ttl_seconds: float | None) -> CacheHints:
-        return CacheHints(self.max_age, self.retry_after, ttl_seconds)
+        return replace(self, ttl=ttl_seconds)
+
+    def with_skip(self, hours: frozenset[int], days: frozenset[int]) -> CacheHints:
+        return replace(self, skip_hours=hours, skip_days=days)
 
 
 def parse_http_date(value: str | None) -> datetime | None:
@@ -79,46 +77,3 @@ def hints_from_headers(headers: Mapping[str, str], now: datetime) -> CacheHints:
     return CacheHints(
         max_age=max_age, retry_after=parse_retry_after(headers.get("retry-after"), now)
     )
-
-
-def success_delay(interval: float, hints: CacheHints, cap_seconds: float) -> float:
-    """Seconds until the next fetch after a successful (200 or 304) fetch."""
-    delay = interval
-    for hint in (hints.max_age, hints.ttl, hints.retry_after):
-        if hint is not None and hint > delay:
-            delay = hint
-    return min(delay, max(interval, cap_seconds))
-
-
-def failure_delay(
-    interval: float, consecutive_failures: int, hints: CacheHints, cap_seconds: float
-) -> float:
-    """Seconds until the next attempt after ``consecutive_failures`` failures in a row (>= 1)."""
-    exponent = max(0, consecutive_failures - 1)
-    # Bound the exponent before computing: 2**10000 would overflow a float.
-    delay = interval * (2 ** min(exponent, 40))
-    delay = min(delay, cap_seconds)
-    if hints.retry_after is not None:
-        delay = max(delay, min(hints.retry_after, cap_seconds))
-    return max(delay, 1.0)
-
-
-def next_fetch(
-    now: datetime,
-    *,
-    interval: float,
-    ok: bool,
-    consecutive_failures: int = 0,
-    hints: CacheHints | None = None,
-    cap_seconds: float = 24 * 3600,
-    jitter: float = 0.0,
-) -> datetime:
-    """The time of the next fetch. ``jitter`` (0..1, from the caller's RNG) spreads up to 10 %
-    of the delay so sources that fail together do not retry together."""
-    hints = hints or CacheHints()
-    if ok:
-        delay = success_delay(interval, hints, cap_seconds)
-    else:
-        delay = failure_delay(interval, consecutive_failures, hints, cap_seconds)
-    delay += delay * 0.1 * min(max(jitter, 0.0), 1.0)
-    return now + timedelta(seconds=delay)

@@ -267,6 +267,8 @@ class Fetcher:
             raise FetchError(FailureClass.BLOCKED_BY_POLICY, f"invalid URL {url!r}: {exc}") from exc
         if purpose == "page" and self.policy.respect_robots:
             await self._check_robots(target)
+        if purpose != "robots" and self.policy.respect_robots:
+            await self._honour_crawl_delay(target)
         headers = {"Accept": _ACCEPT[purpose]}
         if etag:
             headers["If-None-Match"] = etag
@@ -460,6 +462,15 @@ class Fetcher:
         refusal = await self.robots.refusal(origin, str(url), self.policy.user_agent)
         if refusal is not None:
             raise FetchError(*refusal)
+
+    async def _honour_crawl_delay(self, url: httpx.URL) -> None:
+        """Space this host's requests as its robots.txt ``Crawl-delay`` asks (up to
+        ``max_crawl_delay_seconds``). robots.txt is read once a day per origin; for a feed only
+        its delay counts (a listed feed is fetched whatever its rules say)."""
+        delay = await self.robots.crawl_delay(_origin(url), self.policy.user_agent)
+        if delay is not None:
+            delay = min(delay, float(self.policy.max_crawl_delay_seconds))
+        self._hosts.set_delay(url.host, delay)
 
     async def _load_robots(self, origin: str) -> tuple[int, str]:
         try:

@@ -1,5 +1,7 @@
-"""Politeness: at most N requests to one host at a time, a minimum gap between their starts, and
-a robots.txt cache for pages (feeds the admin listed are fetched regardless, like every reader).
+"""Politeness: at most N requests to one host at a time, a minimum gap between their starts
+(longer where the host's robots.txt asks for a ``Crawl-delay``), and a robots.txt cache: its
+rules for pages (feeds the admin listed are fetched regardless, like every reader), its
+``Crawl-delay`` for every request to the host.
 """
 
 from __future__ import annotations
@@ -26,14 +28,36 @@ class _Host:
 
 class HostLimiter:
     """Per-host concurrency and spacing. Entries are dropped when no request uses them, so
-    10,000 sources cost nothing while idle."""
+    10,000 sources cost nothing while idle. ``set_delay`` makes one host's spacing longer (its
+    robots.txt ``Crawl-delay``). ``clock`` and ``sleep`` are injectable for tests."""
 
-    def __init__(self, concurrency: int, min_interval: float) -> None:
+    def __init__(
+        self,
+        concurrency: int,
+        min_interval: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.concurrency = max(1, concurrency)
         self.min_interval = max(0.0, min_interval)
+        self._clock = clock
+        self._sleep = sleep
         self._hosts: dict[str, _Host] = {}
         # Keep the last start time of hosts that went idle, so spacing survives the drop.
         self._last_start: dict[str, float] = {}
+        self._delays: dict[str, float] = {}  # hosts whose robots.txt asks for more spacing
+
+    def set_delay(self, host: str, seconds: float | None) -> None:
+        """The spacing ``host`` asked for (``Crawl-delay``); None or less than the policy's
+        minimum: the minimum."""
+        if seconds is None or seconds <= self.min_interval:
+            self._delays.pop(host, None)
+        else:
+            self._delays[host] = seconds
+
+    def interval(self, host: str) -> float:
+        return self._delays.get(host, self.min_interval)
 
     @asynccontextmanager
     async def slot(self, host: str) -> AsyncIterator[None]:
@@ -45,22 +69,22 @@ class HostLimiter:
         try:
             async with entry.semaphore:
                 async with entry.lock:
-                    wait = entry.last_start + self.min_interval - time.monotonic()
+                    wait = entry.last_start + self.interval(host) - self._clock()
                     if wait > 0:
-                        await asyncio.sleep(wait)
-                    entry.last_start = time.monotonic()
+                        await self._sleep(wait)
+                    entry.last_start = self._clock()
                 yield
         finally:
             entry.users -= 1
             if entry.users == 0:
                 del self._hosts[host]
-                if self.min_interval > 0:
+                if self.interval(host) > 0:
                     self._last_start[host] = entry.last_start
-                    self._forget_old(time.monotonic())
+                    self._forget_old(self._clock())
 
     def _forget_old(self, now: float) -> None:
         if len(self._last_start) > 1024:
-            cutoff = now - self.min_interval
+            cutoff = now - max(self.min_interval, *self._delays.values(), 0.0)
             for host in [h for h, t in self._last_start.items() if t < cutoff]:
                 del self._last_start[host]
 
@@ -119,6 +143,17 @@ class RobotsCache:
         """``(failure class, message)`` when ``url`` may not be fetched, else None."""
         answer = await self._answer(origin)
         return answer.refusal(_agent_token(user_agent), url)
+
+    async def crawl_delay(self, origin: str, user_agent: str) -> float | None:
+        """The ``Crawl-delay`` (seconds) the origin's robots.txt asks of ``user_agent``."""
+        answer = await self._answer(origin)
+        if answer.parser is None:
+            return None
+        try:
+            delay = answer.parser.crawl_delay(_agent_token(user_agent))
+        except (TypeError, ValueError):
+            return None
+        return float(delay) if delay is not None and float(delay) > 0 else None
 
     async def _answer(self, origin: str) -> RobotsAnswer:
         now = time.monotonic()

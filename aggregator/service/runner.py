@@ -4,27 +4,30 @@ One asyncio event loop holds everything: the uvicorn server (feeds, ``/healthz``
 an ``AsyncIOScheduler`` with one job per source, the watchlist watcher and the one shared
 ``Fetcher`` (its httpx client, semaphores and per-host politeness are bound to one loop, so a
 second loop in a thread would need a second client and cross-thread hand-offs for nothing).
-Store calls are short transactions and feeds are served from an in-memory cache, so running
-them on the loop costs the HTTP side little; fetching is I/O-bound.
+Feeds are served from an in-memory cache; no store call runs on the loop: claims, fetch
+states, source sync, retention and health queries run on the fetch cycle's worker thread (or a
+thread of their own), so HTTP serving never waits on SQL.
 
 How a source gets fetched, on one replica or many:
 
 1. Its APScheduler job fires (interval or cron, with jitter): the job only *wakes* the
    dispatcher for that source id.
-2. The dispatcher claims due sources through the database, ``store.claim_due_sources(owner,
-   now, lease, free_slots)`` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so each due source is
+2. The dispatcher claims due sources through the database (``cycle.CycleDriver.claim``:
+   ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so each due source is
    fetched by exactly one replica; a dead replica's leases expire and another takes over.
    While a fetch runs, its lease is renewed every third of a lease (``renew_leases``), so a
    long fetch and ingest is not fetched again elsewhere.
-3. ``pipeline.fetch_source`` fetches, parses and ingests (one transaction per record) and saves
-   the source's fetch state. The service then makes ``next_fetch`` no earlier than the job's
-   next run (so other replicas do not fetch it again this cycle) and moves the job later when
-   the fetch layer asked for that (failure backoff, ``Retry-After``, ``Cache-Control``).
+3. ``CycleDriver.fetch`` (the same as ``fetch-once``: parse pool, ingest sequencer, group
+   commit of fetch states) fetches, parses, ingests and saves the source's fetch state with a
+   ``next_fetch`` no earlier than the job's next run (so other replicas do not fetch it again
+   this cycle); the service then moves the job later when the policy said so (failure backoff,
+   ``Retry-After``, ``Cache-Control``, skip hours).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -43,7 +46,7 @@ from starlette.applications import Starlette
 
 from aggregator.errors import AggregatorError
 from aggregator.logs import source_context
-from aggregator.model import FailureClass, FetchState, Source
+from aggregator.model import FetchState, Source
 from aggregator.service.alerts import install_alerts
 from aggregator.service.lifecycle import ReplicaLock, Server, owner_id, replica_lock_for
 from aggregator.service.reload import WatchlistWatcher
@@ -90,6 +93,7 @@ class ServiceOptions:
     # refused with what to do); larger ones are left to `aggregator db check`.
     startup_check_max_mb: float = 1024.0
     http: HttpLimits = dataclasses.field(default_factory=HttpLimits)  # web/limits.py
+    parse_processes: int | None = None  # None: as fetch-once (one per core from 50 sources)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ServiceOptions:
@@ -99,6 +103,11 @@ class ServiceOptions:
             "reload_interval": _env_float("AGGREGATOR_RELOAD_INTERVAL", 2.0),
             "lease_seconds": _env_float("AGGREGATOR_LEASE_SECONDS", 300.0),
             "max_concurrent_sources": int(_env_float("AGGREGATOR_MAX_CONCURRENT_SOURCES", 0)),
+            "parse_processes": (
+                int(os.environ["AGGREGATOR_PARSE_PROCESSES"])
+                if os.environ.get("AGGREGATOR_PARSE_PROCESSES")
+                else None
+            ),
             "seeds_dir": Path(seeds) if seeds else (Path("seeds") if seeds is None else None),
             "http": _http_limits_from_env(),
             "startup_check_max_mb": _env_float("AGGREGATOR_STARTUP_CHECK_MAX_MB", 1024.0),
@@ -159,6 +168,10 @@ class Service:
         self._import_seeds = import_seeds or _default_import_seeds
         self._make_app = make_app or _default_app
         self.store: Any = None
+        self.cycle: Any = None  # the cycle.CycleDriver (claims, fetches, fetch states, ingest)
+        self._pool: Any = None  # its parse pool
+        self._claimed: dict[str, FetchState] = {}  # claimed states, until their fetch starts
+        self._synced: asyncio.Task[None] | None = None  # the last source sync
         self.watchlist: Any = None
         self.matcher: Any = None
         self.fetcher: Any = None
@@ -247,13 +260,23 @@ class Service:
         if self._lock is not None:
             self._check_store_file()
         self.store = self._open_store(self.settings.db_url)
-        self._start_version = self._feed_version()
+        self._start_version = await _off_loop(self._feed_version)
         if self._lock is not None:
-            self._take_over_dead_leases()
+            await _off_loop(self._take_over_dead_leases)
         self.state.failing = self._failing_sources
         self.state.counts = self._store_counts
-        self._import_seeds_if_empty(watchlist)
+        await _off_loop(self._import_seeds_if_empty, watchlist)
         self.fetcher = await _enter(self._make_fetcher(watchlist.fetch))
+        from aggregator.cycle import CycleDriver, parse_pool, parse_workers
+
+        self._pool = parse_pool(parse_workers(self.options.parse_processes, len(watchlist.sources)))
+        self.cycle = CycleDriver(
+            self.store,
+            watchlist,
+            owner=self.owner,
+            lease_seconds=self.options.lease_seconds,
+            pool=self._pool,
+        )
         self.scheduler = SourceScheduler(
             AsyncIOScheduler(timezone=UTC, event_loop=asyncio.get_running_loop()),
             self._wake,
@@ -443,6 +466,10 @@ class Service:
 
     async def _close(self) -> None:
         self._stop_scheduler()
+        if self.cycle is not None:
+            await self.cycle.aclose()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         if self._pump_handle is not None:
             self._pump_handle.cancel()
         if self._renewer is not None:
@@ -486,8 +513,13 @@ class Service:
         self.watchlist = watchlist
         self.matcher = _matcher(watchlist)
         self.sources = {s.id: s for s in watchlist.sources if s.enabled}
+        if self.cycle is not None:
+            self.cycle.use_watchlist(watchlist, self.matcher)
         if self.store is not None:
-            self.store.sync_sources(list(watchlist.sources))
+            # Off the loop; claims wait for it (``_pump``), each sync after the one before.
+            self._synced = asyncio.get_running_loop().create_task(
+                self._sync_sources(self._synced, list(watchlist.sources))
+            )
         if old is not None and old.fetch != watchlist.fetch and self.fetcher is not None:
             asyncio.get_running_loop().create_task(self._swap_fetcher(watchlist.fetch))
         assert self.scheduler is not None
@@ -512,6 +544,15 @@ class Service:
         self.state.set_watchlist_errors(str(self.settings.config_path), problems)
         for problem in problems:
             log.error("watchlist edit refused, the last good one stays in force: %s", problem)
+
+    async def _sync_sources(self, before: asyncio.Task[None] | None, sources: list[Source]) -> None:
+        if before is not None:
+            with contextlib.suppress(Exception):
+                await before
+        try:
+            await _off_loop(self.store.sync_sources, sources)
+        except Exception:
+            log.exception("saving the watchlist's sources in the store failed")
 
     async def _swap_fetcher(self, policy: Any) -> None:
         """A changed ``fetch:`` section takes effect for fetches that start from now on."""
@@ -564,11 +605,13 @@ class Service:
                     return
                 free = self._capacity() - len(self._in_flight)
                 if free > 0:
-                    claimed = self._claim(free)
+                    if self._synced is not None and not self._synced.done():
+                        await asyncio.wait({self._synced})
+                    claimed = await self._claim(free)
                     for sid in claimed:
                         self._start_fetch(sid)
                     if len(claimed) < free:
-                        self._settle_pending(set(claimed))
+                        await self._settle_pending(set(claimed))
                 if not self._repump:
                     break
         finally:
@@ -576,24 +619,23 @@ class Service:
             self._update_gauges()
             self._check_drained()
 
-    def _claim(self, limit: int) -> list[str]:
-        now = datetime.now(UTC)
+    async def _claim(self, limit: int) -> list[str]:
         try:
-            claimed = list(
-                self.store.claim_due_sources(self.owner, now, self.options.lease_seconds, limit)
-            )
+            claimed = await self.cycle.claim(limit, datetime.now(UTC))
         except Exception:
             log.exception("claiming due sources failed; will retry at the next job")
             return []
         mine = []
-        for sid in claimed:
+        for state in claimed:
+            sid = state.source_id
             if sid in self.sources and sid not in self._in_flight:
                 mine.append(sid)
-            else:  # another replica's newer watchlist, or already running here
-                self._release(sid)
+                self._claimed[sid] = state
+            else:  # disabled meanwhile, or already running here
+                await self._release(sid)
         return mine
 
-    def _settle_pending(self, claimed: set[str]) -> None:
+    async def _settle_pending(self, claimed: set[str]) -> None:
         """Woken sources that were not due (backoff, or another replica fetched them): their
         jobs move to the stored next fetch time, so they do not wake us again before it."""
         settled = list(self._pending - claimed - set(self._in_flight))
@@ -604,12 +646,15 @@ class Service:
         self.metrics.fetches.labels("not-due").inc(len(settled))
         if self.scheduler is None:
             return
-        for sid, next_fetch in self._next_fetches(settled).items():
+        next_fetches = await _off_loop(self._next_fetches, settled)
+        if self.scheduler is None:
+            return
+        for sid, next_fetch in next_fetches.items():
             self.scheduler.defer(sid, next_fetch)
 
     def _next_fetches(self, ids: list[str]) -> dict[str, datetime]:
         """Stored next fetch times: one query for many sources (a start with thousands of
-        sources fetched recently), one per source for a few."""
+        sources fetched recently), one per source for a few. Blocking: call off the loop."""
         if len(ids) > BULK_STATE_THRESHOLD:
             wanted = set(ids)
             try:
@@ -637,6 +682,7 @@ class Service:
         sid = source.id
         started = time.monotonic()
         cancelled = False
+        report: Any = None
         with source_context(sid):
             try:
                 report = await self._fetch_one(self, source, fetcher, datetime.now(UTC))
@@ -656,17 +702,21 @@ class Service:
             except Exception as exc:
                 self.metrics.fetches.labels("internal").inc()
                 log.exception("fetch crashed: %s", exc, extra={"failure_class": "internal"})
-                self._record_crash(sid, exc)
+                await _off_loop(self._record_crash, source, exc)
             finally:
                 elapsed = time.monotonic() - started
                 self.metrics.fetch_duration.observe(elapsed)
-                self._in_flight.pop(sid, None)
-                self._fetcher_of.pop(sid, None)
+                self._claimed.pop(sid, None)
                 self.fetch_log.append(sid)
                 self.state.last_fetch = datetime.now(UTC)
-                if not cancelled:
-                    self._after_fetch(sid)
-                self._release(sid)
+                try:
+                    if not cancelled:
+                        await self._after_fetch(sid, report)
+                    if not _field(report, "released"):
+                        await self._release(sid)
+                finally:
+                    self._in_flight.pop(sid, None)
+                    self._fetcher_of.pop(sid, None)
                 if not self._stop.is_set():
                     asyncio.get_running_loop().create_task(self._pump())
                 self._update_gauges()
@@ -699,49 +749,49 @@ class Service:
         else:
             log.info("fetched: %d new records", new, extra=extra)
 
-    def _record_crash(self, sid: str, exc: Exception) -> None:
+    def _record_crash(self, source: Source, exc: Exception) -> None:
         """A fetch that raised (a bug, the database away): the source's state says so, and it
-        backs off like a failing source, so /healthz and ``aggregator sources`` show it."""
-        state = self._fetch_state(sid)
+        backs off like a failing source (``cycle.crashed_state``: the one next-fetch policy),
+        so /healthz and ``aggregator sources`` show it. Blocking: call off the loop."""
+        from aggregator.cycle import crashed_state
+
+        state = self._fetch_state(source.id)
         if state is None:
             return
-        now = datetime.now(UTC)
-        failures = state.consecutive_failures + 1
-        cap = int(getattr(getattr(self.watchlist, "fetch", None), "max_backoff_seconds", 86400))
-        counts = dict(state.failure_counts)
-        counts[FailureClass.INTERNAL.value] = counts.get(FailureClass.INTERNAL.value, 0) + 1
+        cap = float(getattr(getattr(self.watchlist, "fetch", None), "max_backoff_seconds", 86400))
         try:
-            self.store.save_fetch_state(
-                dataclasses.replace(
-                    state,
-                    last_attempt=now,
-                    consecutive_failures=failures,
-                    failure_class=FailureClass.INTERNAL,
-                    last_error=f"{type(exc).__name__}: {exc}"[:500],
-                    failure_counts=counts,
-                    next_fetch=now + timedelta(seconds=min(60 * 2 ** min(failures - 1, 20), cap)),
-                )
-            )
+            self.store.save_fetch_state(crashed_state(state, source, exc, datetime.now(UTC), cap))
         except Exception:
             log.exception("recording the crash in the fetch state failed")
 
-    def _after_fetch(self, sid: str) -> None:
-        """Line up the stored ``next_fetch`` and the job's next run after a fetch."""
+    async def _after_fetch(self, sid: str, report: Any) -> None:
+        """Move the job's next run later when the stored ``next_fetch`` is later (backoff,
+        ``Retry-After``, skip hours). The driver's fetch saved a ``next_fetch`` no earlier than
+        the job's next run and reports it; for a fetch that does not report one (the tests'
+        fakes), the stored one is read and raised to the job's next run here, off the loop."""
         if self.scheduler is None or self.store is None:
             return
-        state = self._fetch_state(sid)
         job_next = self.scheduler.next_run(sid)
-        if state is None or job_next is None:
+        if job_next is None:
             return
-        if state.next_fetch is not None and state.next_fetch > job_next:
-            self.scheduler.defer(sid, state.next_fetch)  # backoff or Retry-After: run later
-            return
-        target = job_next - NEXT_FETCH_SLACK
+        next_fetch = _field(report, "next_fetch")
+        if next_fetch is None:
+            next_fetch = await _off_loop(self._raise_next_fetch, sid, job_next - NEXT_FETCH_SLACK)
+        if next_fetch is not None and next_fetch > job_next:
+            self.scheduler.defer(sid, next_fetch)
+
+    def _raise_next_fetch(self, sid: str, target: datetime) -> datetime | None:
+        """The stored next fetch of ``sid``, raised to ``target`` (saved) when earlier."""
+        state = self._fetch_state(sid)
+        if state is None:
+            return None
         if state.next_fetch is None or state.next_fetch < target:
             try:
                 self.store.save_fetch_state(dataclasses.replace(state, next_fetch=target))
             except Exception:
                 log.exception("saving the next fetch time failed")
+            return target
+        return state.next_fetch
 
     def _feed_version(self) -> str | None:
         """The store's feed version before this process fetches (None if it cannot tell)."""
@@ -797,9 +847,9 @@ class Service:
                     extra={"source_id": sid},
                 )
 
-    def _release(self, sid: str) -> None:
+    async def _release(self, sid: str) -> None:
         try:
-            self.store.release_source(self.owner, sid)
+            await _off_loop(self.store.release_source, self.owner, sid)
         except Exception:
             log.exception("releasing the lease failed (it expires on its own)")
 
@@ -858,7 +908,7 @@ class Service:
         days = retention_days(self.watchlist, self.settings)
         cutoff = datetime.now(UTC) - timedelta(days=days)
         try:
-            removed = int(self.store.prune(cutoff))
+            removed = int(await _off_loop(self.store.prune, cutoff))
         except Exception:
             log.exception("retention pruning failed; next try tomorrow")
             return
@@ -979,16 +1029,23 @@ def _default_fetcher(policy: Any) -> Any:
 
 
 async def _default_fetch_one(service: Service, source: Source, fetcher: Any, now: datetime) -> Any:
-    from aggregator import pipeline
-
-    return await pipeline.fetch_source(
-        service.store,
-        fetcher,
+    """The fetch of a claimed source: the cycle driver's, as in ``fetch-once``; its next fetch
+    no earlier than the job's next run."""
+    job_next = service.scheduler.next_run(source.id) if service.scheduler else None
+    return await service.cycle.fetch(
         source,
-        matcher=service.matcher,
-        watchlist=service.watchlist,
-        now=now,
+        fetcher,
+        now,
+        state=service._claimed.pop(source.id, None),
+        not_before=None if job_next is None else job_next - NEXT_FETCH_SLACK,
     )
+
+
+async def _off_loop(fn: Callable[..., Any], *args: Any) -> Any:
+    """Store work off the event loop, on the fetch cycle's worker thread."""
+    from aggregator.cycle import off_loop
+
+    return await off_loop(fn, *args)
 
 
 def _default_import_seeds(store: Any, seeds: Path, watchlist: Any) -> int:

@@ -20,12 +20,11 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from aggregator.model import Schedule, Source
+from aggregator.model import DEFAULT_INTERVAL_SECONDS, Schedule, Source
 
 log = logging.getLogger("aggregator.service.scheduler")
 
 JOB_PREFIX = "source:"
-DEFAULT_INTERVAL = 15 * 60
 MISFIRE_GRACE_SECONDS = 300
 
 JobFunc = Callable[[str], Awaitable[None]]
@@ -42,7 +41,7 @@ def trigger_for(schedule: Schedule, start: datetime | None = None) -> BaseTrigge
         trigger = CronTrigger.from_crontab(schedule.cron, timezone=UTC)
         trigger.jitter = jitter
         return trigger
-    seconds = schedule.interval_seconds or DEFAULT_INTERVAL
+    seconds = schedule.interval_seconds or DEFAULT_INTERVAL_SECONDS
     return IntervalTrigger(seconds=seconds, start_date=start, timezone=UTC, jitter=jitter)
 
 

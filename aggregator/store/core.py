@@ -897,6 +897,8 @@ def _fetch_state_row(state: FetchState) -> dict[str, object]:
         "fetch_count": state.fetch_count,
         "moved_from": state.moved_from,
         "moved_to": state.moved_to,
+        "skip_hours": sum(1 << h for h in state.skip_hours) or None,
+        "skip_days": sum(1 << d for d in state.skip_days) or None,
     }
 
 

@@ -88,7 +88,14 @@ def fetch_state_of(row: Any) -> FetchState:
         fetch_count=row.fetch_count,
         moved_from=row.moved_from,
         moved_to=row.moved_to,
+        skip_hours=_bits_set(row.skip_hours),
+        skip_days=_bits_set(row.skip_days),
     )
+
+
+def _bits_set(value: int | None) -> frozenset[int]:
+    """The set bits of ``value`` (a column of bit sets); empty for NULL."""
+    return frozenset(i for i in range(32) if value and value >> i & 1)
 
 
 def membership_of(row: Any) -> Membership:

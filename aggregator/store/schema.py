@@ -100,6 +100,9 @@ fetch_state = sa.Table(
     # A permanent redirect: the watchlist URL it was seen on, and where it led.
     sa.Column("moved_from", sa.Text),
     sa.Column("moved_to", sa.Text),
+    # The feed's RSS <skipHours>/<skipDays> as bit sets (bit h: hour h GMT; bit d: weekday d).
+    sa.Column("skip_hours", sa.Integer),
+    sa.Column("skip_days", sa.Integer),
     # In the claim's order (store.claim_due_states): a claim walks it and stops at its limit.
     sa.Index("ix_fetch_state_due", "next_fetch", "source_id"),
 )

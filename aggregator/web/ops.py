@@ -24,6 +24,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -225,15 +226,16 @@ def _alerts_report(state: OpsState) -> tuple[dict[str, Any] | None, bool]:
 def ops_routes(state: OpsState) -> list[Route]:
     """``/healthz`` (full report), ``/healthz/live`` (the process answers), ``/healthz/ready``."""
 
+    # The report and the scrape read the store: in a worker thread, never on the event loop.
     async def healthz(request: Request) -> Response:
-        code, body = health_report(state)
+        code, body = await run_in_threadpool(health_report, state)
         return JSONResponse(body, status_code=code, headers={"Cache-Control": "no-store"})
 
     async def live(request: Request) -> Response:
         return JSONResponse({"live": True}, headers={"Cache-Control": "no-store"})
 
     async def ready(request: Request) -> Response:
-        code, body = health_report(state)
+        code, body = await run_in_threadpool(health_report, state)
         return JSONResponse(
             {"ready": body["ready"], "status": body["status"]},
             status_code=code,
@@ -241,16 +243,7 @@ def ops_routes(state: OpsState) -> list[Route]:
         )
 
     async def metrics(request: Request) -> Response:
-        if state.counts is not None:
-            try:
-                records, developments = state.counts()
-                state.metrics.stored_records.set(records)
-                state.metrics.stored_developments.set(developments)
-            except Exception:  # the series keep their last value; /healthz says why
-                pass
-        if state.failing is not None:
-            with contextlib.suppress(Exception):
-                state.metrics.failing_sources.set(len(state.failing()))
+        await run_in_threadpool(_scrape_store, state)
         return Response(
             generate_latest(state.metrics.registry),
             media_type=CONTENT_TYPE_LATEST,
@@ -263,3 +256,17 @@ def ops_routes(state: OpsState) -> list[Route]:
         Route("/healthz/ready", ready, methods=["GET", "HEAD"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
+
+
+def _scrape_store(state: OpsState) -> None:
+    """The store-wide series of /metrics, read at scrape time."""
+    if state.counts is not None:
+        try:
+            records, developments = state.counts()
+            state.metrics.stored_records.set(records)
+            state.metrics.stored_developments.set(developments)
+        except Exception:  # the series keep their last value; /healthz says why
+            pass
+    if state.failing is not None:
+        with contextlib.suppress(Exception):
+            state.metrics.failing_sources.set(len(state.failing()))
