@@ -467,10 +467,12 @@ class IngestOptions:
     max_batch: int = 100
     # Attempts of one ingest transaction that lost a race (unique key, deadlock, SQLite busy).
     attempts: int = 5
-    # The memory bound of the in-memory window: records held at most (about 3 KB each for a
-    # full article, a few hundred bytes for a headline). Beyond it the oldest are dropped, and
-    # candidates come from the newest this many records of the dedup window.
-    window_max_records: int = 200_000
+    # The memory bound of the in-memory window: records held at most. A compact fingerprint is
+    # 2.1 KB for a full article and 0.8 KB for a headline, but the process grew by about 21 KB
+    # of RSS per held record at 100,000 (benchmarks/ingest_bench.py --sizes): 50,000 keeps the
+    # window near 1 GB. Beyond it the oldest are dropped, and candidates come from the newest
+    # this many records of the dedup window.
+    window_max_records: int = 50_000
     # The window's vocabulary (term ids of the compact fingerprints) only grows; past this many
     # words (≈ 100 bytes each) the window is rebuilt from the store, without the words of
     # records it no longer holds.
