@@ -216,8 +216,9 @@ def aggregator_child(config: dict[str, Any]) -> dict[str, Any]:
         from aggregator import profile
         from aggregator.cycle import run_cycle
         from aggregator.fetch import Fetcher
-        from aggregator.publish.static import publish_dir
+        from aggregator.publish.site import build_site
         from aggregator.store import open_store
+        from aggregator.web.feeds import CachedFile
     except ImportError as exc:
         raise Unavailable(f"aggregator cannot be imported: {exc}") from exc
     if config["system"] == "aggregator-run":
@@ -238,7 +239,6 @@ def aggregator_child(config: dict[str, Any]) -> dict[str, Any]:
     counter.install()
     pool = _parse_pool(config)
     clock = [datetime.now(UTC)]
-    site = Path(config["workdir"]) / "site"
     published: list[str | None] = [None]  # the feed_version last rendered
 
     def one_pass(name: str) -> dict[str, Any]:
@@ -256,11 +256,15 @@ def aggregator_child(config: dict[str, Any]) -> dict[str, Any]:
 
         reports = asyncio.run(cycle())
         # What a cycle is for: the feeds subscribers read, rendered once from the new state,
-        # and, as the service's FeedCache does, only when the store's feed_version moved.
+        # and only when the store's feed_version moved: the service's FeedCache work (feeds,
+        # index, OPML, each file built with its gzip copy and ETag). Topic and development pages
+        # are rendered on request in the service, not per cycle, so they are not counted here
+        # (`aggregator publish DIR` writes them all).
         version = store.feed_version()
         if version != published[0]:
             with profile.stage("publish"):
-                publish_dir(store, watchlist, site, "http://127.0.0.1:8080", now=clock[0])
+                for item in build_site(store, watchlist, "http://127.0.0.1:8080", clock[0]):
+                    CachedFile.build(item)
             published[0] = version
         return {
             "entries": sum(r.new_records + r.duplicates for r in reports),
