@@ -164,3 +164,14 @@ def test_connections_past_the_limit_are_answered_503_and_closed(running: Running
             sock.close()
     time.sleep(0.2)
     still_serving(running)
+
+
+def test_refusals_are_counted_in_metrics(running: Running) -> None:
+    with connect(running) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
+        assert read_all(sock).startswith(b"HTTP/1.1 413")
+    status, body = running.get("/metrics")
+    assert status == 200
+    lines = [line for line in body.decode().splitlines() if line.startswith("aggregator_http_")]
+    counted = {line.split(" ")[0]: float(line.split(" ")[1]) for line in lines if "_total{" in line}
+    assert counted.get('aggregator_http_refused_total{reason="body-too-large"}', 0) >= 1, lines

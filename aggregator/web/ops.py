@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +24,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -31,6 +32,7 @@ from starlette.routing import Route
 
 from aggregator import __version__
 from aggregator.model import AlertStatus
+from aggregator.web.limits import refused
 
 FETCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -95,6 +97,30 @@ class ServiceMetrics:
             "aggregator_stored_developments",
             "Developments in the store (at the last scrape)",
             registry=r,
+        )
+        r.register(_RefusalCollector())
+
+
+class _RefusalCollector:
+    """``aggregator_http_refused_total{reason}``: requests the HTTP server's limits refused
+    since start (``web.limits.refused``, counted where the refusal happens)."""
+
+    def describe(self) -> list[CounterMetricFamily]:
+        return [self._family()]
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = self._family()
+        for reason, count in sorted(refused.items()):
+            family.add_metric([reason], count)
+        yield family
+
+    @staticmethod
+    def _family() -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "aggregator_http_refused",
+            "HTTP requests refused by the server's limits (header size or count, body, "
+            "request-read timeout, connections), by reason",
+            labels=["reason"],
         )
 
 
