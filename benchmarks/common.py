@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import os
 import resource
+import tempfile
 import threading
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aggregator.store import Store
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -132,3 +139,33 @@ def ratio(a: float | None, b: float | None) -> str:
     if a is None or b is None or b == 0:
         return "-"
     return f"{a / b:.2f}x"
+
+
+@contextmanager
+def fresh_store(db: str | None, name: str) -> Iterator[Store]:
+    """An empty store for one benchmark run: SQLite in a temporary directory (``db`` None or a
+    sqlite URL), or a new PostgreSQL database ``<name>_<random>`` created through the admin URL
+    ``db`` and dropped afterwards."""
+    from aggregator.store import open_store
+
+    if db is None or db.startswith("sqlite"):
+        with tempfile.TemporaryDirectory() as tmp:
+            store = open_store(f"sqlite:///{tmp}/{name}.db")
+            try:
+                yield store
+            finally:
+                store.close()
+        return
+    import psycopg
+
+    admin = db.replace("postgresql+psycopg://", "postgresql://")
+    database = f"{name}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{database}"')
+    store = open_store(f"{admin.rsplit('/', 1)[0]}/{database}")
+    try:
+        yield store
+    finally:
+        store.close()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')

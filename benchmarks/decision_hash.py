@@ -23,11 +23,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import tempfile
+import sys
 import time
-import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -37,11 +35,14 @@ from aggregator import records
 from aggregator.match import TopicMatcher
 from aggregator.model import DedupOptions, Record, Topic, TopicRules
 from aggregator.pipeline import ingest_many
-from aggregator.store import Store, open_store
 from aggregator.store import schema as t
 from aggregator.store.transfer import read_import
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: make ``benchmarks`` importable
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import fresh_store  # noqa: E402
 
 
 def _shared() -> Path:
@@ -97,31 +98,6 @@ def seeds(path: Path) -> list[Record]:
     return [item.record for item in read_import([path], now=EPOCH).items]
 
 
-@contextmanager
-def fresh_store(db: str | None) -> Iterator[Store]:
-    if db is None or db.startswith("sqlite"):
-        with tempfile.TemporaryDirectory() as tmp:
-            store = open_store(f"sqlite:///{tmp}/hash.db")
-            try:
-                yield store
-            finally:
-                store.close()
-        return
-    import psycopg
-
-    admin = db.replace("postgresql+psycopg://", "postgresql://")
-    name = f"decision_hash_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    store = open_store(f"{admin.rsplit('/', 1)[0]}/{name}")
-    try:
-        yield store
-    finally:
-        store.close()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 EVERYTHING = (Topic("all", "All", TopicRules(any=("/./",))),)
 
 
@@ -130,7 +106,7 @@ def run(
 ) -> tuple[list[str], list[str], float]:
     matcher, options = TopicMatcher(topics), DedupOptions()
     lines: list[str] = []
-    with fresh_store(db) as store:
+    with fresh_store(db, "decision_hash") as store:
         start = time.perf_counter()
         for i in range(0, len(recs), batch):
             chunk = recs[i : i + batch]

@@ -24,12 +24,11 @@ import argparse
 import gc
 import json
 import os
+import sys
 import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,6 +54,12 @@ TOPICS = (
     Topic("business", "Business", TopicRules(any=("acquir*", "merger", "deal"))),
 )
 
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: make ``benchmarks`` importable
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import fresh_store  # noqa: E402
+
 
 def load_records(corpus: Path, copies: int) -> list[Record]:
     arts = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines() if line]
@@ -77,32 +82,6 @@ def load_records(corpus: Path, copies: int) -> list[Record]:
                 )
             )
     return out
-
-
-@contextmanager
-def fresh_store(db: str | None) -> Iterator[Store]:
-    if db is None or db.startswith("sqlite"):
-        with tempfile.TemporaryDirectory() as tmp:
-            store = open_store(f"sqlite:///{tmp}/bench.db")
-            try:
-                yield store
-            finally:
-                store.close()
-        return
-    import psycopg
-
-    admin = db.replace("postgresql+psycopg://", "postgresql://")
-    name = f"ingest_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = admin.rsplit("/", 1)[0]
-    store = open_store(f"{base}/{name}")
-    try:
-        yield store
-    finally:
-        store.close()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def run_ingest(store: Store, recs: Sequence[Record]) -> None:
@@ -152,7 +131,7 @@ def timed(
 ) -> tuple[float, int, int]:
     """Seconds to run ``work`` over ``recs`` split among ``workers`` threads; records and
     developments stored."""
-    with fresh_store(db) as store:
+    with fresh_store(db, "ingest_bench") as store:
         shares = [recs[i::workers] for i in range(workers)]
         threads = [threading.Thread(target=work, args=(store, share)) for share in shares]
         start = time.perf_counter()

@@ -26,7 +26,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from aggregator.store import Store
-from benchmarks.ingest_bench import CORPUS, fresh_store, load_records, run_ingest
+from benchmarks.common import fresh_store
+from benchmarks.ingest_bench import CORPUS, load_records, run_ingest
 
 QUERIES = ("earthquake", "police arrest", "acquir*", "tsunami warning")
 
@@ -41,7 +42,7 @@ def drop_index(store: Store) -> None:
 
 
 def ingest_seconds(db: str | None, recs: Sequence[object], with_index: bool) -> float:
-    with fresh_store(db) as store:
+    with fresh_store(db, "search_bench") as store:
         if not with_index:
             drop_index(store)
         start = time.perf_counter()
@@ -76,7 +77,7 @@ def main() -> None:
         f"ingest with the search index:              {len(recs) / with_index:8.1f} records/s"
         f"  ratio {without / with_index:.2f}x of the baseline's rate"
     )
-    with fresh_store(args.db) as store:
+    with fresh_store(args.db, "search_bench") as store:
         run_ingest(store, recs)
         for query in QUERIES:
             indexed: list[float] = []
