@@ -48,8 +48,8 @@ def register(subparsers: _Subparsers) -> None:
         metavar="N",
         type=int,
         help=(
-            "processes that run feedparser beside the fetching process (0: none; default: one "
-            "per core when at least 50 sources are fetched)"
+            "processes that parse feeds and prepare records beside the fetching process (0: "
+            "none; default: one per core but one when at least 50 sources are fetched)"
         ),
     )
     fetch_once.set_defaults(handler=run_fetch_once)

@@ -93,7 +93,7 @@ class ServiceOptions:
     # refused with what to do); larger ones are left to `aggregator db check`.
     startup_check_max_mb: float = 1024.0
     http: HttpLimits = dataclasses.field(default_factory=HttpLimits)  # web/limits.py
-    parse_processes: int | None = None  # None: as fetch-once (one per core from 50 sources)
+    parse_processes: int | None = None  # None: as fetch-once (cores - 1 from 50 sources)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ServiceOptions:
