@@ -41,11 +41,15 @@ from pathlib import Path
 
 from selectolax.lexbor import LexborHTMLParser
 
-from aggregator.errors import ExtractionError
-from aggregator.extract import extract_article
-from aggregator.extract.article import reset_caches
-from aggregator.extract.classifier import BlockModel, load_default_model
-from aggregator.records import block_plain_text
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: make ``benchmarks`` importable
+    sys.path.insert(0, str(ROOT))
+
+from aggregator.errors import ExtractionError  # noqa: E402
+from aggregator.extract import extract_article  # noqa: E402
+from aggregator.extract.article import reset_caches  # noqa: E402
+from aggregator.extract.classifier import BlockModel, load_default_model  # noqa: E402
+from aggregator.records import block_plain_text  # noqa: E402
 
 _TOKEN_RE = re.compile(r"\w+")
 # ../shared beside the checkout; a worktree one level deeper (wt/NAME) finds it further up.
@@ -196,7 +200,8 @@ def _print_scores(
 
 def loso(pages: list[Page]) -> None:
     """Train on all subsets but one, score the one left out; per subset, mean and minimum."""
-    from benchmarks.train_extract import train  # the training script's own function
+    # The training script's own functions; the blocks are collected once for all folds.
+    from benchmarks.train_extract import collect_by_page, fit_model
 
     subsets = [s for s in dict.fromkeys(p.subset for p in pages) if s != "cleaneval"]
     print(
@@ -206,11 +211,12 @@ def loso(pages: list[Page]) -> None:
     shipped = load_default_model()
     default = make_ours(shipped)
     held: list[float] = []
+    data = collect_by_page(pages, shipped.lift)
     for subset in subsets:
-        train_pages = [p for p in pages if p.subset != subset and p.subset != "cleaneval"]
+        train_data = [d for d, p in zip(data, pages, strict=True) if d and p.subset != subset]
         test_pages = [p for p in pages if p.subset == subset]
         # The shipped model's shape (region lift, hidden units), trained without the subset.
-        model = train(train_pages, lift=shipped.lift, hidden=shipped.w1.shape[1])
+        model = fit_model(train_data, lift=shipped.lift, hidden=shipped.w1.shape[1])
         fn = make_ours(model)
         f1, mp, mr = score([(fn(p), p.truth) for p in test_pages])
         f1_default = score([(default(p), p.truth) for p in test_pages])[0]

@@ -27,9 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from aggregator.extract.article import candidate_blocks
-from aggregator.extract.classifier import FEATURES, MODEL_PATH, BlockModel
-from aggregator.model import BlockKind
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: make ``benchmarks`` importable
+    sys.path.insert(0, str(ROOT))
+
+from aggregator.extract.article import candidate_blocks  # noqa: E402
+from aggregator.extract.classifier import FEATURES, MODEL_PATH, BlockModel  # noqa: E402
+from aggregator.model import BlockKind  # noqa: E402
 
 _TOKEN_RE = re.compile(r"\w+")
 L2 = 1e-4  # L2 penalty on the weights
@@ -55,12 +59,20 @@ def _label(text: str, gold: set[tuple[str, ...]], gold_words: set[str]) -> tuple
 
 
 def collect(pages: list, lift: int = LIFT) -> list[PageBlocks]:  # list[extract_bench.Page]
-    out: list[PageBlocks] = []
+    return [d for d in collect_by_page(pages, lift) if d is not None]
+
+
+def collect_by_page(pages: list, lift: int = LIFT) -> list[PageBlocks | None]:
+    """``collect``, one entry per page (None for a CleanEval page or one without blocks), so
+    that cross-validation can collect once and train on slices."""
+    out: list[PageBlocks | None] = []
     for page in pages:
         if page.subset == "cleaneval":
+            out.append(None)
             continue
         segs, x = candidate_blocks(page.html, page.url or None, lift=lift)
         if not segs:
+            out.append(None)
             continue
         truth = _TOKEN_RE.findall(page.truth)
         gold = {tuple(truth[i : i + 4]) for i in range(len(truth) - 3)}
@@ -157,7 +169,8 @@ def train(
     return BlockModel(FEATURES, mean, scale, w1, b1, w2, b2, threshold, lift)
 
 
-def _fit_model(data: list[PageBlocks], lift: int, hidden: int) -> BlockModel:
+def fit_model(data: list[PageBlocks], lift: int = LIFT, hidden: int = HIDDEN) -> BlockModel:
+    """A block model fitted on blocks already collected (``collect``) with this ``lift``."""
     mean, scale, w1, b1, w2, b2 = fit(data, hidden)
     model = BlockModel(FEATURES, mean, scale, w1, b1, w2, b2, 0.5, lift)
     threshold = choose_threshold(data, model)
@@ -178,15 +191,14 @@ def select(pages: list, lifts: list[int], hiddens: list[int]) -> tuple[int, int]
     )
     best: tuple[float, int, int] = (-1.0, LIFT, HIDDEN)
     for lift in lifts:
-        data = collect(pages, lift)  # one entry per page with blocks, in page order
-        with_blocks = [p for p in pages if candidate_blocks(p.html, p.url or None, lift=lift)[0]]
+        data = collect_by_page(pages, lift)  # one entry per page, in page order
         for hidden in hiddens:
             f1s = []
             for subset in subsets:
                 train_data = [
-                    d for d, p in zip(data, with_blocks, strict=True) if p.subset != subset
+                    d for d, p in zip(data, pages, strict=True) if d and p.subset != subset
                 ]
-                model = _fit_model(train_data, lift, hidden)
+                model = fit_model(train_data, lift, hidden)
                 fn = make_ours(model)
                 f1s.append(score([(fn(p), p.truth) for p in pages if p.subset == subset])[0])
             mean = sum(f1s) / len(f1s)

@@ -162,3 +162,43 @@ def test_teaser_river_after_the_article_never_becomes_body() -> None:
     texts = _texts(_page("".join(f"<p>{p}</p>" for p in BODY), river))
     assert not any("blurb" in t or "Teaser" in t for t in texts)
     assert texts[:3] == BODY[:3]
+
+
+def test_layout_table_of_mostly_empty_cells_is_not_a_data_table() -> None:
+    # A sidebar "table" of spacer cells beside product blurbs is layout: read as text, it
+    # does not get a data table's weight in the container score.
+    from selectolax.lexbor import LexborHTMLParser
+
+    from aggregator.extract.blocks import data_table_rows
+
+    rows = "".join(
+        f"<tr><td></td><td></td><td></td><td>Book {i}: buy it now from these retailers.</td></tr>"
+        for i in range(12)
+    )
+    layout = LexborHTMLParser(f"<table>{rows}</table>").css_first("table")
+    assert layout is not None and data_table_rows(layout) is None
+    data = LexborHTMLParser(
+        "<table><tr><th>Airport</th><th>Closures</th></tr><tr><td>Vilnius</td><td></td></tr>"
+        "<tr><td>Kaunas</td><td>2</td></tr></table>"
+    ).css_first("table")
+    assert data is not None and data_table_rows(data) == (
+        ("Airport", "Closures"),
+        ("Vilnius", ""),
+        ("Kaunas", "2"),
+    )
+
+
+def test_page_wrapped_in_a_small_form_keeps_its_article() -> None:
+    # An ASP.NET page wraps everything in <form>; its article is not a sign-up form.
+    body = "".join(f"<p>{p}</p>" for p in BODY[:2])
+    html = (
+        "<html><head><title>Headline here</title></head><body><form action='/x'>"
+        f"<h1>Headline here</h1><div class='text'>{body}</div></form></body></html>"
+    )
+    assert _texts(html) == BODY[:2]
+
+
+def test_title_with_an_apostrophe_is_found_in_the_page() -> None:
+    from aggregator.extract.article import _fold
+
+    assert _fold("Chad’s Choice: the **webcast**") == _fold("Chads Choice - the webcast")

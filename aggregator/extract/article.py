@@ -155,6 +155,10 @@ _MAX_LINK_DENSITY = 0.5
 # chosen container is filtered out afterwards anyway.
 _PENALTY = 0.25
 _DECAY = 0.9
+# The first this many characters of positive text after the title count (1 + _TITLE_BOOST)
+# times in the container score.
+_TITLE_BOOST_CHARS = 1500
+_TITLE_BOOST = 1.0
 
 
 # Links and text-level formatting are not judged by their attributes: reading the many
@@ -269,12 +273,19 @@ def _best_container(w: Walk) -> int:
     return _container_scores(w)[0]
 
 
-def _container_scores(w: Walk) -> tuple[int, list[float]]:
-    """The best-scoring element and every element's score."""
+def _container_scores(w: Walk, after: int = -1) -> tuple[int, list[float]]:
+    """The best-scoring element and every element's score. ``after`` is the index of the
+    segment holding the page's title (-1 when it was not found): the text right after the
+    headline is the article's, so the first good text after it counts more."""
     n = len(w.parent)
     score = [0.0] * n
-    for seg in w.segments:
-        score[seg.elem] += _weight(seg)
+    boost = _TITLE_BOOST_CHARS
+    for i, seg in enumerate(w.segments):
+        weight = _weight(seg)
+        if boost > 0 and i > after and weight > 0:
+            weight *= 1.0 + _TITLE_BOOST
+            boost -= seg.length
+        score[seg.elem] += weight
     # Children come after their parent in pre-order: accumulate bottom-up in one pass. Each
     # level up keeps only _DECAY of a child's score, so the winner is the nearest common
     # ancestor of the bulk of the text, not a page wrapper that also collects a stray
@@ -337,6 +348,7 @@ def container_segments(w: Walk, container: int | None = None) -> list[Segment]:
 # A form holding less text than this is a sign-up, log-in or comment form; a larger one is a
 # page wrapped in <form> (ASP.NET) and says nothing.
 _SMALL_FORM_CHARS = 1500
+_FORM_PARAGRAPH_CHARS = 300
 
 
 def _doubt_small_forms(w: Walk) -> None:
@@ -354,7 +366,12 @@ def _doubt_small_forms(w: Walk) -> None:
         if i < len(forms) and forms[i][0] <= seg.elem:
             runs.setdefault(i, []).append(seg)
     for segs in runs.values():
-        if sum(s.length for s in segs) < _SMALL_FORM_CHARS:
+        # A form around the article's own paragraphs (a page wrapped in <form>) says
+        # nothing: a sign-up or comment form holds labels and one-line notices, not a
+        # paragraph under a content class word or a long paragraph.
+        if sum(s.length for s in segs) < _SMALL_FORM_CHARS and not any(
+            s.content or s.length >= _FORM_PARAGRAPH_CHARS for s in segs
+        ):
             for seg in segs:
                 seg.doubtful = True
 
@@ -405,7 +422,11 @@ def _is_good(seg: Segment) -> bool:
 
 
 def _fold(text: str) -> str:
-    return " ".join(_WORD_RE.findall(text.replace("**", "").lower()))
+    """Lower-case words, apostrophes dropped ("Chad’s" and "Chads" fold alike)."""
+    text = text.replace("**", "").lower()
+    if "'" in text or "’" in text:
+        text = text.replace("'", "").replace("’", "")
+    return " ".join(_WORD_RE.findall(text))
 
 
 def _drop_title_and_preamble(segs: list[Segment], title: str) -> list[Segment]:
@@ -469,7 +490,21 @@ def _candidates(
     if not w.segments:
         return [], np.zeros((0, len(FEATURES))), []
     _mark_furniture(w)
-    container, score = _container_scores(w)
+    folded_title = _fold(title)
+    size = len(title)
+    # Where the title stands: the first block repeating it, in the whole page.
+    title_seg = -1
+    if folded_title:
+        for i, seg in enumerate(w.segments):
+            if (
+                seg.kind is not BlockKind.TABLE
+                and abs(seg.length - size) <= size // 4 + 4
+                and _fold(seg.text) == folded_title
+            ):
+                title_seg = i
+                break
+    title_at = w.segments[title_seg].elem if title_seg >= 0 else -1
+    container, score = _container_scores(w, title_seg)
     region = container
     for _ in range(lift):
         if w.parent[region] >= 0:
@@ -494,19 +529,7 @@ def _candidates(
             own = score[e] / total
             share[e] = own if p == container else max(own, share[p])
     base_depth = depth[container]
-    folded_title = _fold(title)
-    size = len(title)
     segs = [s for s in w.segments if region <= s.elem < r_end]
-    # Where the title stands: the first block repeating it, in the whole page.
-    title_at = -1
-    for seg in w.segments:
-        if (
-            seg.kind is not BlockKind.TABLE
-            and abs(seg.length - size) <= size // 4 + 4
-            and _fold(seg.text) == folded_title
-        ):
-            title_at = seg.elem
-            break
     keep = [_keep(s) and container <= s.elem < c_end for s in segs]
     for i, seg in enumerate(segs):
         if keep[i] and seg.kind is BlockKind.HEADING and i + 1 < len(segs) and not keep[i + 1]:
@@ -630,7 +653,9 @@ def _choose_title(meta: PageMeta) -> str:
     folded = [_fold(t) for t in known]
     for h1 in h1s:
         f = _fold(h1)
-        if len(f) >= 8 and any(f in k or (k and k in f) for k in folded):
+        # The <h1> is the headline when it agrees with a metadata title; a site name in
+        # <h1> that is only part of "Site: Headline" in <title> is not.
+        if len(f) >= 8 and any((f in k and 2 * len(f) >= len(k)) or (k and k in f) for k in folded):
             return h1
     if meta.title:
         return meta.title

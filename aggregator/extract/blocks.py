@@ -346,6 +346,11 @@ def data_table_rows(node: LexborNode) -> tuple[tuple[str, ...], ...] | None:
     width = max(len(r) for r in rows)
     if width < 2:
         return None
+    # A grid whose cells are mostly empty is page layout (a column of text beside spacer
+    # cells), not data.
+    filled = sum(1 for r in rows for c in r if c)
+    if 2 * filled < width * len(rows):
+        return None
     return tuple(tuple(r + [""] * (width - len(r))) for r in rows)
 
 
