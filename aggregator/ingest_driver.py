@@ -184,21 +184,23 @@ def _catch_up(tx: WriteTx, window: Window, batch: Sequence[Prepared], now: datet
     top, layout = tx.window_marks()
     if window.layout_version != layout:  # records moved or removed outside ingest: rebuild
         window.reset(layout)
-    rows = []
+    devs: set[str] = set()
     if window.horizon is None:
-        rows = tx.window_records(after_seq=0, since=need)
+        devs |= window.load_records(tx.window_records(after_seq=0, since=need))
         window.set_horizon(need)
     else:
         if top > window.last_seq:
             rows = tx.window_records(after_seq=window.last_seq, since=window.horizon)
+            devs |= window.load_records(rows)
         if need < window.horizon and not window.capped:
-            rows += tx.window_records(after_seq=0, since=need, before=window.horizon)
+            devs |= window.load_records(
+                tx.window_records(after_seq=0, since=need, before=window.horizon)
+            )
             window.set_horizon(need)
-    if rows:
-        devs = tx.window_developments(
-            {r.development_id for r in rows}, window.options.representative_members
-        )
-        window.load(rows, devs)
+    if devs:
+        members = window.options.representative_members
+        states = tx.window_developments(devs, members, fingerprints=False)
+        window.load_developments(states, tx.fingerprints(window.unheld(states)))
     window.last_seq = max(window.last_seq, top)
 
 

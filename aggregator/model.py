@@ -467,15 +467,22 @@ class IngestOptions:
     max_batch: int = 100
     # Attempts of one ingest transaction that lost a race (unique key, deadlock, SQLite busy).
     attempts: int = 5
-    # The memory bound of the in-memory window: records held at most. A compact fingerprint is
-    # 2.1 KB for a full article and 0.8 KB for a headline, but the process grew by about 21 KB
-    # of RSS per held record at 100,000 (benchmarks/ingest_bench.py --sizes): 50,000 keeps the
-    # window near 1 GB. Beyond it the oldest are dropped, and candidates come from the newest
-    # this many records of the dedup window.
+    # The memory bound of the in-memory window: records held at most. A record costs its packed
+    # fingerprint (2.1 KB for a full article, 0.8 KB for a headline) and about 0.3 KB of arrays,
+    # ids and development state: 3.4 KB of RSS per held record at 20,000 ECB+ articles
+    # (benchmarks/ingest_bench.py --sizes; docs/store.md), so 50,000 is about 170 MB. Beyond it
+    # the oldest are dropped, and candidates come from the newest this many records of the
+    # dedup window.
     window_max_records: int = 50_000
     # The window's vocabulary (term ids of the compact fingerprints) only grows; past this many
     # words (≈ 100 bytes each) the window is rebuilt from the store, without the words of
     # records it no longer holds.
     window_max_words: int = 2_000_000
+    # The window's postings of its newest records wait in a dict; past this many they are
+    # merged into its sorted arrays (a copy of those: amortised over the records added).
+    window_merge_postings: int = 16_384
+    # Slots of dropped records are reclaimed (the window renumbered) once there are this many
+    # and more than records held.
+    window_compact_after: int = 4_096
     # Decoded fingerprints kept for candidates that recur (an LRU, ~20 KB each decoded).
     decoded_cache: int = 2048

@@ -5,6 +5,8 @@ decide as one process would; a window is rebuilt after records move outside inge
 from __future__ import annotations
 
 import json
+import random
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 
 from aggregator import dedup, records
 from aggregator.ingest.prepare import dedup_text
-from aggregator.ingest.window import Vocabulary, Window, pack, unpack
+from aggregator.ingest.window import Vocabulary, Window, key_hashes, pack, pack_json, unpack
 from aggregator.ingest_driver import split_record
 from aggregator.match import TopicMatcher
 from aggregator.model import DedupOptions, DedupReason, IngestOptions, Record, Topic, TopicRules
@@ -66,6 +68,17 @@ def test_compact_fingerprints_give_back_the_fingerprint() -> None:
     assert unpack(pack(odd, vocab), vocab) == odd  # weights that are not 5-place decimals
 
 
+def test_a_window_rebuild_packs_straight_from_the_stored_json() -> None:
+    vocab = Vocabulary()
+    for rec in _articles(20):
+        fp = _fp(rec)
+        found = pack_json(dedup.fingerprint_to_json(fp), vocab)
+        assert found is not None
+        assert unpack(found[0], vocab) == fp and found[1] == key_hashes(fp)
+    assert pack_json('{"terms": ["a"]}', vocab) is None  # versions 1 and 2: parsed, then packed
+    assert pack_json("{", vocab) is None
+
+
 def _window(tuning: IngestOptions | None = None) -> Window:
     return Window("test", tuning or IngestOptions(), OPTIONS.window_days)
 
@@ -96,9 +109,76 @@ def test_the_memory_bound_drops_the_oldest_records() -> None:
         assert rec.fetched is not None
         w.add(rec.id, f"d{i}", rec.fetched, i + 1, _fp(rec))
         w.evict(NOW)
-        assert len(w.entries) <= 5
+        assert len(w) <= 5
     assert w.capped and w.covers(NOW - timedelta(days=300))
-    assert set(w.entries) == {r.id for r in _articles(12)[-5:]}
+    assert set(w.record_ids()) == {r.id for r in _articles(12)[-5:]}
+
+
+def _reference(
+    held: dict[str, tuple[str, datetime, tuple[str, ...]]],
+    keys: tuple[str, ...],
+    time: datetime,
+    tuning: IngestOptions,
+) -> list[str]:
+    """The store's candidate query, spelled out: per key its newest hits within the dedup
+    window (ties: greater id), then most keys shared, newest, smallest id, with the caps."""
+    window = timedelta(days=OPTIONS.window_days)
+    shared: Counter[str] = Counter()
+    for key in keys:
+        hits = sorted(
+            ((t, rid) for rid, (_, t, ks) in held.items() if key in ks and abs(t - time) <= window),
+            reverse=True,
+        )
+        for _, rid in hits[: tuning.candidate_hits_per_key]:
+            shared[rid] += 1
+    ranked = sorted(shared, key=lambda rid: (-shared[rid], -held[rid][1].timestamp(), rid))
+    out: list[str] = []
+    per_dev: Counter[str] = Counter()
+    for rid in ranked:
+        dev = held[rid][0]
+        if len(out) < tuning.max_candidates and per_dev[dev] < tuning.candidates_per_development:
+            per_dev[dev] += 1
+            out.append(rid)
+    return out
+
+
+def test_candidates_stay_those_of_the_query_through_merges_drops_and_compaction() -> None:
+    """Random adds, replacements and evictions, with the postings merged and the slots
+    compacted often: every ranking equals the reference's."""
+    rng = random.Random(7)
+    tuning = IngestOptions(
+        max_candidates=6,
+        candidates_per_development=2,
+        candidate_hits_per_key=4,
+        window_max_records=60,
+        window_merge_postings=16,
+        window_compact_after=8,
+    )
+    w = _window(tuning)
+    held: dict[str, tuple[str, datetime, tuple[str, ...]]] = {}
+    words = [f"w{i}" for i in range(12)]
+    now = NOW - timedelta(days=30)
+    for step in range(600):
+        now += timedelta(hours=rng.choice((0, 0, 1, 3)))  # equal times are common
+        keys = tuple(rng.sample(words, rng.randint(1, 4)))
+        rid = f"r{rng.randrange(400):03d}"  # sometimes a record held already (replaced)
+        dev = f"d{rng.randrange(40)}"
+        when = now - timedelta(hours=rng.randrange(0, 48))
+        fp = dedup.Fingerprint(minhash=(), bands=(), key_terms=keys)
+        w.add(rid, dev, when, step + 1, fp)
+        held[rid] = (dev, when, keys)
+        if step % 7 == 0:
+            w.evict(now)
+            limit = now - 2 * timedelta(days=OPTIONS.window_days)
+            for r in [r for r, v in held.items() if v[1] < limit]:
+                del held[r]
+            while len(held) > tuning.window_max_records:
+                del held[min(held, key=lambda r: (held[r][1], r))]
+            assert set(w.record_ids()) == set(held)
+        query = tuple(rng.sample(words, 3))
+        fp = dedup.Fingerprint(minhash=(), bands=(), key_terms=query)
+        got = [c.record_id for c in w.candidates(fp, now)]
+        assert got == _reference(held, query, now, tuning), step
 
 
 def _results(store: Store, recs: list[Record], size: int) -> list[IngestResult]:

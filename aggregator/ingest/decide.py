@@ -424,7 +424,8 @@ def apply_to_window(window: Window, plan: Plan, seqs: Mapping[str, int]) -> None
         if write.representative_id is not None:
             state.representative_id = write.representative_id
             state.title = write.title or ""
-        state.topics.update(write.topics)
+        if write.topics:
+            state.topics = state.topics | frozenset(write.topics)
 
 
 def with_summaries(plan: Plan, texts: Mapping[str, str]) -> Plan:

@@ -1,13 +1,13 @@
 """The dedup window in memory (pure: no I/O; the pipeline loads it from the store).
 
 It holds the records filed within reach of a new one (``horizon`` onwards) with compact
-fingerprints (``Compact``: term ids and weights in arrays, the MinHash as bytes), postings of
-their index keys (LSH bands, key terms) sorted by time, and the state of their developments
-that a refresh needs (the latest members, representative, title, topics). Candidates for a new
-record are ranked here exactly as the store's candidate query ranked them: per key the newest
-``candidate_hits_per_key`` hits within the dedup window, the records sharing the most keys
-first, then the most recent, at most ``candidates_per_development`` of one development, at
-most ``max_candidates``.
+fingerprints (``pack``: term ids and weights in arrays, the MinHash as bytes), the postings of
+their index keys (LSH bands, key terms) and the state of their developments that a refresh needs
+(the latest members, representative, title, topics), as one struct of arrays (``Window``).
+Candidates for a new record are ranked here exactly as the store's candidate query ranked them:
+per key the newest ``candidate_hits_per_key`` hits within the dedup window, the records sharing
+the most keys first, then the most recent, at most ``candidates_per_development`` of one
+development, at most ``max_candidates``.
 
 One window per process and store: ``pipeline`` keeps it, catches it up from the store (records
 after ``last_seq``) under the ingest lock before each batch, and adds a batch's plan once its
@@ -16,14 +16,20 @@ transaction committed.
 
 from __future__ import annotations
 
-import bisect
+import base64
+import binascii
+import json
 import struct
 from array import array
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from itertools import chain
 from sys import intern
+from typing import Any
+
+import numpy as np
 
 from aggregator import dedup
 from aggregator.ingest.types import StoredDevelopment, StoredRecord
@@ -34,6 +40,7 @@ MAX_KEY_CHARS = 100  # keys are cut to this width, as the store's index columns 
 _NONE = 0xFFFFFFFF
 _HEADER = struct.Struct("<8HIB")  # 8 counts, length, flags
 _EXACT_WEIGHTS = 1  # flag: weights as uint32 of w * 1e5 (else float64)
+_BAND_TAG = 0x2545F4914F6CDD1D  # band keys hash apart from key terms of the same spelling
 
 
 def index_keys(fp: dedup.Fingerprint) -> list[str]:
@@ -61,9 +68,13 @@ class Vocabulary:
             self.words.append(intern(word))
         return found
 
-    def many(self, words: Iterable[str]) -> array[int]:
-        get = self.id
-        return array("I", [get(w) for w in words])
+    def many(self, words: Sequence[str]) -> array[int]:
+        found: list[int | None] = list(map(self.ids.get, words))
+        if None in found:  # new words (few once the window is warm)
+            for i, known in enumerate(found):
+                if known is None:
+                    found[i] = self.id(words[i])
+        return array("I", found)  # type: ignore[arg-type]
 
 
 def _exact_ints(weights: Sequence[float]) -> array[int] | None:
@@ -107,6 +118,66 @@ def pack(fp: dedup.Fingerprint, vocab: Vocabulary) -> bytes:
     else:
         parts += [array("d", fp.weights).tobytes(), array("d", fp.head_weights).tobytes()]
     return b"".join(parts)
+
+
+def _exact_ints_raw(raw: bytes) -> bytes | None:
+    """``_exact_ints`` of little-endian float64s, vectorised (the same rounding: half to even)."""
+    w = np.frombuffer(raw, dtype="<f8")
+    if not ((w >= 0.0) & (w <= 1.0)).all():
+        return None
+    k = np.rint(w * 100_000.0)
+    if not (k / 100_000.0 == w).all():
+        return None
+    return k.astype("<u4").tobytes()
+
+
+def pack_json(data: str, vocab: Vocabulary) -> tuple[bytes, list[int]] | None:
+    """``pack`` and ``key_hashes`` of a stored fingerprint (``dedup.fingerprint_to_json``,
+    version 3) straight from its JSON, without building the ``Fingerprint``: what a window
+    rebuild spends per record. None when it is not version-3 JSON (``pack`` it then)."""
+    try:
+        obj = json.loads(data)
+        terms_s, head_s = obj["terms"], obj["head_terms"]
+        if not isinstance(terms_s, str) or not isinstance(head_s, str):
+            return None
+        minhash = bytes.fromhex(obj["minhash"])
+        weights = base64.b64decode(obj["weights"], validate=True)
+        head_w = base64.b64decode(obj["head_weights"], validate=True)
+        terms = terms_s.split(" ") if terms_s else []
+        head = head_s.split(" ") if head_s else []
+        bands = [str(b) for b in obj["bands"]]
+        key_terms = [str(k) for k in obj["key_terms"]]
+        lists = (key_terms, terms, obj["entities"], obj["numbers"], obj["title_terms"], head)
+        if (
+            len(minhash) % 4
+            or len(weights) != 8 * len(terms)
+            or len(head_w) != 8 * len(head)
+            or not set(map(type, chain(*lists[2:5]))) <= {str}
+        ):
+            return None
+        length, version, lang = int(obj["length"]), int(obj["v"]), obj.get("language")
+    except (KeyError, TypeError, ValueError, binascii.Error):
+        return None
+    both = _exact_ints_raw(weights + head_w)
+    exact = both is not None
+    header = _HEADER.pack(
+        len(minhash) // 4,
+        len(bands),
+        *(len(x) for x in lists[:5]),
+        len(head),
+        length,
+        _EXACT_WEIGHTS if exact else 0,
+    )
+    band_text = "\n".join(bands).encode("utf-8")
+    parts = [header, minhash, struct.pack("<I", len(band_text)), band_text]
+    for words in lists:
+        parts.append(vocab.many(words).tobytes())
+    lang_id = _NONE if lang is None else vocab.id(str(lang))
+    parts.append(array("I", [lang_id, version]).tobytes())
+    parts += [both] if both is not None else [weights, head_w]
+    keys = [hash(b[:MAX_KEY_CHARS]) ^ _BAND_TAG for b in bands if b]
+    keys += [hash(k[:MAX_KEY_CHARS]) for k in key_terms if k]
+    return b"".join(parts), list(dict.fromkeys(keys))
 
 
 def unpack(data: bytes, vocab: Vocabulary) -> dedup.Fingerprint:
@@ -168,18 +239,6 @@ def unpack(data: bytes, vocab: Vocabulary) -> dedup.Fingerprint:
 
 
 @dataclass(slots=True)
-class Entry:
-    """One record of the window."""
-
-    record_id: str
-    development_id: str
-    time: datetime
-    seq: int
-    keys: tuple[str, ...]
-    packed: bytes
-
-
-@dataclass(slots=True)
 class Member:
     """One of a development's latest members (what its representative is chosen among)."""
 
@@ -190,6 +249,9 @@ class Member:
     packed: bytes | None  # None: no readable fingerprint (left out of the choice)
 
 
+_NO_TOPICS: frozenset[str] = frozenset()
+
+
 @dataclass(slots=True)
 class DevState:
     """What a refresh of a development needs: its latest members, representative and title,
@@ -198,100 +260,31 @@ class DevState:
     id: str
     representative_id: str
     title: str
-    topics: set[str] = field(default_factory=set)
+    topics: frozenset[str] = _NO_TOPICS
     members: list[Member] = field(default_factory=list)  # oldest first, the latest only
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
-    """A candidate as the ranking sees it."""
-
-    record_id: str
-    development_id: str
-    time: datetime
-    shared: int
+_UTC_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+_US = timedelta(microseconds=1)
 
 
-class Postings:
-    """Index key -> (time, record id) of the records holding it, sorted."""
-
-    def __init__(self) -> None:
-        self.by_key: dict[str, list[tuple[datetime, str]]] = {}
-
-    def add(self, keys: Iterable[str], time: datetime, record_id: str) -> None:
-        item = (time, record_id)
-        for key in keys:
-            hits = self.by_key.get(key)
-            if hits is None:
-                self.by_key[key] = [item]
-            elif hits[-1] <= item:
-                hits.append(item)
-            else:
-                bisect.insort(hits, item)
-
-    def remove(self, keys: Iterable[str], time: datetime, record_id: str) -> None:
-        item = (time, record_id)
-        for key in keys:
-            hits = self.by_key.get(key)
-            if hits is None:
-                continue
-            i = bisect.bisect_left(hits, item)
-            if i < len(hits) and hits[i] == item:
-                del hits[i]
-            if not hits:
-                del self.by_key[key]
-
-    def newest(
-        self, key: str, lo: datetime, hi: datetime, n: int
-    ) -> Iterator[tuple[datetime, str]]:
-        """The newest ``n`` hits of ``key`` filed within [lo, hi], newest first (ties: the
-        greater record id first, as ``ORDER BY time DESC, record_id DESC``)."""
-        hits = self.by_key.get(key)
-        if not hits:
-            return
-        # Past every (hi, id): compare on a tuple whose second part sorts after any id.
-        i = bisect.bisect_right(hits, (hi, "\uffff"))
-        while i > 0 and n > 0:
-            i -= 1
-            item = hits[i]
-            if item[0] < lo:
-                return
-            n -= 1
-            yield item
-
-
-def rank(
-    hits_per_key: Iterable[Iterable[tuple[datetime, str]]],
-    development_of: dict[str, str],
-    options: IngestOptions,
-) -> list[Hit]:
-    """The candidate query's ranking over the per-key hits: count shared keys, order by shared
-    keys, time (newest first), record id; at most so many per development, at most so many."""
-    shared: Counter[str] = Counter()
-    times: dict[str, datetime] = {}
-    for hits in hits_per_key:
-        for when, rid in hits:
-            shared[rid] += 1
-            times[rid] = when
-    ranked = sorted(shared)
-    ranked.sort(key=times.__getitem__, reverse=True)
-    ranked.sort(key=shared.__getitem__, reverse=True)
-    out: list[Hit] = []
-    per_dev: Counter[str] = Counter()
-    for rid in ranked:
-        if len(out) >= options.max_candidates:
-            break
-        dev = development_of.get(rid)
-        if dev is None:
-            continue
-        if per_dev[dev] < options.candidates_per_development:
-            per_dev[dev] += 1
-            out.append(Hit(rid, dev, times[rid], shared[rid]))
-    return out
+def key_hashes(fp: dedup.Fingerprint) -> list[int]:
+    """``index_keys`` of ``fp`` as 64-bit hashes (this process's ``hash`` of the key: the
+    window lives and dies with its process; two keys would share a hash with a chance of
+    about 2**-64 a pair)."""
+    keys = [hash(b[:MAX_KEY_CHARS]) ^ _BAND_TAG for b in fp.bands if b]
+    keys += [hash(k[:MAX_KEY_CHARS]) for k in fp.key_terms if k]
+    return list(dict.fromkeys(keys))
 
 
 class Window:
-    """The records and developments within reach of new records, in memory."""
+    """The records and developments within reach of new records, in memory.
+
+    One struct of arrays: a record is a slot (its id, development number, time in
+    microseconds, ``seq``, packed fingerprint, index keys as 64-bit hashes); the postings are
+    one pair of sorted numpy arrays (key hash, slot) plus a small dict of the newest. About
+    the packed fingerprint plus 0.3 KB a record (docs/store.md, "Memory bound")."""
 
     def __init__(self, instance: str, options: IngestOptions, window_days: float) -> None:
         self.instance = instance  # the store it mirrors (Store.instance)
@@ -303,10 +296,28 @@ class Window:
         """Forget everything (the store's records moved outside ingest: load again)."""
         self.layout_version = layout_version
         self.vocab = Vocabulary()
-        self.entries: dict[str, Entry] = {}
-        self.development_of: dict[str, str] = {}
-        self.postings = Postings()
-        self.order: list[tuple[datetime, str]] = []  # every entry, oldest first
+        # Per slot (a record held, or dropped: then its id is "" and it is not alive).
+        self._rids: list[str] = []
+        self._packed: list[bytes | None] = []
+        self._dev: Any = np.zeros(64, np.int32)
+        self._time: Any = np.zeros(64, np.int64)  # microseconds since the epoch
+        self._seq: Any = np.zeros(64, np.int64)
+        self._alive: Any = np.zeros(64, np.bool_)
+        self._key_data = array("q")  # every slot's key hashes, slot after slot
+        self._key_off = array("q", [0])  # slot i's keys: _key_data[_key_off[i]:_key_off[i+1]]
+        self._n = 0  # slots used
+        self._dead = 0  # slots dropped
+        self._drops = 0  # records dropped, ever
+        self._slot: dict[str, int] = {}  # record id -> slot, of the records held
+        self._dev_no: dict[str, int] = {}
+        self._dev_ids: list[str] = []
+        # The postings: sorted key hashes and their slots, and those not merged in yet.
+        self._ik: Any = np.zeros(0, np.int64)
+        self._is: Any = np.zeros(0, np.int32)
+        self._delta: dict[int, list[int]] = {}
+        self._n_delta = 0
+        self._bulk = False  # loading: the index is built once at the end
+        self._naive: bool | None = None  # times without a time zone (tests), else aware
         self.developments: dict[str, DevState] = {}
         self.last_seq = 0  # every stored record up to this seq is reflected
         self.horizon: datetime | None = None  # complete from this time on (None: empty store)
@@ -315,42 +326,210 @@ class Window:
         # Fingerprints held decoded, never evicted (a batch's own window: at most a batch).
         self.pinned: dict[str, dedup.Fingerprint] = {}
 
+    # --- times ------------------------------------------------------------------------------
+
+    def _us(self, time: datetime) -> int:
+        naive = time.tzinfo is None
+        if self._naive is None:
+            self._naive = naive
+        return (time - (_NAIVE_EPOCH if naive else _UTC_EPOCH)) // _US
+
+    def _datetime(self, us: int) -> datetime:
+        return (_NAIVE_EPOCH if self._naive else _UTC_EPOCH) + timedelta(microseconds=us)
+
     # --- reading ----------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Records held."""
+        return len(self._slot)
+
+    def __contains__(self, record_id: object) -> bool:
+        return record_id in self._slot
+
+    def record_ids(self) -> list[str]:
+        return list(self._slot)
 
     def covers(self, time: datetime) -> bool:
         """Whether every stored record filed from ``time - window`` on is held (or was
         dropped for the memory bound, which loading cannot undo)."""
         return self.capped or (self.horizon is not None and self.horizon <= time - self.window)
 
+    def _select(self, keys: Sequence[int], lo: int, hi: int, n: int) -> tuple[Any, Any]:
+        """Per key, its newest ``n`` hits filed within [lo, hi] (ties of time: the greater
+        record id first, as ``ORDER BY time DESC, record_id DESC``): (slots, key numbers)."""
+        if not keys or self._n == 0:
+            return _EMPTY_I32, _EMPTY_I32
+        qk = np.array(keys, dtype=np.int64)
+        starts = np.searchsorted(self._ik, qk, "left")
+        ends = np.searchsorted(self._ik, qk, "right")
+        lens = ends - starts
+        total = int(lens.sum())
+        if total:
+            keyno = np.repeat(np.arange(len(keys), dtype=np.int32), lens)
+            offsets = np.cumsum(lens) - lens
+            pos = np.arange(total, dtype=np.int64) - np.repeat(offsets - starts, lens)
+            slots = self._is[pos]
+        else:
+            keyno = slots = _EMPTY_I32
+        if self._delta:
+            extra_s: list[int] = []
+            extra_k: list[int] = []
+            for i, key in enumerate(keys):
+                found = self._delta.get(key)
+                if found:
+                    extra_s += found
+                    extra_k += [i] * len(found)
+            if extra_s:
+                slots = np.concatenate([slots, np.array(extra_s, np.int32)])
+                keyno = np.concatenate([keyno, np.array(extra_k, np.int32)])
+        if not len(slots):
+            return _EMPTY_I32, _EMPTY_I32
+        ts = self._time[slots]
+        ok = (ts >= lo) & (ts <= hi) & self._alive[slots]
+        slots, keyno, ts = slots[ok], keyno[ok], ts[ok]
+        counts = np.bincount(keyno, minlength=len(keys))
+        if counts.max(initial=0) <= n:
+            return slots, keyno
+        keep = np.ones(len(slots), np.bool_)
+        for k in np.flatnonzero(counts > n).tolist():
+            mine = np.flatnonzero(keyno == k)
+            keep[mine] = False
+            keep[mine[self._newest(slots[mine], ts[mine], n)]] = True
+        return slots[keep], keyno[keep]
+
+    def _newest(self, slots: Any, ts: Any, n: int) -> Any:
+        """Positions of the newest ``n`` of ``slots`` (times ``ts``), ties: greater id."""
+        m = len(ts)
+        if n <= 0:
+            return _EMPTY_I64
+        if n >= m:
+            return np.arange(m)
+        kth = np.partition(ts, m - n)[m - n]
+        above = np.flatnonzero(ts > kth)
+        ties = np.flatnonzero(ts == kth)
+        need = n - len(above)
+        if len(ties) > need:
+            rids = self._rids
+            order = sorted(ties.tolist(), key=lambda i: rids[int(slots[i])], reverse=True)
+            ties = np.array(order[:need], dtype=np.int64)
+        return np.concatenate([above, ties])
+
+    def _hits(self, slots: Any) -> list[tuple[int, str, int]]:
+        ts = self._time[slots].tolist()
+        rids = self._rids
+        return [(t, rids[s], s) for t, s in zip(ts, slots.tolist(), strict=True)]
+
     def candidates(
         self, fp: dedup.Fingerprint, time: datetime, extra: Window | None = None
     ) -> list[dedup.Candidate]:
         """The ranked candidates of a record filed at ``time`` (``extra``: a second window of
-        records decided but not stored yet, ranked together with these)."""
-        lo, hi = time - self.window, time + self.window
+        records decided but not stored yet, ranked together with these): per key its newest
+        ``candidate_hits_per_key`` hits within the dedup window either side of ``time``; the
+        records sharing the most keys first, then the newest, then by record id; at most
+        ``candidates_per_development`` of one development, ``max_candidates`` in all."""
+        lo, hi = self._us(time - self.window), self._us(time + self.window)
         n = self.options.candidate_hits_per_key
-        keys = index_keys(fp)
-        per_key: list[Iterable[tuple[datetime, str]]] = []
-        dev_of = self.development_of
-        for key in keys:
-            mine = list(self.postings.newest(key, lo, hi, n))
-            if extra is not None:
-                theirs = list(extra.postings.newest(key, lo, hi, n))
-                if theirs:
-                    mine = sorted(mine + theirs, reverse=True)[:n]
-            per_key.append(mine)
-        if extra is not None and extra.development_of:
-            dev_of = {**dev_of, **extra.development_of}
-        out = []
-        for hit in rank(per_key, dev_of, self.options):
-            owner = self if hit.record_id in self.entries else extra
-            assert owner is not None
-            out.append(
-                dedup.Candidate(
-                    hit.record_id, hit.development_id, owner.fingerprint(hit.record_id), hit.time
-                )
-            )
+        keys = key_hashes(fp)
+        slots, keyno = self._select(keys, lo, hi, n)
+        theirs: list[tuple[int, str, int]] = []
+        if extra is not None and len(extra._slot):
+            lo_x, hi_x = extra._us(time - self.window), extra._us(time + self.window)
+            e_slots, e_keyno = extra._select(keys, lo_x, hi_x, n)
+            if len(e_slots):
+                slots, keyno, theirs = self._merge_extra(slots, keyno, extra, e_slots, e_keyno, n)
+        if not theirs:
+            return self._ranked_own(slots)
+        return self._ranked_mixed(slots, extra, theirs)
+
+    def _merge_extra(
+        self, slots: Any, keyno: Any, extra: Window, e_slots: Any, e_keyno: Any, n: int
+    ) -> tuple[Any, Any, list[tuple[int, str, int]]]:
+        """Per key, the newest ``n`` of this window's and ``extra``'s hits together:
+        (this window's slots and key numbers kept, ``extra``'s hits kept, one per key)."""
+        mine_n = np.bincount(keyno, minlength=int(e_keyno.max()) + 1) if len(keyno) else None
+        theirs: list[tuple[int, str, int]] = []
+        drop = np.zeros(len(slots), np.bool_)
+        for k in np.unique(e_keyno).tolist():
+            e_hits = extra._hits(e_slots[e_keyno == k])
+            if mine_n is None or k >= len(mine_n) or mine_n[k] + len(e_hits) <= n:
+                theirs += e_hits
+                continue
+            at = np.flatnonzero(keyno == k)
+            both = [(t, rid, 0, s) for t, rid, s in self._hits(slots[at])]
+            both += [(t, rid, 1, s) for t, rid, s in e_hits]
+            both.sort(reverse=True)
+            kept = both[:n]
+            kept_mine = {s for _, _, owner, s in kept if owner == 0}
+            for i, s in zip(at.tolist(), slots[at].tolist(), strict=True):
+                if s not in kept_mine:
+                    drop[i] = True
+            theirs += [(t, rid, s) for t, rid, owner, s in kept if owner == 1]
+        return slots[~drop], keyno[~drop], theirs
+
+    def _ranked_own(self, slots: Any) -> list[dedup.Candidate]:
+        if not len(slots):
+            return []
+        uniq, shared = np.unique(slots, return_counts=True)
+        ts = self._time[uniq]
+        order = np.lexsort((-ts, -shared))
+        u = uniq[order].tolist()
+        c = shared[order].tolist()
+        t = ts[order].tolist()
+        rids = self._rids
+        out: list[dedup.Candidate] = []
+        per_dev: Counter[int] = Counter()
+        cap, per = self.options.max_candidates, self.options.candidates_per_development
+        i = 0
+        while i < len(u) and len(out) < cap:
+            j = i + 1
+            while j < len(u) and c[j] == c[i] and t[j] == t[i]:
+                j += 1
+            group = [(rids[s], s, t[i]) for s in u[i:j]]
+            group.sort()  # the same keys and time: by record id
+            for rid, s, when in group:
+                if len(out) >= cap:
+                    break
+                dev = int(self._dev[s])
+                if per_dev[dev] < per:
+                    per_dev[dev] += 1
+                    out.append(self._candidate(rid, s, when))
+            i = j
         return out
+
+    def _ranked_mixed(
+        self, slots: Any, extra: Window | None, theirs: list[tuple[int, str, int]]
+    ) -> list[dedup.Candidate]:
+        assert extra is not None
+        shared: Counter[tuple[int, int]] = Counter()  # (owner, slot) -> keys shared
+        for s in slots.tolist():
+            shared[0, s] += 1
+        for _, _, s in theirs:
+            shared[1, s] += 1
+        owners = (self, extra)
+        ranked = sorted(
+            (-count, -int(owners[o]._time[s]), owners[o]._rids[s], o, s)
+            for (o, s), count in shared.items()
+        )
+        out: list[dedup.Candidate] = []
+        per_dev: Counter[str] = Counter()
+        cap, per = self.options.max_candidates, self.options.candidates_per_development
+        for _, neg_t, rid, o, s in ranked:
+            if len(out) >= cap:
+                break
+            owner = owners[o]
+            dev = owner._dev_ids[int(owner._dev[s])]
+            if per_dev[dev] < per:
+                per_dev[dev] += 1
+                out.append(owner._candidate(rid, s, -neg_t))
+        return out
+
+    def _candidate(self, record_id: str, slot: int, us: int) -> dedup.Candidate:
+        return dedup.Candidate(
+            record_id,
+            self._dev_ids[int(self._dev[slot])],
+            self.fingerprint(record_id),
+            self._datetime(us),
+        )
 
     def fingerprint(self, record_id: str) -> dedup.Fingerprint:
         """The decoded fingerprint of a held record (kept in a small LRU)."""
@@ -361,7 +540,9 @@ class Window:
         if fp is not None:
             self._decoded.move_to_end(record_id)
             return fp
-        fp = unpack(self.entries[record_id].packed, self.vocab)
+        data = self._packed[self._slot[record_id]]
+        assert data is not None
+        fp = unpack(data, self.vocab)
         self.remember(record_id, fp)
         return fp
 
@@ -393,30 +574,144 @@ class Window:
         packed: bytes | None = None,
     ) -> bytes:
         """Hold a record (again: replaced). Returns its packed fingerprint."""
-        if record_id in self.entries:
-            self._drop(record_id)
         data = packed if packed is not None else pack(fp, self.vocab)
-        keys = tuple(index_keys(fp))
-        self.entries[record_id] = Entry(record_id, development_id, time, seq, keys, data)
-        self.development_of[record_id] = development_id
-        self.postings.add(keys, time, record_id)
-        item = (time, record_id)
-        if not self.order or self.order[-1] <= item:
-            self.order.append(item)
-        else:
-            bisect.insort(self.order, item)
-        self.last_seq = max(self.last_seq, seq)
+        self._add(record_id, development_id, self._us(time), seq, key_hashes(fp), data)
         return data
 
+    def _add(
+        self, record_id: str, development_id: str, us: int, seq: int, keys: list[int], data: bytes
+    ) -> None:
+        if record_id in self._slot:
+            self._drop(record_id)
+        slot = self._n
+        if slot == len(self._time):
+            size = 2 * slot
+            self._dev = np.resize(self._dev, size)
+            self._time = np.resize(self._time, size)
+            self._seq = np.resize(self._seq, size)
+            self._alive = np.resize(self._alive, size)
+            self._alive[slot:] = False
+        self._n += 1
+        dev = self._dev_no.get(development_id)
+        if dev is None:
+            dev = self._dev_no[development_id] = len(self._dev_ids)
+            self._dev_ids.append(development_id)
+        self._dev[slot] = dev
+        self._time[slot] = us
+        self._seq[slot] = seq
+        self._alive[slot] = True
+        self._rids.append(record_id)
+        self._packed.append(data)
+        self._slot[record_id] = slot
+        self._key_data.extend(keys)
+        self._key_off.append(len(self._key_data))
+        if not self._bulk:
+            delta = self._delta
+            for key in keys:
+                found = delta.get(key)
+                if found is None:
+                    delta[key] = [slot]
+                else:
+                    found.append(slot)
+            self._n_delta += len(keys)
+            if self._n_delta > self.options.window_merge_postings:
+                self._merge_delta()
+        if seq > self.last_seq:
+            self.last_seq = seq
+
+    def _merge_delta(self) -> None:
+        """The postings of the dict into the sorted arrays."""
+        keys = array("q")
+        slots = array("i")
+        for key, found in self._delta.items():
+            keys.extend([key] * len(found))
+            slots.extend(found)
+        if keys:
+            self._insert(np.frombuffer(keys, dtype=np.int64), np.frombuffer(slots, np.int32))
+        self._delta = {}
+        self._n_delta = 0
+
     def _drop(self, record_id: str) -> None:
-        entry = self.entries.pop(record_id)
-        self.development_of.pop(record_id, None)
-        self.postings.remove(entry.keys, entry.time, record_id)
-        item = (entry.time, record_id)
-        i = bisect.bisect_left(self.order, item)
-        if i < len(self.order) and self.order[i] == item:
-            del self.order[i]
+        slot = self._slot.pop(record_id)
+        self._alive[slot] = False
+        self._packed[slot] = None
+        self._rids[slot] = ""
+        self._dead += 1
+        self._drops += 1
         self._decoded.pop(record_id, None)
+
+    def _compact(self) -> None:
+        """Slots of the records held only, numbered afresh; the index built again."""
+        n = self._n
+        live = np.flatnonzero(self._alive[:n])
+        size = max(64, 2 * len(live))
+        dev_ids: list[str] = []
+        dev_no: dict[str, int] = {}
+        old_dev = self._dev[live].tolist()
+        new_dev = np.zeros(size, np.int32)
+        for i, d in enumerate(old_dev):
+            name = self._dev_ids[d]
+            j = dev_no.get(name)
+            if j is None:
+                j = dev_no[name] = len(dev_ids)
+                dev_ids.append(name)
+            new_dev[i] = j
+        key_data = array("q")
+        key_off = array("q", [0])
+        old_data, old_off = self._key_data, self._key_off
+        for s in live.tolist():
+            key_data.extend(old_data[old_off[s] : old_off[s + 1]])
+            key_off.append(len(key_data))
+        m = len(live)
+        for name in ("_time", "_seq"):
+            arr = np.zeros(size, np.int64)
+            arr[:m] = getattr(self, name)[live]
+            setattr(self, name, arr)
+        self._alive = np.zeros(size, np.bool_)
+        self._alive[:m] = True
+        self._dev = new_dev
+        self._dev_ids, self._dev_no = dev_ids, dev_no
+        live_list = live.tolist()
+        self._rids = [self._rids[s] for s in live_list]
+        self._packed = [self._packed[s] for s in live_list]
+        self._slot = {rid: i for i, rid in enumerate(self._rids)}
+        self._key_data, self._key_off = key_data, key_off
+        self._n, self._dead = m, 0
+        self._reindex()
+
+    def _index_from(self, first: int) -> None:
+        """Index the slots from ``first`` on (added in bulk): merged into the sorted arrays,
+        or all built again when they are most of the postings."""
+        start = self._key_off[first]
+        added = len(self._key_data) - start
+        if not added:
+            return
+        if added > len(self._ik) // 2:
+            self._merge_delta()
+            self._reindex()
+            return
+        keys = np.frombuffer(self._key_data, dtype=np.int64)[start:]
+        counts = np.diff(np.frombuffer(self._key_off, dtype=np.int64)[first:])
+        slots = np.repeat(np.arange(first, self._n, dtype=np.int32), counts)
+        self._insert(keys, slots)
+
+    def _insert(self, keys: Any, slots: Any) -> None:
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        at = np.searchsorted(self._ik, keys, "right")
+        self._ik = np.insert(self._ik, at, keys)
+        self._is = np.insert(self._is, at, slots[order])
+
+    def _reindex(self) -> None:
+        """The sorted postings of every slot (dropped ones too: lookups skip them)."""
+        keys = np.frombuffer(self._key_data, dtype=np.int64) if self._key_data else _EMPTY_I64
+        counts: Any = np.diff(np.frombuffer(self._key_off, dtype=np.int64))
+        slots = np.repeat(np.arange(self._n, dtype=np.int32), counts)
+        order = np.argsort(keys, kind="stable")
+        self._ik = keys[order]
+        self._is = slots[order]
+        self._delta = {}
+        self._n_delta = 0
 
     def load(
         self,
@@ -424,27 +719,69 @@ class Window:
         developments: Iterable[StoredDevelopment],
     ) -> None:
         """Hold stored records and the state of their developments (rows the store read)."""
-        for row in records:
-            fp = _parse(row.fingerprint_json)
-            if fp is not None:
-                self.add(row.record_id, row.development_id, row.time, row.seq, fp)
-            else:
-                self.last_seq = max(self.last_seq, row.seq)
+        self.load_records(records)
+        self.load_developments(developments)
+
+    def load_records(self, records: Iterable[StoredRecord]) -> set[str]:
+        """Hold stored records (rows the store reads, streamed): the ids of their
+        developments, whose state ``load_developments`` takes next."""
+        devs: set[str] = set()
+        first = self._n
+        self._bulk = True
+        try:
+            for row in records:
+                devs.add(row.development_id)
+                raw = row.fingerprint_json
+                found = pack_json(raw, self.vocab) if raw else None
+                if found is not None:
+                    data, keys = found
+                    us = self._us(row.time)
+                    self._add(row.record_id, row.development_id, us, row.seq, keys, data)
+                    continue
+                fp = _parse(row.fingerprint_json)
+                if fp is not None:
+                    self.add(row.record_id, row.development_id, row.time, row.seq, fp)
+                elif row.seq > self.last_seq:
+                    self.last_seq = row.seq
+        finally:
+            self._bulk = False
+            self._index_from(first)
+        return devs
+
+    def unheld(self, developments: Iterable[StoredDevelopment]) -> list[str]:
+        """The members of ``developments`` (read without fingerprints) this window does not
+        hold: those whose fingerprints ``load_developments`` needs."""
+        return [m.record_id for d in developments for m in d.members if m.record_id not in self]
+
+    def load_developments(
+        self,
+        developments: Iterable[StoredDevelopment],
+        fingerprints: Mapping[str, str | None] | None = None,
+    ) -> None:
+        """Hold the state of developments (their latest members: the fingerprint of a member
+        held comes from the window, of another from ``fingerprints`` or the row)."""
         for dev in developments:
             members = []
             for m in sorted(dev.members, key=lambda m: (m.time, m.seq)):
-                held = self.entries.get(m.record_id)
-                if held is not None:
-                    data: bytes | None = held.packed
+                slot = self._slot.get(m.record_id)
+                if slot is not None:
+                    data: bytes | None = self._packed[slot]
                 else:
-                    fp = _parse(m.fingerprint_json)
-                    data = None if fp is None else pack(fp, self.vocab)
+                    raw = m.fingerprint_json
+                    if fingerprints is not None:
+                        raw = fingerprints.get(m.record_id, raw)
+                    found = pack_json(raw, self.vocab) if raw else None
+                    if found is not None:
+                        data = found[0]
+                    else:
+                        fp = _parse(raw)
+                        data = None if fp is None else pack(fp, self.vocab)
                 members.append(Member(m.time, m.seq, m.record_id, m.title, data))
             self.developments[dev.id] = DevState(
                 dev.id,
                 dev.representative_id,
                 dev.title,
-                set(dev.topics),
+                frozenset(dev.topics) if dev.topics else _NO_TOPICS,
                 members[-self.options.representative_members :],
             )
 
@@ -455,19 +792,40 @@ class Window:
         """Drop what no new record can reach (filed more than two windows before ``now``:
         a record is filed at most at ``now``) and, past the memory bound, the oldest."""
         limit = now - 2 * self.window
-        while self.order and self.order[0][0] < limit:
-            self._drop(self.order[0][1])
+        n = self._n
+        drops_before = self._drops
+        if n:
+            alive = self._alive[:n]
+            old = np.flatnonzero(alive & (self._time[:n] < self._us(limit)))
+            for s in old.tolist():
+                self._drop(self._rids[s])
         if self.horizon is not None and self.horizon < limit:
             self.horizon = limit
-        while len(self.entries) > self.options.window_max_records:
-            self._drop(self.order[0][1])
+        over = len(self._slot) - self.options.window_max_records
+        if over > 0:
+            live = np.flatnonzero(self._alive[: self._n])
+            ts = self._time[live]
+            # The oldest ``over``: the newest len - over kept, ties of time by record id.
+            keep = self._newest(live, ts, len(live) - over)
+            doomed = np.ones(len(live), np.bool_)
+            doomed[keep] = False
+            for s in live[doomed].tolist():
+                self._drop(self._rids[s])
             self.capped = True
-        held = set(self.development_of.values())
-        for dev_id in [d for d in self.developments if d not in held]:
-            del self.developments[dev_id]
+        if self._dead > max(self.options.window_compact_after, len(self._slot)):
+            self._compact()
+        if self.developments and self._drops != drops_before:
+            live = self._dev[: self._n][self._alive[: self._n]]
+            held = {self._dev_ids[d] for d in np.unique(live).tolist()}
+            for dev_id in [d for d in self.developments if d not in held]:
+                del self.developments[dev_id]
         if len(self.vocab) > self.options.window_max_words:
             # Words of records long gone: load again (the next batch rebuilds from the store).
             self.reset(None)
+
+
+_EMPTY_I32 = np.zeros(0, np.int32)
+_EMPTY_I64 = np.zeros(0, np.int64)
 
 
 def _parse(data: str | None) -> dedup.Fingerprint | None:

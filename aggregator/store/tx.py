@@ -3,7 +3,7 @@ transaction (see core.py for the concurrency design)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -97,9 +97,10 @@ class WriteTx:
 
     def window_records(
         self, *, after_seq: int, since: datetime, before: datetime | None = None
-    ) -> list[StoredRecord]:
+    ) -> Iterator[StoredRecord]:
         """Stored records with a development, inserted after ``after_seq`` and filed from
-        ``since`` on (before ``before``, when given), with their fingerprints."""
+        ``since`` on (before ``before``, when given), with their fingerprints: streamed (a
+        window rebuild reads 100,000 of them), to be consumed before the next statement."""
         r, m, f = t.records, t.memberships, t.fingerprints
         query = (
             sa.select(r.c.id, m.c.development_id, r.c.time, r.c.seq, r.c.title, f.c.data)
@@ -110,10 +111,16 @@ class WriteTx:
         )
         if before is not None:
             query = query.where(r.c.time < before)
-        return [StoredRecord(*row) for row in self.conn.execute(query)]
+        # Per statement: Connection.execution_options would stream every later query too.
+        rows = self.conn.execute(query, execution_options={"yield_per": 1000})
+        for row in rows:
+            yield StoredRecord(*row)
 
-    def window_developments(self, dev_ids: Iterable[str], members: int) -> list[StoredDevelopment]:
-        """The developments ``dev_ids`` with their topics and ``members`` latest members."""
+    def window_developments(
+        self, dev_ids: Iterable[str], members: int, *, fingerprints: bool = True
+    ) -> list[StoredDevelopment]:
+        """The developments ``dev_ids`` with their topics and ``members`` latest members
+        (with their fingerprints unless ``fingerprints`` is false)."""
         d, dt, m, r, f = (
             t.developments,
             t.development_topics,
@@ -147,7 +154,7 @@ class WriteTx:
                     latest.c.time,
                     latest.c.seq,
                     latest.c.title,
-                    f.c.data,
+                    f.c.data if fingerprints else sa.null(),
                 )
                 .outerjoin(f, f.c.record_id == latest.c.id)
                 .where(latest.c.place <= members)
@@ -168,6 +175,17 @@ class WriteTx:
                         tuple(held.get(row.id, ())),
                     )
                 )
+        return out
+
+    def fingerprints(self, record_ids: Iterable[str]) -> dict[str, str]:
+        """The stored fingerprints (JSON) of ``record_ids``, of those that have one."""
+        f = t.fingerprints
+        out: dict[str, str] = {}
+        for chunk in chunks(sorted(set(record_ids))):
+            for rid, data in self.conn.execute(
+                sa.select(f.c.record_id, f.c.data).where(f.c.record_id.in_(chunk))
+            ):
+                out[rid] = data
         return out
 
     def exact_keys(self, batch: Sequence[Record], dev_ids: Sequence[str]) -> StoredExact:
