@@ -1087,16 +1087,27 @@ class Decision:
 @dataclass(frozen=True, slots=True)
 class DevelopmentScore:
     """A record against one candidate development: its ``score``, the ``threshold`` that the
-    kind of comparison needs (``kind``: "article" or "headline"), the closest member's id."""
+    kind of comparison needs (``kind``: "article" or "headline"), the closest member's id,
+    its candidate ``members`` and whether they are all headline-only (``headlines_only``)."""
 
     score: float
     threshold: float
     record_id: str
     kind: str
+    members: int = 1
+    headlines_only: bool = False
 
     @property
     def margin(self) -> float:
         return self.score - self.threshold
+
+    def rank(self, options: DedupOptions) -> float:
+        """What ``decide`` maximizes among the developments a record clears: the margin, plus
+        ``options.headline_size_preference`` x ln(candidate members) for a development of
+        headline-only records (a broad story that many of its headlines' words reach)."""
+        if not self.headlines_only or self.members <= 1:
+            return self.margin
+        return self.margin + options.headline_size_preference * math.log(self.members)
 
 
 def decide(
@@ -1108,8 +1119,10 @@ def decide(
     store's queries); those outside ``options.window_days`` of ``time`` are ignored. A
     near-duplicate of a candidate joins its development (reason NEAR_DUPLICATE); otherwise the
     development with the largest margin over its threshold (``development_scores``, after the
-    time decay) joins when that margin is not negative (SAME_EVENT); otherwise the record starts
-    a new development (NEW). Single-pass clustering against development centroids with a time
+    time decay) joins when that margin is not negative (SAME_EVENT; among developments of
+    headline-only records that the record clears, the margin counts with a preference for more
+    candidate members: ``DevelopmentScore.rank``); otherwise the record starts a new
+    development (NEW). Single-pass clustering against development centroids with a time
     penalty (Allan, Papka and Lavrenko 1998; Yang, Pierce and Carbonell 1998).
     """
     live = _within_window(time, candidates, options.window_days)
@@ -1121,8 +1134,9 @@ def decide(
     scores = development_scores(fp, live, options)
     if time is not None:
         scores = _decayed(scores, time, live, options)
-    best_dev, best = max(scores.items(), key=lambda kv: (kv[1].margin, kv[0]))
-    if best.margin >= 0.0:
+    cleared = [(s.rank(options), dev, s) for dev, s in scores.items() if s.margin >= 0.0]
+    if cleared:
+        _, best_dev, best = max(cleared, key=lambda c: (c[0], c[1]))
         return Decision(
             best_dev,
             DedupReason.SAME_EVENT,
@@ -1257,7 +1271,12 @@ def development_scores(
         articles = [m for m in members if not is_headline(m.fingerprint, options)]
         if headline or not articles:
             out[dev] = DevelopmentScore(
-                head_sim, options.headline_threshold, members[closest].record_id, "headline"
+                head_sim,
+                options.headline_threshold,
+                members[closest].record_id,
+                "headline",
+                len(members),
+                not articles,
             )
             continue
         body_sim, nearest = _neighbour_cosine(vec, [m.fingerprint.vector() for m in articles], k)
@@ -1273,7 +1292,7 @@ def development_scores(
             if theirs and theirs.isdisjoint(actions):
                 score *= 1.0 - options.action_penalty
         out[dev] = DevelopmentScore(
-            score, options.article_threshold, articles[nearest].record_id, "article"
+            score, options.article_threshold, articles[nearest].record_id, "article", len(members)
         )
     return out
 

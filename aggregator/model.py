@@ -372,6 +372,12 @@ class DedupOptions:
     # A development is represented by the centroid of its members closest to the record, at most
     # this many: 1 is single link, a large number the whole development's centroid.
     neighbours: int = 5
+    # Among the developments of headline-only records that a headline clears, prefer the one
+    # with more candidate members: each ranks by its margin + this x ln(its candidate members).
+    # A headline is a handful of words; how many of a development's reports share its keys is
+    # evidence that one close-worded member is not. 0: the largest margin only. Chosen by
+    # cross-validation (docs/dedup.md, "Cross-validated dev figures").
+    headline_size_preference: float = 0.2
     # A record whose text has fewer words than this is compared as a headline (a feed entry with
     # a title and a teaser at most).
     headline_words: int = 25

@@ -459,6 +459,30 @@ def test_headlines_are_compared_by_headline_and_lead_against_any_kind() -> None:
     assert dedup.decide(papua, T0, cands, OPTIONS).development_id is None
 
 
+def test_a_headline_prefers_the_development_more_of_its_reports_reach() -> None:
+    # A headline clears two developments of headlines: one close-worded report, and a broad
+    # story whose three reports each share a little with it.
+    record = _vectors({}, {"spritz": 0.6, "read": 0.6, "app": 0.529})
+    close = _vectors({}, {"app": 0.6, "read": 0.5, "launch": 0.6245})
+    broad = [
+        _vectors({}, {"spritz": 0.8, "speed": 0.6}),
+        _vectors({}, {"spritz": 0.7, "word": 0.714}),
+        _vectors({}, {"spritz": 0.6, "minute": 0.8}),
+    ]
+    cands = [Candidate("c1", "close", close, T0)]
+    cands += [Candidate(f"b{i}", "broad", fp, T0) for i, fp in enumerate(broad)]
+    scores = dedup.development_scores(record, cands, OPTIONS)
+    assert scores["close"].margin > scores["broad"].margin >= 0.0
+    assert (scores["broad"].members, scores["broad"].headlines_only) == (3, True)
+    # By margin alone the close report wins; with the preference (ln 3 x 0.2 = 0.22) the story.
+    none = dataclasses.replace(OPTIONS, headline_size_preference=0.0)
+    assert dedup.decide(record, T0, cands, none).development_id == "close"
+    assert dedup.decide(record, T0, cands, OPTIONS).development_id == "broad"
+    # A development it does not clear is never preferred, whatever its size.
+    strict = dataclasses.replace(OPTIONS, headline_threshold=scores["broad"].score + 0.01)
+    assert dedup.decide(record, T0, cands, strict).development_id == "close"
+
+
 def test_thresholds_are_options_by_kind() -> None:
     article = dedup.fingerprint("6.1-magnitude quake strikes Indonesia's Aceh province", QUAKE)
     headline = dedup.fingerprint(HEADLINE_ACEH, "")
