@@ -470,10 +470,15 @@ _MONTH_OF = {
 
 @dataclass(frozen=True, slots=True)
 class _Tokens:
-    """One text cut into tokens: the raw words and their normalized keys, position-aligned."""
+    """One text cut into tokens: the raw words and their normalized keys, position-aligned;
+    ``named``: the distinct words written like a name (capitalized or an acronym) with their
+    keys; ``capital``: the distinct words whose first letter is a
+    capital (per-word facts, found once per distinct word rather than once per token)."""
 
     raw: list[str]
     keys: list[str]
+    named: list[tuple[str, str]] = field(default_factory=list)
+    capital: set[str] = field(default_factory=set)
 
 
 def _concept(key: str) -> str:
@@ -484,6 +489,36 @@ def _concept(key: str) -> str:
 # before. Cleared when full rather than evicted one by one (a bound, not a policy); ≈ 4 MB full.
 _KEY_CACHE: dict[str, str] = {}
 KEY_CACHE_SIZE = 30_000
+
+
+# The shape of words seen, across records, as sets so that a record's capitalized and
+# name-shaped words are two set intersections (C) rather than tests of every word (Python):
+# ``_SHAPED`` holds the words classified, ``_CAPITAL`` those starting with a capital,
+# ``_NAMED`` those written like a name. Cleared together when ``_SHAPED`` is full.
+_SHAPED: set[str] = set()
+_CAPITAL: set[str] = set()
+_NAMED: set[str] = set()
+
+
+def _name_shaped(word: str) -> bool:
+    """Capitalized (not all capitals, two letters or more) or an acronym (NATO, AMD, UNC)."""
+    if word.isupper():
+        return 1 < len(word) <= 5
+    return word[0].isupper() and len(word) > 1
+
+
+def _classify(words: dict[str, None]) -> None:
+    new = words.keys() - _SHAPED
+    if not new:
+        return
+    if len(_SHAPED) + len(new) > KEY_CACHE_SIZE:
+        _SHAPED.clear()
+        _CAPITAL.clear()
+        _NAMED.clear()
+        new = set(words)
+    _SHAPED.update(new)
+    _CAPITAL.update(w for w in new if w[0].isupper())
+    _NAMED.update(w for w in new if _name_shaped(w))
 
 
 def _tokenize(text: str) -> _Tokens:
@@ -502,7 +537,9 @@ def _tokenize(text: str) -> _Tokens:
         folded = _skeleton_text("\n".join(new)).split("\n")
         for word, k in zip(new, folded, strict=True):
             cache[word] = intern(k if k[:1].isdigit() else _concept(k[:STEM_LENGTH]))
-    return _Tokens(raw, [cache[w] for w in raw])
+    _classify(words)
+    named = [(w, cache[w]) for w in _NAMED.intersection(words)]
+    return _Tokens(raw, list(map(cache.__getitem__, raw)), named, _CAPITAL.intersection(words))
 
 
 # --------------------------------------------------------------------------------------------
@@ -583,14 +620,27 @@ _rng = np.random.default_rng(0x5EED_DED0)
 # constants are fixed so signatures computed by any process or replica compare.
 _PERM_A = _rng.integers(1, 2**63, size=NUM_PERM, dtype=np.uint64) | np.uint64(1)
 _PERM_B = _rng.integers(0, 2**63, size=NUM_PERM, dtype=np.uint64)
+_PERM_A_COLUMN = _PERM_A[:, None]
+_PERM_B_COLUMN = _PERM_B[:, None]
 _MIX1 = np.uint64(0x9E3779B97F4A7C15)
 _MIX2 = np.uint64(0xC2B2AE3D27D4EB4F)
 
 
+# Key -> its crc32, across records (cleared when full, like _KEY_CACHE).
+_CRC: dict[str, int] = {}
+
+
 def _token_hashes(keys: Sequence[str]) -> np.ndarray:
     # crc32 is stable across processes (unlike hash()), so replicas compute the same signature.
-    table = {k: zlib.crc32(k.encode()) for k in set(keys)}
-    return np.fromiter((table[k] for k in keys), dtype=np.uint64, count=len(keys))
+    table = _CRC
+    new = set(keys).difference(table)
+    if new:
+        if len(table) + len(new) > KEY_CACHE_SIZE:
+            table.clear()
+            new = set(keys)
+        crc = zlib.crc32
+        table.update((k, crc(k.encode())) for k in new)
+    return np.array(list(map(table.__getitem__, keys)), dtype=np.uint64)
 
 
 def _minhash(keys: Sequence[str]) -> tuple[int, ...]:
@@ -598,26 +648,29 @@ def _minhash(keys: Sequence[str]) -> tuple[int, ...]:
     if not keys:
         return ()
     th = _token_hashes(keys)
-    if len(th) >= SHINGLE:
-        with np.errstate(over="ignore"):
-            sh = th[: len(th) - 2] * _MIX1 + th[1 : len(th) - 1] * _MIX2 + th[2:]
-    else:
-        sh = th
-    sh = np.unique(sh)
     with np.errstate(over="ignore"):
-        values = (_PERM_A[:, None] * sh[None, :] + _PERM_B[:, None]) >> np.uint64(32)
-    return tuple(int(v) for v in values.min(axis=1))
+        if len(th) >= SHINGLE:
+            sh = th[: len(th) - 2] * _MIX1 + th[1 : len(th) - 1] * _MIX2 + th[2:]
+        else:
+            sh = th
+        values = np.multiply(_PERM_A_COLUMN, np.unique(sh))
+        values += _PERM_B_COLUMN
+    # The shift after the minimum: x >> 32 is monotonic, so min(x >> 32) == min(x) >> 32.
+    return tuple((values.min(axis=1) >> np.uint64(32)).tolist())
+
+
+_BAND_BYTES = BAND_ROWS * 4  # a band: BAND_ROWS signature values as little-endian uint32
 
 
 def _bands(signature: Sequence[int]) -> tuple[str, ...]:
     if len(signature) != NUM_PERM:
         return ()
-    arr = np.asarray(signature, dtype=np.uint32)
-    out = []
-    for band in range(NUM_PERM // BAND_ROWS):
-        chunk = arr[band * BAND_ROWS : (band + 1) * BAND_ROWS].tobytes()
-        out.append(f"{band:02d}:{hashlib.blake2b(chunk, digest_size=8).hexdigest()}")
-    return tuple(out)
+    buf = np.asarray(signature, dtype=np.uint32).tobytes()
+    blake2b, size = hashlib.blake2b, _BAND_BYTES
+    return tuple(
+        f"{band:02d}:{blake2b(buf[band * size : (band + 1) * size], digest_size=8).hexdigest()}"
+        for band in range(NUM_PERM // BAND_ROWS)
+    )
 
 
 def minhash_similarity(a: Sequence[int], b: Sequence[int]) -> float:
@@ -720,33 +773,34 @@ def _is_content(key: str) -> bool:
 
 
 def _entity_keys(tokens: _Tokens) -> set[str]:
-    """Keys of words written capitalized where a sentence does not start (names, places)."""
-    out: set[str] = set()
-    raw, keys = tokens.raw, tokens.keys
-    for i in range(1, len(raw)):
-        word = raw[i]
-        capitalized = word[0].isupper() and not word.isupper() and len(word) > 1
-        acronym = word.isupper() and 1 < len(word) <= 5  # NATO, AMD, UNC
-        if capitalized or acronym:
-            out.add(keys[i])
-    return {k for k in out if _is_content(k)}
+    """Keys of words written capitalized where a sentence does not start (names, places):
+    capitalized words of two letters or more, and acronyms (NATO, AMD, UNC)."""
+    raw = tokens.raw
+    first = raw[0] if raw else None
+    stop = _STOPWORDS
+    return {
+        k
+        for w, k in tokens.named
+        # the first word counts only where it occurs again
+        if len(k) > 1 and k not in stop and (w != first or raw.count(w) > 1)
+    }
 
 
 def _name_pairs(tokens: _Tokens) -> list[str]:
     """Adjacent capitalized words ("Regina Benjamin", "Red Sox") as one term: a full name is
     far more specific to one event than either of its words."""
+    capital = tokens.capital
+    if not capital:
+        return []
+    raw, keys, stop = tokens.raw, tokens.keys, _STOPWORDS
     out = []
-    raw, keys = tokens.raw, tokens.keys
-    for i in range(len(raw) - 1):
-        a, b = raw[i], raw[i + 1]
-        if (
-            a[0].isupper()
-            and b[0].isupper()
-            and not a[0].isdigit()
-            and _is_content(keys[i])
-            and _is_content(keys[i + 1])
-        ):
-            out.append(f"{keys[i]}_{keys[i + 1]}")
+    last = -2  # the position of the last capitalized content word
+    for i in [i for i, w in enumerate(raw) if w in capital]:
+        k = keys[i]
+        if len(k) > 1 and k not in stop:
+            if last == i - 1:
+                out.append(f"{keys[last]}_{k}")
+            last = i
     return out
 
 
@@ -826,12 +880,13 @@ def fingerprint(
     entities = _entity_keys(body) | _entity_keys(head)
     counts: dict[str, float] = defaultdict(float)
     numbers: set[str] = set()
+    month_of, stop = _MONTH_OF.get, _STOPWORDS  # inlined _number_key, _is_content
     for key, count in Counter(body.keys).items():
-        num = _number_key(key)
+        num = _number_key(key) if key[:1].isdigit() else month_of(key)
         if num is not None:
             numbers.add(num)
             counts[num] += count
-        elif _is_content(key):
+        elif len(key) > 1 and key not in stop:  # _is_content
             counts[key] += count
     for pair in _name_pairs(body):
         counts[pair] += 1
@@ -841,23 +896,26 @@ def fingerprint(
         entities.add(pair)
     title_keys = []
     for key in head.keys:
-        num = _number_key(key)
-        k = num if num is not None else key
-        if num is not None or _is_content(key):
-            counts[k] += TITLE_WEIGHT
-            title_keys.append(k)
-            if num is not None:
-                numbers.add(num)
-    weights = {
-        k: (1.0 + math.log(c))
-        * (ENTITY_WEIGHT if (k in entities or k in numbers) else 1.0)
-        * _idf_cached(k)
-        for k, c in counts.items()
-    }
+        num = _number_key(key) if key[:1].isdigit() else month_of(key)
+        if num is not None:
+            counts[num] += TITLE_WEIGHT
+            title_keys.append(num)
+            numbers.add(num)
+        elif len(key) > 1 and key not in stop:
+            counts[key] += TITLE_WEIGHT
+            title_keys.append(key)
+    weights: dict[str, float] = {}
+    idf_get, log = _IDF_CACHE.get, math.log
+    for k, c in counts.items():
+        idf = idf_get(k)
+        if idf is None:
+            idf = _idf_cached(k)
+        weights[k] = (
+            (1.0 + log(c)) * (ENTITY_WEIGHT if (k in entities or k in numbers) else 1.0) * idf
+        )
     top = _heaviest(weights, MAX_TERMS)
     # Unit length, so a dot product of two fingerprints' vectors is their cosine.
-    norm = math.sqrt(sum(w * w for _, w in top)) or 1.0
-    top = [(k, w / norm) for k, w in top]
+    norm = math.sqrt(sum([w * w for _, w in top])) or 1.0
     key_terms = _key_terms(weights, entities, title_keys)
     head_vec = _head_vector(title_keys, body.keys[:LEAD_WORDS], entities, numbers)
     return Fingerprint(
@@ -866,15 +924,15 @@ def fingerprint(
         key_terms=key_terms,
         # Interned, as fingerprint_from_json does: a cached fingerprint shares its stems with
         # every other, and the scores' dict lookups compare interned keys by identity.
-        terms=tuple(intern(k) for k, _ in top),
-        weights=tuple(round(w, 5) for _, w in top),
+        terms=tuple([intern(k) for k, _ in top]),
+        weights=tuple([round(w / norm, 5) for _, w in top]),
         entities=tuple(sorted(entities)),
         numbers=tuple(sorted(numbers)),
         title_terms=tuple(dict.fromkeys(title_keys)),
         length=len(body.raw),
         language=language,
-        head_terms=tuple(intern(k) for k in head_vec),
-        head_weights=tuple(round(w, 5) for w in head_vec.values()),
+        head_terms=tuple([intern(k) for k in head_vec]),
+        head_weights=tuple([round(w, 5) for w in head_vec.values()]),
     )
 
 
@@ -887,16 +945,20 @@ def _head_vector(
     counts: dict[str, float] = defaultdict(float)
     for k in title_keys:
         counts[k] += 1.0
+    month_of, stop = _MONTH_OF.get, _STOPWORDS  # inlined _number_key, _is_content
     for key in lead_keys:
-        num = _number_key(key)
+        num = _number_key(key) if key[:1].isdigit() else month_of(key)
         if num is not None:
             counts[num] += 1.0
-        elif _is_content(key):
+        elif len(key) > 1 and key not in stop:  # _is_content
             counts[key] += 1.0
-    weights = {
-        k: (1.0 + math.log(c)) * _idf_cached(k) * (ENTITY_WEIGHT if k in entities else 1.0)
-        for k, c in counts.items()
-    }
+    weights: dict[str, float] = {}
+    idf_get, log = _IDF_CACHE.get, math.log
+    for k, c in counts.items():
+        idf = idf_get(k)
+        if idf is None:
+            idf = _idf_cached(k)
+        weights[k] = (1.0 + log(c)) * idf * (ENTITY_WEIGHT if k in entities else 1.0)
     norm = math.sqrt(sum(w * w for w in weights.values()))
     if not norm:
         return {}
@@ -907,15 +969,16 @@ def _key_terms(
     weights: dict[str, float], entities: set[str], title_keys: Sequence[str]
 ) -> tuple[str, ...]:
     """A few salient terms for the same-event candidate query: names first, then title words."""
-    title_set = set(title_keys)
-
-    def salience(k: str) -> float:
+    title_set, months = set(title_keys), _MONTHS
+    salience: dict[str, float] = {}
+    for k, w in weights.items():
+        if k[:1] == "#" or k in months:  # _is_number_term
+            continue
         bonus = 2.0 if k in entities else 1.0
         bonus *= 1.5 if k in title_set else 1.0
-        return weights[k] * bonus
-
-    ranked = sorted(k for k in weights if not _is_number_term(k))
-    ranked.sort(key=salience, reverse=True)  # stable: equal salience stays in key order
+        salience[k] = w * bonus
+    ranked = sorted(salience)
+    ranked.sort(key=salience.__getitem__, reverse=True)  # stable: equal salience in key order
     return tuple(ranked[:MAX_KEY_TERMS])
 
 
