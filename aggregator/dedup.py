@@ -565,13 +565,17 @@ def _load_background() -> tuple[np.ndarray, np.ndarray]:
 
     from aggregator import dedup_data
 
-    raw = zlib.decompress(base64.b85decode("".join(dedup_data.BLOB)))
-    table: dict[bytes, int] = {}
-    for line in raw.split(b"\n"):
-        key, _, cb = line.partition(b"\t")
-        table[key] = int(cb)  # a repeated key: the last one counts
-    keys = sorted(table)  # bytewise, as numpy compares bytes; UTF-8 keeps code point order
-    return np.array(keys, dtype=np.bytes_), np.array([table[k] for k in keys], dtype=np.int32)
+    raw = zlib.decompress(base64.b64decode("".join(dedup_data.BLOB)))
+    fields = raw.replace(b"\n", b"\t").split(b"\t")  # key, centibels, key, centibels...
+    keys = np.array(fields[0::2], dtype=np.bytes_)
+    cbs = np.array(fields[1::2], dtype=np.bytes_).astype(np.int32)
+    if len(keys) > 1 and not (keys[1:] > keys[:-1]).all():  # not as the builder writes it
+        # a repeated key: the last one counts
+        table = {k: int(cb) for k, cb in zip(fields[0::2], fields[1::2], strict=True)}
+        ordered = sorted(table)  # bytewise, as numpy compares bytes; UTF-8 keeps code point order
+        keys = np.array(ordered, dtype=np.bytes_)
+        cbs = np.array([table[k] for k in ordered], dtype=np.int32)
+    return keys, cbs
 
 
 def _background_cb(key: str) -> int | None:

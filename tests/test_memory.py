@@ -43,7 +43,7 @@ def test_background_table_lookup_is_the_plain_table() -> None:
 
     from aggregator import dedup, dedup_data
 
-    text = zlib.decompress(base64.b85decode("".join(dedup_data.BLOB))).decode("utf-8")
+    text = zlib.decompress(base64.b64decode("".join(dedup_data.BLOB))).decode("utf-8")
     table = {key: int(cb) for key, _, cb in (line.partition("\t") for line in text.split("\n"))}
     assert all(dedup._background_cb(key) == cb for key, cb in table.items())
     misses = [key + "q" for key in list(table)[::50]] + [key[:-1] for key in list(table)[::50]]
@@ -107,3 +107,16 @@ def test_parse_pool_processes_import_only_what_parsing_and_preparing_need(tmp_pa
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_command_line_imports_heavy_modules_only_for_the_commands_that_need_them() -> None:
+    """``aggregator --help``, ``check-config`` or ``extract`` start without SQLAlchemy, numpy,
+    rich or asyncio, and so does a parse-pool process, which imports the ``aggregator``
+    script as its main module (a one-record import started in 1.49 s of CPU, 1.35 s after)."""
+    code = (
+        "import sys\n"
+        "import aggregator.cli\n"
+        "heavy = {'sqlalchemy', 'numpy', 'rich', 'asyncio', 'yaml', 'pydantic', 'httpx'}\n"
+        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n"
+    )
+    assert _run(code) == "[]"

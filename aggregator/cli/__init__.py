@@ -11,9 +11,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Protocol
-
-from sqlalchemy.exc import SQLAlchemyError
+from typing import TYPE_CHECKING, Protocol
 
 from aggregator import __version__
 from aggregator.cli import (
@@ -29,6 +27,9 @@ from aggregator.cli import (
 from aggregator.cli.output import UsageError, cli_logging, describe_os_error, error
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.settings import DEFAULT_CONFIG, Settings, load_settings
+
+if TYPE_CHECKING:  # imported by the commands that open a store, not by every command
+    from sqlalchemy.exc import SQLAlchemyError
 
 
 class _CommandModule(Protocol):
@@ -116,7 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         error(describe_os_error(exc))
         return 1
-    except SQLAlchemyError as exc:
+    except Exception as exc:
+        if not _is_database_error(exc):
+            raise
         error(describe_database_error(exc))
         return 1
     except KeyboardInterrupt:
@@ -144,7 +147,13 @@ def _discard_stdout() -> None:
         pass
 
 
-def describe_database_error(exc: SQLAlchemyError) -> str:
+def _is_database_error(exc: BaseException) -> bool:
+    """A SQLAlchemy error (only a command that imported SQLAlchemy can raise one)."""
+    module = sys.modules.get("sqlalchemy.exc")
+    return module is not None and isinstance(exc, module.SQLAlchemyError)
+
+
+def describe_database_error(exc: SQLAlchemyError | Exception) -> str:
     """The driver's own first line, and where the URL comes from."""
     detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     first = detail[0] if detail else type(exc).__name__

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
-import uuid
 from typing import TYPE_CHECKING
 
 from aggregator.settings import Settings
@@ -34,6 +32,9 @@ def register(subparsers: _Subparsers) -> None:
 
 
 def run_alerts(args: argparse.Namespace, settings: Settings) -> int:
+    import socket
+    import uuid
+
     from aggregator.service.alerts import AlertDispatcher, describe
     from aggregator.store import open_store
     from aggregator.watchlist import load_watchlist

@@ -4,7 +4,6 @@ page -> article links), for trying pages and page-source selectors before adding
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -87,6 +86,8 @@ def _read_page(page: str, settings: Settings) -> tuple[str, str | None]:
     from aggregator.fetch import charset
 
     if _is_url(page):
+        import asyncio
+
         from aggregator.fetch import Fetcher
 
         async def fetch() -> tuple[bytes, str, str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import difflib
 import json
 from concurrent.futures import Executor
@@ -72,6 +71,8 @@ def _now() -> datetime:
 
 
 def run_fetch_once(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
     from aggregator.cycle import parse_pool, parse_workers, run_cycle
     from aggregator.fetch import Fetcher
     from aggregator.store import open_store

@@ -15,22 +15,13 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import IO
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    ProgressColumn,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.progress import Task as RichTask
-from rich.text import Text
+from typing import IO, TYPE_CHECKING, Any
 
 from aggregator.errors import AggregatorError
+
+if TYPE_CHECKING:  # rich is imported only when a progress display is drawn (a terminal)
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
 
 PROG = "aggregator"
 
@@ -99,13 +90,19 @@ class Task:
         return tell
 
 
-class _Count(ProgressColumn):
+def _count_column() -> Any:
     """``120/369``; nothing while the total is unknown (a spinner and the time say enough)."""
+    from rich.progress import ProgressColumn
+    from rich.progress import Task as RichTask
+    from rich.text import Text
 
-    def render(self, task: RichTask) -> Text:
-        if task.total is None:
-            return Text("")
-        return Text(f"{int(task.completed)}/{int(task.total)}")
+    class _Count(ProgressColumn):
+        def render(self, task: RichTask) -> Text:
+            if task.total is None:
+                return Text("")
+            return Text(f"{int(task.completed)}/{int(task.total)}")
+
+    return _Count()
 
 
 class Display:
@@ -123,12 +120,21 @@ class Display:
     def __enter__(self) -> Display:
         global _live
         if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
             console = Console(file=self._stream, stderr=self._stream is sys.stderr)
             self._progress = Progress(
                 SpinnerColumn(),
                 TextColumn("{task.description}"),
                 BarColumn(),
-                _Count(),
+                _count_column(),
                 TimeElapsedColumn(),
                 console=console,
                 transient=True,

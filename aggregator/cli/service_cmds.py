@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 from pathlib import Path
 
@@ -97,4 +96,6 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.no_seeds:
         options = dataclasses.replace(options, seeds_dir=None)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    import asyncio
+
     return asyncio.run(Service(settings, options).run())
