@@ -570,7 +570,7 @@ def _candidates(
         not s.doubtful and not byline(s) and not _link_block(s, c.in_container)
         for s, c in zip(segs, contexts, strict=True)
     ]
-    return segs, block_features(contexts, ld_shingles_of(ld_body)), allowed
+    return segs, block_features(contexts, ld_shingles_of(ld_body), allowed), allowed
 
 
 def _link_block(seg: Segment, in_container: bool) -> bool:

@@ -113,8 +113,14 @@ def _ends_sentence(text: str) -> bool:
     return bool(stripped) and stripped[-1] in _SENTENCE_END_CHARS
 
 
-def block_features(blocks: list[BlockContext], ld_shingles: set[str] | None) -> np.ndarray:
-    """The feature matrix (one row per block, columns in ``FEATURES`` order)."""
+def block_features(
+    blocks: list[BlockContext], ld_shingles: set[str] | None, judged: list[bool] | None = None
+) -> np.ndarray:
+    """The feature matrix (one row per block, columns in ``FEATURES`` order).
+
+    ``judged`` says which blocks the classifier will judge (all when None); the others are
+    there as neighbours and for positions only, so their text is not analysed (their sentence,
+    clause, digit, word and JSON-LD columns are 0)."""
     n = len(blocks)
     if not n:
         return np.zeros((0, len(FEATURES)), dtype=np.float64)
@@ -141,7 +147,7 @@ def block_features(blocks: list[BlockContext], ld_shingles: set[str] | None) -> 
         length = max(b.length, 1)
         kind = b.kind
         tag = b.tag
-        if text:
+        if text and (judged is None or judged[i]):
             sentences = min(100.0 * len(sentence_re.findall(text)) / length, 5.0)
             clauses = min(100.0 * len(clause_re.findall(text)) / length, 10.0)
             digits = len(digit_re.findall(text)) / length
@@ -151,7 +157,7 @@ def block_features(blocks: list[BlockContext], ld_shingles: set[str] | None) -> 
         else:
             sentences = clauses = digits = words_per_char = 0.0
         ld_overlap = 0.0
-        if ld_shingles is not None:
+        if ld_shingles is not None and (judged is None or judged[i]):
             words = word_re.findall(text.lower())
             if len(words) >= 2:
                 hits = sum(
