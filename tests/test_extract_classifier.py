@@ -202,3 +202,19 @@ def test_title_with_an_apostrophe_is_found_in_the_page() -> None:
     from aggregator.extract.article import _fold
 
     assert _fold("Chad’s Choice: the **webcast**") == _fold("Chads Choice - the webcast")
+
+
+def test_link_list_between_paragraphs_is_judged_after_them_never() -> None:
+    from aggregator.extract.article import candidate_blocks
+
+    links = "<ul>" + "".join(
+        f"<li><a href='/r{i}'>Report number {i} on the border incidents</a></li>" for i in range(4)
+    )
+    paras = [f"<p>{p}</p>" for p in BODY]
+    middle = _page("".join(paras[:3]) + links + "</ul>" + "".join(paras[3:]))
+    after = _page("".join(paras) + links + "</ul>")
+    judged = [s.text for s in candidate_blocks(middle)[0]]
+    assert "Report number 0 on the border incidents" in judged  # the classifier decides
+    judged = [s.text for s in candidate_blocks(after)[0]]
+    assert not any(t.startswith("Report number") for t in judged)  # never text
+    assert not any("Report number" in t for t in _texts(after))

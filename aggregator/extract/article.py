@@ -566,9 +566,18 @@ def _candidates(
         for i, seg in enumerate(segs)
     ]
     byline = _byline_test(author)
+    # A list of links between the container's paragraphs (a round-up, a product list, a
+    # "sources" list) is left to the classifier; one after the last paragraph (a "related"
+    # list, a teaser river) never becomes text.
+    last_good = max((i for i, g in enumerate(good) if g), default=-1)
     allowed = [
-        not s.doubtful and not byline(s) and not _link_block(s, c.in_container)
-        for s, c in zip(segs, contexts, strict=True)
+        not s.doubtful
+        and not byline(s)
+        and (
+            not _link_block(s, c.in_container)
+            or (c.in_container and i < last_good and s.kind is BlockKind.LIST_ITEM)
+        )
+        for i, (s, c) in enumerate(zip(segs, contexts, strict=True))
     ]
     return segs, block_features(contexts, ld_shingles_of(ld_body), allowed), allowed
 
