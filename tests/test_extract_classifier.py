@@ -218,3 +218,33 @@ def test_link_list_between_paragraphs_is_judged_after_them_never() -> None:
     judged = [s.text for s in candidate_blocks(after)[0]]
     assert not any(t.startswith("Report number") for t in judged)  # never text
     assert not any("Report number" in t for t in _texts(after))
+
+
+def test_only_the_first_characters_after_the_title_count_more() -> None:
+    # Two 600-character paragraphs after the title use most of the 1,500 characters that
+    # count twice; a 1,200-character bio further down gets the rest, not a double weight.
+    from selectolax.lexbor import LexborHTMLParser
+
+    from aggregator.extract.article import _classify, _container_scores, _title_block
+    from aggregator.extract.blocks import walk
+
+    sentence = "The council met on Tuesday and agreed the new budget for the coming year. "
+    para = (sentence * 9)[:600].strip()
+    bio = (sentence * 17)[:1200].strip()
+    title = "The council agrees a budget"
+    html = (
+        f"<html><body><h1>{title}</h1><div><div><p>{para}</p><p>{para}</p></div></div>"
+        f"<div><p>{bio}</p></div></body></html>"
+    )
+    body = LexborHTMLParser(html).body
+    assert body is not None
+    w = walk(body, _classify)
+    at = _title_block(w.segments, "the council agrees a budget", len(title))
+    assert at == 0
+    _, score = _container_scores(w, at)
+    first, second, bio_seg = w.segments[1:]
+    assert score[first.elem] == 2 * first.length
+    assert score[second.elem] == 2 * second.length
+    left = 1500 - first.length - second.length  # what is left of the 1,500 characters
+    assert 0 < left < bio_seg.length
+    assert score[bio_seg.elem] == pytest.approx(bio_seg.length + left)

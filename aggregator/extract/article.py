@@ -283,7 +283,8 @@ def _container_scores(w: Walk, after: int = -1) -> tuple[int, list[float]]:
     for i, seg in enumerate(w.segments):
         weight = _weight(seg)
         if boost > 0 and i > after and weight > 0:
-            weight *= 1.0 + _TITLE_BOOST
+            # Only the part of the block within the first characters counts more.
+            weight *= 1.0 + _TITLE_BOOST * min(1.0, boost / seg.length)
             boost -= seg.length
         score[seg.elem] += weight
     # Children come after their parent in pre-order: accumulate bottom-up in one pass. Each
@@ -493,16 +494,7 @@ def _candidates(
     folded_title = _fold(title)
     size = len(title)
     # Where the title stands: the first block repeating it, in the whole page.
-    title_seg = -1
-    if folded_title:
-        for i, seg in enumerate(w.segments):
-            if (
-                seg.kind is not BlockKind.TABLE
-                and abs(seg.length - size) <= size // 4 + 4
-                and _fold(seg.text) == folded_title
-            ):
-                title_seg = i
-                break
+    title_seg = _title_block(w.segments, folded_title, size)
     title_at = w.segments[title_seg].elem if title_seg >= 0 else -1
     container, score = _container_scores(w, title_seg)
     region = container
@@ -580,6 +572,20 @@ def _candidates(
         for i, (s, c) in enumerate(zip(segs, contexts, strict=True))
     ]
     return segs, block_features(contexts, ld_shingles_of(ld_body), allowed), allowed
+
+
+def _title_block(segs: list[Segment], folded_title: str, size: int) -> int:
+    """The index of the first block repeating the title, -1 when none does."""
+    if not folded_title:
+        return -1
+    for i, seg in enumerate(segs):
+        if (
+            seg.kind is not BlockKind.TABLE
+            and abs(seg.length - size) <= size // 4 + 4
+            and _fold(seg.text) == folded_title
+        ):
+            return i
+    return -1
 
 
 def _link_block(seg: Segment, in_container: bool) -> bool:
