@@ -1,8 +1,9 @@
 """Benchmark of dedup: grouping records into developments, online, as the service does it.
 
 Each record goes through exactly the production path: ``fingerprint`` -> candidate lookup by
-shared LSH band or shared key term (an in-memory index that mimics the store's queries, with the
-same candidate limits) -> ``decide``. Records arrive one by one, in several stream orders.
+shared LSH band or shared key term (the ingest ``Window`` with ``IngestOptions()``; or, with
+``--retrieval memory``, an in-memory index that mimics the store's old queries) -> ``decide``.
+Records arrive one by one, in several stream orders.
 
 For each dev set (ECB+ full articles, the UCI headline stream, and ECB+ with every other article
 cut to its headline), the decision's parameters are chosen by cross-validation that never scores
@@ -38,11 +39,12 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aggregator import dedup
-from aggregator.model import DedupOptions
+from aggregator.ingest.window import Window
+from aggregator.model import DedupOptions, IngestOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -155,6 +157,34 @@ class MemoryIndex:
             self.by_key[key].append(idx)
 
 
+# Candidates from the ingest window itself (``ingest.window.Window``) with these options;
+# None (``--retrieval memory``): from ``MemoryIndex``.
+RETRIEVAL: IngestOptions | None = IngestOptions()
+_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class WindowIndex:
+    """The production candidate retrieval: an ingest ``Window`` (``IngestOptions``). Records
+    without a time are filed a second apart in arrival order (their decisions get no time)."""
+
+    def __init__(self, tuning: IngestOptions) -> None:
+        self.window = Window("bench", tuning, DedupOptions().window_days)
+        self.n = 0
+
+    def _when(self, time: datetime | None) -> datetime:
+        return time if time is not None else _EPOCH + timedelta(seconds=self.n)
+
+    def candidates(self, fp: dedup.Fingerprint, time: datetime | None) -> list[dedup.Candidate]:
+        return self.window.candidates(fp, self._when(time))
+
+    def add(
+        self, record_id: str, development_id: str, fp: dedup.Fingerprint, time: datetime | None
+    ) -> None:
+        when = self._when(time)
+        self.n += 1
+        self.window.add(record_id, development_id, when, self.n, fp)
+
+
 def _per_key_limit() -> int:
     return PER_KEY_LIMIT
 
@@ -186,7 +216,9 @@ def run_online(
     """Stream ``articles``: (article id -> development id, ids that started one, seconds).
     With ``steps``, every decision is appended to it for ``breakdown``; with ``cache``,
     fingerprints are made once per article across runs (the tuning grid; not for speed)."""
-    index = MemoryIndex(per_key=per_key)
+    index: MemoryIndex | WindowIndex = (
+        MemoryIndex(per_key=per_key) if RETRIEVAL is None else WindowIndex(RETRIEVAL)
+    )
     assigned: dict[str, str] = {}
     started: list[str] = []
     t0 = time.process_time()
@@ -196,7 +228,10 @@ def run_online(
             fp = dedup.fingerprint(art.title, art.text, art.lang)
             if cache is not None:
                 cache[art.id] = fp
-        cands = index.candidates(fp)
+        if isinstance(index, MemoryIndex):
+            cands = index.candidates(fp)
+        else:
+            cands = index.candidates(fp, art.time)
         decision = decider(fp, cands, art.time)
         if steps is not None:
             steps.append(Step(art, fp, cands, decision))
@@ -701,7 +736,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="hits read per band or key term, newest first (default: the store's, "
         f"{dedup.CANDIDATE_ROWS_PER_KEY})",
     )
+    parser.add_argument(
+        "--retrieval",
+        choices=("window", "memory"),
+        default="window",
+        help="candidates from the ingest window (IngestOptions()) or MemoryIndex (the store's "
+        "old query: keys shared, no time bound)",
+    )
+    parser.add_argument(
+        "--rank-by-rarity",
+        action="store_true",
+        help="the window ranks by the rarity of the keys shared (IngestOptions.rank_by_rarity)",
+    )
     args = parser.parse_args(argv)
+    global RETRIEVAL
+    RETRIEVAL = None
+    if args.retrieval == "window":
+        RETRIEVAL = IngestOptions(rank_by_rarity=True) if args.rank_by_rarity else IngestOptions()
     if args.per_key is not None:
         global PER_KEY_LIMIT
         PER_KEY_LIMIT = args.per_key

@@ -222,13 +222,18 @@ def test_batches_leave_the_store_as_sequential_ingests(store: Store) -> None:
         assert _dump(store) == expected, (size, cap)
 
 
-@pytest.mark.parametrize("per_key", [64, 2])
-def test_batches_select_candidates_as_sequential_ingests(store: Store, per_key: int) -> None:
+@pytest.mark.parametrize(("per_key", "rarity"), [(64, False), (2, False), (2, True)])
+def test_batches_select_candidates_as_sequential_ingests(
+    store: Store, per_key: int, rarity: bool
+) -> None:
     # Bounds small enough to bind on this corpus: a batch's unwritten records compete with the
     # stored ones for the places (and, per key, for the newest hits), and must win and lose
-    # them as they would once stored.
+    # them as they would once stored (with ``rarity``, counting towards the keys' rarity).
     tuning = IngestOptions(
-        max_candidates=3, candidates_per_development=1, candidate_hits_per_key=per_key
+        max_candidates=3,
+        candidates_per_development=1,
+        candidate_hits_per_key=per_key,
+        rank_by_rarity=rarity,
     )
     recs = _mixed()
     sequential = _one_by_one(store, recs, tuning)

@@ -5,6 +5,7 @@ decide as one process would; a window is rebuilt after records move outside inge
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -87,7 +88,7 @@ def test_candidates_rank_by_shared_keys_then_time_with_bounds() -> None:
     def fp(*terms: str) -> dedup.Fingerprint:
         return dedup.Fingerprint(minhash=(), bands=(), key_terms=terms)
 
-    w = _window(IngestOptions(max_candidates=3, candidates_per_development=2))
+    w = _window(IngestOptions(max_candidates=3, candidates_per_development=2, rank_by_rarity=False))
     w.add("r1", "d1", NOW - timedelta(hours=5), 1, fp("orla", "avery"))
     w.add("r2", "d1", NOW - timedelta(hours=4), 2, fp("orla", "avery"))
     w.add("r3", "d1", NOW - timedelta(hours=3), 3, fp("orla", "avery"))
@@ -101,6 +102,23 @@ def test_candidates_rank_by_shared_keys_then_time_with_bounds() -> None:
     for i, rid in enumerate(("r1", "r2")):
         narrow.add(rid, f"d{i}", NOW - timedelta(hours=2 - i), i, fp("orla"))
     assert [c.record_id for c in narrow.candidates(fp("orla"), NOW)] == ["r2"]  # newest hit only
+
+
+def test_rank_by_rarity_puts_a_rare_shared_key_before_common_ones() -> None:
+    def fp(*terms: str) -> dedup.Fingerprint:
+        return dedup.Fingerprint(minhash=(), bands=(), key_terms=terms)
+
+    def ranked(tuning: IngestOptions) -> list[str]:
+        w = _window(tuning)
+        for i in range(10):  # "storm" and "coast" held by ten records each
+            w.add(f"c{i}", f"d{i}", NOW - timedelta(hours=i + 1), i + 1, fp("storm", "coast"))
+        w.add("rare", "dr", NOW - timedelta(hours=20), 20, fp("kessler"))
+        return [c.record_id for c in w.candidates(fp("storm", "coast", "kessler"), NOW)][:2]
+
+    # By keys shared: two common keys beat one rare; by rarity (log(1 + 64 / df) each, in
+    # thousandths: 2 x 2001 against 4174) the record sharing the rare name comes first.
+    assert ranked(IngestOptions(rank_by_rarity=False)) == ["c0", "c1"]
+    assert ranked(IngestOptions(rank_by_rarity=True)) == ["rare", "c0"]
 
 
 def test_the_memory_bound_drops_the_oldest_records() -> None:
@@ -121,16 +139,19 @@ def _reference(
     tuning: IngestOptions,
 ) -> list[str]:
     """The store's candidate query, spelled out: per key its newest hits within the dedup
-    window (ties: greater id), then most keys shared, newest, smallest id, with the caps."""
+    window (ties: greater id), then most keys shared (or their rarity), newest, smallest id,
+    with the caps."""
     window = timedelta(days=OPTIONS.window_days)
     shared: Counter[str] = Counter()
+    n = tuning.candidate_hits_per_key
     for key in keys:
         hits = sorted(
             ((t, rid) for rid, (_, t, ks) in held.items() if key in ks and abs(t - time) <= window),
             reverse=True,
         )
-        for _, rid in hits[: tuning.candidate_hits_per_key]:
-            shared[rid] += 1
+        weight = round(1000 * math.log1p(n / max(1, len(hits)))) if tuning.rank_by_rarity else 1
+        for _, rid in hits[:n]:
+            shared[rid] += weight
     ranked = sorted(shared, key=lambda rid: (-shared[rid], -held[rid][1].timestamp(), rid))
     out: list[str] = []
     per_dev: Counter[str] = Counter()
@@ -142,11 +163,15 @@ def _reference(
     return out
 
 
-def test_candidates_stay_those_of_the_query_through_merges_drops_and_compaction() -> None:
+@pytest.mark.parametrize("rarity", [False, True])
+def test_candidates_stay_those_of_the_query_through_merges_drops_and_compaction(
+    rarity: bool,
+) -> None:
     """Random adds, replacements and evictions, with the postings merged and the slots
     compacted often: every ranking equals the reference's."""
     rng = random.Random(7)
     tuning = IngestOptions(
+        rank_by_rarity=rarity,
         max_candidates=6,
         candidates_per_development=2,
         candidate_hits_per_key=4,

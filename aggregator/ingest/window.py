@@ -175,9 +175,7 @@ def pack_json(data: str, vocab: Vocabulary) -> tuple[bytes, list[int]] | None:
     lang_id = _NONE if lang is None else vocab.id(str(lang))
     parts.append(array("I", [lang_id, version]).tobytes())
     parts += [both] if both is not None else [weights, head_w]
-    keys = [hash(b[:MAX_KEY_CHARS]) ^ _BAND_TAG for b in bands if b]
-    keys += [hash(k[:MAX_KEY_CHARS]) for k in key_terms if k]
-    return b"".join(parts), list(dict.fromkeys(keys))
+    return b"".join(parts), _keys(bands, key_terms)
 
 
 def unpack(data: bytes, vocab: Vocabulary) -> dedup.Fingerprint:
@@ -272,9 +270,13 @@ _US = timedelta(microseconds=1)
 def key_hashes(fp: dedup.Fingerprint) -> list[int]:
     """``index_keys`` of ``fp`` as 64-bit hashes (this process's ``hash`` of the key: the
     window lives and dies with its process; two keys would share a hash with a chance of
-    about 2**-64 a pair)."""
-    keys = [hash(b[:MAX_KEY_CHARS]) ^ _BAND_TAG for b in fp.bands if b]
-    keys += [hash(k[:MAX_KEY_CHARS]) for k in fp.key_terms if k]
+    about 2**-64 a pair): band keys first."""
+    return _keys(fp.bands, fp.key_terms)
+
+
+def _keys(bands: Iterable[str], key_terms: Iterable[str]) -> list[int]:
+    keys = [hash(b[:MAX_KEY_CHARS]) ^ _BAND_TAG for b in bands if b]
+    keys += [hash(k[:MAX_KEY_CHARS]) for k in key_terms if k]
     return list(dict.fromkeys(keys))
 
 
@@ -354,11 +356,10 @@ class Window:
         dropped for the memory bound, which loading cannot undo)."""
         return self.capped or (self.horizon is not None and self.horizon <= time - self.window)
 
-    def _select(self, keys: Sequence[int], lo: int, hi: int, n: int) -> tuple[Any, Any]:
-        """Per key, its newest ``n`` hits filed within [lo, hi] (ties of time: the greater
-        record id first, as ``ORDER BY time DESC, record_id DESC``): (slots, key numbers)."""
+    def _gather(self, keys: Sequence[int], lo: int, hi: int) -> tuple[Any, Any, Any]:
+        """Every hit of ``keys`` filed within [lo, hi]: (slots, key numbers, times)."""
         if not keys or self._n == 0:
-            return _EMPTY_I32, _EMPTY_I32
+            return _EMPTY_I32, _EMPTY_I32, _EMPTY_I64
         qk = np.array(keys, dtype=np.int64)
         starts = np.searchsorted(self._ik, qk, "left")
         ends = np.searchsorted(self._ik, qk, "right")
@@ -383,11 +384,17 @@ class Window:
                 slots = np.concatenate([slots, np.array(extra_s, np.int32)])
                 keyno = np.concatenate([keyno, np.array(extra_k, np.int32)])
         if not len(slots):
-            return _EMPTY_I32, _EMPTY_I32
+            return _EMPTY_I32, _EMPTY_I32, _EMPTY_I64
         ts = self._time[slots]
         ok = (ts >= lo) & (ts <= hi) & self._alive[slots]
-        slots, keyno, ts = slots[ok], keyno[ok], ts[ok]
-        counts = np.bincount(keyno, minlength=len(keys))
+        return slots[ok], keyno[ok], ts[ok]
+
+    def _cut(self, slots: Any, keyno: Any, ts: Any, n: int) -> tuple[Any, Any]:
+        """Per key, its newest ``n`` hits (ties of time: the greater record id first, as
+        ``ORDER BY time DESC, record_id DESC``): (slots, key numbers)."""
+        if not len(slots):
+            return slots, keyno
+        counts = np.bincount(keyno)
         if counts.max(initial=0) <= n:
             return slots, keyno
         keep = np.ones(len(slots), np.bool_)
@@ -430,29 +437,45 @@ class Window:
         lo, hi = self._us(time - self.window), self._us(time + self.window)
         n = self.options.candidate_hits_per_key
         keys = key_hashes(fp)
-        slots, keyno = self._select(keys, lo, hi, n)
-        theirs: list[tuple[int, str, int]] = []
+        mine = self._gather(keys, lo, hi)
+        other = (_EMPTY_I32, _EMPTY_I32, _EMPTY_I64)
         if extra is not None and len(extra._slot):
-            lo_x, hi_x = extra._us(time - self.window), extra._us(time + self.window)
-            e_slots, e_keyno = extra._select(keys, lo_x, hi_x, n)
-            if len(e_slots):
-                slots, keyno, theirs = self._merge_extra(slots, keyno, extra, e_slots, e_keyno, n)
+            other = extra._gather(
+                keys, extra._us(time - self.window), extra._us(time + self.window)
+            )
+        if self.options.rank_by_rarity:
+            # A shared key counts the more the fewer records of the window (around ``time``)
+            # hold it: log(1 + n / df), in integer thousandths so that sums (and their ties)
+            # are exact. Keys held by many (a stop word of the moment) still find candidates,
+            # but those sharing rare keys (the names of this event) come first.
+            df = np.bincount(mine[1], minlength=len(keys)) + np.bincount(
+                other[1], minlength=len(keys)
+            )
+            weight = np.rint(1000.0 * np.log1p(n / np.maximum(df, 1))).astype(np.int64)
+        else:
+            weight = np.ones(len(keys), np.int64)
+        slots, keyno = self._cut(*mine, n)
+        theirs: list[tuple[int, str, int, int]] = []
+        if len(other[0]):
+            assert extra is not None
+            e_slots, e_keyno = extra._cut(*other, n)
+            slots, keyno, theirs = self._merge_extra(slots, keyno, extra, e_slots, e_keyno, n)
         if not theirs:
-            return self._ranked_own(slots)
-        return self._ranked_mixed(slots, extra, theirs)
+            return self._ranked_own(slots, weight[keyno])
+        return self._ranked_mixed(slots, weight[keyno], extra, theirs, weight)
 
     def _merge_extra(
         self, slots: Any, keyno: Any, extra: Window, e_slots: Any, e_keyno: Any, n: int
-    ) -> tuple[Any, Any, list[tuple[int, str, int]]]:
+    ) -> tuple[Any, Any, list[tuple[int, str, int, int]]]:
         """Per key, the newest ``n`` of this window's and ``extra``'s hits together:
         (this window's slots and key numbers kept, ``extra``'s hits kept, one per key)."""
         mine_n = np.bincount(keyno, minlength=int(e_keyno.max()) + 1) if len(keyno) else None
-        theirs: list[tuple[int, str, int]] = []
+        theirs: list[tuple[int, str, int, int]] = []
         drop = np.zeros(len(slots), np.bool_)
         for k in np.unique(e_keyno).tolist():
             e_hits = extra._hits(e_slots[e_keyno == k])
             if mine_n is None or k >= len(mine_n) or mine_n[k] + len(e_hits) <= n:
-                theirs += e_hits
+                theirs += [(t, rid, s, k) for t, rid, s in e_hits]
                 continue
             at = np.flatnonzero(keyno == k)
             both = [(t, rid, 0, s) for t, rid, s in self._hits(slots[at])]
@@ -463,13 +486,14 @@ class Window:
             for i, s in zip(at.tolist(), slots[at].tolist(), strict=True):
                 if s not in kept_mine:
                     drop[i] = True
-            theirs += [(t, rid, s) for t, rid, owner, s in kept if owner == 1]
+            theirs += [(t, rid, s, k) for t, rid, owner, s in kept if owner == 1]
         return slots[~drop], keyno[~drop], theirs
 
-    def _ranked_own(self, slots: Any) -> list[dedup.Candidate]:
+    def _ranked_own(self, slots: Any, weights: Any) -> list[dedup.Candidate]:
         if not len(slots):
             return []
-        uniq, shared = np.unique(slots, return_counts=True)
+        uniq, inverse = np.unique(slots, return_inverse=True)
+        shared = np.bincount(inverse, weights=weights).astype(np.int64)
         ts = self._time[uniq]
         order = np.lexsort((-ts, -shared))
         u = uniq[order].tolist()
@@ -497,14 +521,19 @@ class Window:
         return out
 
     def _ranked_mixed(
-        self, slots: Any, extra: Window | None, theirs: list[tuple[int, str, int]]
+        self,
+        slots: Any,
+        weights: Any,
+        extra: Window | None,
+        theirs: list[tuple[int, str, int, int]],
+        weight: Any,
     ) -> list[dedup.Candidate]:
         assert extra is not None
         shared: Counter[tuple[int, int]] = Counter()  # (owner, slot) -> keys shared
-        for s in slots.tolist():
-            shared[0, s] += 1
-        for _, _, s in theirs:
-            shared[1, s] += 1
+        for s, w in zip(slots.tolist(), weights.tolist(), strict=True):
+            shared[0, s] += w
+        for _, _, s, k in theirs:
+            shared[1, s] += int(weight[k])
         owners = (self, extra)
         ranked = sorted(
             (-count, -int(owners[o]._time[s]), owners[o]._rids[s], o, s)
@@ -575,7 +604,8 @@ class Window:
     ) -> bytes:
         """Hold a record (again: replaced). Returns its packed fingerprint."""
         data = packed if packed is not None else pack(fp, self.vocab)
-        self._add(record_id, development_id, self._us(time), seq, key_hashes(fp), data)
+        keys = key_hashes(fp)
+        self._add(record_id, development_id, self._us(time), seq, keys, data)
         return data
 
     def _add(
