@@ -825,6 +825,7 @@ def _check_option_numbers(report: _Report, section: str, values: BaseModel) -> N
             "head_share",
             "names_share",
             "action_penalty",
+            "headline_size_preference",
             "headline_words",
             "ingest_hold_seconds",
         }

@@ -613,11 +613,16 @@ WINDOW_LINE = "  window_days: 7 "
 
 
 def test_dedup_options_are_read_and_checked(tmp_path: Path) -> None:
-    text, _ = edited(WINDOW_LINE, "  headline_threshold: 0.25\n  neighbours: 3\n" + WINDOW_LINE)
+    text, _ = edited(
+        WINDOW_LINE,
+        "  headline_threshold: 0.25\n  neighbours: 3\n  headline_size_preference: 0\n"
+        + WINDOW_LINE,
+    )
     path = tmp_path / "watchlist.yaml"
     path.write_text(text, encoding="utf-8")
     wl = load_watchlist(path)
     assert (wl.dedup.headline_threshold, wl.dedup.neighbours) == (0.25, 3)
+    assert wl.dedup.headline_size_preference == 0.0  # 0 is allowed: margins alone
     text, line = edited(WINDOW_LINE, "  article_threshold: 1.5\n" + WINDOW_LINE)
     found = only(problems(text, tmp_path))
     assert found.line == line and "dedup.article_threshold: must be <= 1" in found.message
