@@ -1154,8 +1154,9 @@ class Decision:
 @dataclass(frozen=True, slots=True)
 class DevelopmentScore:
     """A record against one candidate development: its ``score``, the ``threshold`` that the
-    kind of comparison needs (``kind``: "article" or "headline"), the closest member's id,
-    its candidate ``members`` and whether they are all headline-only (``headlines_only``)."""
+    kind of comparison needs (``kind``: "article", "headline" or "headline-terms"), the closest
+    member's id, its candidate ``members`` and whether they are all headline-only
+    (``headlines_only``)."""
 
     score: float
     threshold: float
@@ -1313,9 +1314,13 @@ def development_scores(
     - a full article against a development with full articles: the cosine of the whole texts
       (against its articles) mixed with that of headline and lead (against every member), by
       ``options.head_share``; it must reach ``options.article_threshold``;
-    - a headline-only record, or any record against a development of headline-only records: the
-      cosine of headline and lead (a headline's is its title) against the members' headlines and
-      leads; it must reach ``options.headline_threshold``.
+    - a headline-only record against a development of headline-only records: the cosine of
+      their terms (headline words and word pairs) against the members' terms; it must reach
+      ``options.headline_terms_threshold``;
+    - a headline-only record against a development with full articles, or a full article
+      against a development of headline-only records: the cosine of headline and lead (a
+      headline's is its title) against the members' headlines and leads; it must reach
+      ``options.headline_threshold``.
 
     So a headline can join a development of full articles (by their headlines and leads) and an
     article a development of headlines (by its own).
@@ -1332,10 +1337,26 @@ def development_scores(
     out = {}
     for dev, by_id in groups.items():
         members = list(by_id.values())
+        articles = [m for m in members if not is_headline(m.fingerprint, options)]
+        if headline and not articles:
+            # Headline against headlines: by their terms, which also hold word pairs (names,
+            # and every pair of a Title Case headline), so a shared phrase counts beyond its
+            # words.
+            terms_sim, nearest = _neighbour_cosine(
+                vec, [m.fingerprint.vector() for m in members], k
+            )
+            out[dev] = DevelopmentScore(
+                terms_sim,
+                options.headline_terms_threshold,
+                members[nearest].record_id,
+                "headline-terms",
+                len(members),
+                True,
+            )
+            continue
         head_sim, closest = _neighbour_cosine(
             head, [m.fingerprint.head_vector() for m in members], k
         )
-        articles = [m for m in members if not is_headline(m.fingerprint, options)]
         if headline or not articles:
             out[dev] = DevelopmentScore(
                 head_sim,

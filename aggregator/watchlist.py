@@ -963,7 +963,13 @@ def _dedup_options(report: _Report, data: object) -> DedupOptions:
         return DedupOptions()
     _check_option_numbers(report, "dedup", model)
     values = model.model_dump()
-    for key in ("article_threshold", "headline_threshold", "near_duplicate", "action_penalty"):
+    for key in (
+        "article_threshold",
+        "headline_threshold",
+        "headline_terms_threshold",
+        "near_duplicate",
+        "action_penalty",
+    ):
         if values[key] > 1:
             report.add(("dedup", key), f"dedup.{key}: must be <= 1")
     if values["head_share"] + values["names_share"] > 1:

@@ -461,22 +461,18 @@ def _grid(values: dict[str, Sequence[float | int]]) -> list[dict[str, float | in
 
 
 # The parameters each kind of set tunes, and their grid. Full articles: the article threshold
-# and the shares of headline and lead and of names and numbers; headlines: the headline
-# threshold, how many close members make a development's centroid and the preference for
-# developments with more candidate members (threshold 0.20 and single link, never chosen by a
-# fold, left the grid when the preference entered it); mixed kinds: the headline
-# threshold (a headline against full articles' headlines and leads), the rest at defaults.
+# and the shares of headline and lead and of names and numbers; headlines: the threshold of a
+# headline against headlines (by terms and word pairs; the neighbours, 5, and the size
+# preference, 0.2, are what the folds chose when they were in the grid: docs/dedup.md); mixed
+# kinds: the headline threshold (a headline against full articles' headlines and leads), the
+# rest at defaults.
 GRIDS: dict[str, dict[str, Sequence[float | int]]] = {
     "articles": {
         "article_threshold": [0.30, 0.32, 0.34, 0.36, 0.38],
         "head_share": [0.2, 0.3, 0.5],
         "names_share": [0.0, 0.2],
     },
-    "headlines": {
-        "headline_threshold": [0.25, 0.30, 0.35],
-        "neighbours": [3, 5],
-        "headline_size_preference": [0.0, 0.2, 1.0],
-    },
+    "headlines": {"headline_terms_threshold": [0.15, 0.20, 0.25, 0.30]},
     "mixed": {"headline_threshold": [0.20, 0.25, 0.30, 0.35, 0.40]},
 }
 

@@ -466,12 +466,15 @@ def test_headlines_are_compared_by_headline_and_lead_against_any_kind() -> None:
 def test_a_headline_prefers_the_development_more_of_its_reports_reach() -> None:
     # A headline clears two developments of headlines: one close-worded report, and a broad
     # story whose three reports each share a little with it.
-    record = _vectors({}, {"spritz": 0.6, "read": 0.6, "app": 0.529})
-    close = _vectors({}, {"app": 0.6, "read": 0.5, "launch": 0.6245})
+    def headline(terms: dict[str, float]) -> Fingerprint:
+        return _vectors(terms, terms)
+
+    record = headline({"spritz": 0.6, "read": 0.6, "app": 0.529})
+    close = headline({"app": 0.6, "read": 0.5, "launch": 0.6245})
     broad = [
-        _vectors({}, {"spritz": 0.8, "speed": 0.6}),
-        _vectors({}, {"spritz": 0.7, "word": 0.714}),
-        _vectors({}, {"spritz": 0.6, "minute": 0.8}),
+        headline({"spritz": 0.8, "speed": 0.6}),
+        headline({"spritz": 0.7, "word": 0.714}),
+        headline({"spritz": 0.6, "minute": 0.8}),
     ]
     cands = [Candidate("c1", "close", close, T0)]
     cands += [Candidate(f"b{i}", "broad", fp, T0) for i, fp in enumerate(broad)]
@@ -483,8 +486,23 @@ def test_a_headline_prefers_the_development_more_of_its_reports_reach() -> None:
     assert dedup.decide(record, T0, cands, none).development_id == "close"
     assert dedup.decide(record, T0, cands, OPTIONS).development_id == "broad"
     # A development it does not clear is never preferred, whatever its size.
-    strict = dataclasses.replace(OPTIONS, headline_threshold=scores["broad"].score + 0.01)
+    strict = dataclasses.replace(OPTIONS, headline_terms_threshold=scores["broad"].score + 0.01)
     assert dedup.decide(record, T0, cands, strict).development_id == "close"
+
+
+def test_a_headline_meets_headlines_by_their_terms_and_word_pairs() -> None:
+    first = dedup.fingerprint("Mt. Gox Files for US Bankruptcy Protection", "")
+    again = dedup.fingerprint("Bitcoin exchange Mt. Gox seeks US bankruptcy relief", "")
+    assert "mt_gox" in first.terms and "mt_gox" in again.terms  # a name pair, both ways
+    cands = [Candidate("h1", "gox", first, T0)]
+    score = dedup.development_scores(again, cands, OPTIONS)["gox"]
+    assert score.kind == "headline-terms" and score.threshold == OPTIONS.headline_terms_threshold
+    assert dedup.decide(again, T0, cands, OPTIONS).development_id == "gox"
+    strict = dataclasses.replace(OPTIONS, headline_terms_threshold=score.score + 0.01)
+    assert dedup.decide(again, T0, cands, strict).development_id is None
+    # the other headline threshold (headline and lead, against full articles) does not apply
+    other = dataclasses.replace(OPTIONS, headline_threshold=0.99)
+    assert dedup.decide(again, T0, cands, other).development_id == "gox"
 
 
 def test_thresholds_are_options_by_kind() -> None:
