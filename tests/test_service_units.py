@@ -484,3 +484,35 @@ def test_replay_manifest_errors_are_located(tmp_path: Path) -> None:
     assert "missing.rss" in str(exc.value)
     with pytest.raises(ConfigError):
         ReplayServer(tmp_path / "nowhere")
+
+
+def test_tune_gc_freezes_and_sets_the_gen0_threshold() -> None:
+    import gc
+
+    from aggregator.service.runner import ServiceOptions, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc(ServiceOptions(gc_freeze=True, gc_gen0_threshold=5000))
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (5000, before[1], before[2])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+def test_tune_gc_by_default_leaves_the_collector_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    from aggregator.service.runner import ServiceOptions, tune_gc
+
+    before = gc.get_threshold()
+    tune_gc(ServiceOptions())
+    assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == before
+    monkeypatch.setenv("AGGREGATOR_GC_GEN0_THRESHOLD", "10000")
+    monkeypatch.setenv("AGGREGATOR_GC_FREEZE", "0")
+    opts = ServiceOptions.from_env()
+    assert (opts.gc_freeze, opts.gc_gen0_threshold) == (False, 10000)
+    monkeypatch.delenv("AGGREGATOR_GC_FREEZE")
+    assert ServiceOptions.from_env().gc_freeze is True
