@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from aggregator import dedup, feeds, normalize, parse_worker, pipeline, records
+from aggregator import feeds, identity, normalize, parse_worker, pipeline, records
 from aggregator.errors import ExtractionError, FeedParseError, FetchError
 from aggregator.extract import extract_article_guarded_async
 from aggregator.extract.listing import choose_links
@@ -857,7 +857,7 @@ class _SourceWork:
     async def _full_text(self, entry: feeds.FeedEntry, fallback: Record) -> Record:
         """The record of the entry's linked article; the entry's own record when that fails.
 
-        A news search feed's wrapped link (``dedup.wrapped_link``: not on the outlet's site) is
+        A news search feed's wrapped link (``identity.wrapped_link``: not on the outlet's site) is
         followed through its redirects, within the fetch guard like every request; when it
         lands on the outlet's site, that page's URL becomes the record's URL and identity, so
         the record is the outlet's own copy's duplicate by URL. Otherwise the entry's link
@@ -871,8 +871,8 @@ class _SourceWork:
         except (FetchError, ExtractionError) as exc:
             log.info("full text of %s not used: %s", fallback.url, exc)
             return fallback
-        wrapped = dedup.wrapped_link(fallback.url, fallback.outlet_url)
-        landed = wrapped and not dedup.wrapped_link(page.url, fallback.outlet_url)
+        wrapped = identity.wrapped_link(fallback.url, fallback.outlet_url)
+        landed = wrapped and not identity.wrapped_link(page.url, fallback.outlet_url)
         if wrapped and not landed:
             # The link led to a page of the search site itself (a consent or script page), not
             # to the outlet: its text is not the article.

@@ -64,7 +64,7 @@ class Record:
     language: str | None = None
     author: str | None = None
     # The publisher, when the source only relays its items (a news search feed): its name and
-    # site. ``headline_key`` is dedup.headline_key of that site (else the URL's) and the title.
+    # site. ``headline_key`` is identity.headline_key of that site (else the URL's) and the title.
     outlet: str | None = None
     outlet_url: str | None = None
     headline_key: str | None = None

@@ -15,9 +15,9 @@ from datetime import datetime
 from urllib.parse import parse_qsl, urlsplit
 
 from aggregator import records
-from aggregator.dedup import canonical_url, headline_key
 from aggregator.extract import html_to_blocks
 from aggregator.feeds import FeedEntry
+from aggregator.identity import canonical_url, headline_key
 from aggregator.model import Article, Block, BlockKind, Record, Source, SourceKind
 
 MAX_TITLE_CHARS = 160

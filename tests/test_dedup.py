@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator import dedup, records
+from aggregator import dedup, identity, records
 from aggregator.dedup import Candidate, Fingerprint
 from aggregator.model import DedupOptions, DedupReason
 
@@ -58,7 +58,7 @@ T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
     ],
 )
 def test_canonical_url(url: str, expected: str) -> None:
-    assert dedup.canonical_url(url) == expected
+    assert identity.canonical_url(url) == expected
 
 
 def test_canonical_url_variants_meet() -> None:
@@ -68,7 +68,7 @@ def test_canonical_url_variants_meet() -> None:
         "https://lrt.lt/naujienos/12345/story/amp#top",
         "https://amp.lrt.lt/naujienos/12345/story?amp=1&fbclid=zz",
     ]
-    assert len({dedup.canonical_url(u) for u in variants}) == 1
+    assert len({identity.canonical_url(u) for u in variants}) == 1
 
 
 @pytest.mark.parametrize(
@@ -76,7 +76,7 @@ def test_canonical_url_variants_meet() -> None:
 )
 def test_canonical_url_rejects_non_http(bad: str) -> None:
     with pytest.raises(ValueError, match="URL"):
-        dedup.canonical_url(bad)
+        identity.canonical_url(bad)
 
 
 # ------------------------------------------------------------------ fingerprints
@@ -662,8 +662,8 @@ def test_canonical_url_is_idempotent(
 ) -> None:
     query = "&".join(f"{k}={v}" for k, v in params)
     url = f"{scheme}://{host}/{'/'.join(path)}{'/' if slash else ''}{'?' + query if query else ''}"
-    once = dedup.canonical_url(url + fragment)
-    assert dedup.canonical_url(once) == once
+    once = identity.canonical_url(url + fragment)
+    assert identity.canonical_url(once) == once
     assert "utm_" not in once and "fbclid" not in once and "#" not in once
 
 

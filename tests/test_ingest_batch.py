@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from aggregator import dedup, feeds, normalize, records
+from aggregator import dedup, feeds, identity, normalize, records
 from aggregator.ingest.prepare import dedup_text
 from aggregator.match import TopicMatcher
 from aggregator.model import (
@@ -57,12 +57,12 @@ def _record(
 ) -> Record:
     text = f"{title}\n\n{body}\n"
     return Record(
-        id=records.record_id(dedup.canonical_url(url) if url else None, text),
+        id=records.record_id(identity.canonical_url(url) if url else None, text),
         text=text,
         title=title,
         content_hash=records.content_hash(text),
         url=url,
-        canonical_url=dedup.canonical_url(url) if url else None,
+        canonical_url=identity.canonical_url(url) if url else None,
         guid=guid,
         source_id=source_id,
         published=published,

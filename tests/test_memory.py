@@ -53,8 +53,9 @@ def test_background_table_lookup_is_the_plain_table() -> None:
 
 def test_modules_that_need_no_background_table_do_not_load_it() -> None:
     code = (
-        "import aggregator.dedup as d, aggregator.store, aggregator.pipeline\n"
-        "d.canonical_url('https://example.com/a?utm_source=x')\n"
+        "import aggregator.dedup as d, aggregator.identity as i, aggregator.store\n"
+        "import aggregator.pipeline\n"
+        "i.canonical_url('https://example.com/a?utm_source=x')\n"
         "print(d._background is None)\n"
     )
     assert _run(code) == "True"

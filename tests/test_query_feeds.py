@@ -18,8 +18,8 @@ import pytest
 
 from aggregator import feeds, normalize
 from aggregator.cycle import run_cycle
-from aggregator.dedup import canonical_url, headline_key
 from aggregator.fetch import Fetcher
+from aggregator.identity import canonical_url, headline_key
 from aggregator.match import TopicMatcher
 from aggregator.model import (
     DedupOptions,

@@ -122,19 +122,28 @@ def test_get_records_iter_and_count(store: Store) -> None:
     assert [r.id for r in store.get_records(wanted)] == [recs[3].id, recs[0].id]
 
 
-def test_find_duplicate_by_each_key(store: Store) -> None:
+def test_exact_duplicate_by_each_key(store: Store) -> None:
+    """A copy is found by each exact key (the decider's rule, over the rows the store reads
+    for the batch): same record id, canonical URL, source and GUID, content hash."""
     rec = make_record("Orla", STORM, url="https://news.example/orla", source_id="s", guid="g")
     put(store, rec)
-    same_url = make_record("Other", VOTE, url="https://news.example/orla")
-    same_guid = make_record("Other", VOTE, url="https://news.example/x", source_id="s", guid="g")
+    same_url = make_record("Other storm", VOTE, url="https://news.example/orla")
+    same_guid = make_record(
+        "Other storm", VOTE, url="https://news.example/x", source_id="s", guid="g"
+    )
     same_text = make_record("Orla", STORM, url="https://elsewhere.example/orla")
-    fresh = make_record("Other", VOTE, url="https://news.example/x", source_id="s", guid="h")
-    assert store.find_duplicate(rec) == rec.id
-    assert store.find_duplicate(same_url) == rec.id
-    assert store.find_duplicate(same_guid) == rec.id
-    assert store.find_duplicate(same_text) == rec.id
-    assert store.find_duplicate(fresh) is None
-    assert store.known_guids("s", ["g", "h", "g"]) == {"g"}
+    fresh = make_record("Other storm", VOTE, url="https://news.example/y", source_id="s", guid="h")
+    for copy, reason in (
+        (rec, DedupReason.SAME_URL),
+        (same_url, DedupReason.SAME_URL),
+        (same_guid, DedupReason.SAME_GUID),
+        (same_text, DedupReason.SAME_CONTENT),
+    ):
+        result = put(store, copy)
+        assert (result.stored, result.record_id, result.reason) == (False, rec.id, reason)
+    assert put(store, fresh).stored
+    assert store.count_records() == 2
+    assert store.known_guids("s", ["g", "h", "g"]) == {"g", "h"}
     assert store.known_guids("other", ["g"]) == set()
 
 
@@ -527,7 +536,8 @@ def test_very_long_urls_and_guids_are_stored_and_found(store: Store) -> None:
     rec = make_record("Orla", STORM, url=url, source_id="wire", guid="urn:" + "x" * 6000)
     assert put(store, rec).stored
     assert store.get_record(rec.id) == rec
-    assert store.find_duplicate(make_record("Other", VOTE, url=url)) == rec.id
+    copy = put(store, make_record("Other storm", VOTE, url=url))
+    assert (copy.stored, copy.record_id, copy.reason) == (False, rec.id, DedupReason.SAME_URL)
     assert store.known_guids("wire", [rec.guid or ""]) == {rec.guid}
 
 
@@ -562,7 +572,8 @@ def test_upgrade_from_the_first_revision_keeps_data(db_url: str) -> None:
         assert current_revision(s.engine) == head_revision()
         assert s.get_record(rec.id) == rec
         assert s.known_guids("wire", ["g"]) == {"g"}
-        assert s.find_duplicate(make_record("x", VOTE, url="https://a/1")) == rec.id
+        copy = put(s, make_record("x storm", VOTE, url="https://a/1"))
+        assert (copy.stored, copy.record_id) == (False, rec.id)
         assert [d.record_ids for d in s.list_developments()] == [(rec.id,)]
     finally:
         s.close()

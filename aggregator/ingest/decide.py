@@ -10,10 +10,10 @@ mutates the window: the pipeline adds the plan to it once the plan is written.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 
-from aggregator import dedup, profile
+from aggregator import dedup, identity, profile
 from aggregator.ingest.types import (
     DevelopmentWrite,
     IngestResult,
@@ -40,29 +40,10 @@ def first_choices(batch: Sequence[Prepared], attempts: int = 3) -> list[str]:
     ]
 
 
-@dataclass(slots=True)
-class _Row:
-    """A record the exact-duplicate check compares: stored, or decided earlier in the batch."""
-
-    id: str
-    seq: int
-    content_hash: str
-    canonical_url: str | None
-    source_id: str | None
-    url: str | None
-    guid: str | None
-    development_id: str | None
-    time: datetime
-    outlet_url: str | None
-    headline_key: str | None
-    topics: tuple[str, ...]
-    aliases: list[tuple[str | None, str | None, str | None]]
-
-
-def _batch_row(p: Prepared, seq: int, development_id: str | None) -> _Row:
+def _batch_row(p: Prepared, seq: int, development_id: str | None) -> StoredRow:
     """A record of the batch as the exact-duplicate check of the later ones sees it."""
     r = p.record
-    return _Row(
+    return StoredRow(
         r.id,
         seq,
         r.content_hash,
@@ -75,7 +56,6 @@ def _batch_row(p: Prepared, seq: int, development_id: str | None) -> _Row:
         r.outlet_url,
         r.headline_key,
         p.topics if development_id is not None else (),
-        [],
     )
 
 
@@ -94,7 +74,11 @@ class _Planner:
         self.now = now
         self.plan = Plan()
         self.local = Window(window.instance, ingest, options.window_days)
-        self.rows: list[_Row] = [_row(r) for r in sorted(stored.rows, key=lambda r: r.seq)]
+        self.rows: list[StoredRow] = sorted(stored.rows, key=lambda r: r.seq)
+        # record id -> (source_id, url, guid) of the places it is known to be published at
+        self.places: dict[str, list[tuple[str | None, str | None, str | None]]] = {
+            r.id: list(r.aliases) for r in self.rows
+        }
         self.alias_guids: dict[tuple[str, str], str] = {}
         for source_id, guid, rid in stored.alias_guids:
             self.alias_guids.setdefault((source_id, guid), rid)
@@ -107,12 +91,12 @@ class _Planner:
 
     # --- exact duplicates -------------------------------------------------------------------
 
-    def _duplicate_of(self, r: Record, time: datetime) -> tuple[_Row, DedupReason] | None:
-        """``queries.find_duplicate_row`` over the stored rows and the batch's earlier ones: the
+    def _duplicate_of(self, r: Record, time: datetime) -> tuple[StoredRow, DedupReason] | None:
+        """An exact copy among the stored rows and the batch's earlier ones, and why: the
         same id or canonical URL, source and GUID (also an alias's), content hash, or the same
         ``headline_key`` within ``headline_days`` when one of the two links is wrapped."""
 
-        def strong(row: _Row) -> bool:
+        def strong(row: StoredRow) -> bool:
             return bool(
                 row.id == r.id
                 or row.content_hash == r.content_hash
@@ -147,13 +131,13 @@ class _Planner:
         for row in hits:
             if row.content_hash == r.content_hash:
                 return row, DedupReason.SAME_CONTENT
-        wrapped = dedup.wrapped_link(r.url, r.outlet_url)
+        wrapped = identity.wrapped_link(r.url, r.outlet_url)
         for row in hits:  # the rest share the headline key
-            if wrapped or dedup.wrapped_link(row.url, row.outlet_url):
+            if wrapped or identity.wrapped_link(row.url, row.outlet_url):
                 return row, DedupReason.SAME_HEADLINE
         return None
 
-    def _alias(self, row: _Row, r: Record) -> bool:
+    def _alias(self, row: StoredRow, r: Record) -> bool:
         """Remember where ``r``, an exact duplicate of ``row``, was published, unless that
         place is known: True when it is another place that reports the development. The
         stored record's own page linked from another feed, or the same outlet's same headline
@@ -164,8 +148,8 @@ class _Planner:
         same_page = place[1] is not None and place[1] in (row.url, row.canonical_url)
         if r.headline_key and r.headline_key == row.headline_key and not same_page:
             same_page = not (
-                dedup.wrapped_link(row.url, row.outlet_url)
-                and not dedup.wrapped_link(r.url, r.outlet_url)
+                identity.wrapped_link(row.url, row.outlet_url)
+                and not identity.wrapped_link(r.url, r.outlet_url)
             )
         if row.source_id == place[0] and (place[1] is None or place[2] == row.guid):
             return False  # the same entry of the same source
@@ -173,10 +157,11 @@ class _Planner:
             return False  # nothing to show or know: an anonymous re-import of the same text
         if same_page and not place[2]:
             return False  # the same page, and no GUID to know the feed's entry by
-        for source_id, url, guid in row.aliases:
+        known = self.places.setdefault(row.id, [])
+        for source_id, url, guid in known:
             if source_id == place[0] and (url == place[1] or (place[2] and guid == place[2])):
                 return False
-        row.aliases.append(place)
+        known.append(place)
         if place[0] is not None and place[2]:
             self.alias_guids.setdefault((place[0], place[2]), row.id)
         self.plan.aliases.append(
@@ -363,24 +348,6 @@ def _parsed(data: str | None) -> dedup.Fingerprint | None:
         return dedup.fingerprint_from_json(data)
     except ValueError:
         return None
-
-
-def _row(r: StoredRow) -> _Row:
-    return _Row(
-        r.id,
-        r.seq,
-        r.content_hash,
-        r.canonical_url,
-        r.source_id,
-        r.url,
-        r.guid,
-        r.development_id,
-        r.time,
-        r.outlet_url,
-        r.headline_key,
-        r.topics,
-        list(r.aliases),
-    )
 
 
 def decide(

@@ -63,7 +63,6 @@ from aggregator.store.queries import (
     RECORD_COLUMNS,
     developments_of,
     fetch_state_of,
-    find_duplicate_row,
     membership_of,
     record_of,
     record_topic_matches,
@@ -312,13 +311,6 @@ class Store:
     def count_records(self) -> int:
         with self._read() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(t.records)).scalar_one())
-
-    def find_duplicate(self, record: Record) -> str | None:
-        """Id of a stored record that is the same article (id, canonical URL, source+GUID or
-        content hash), or None."""
-        with self._read() as conn:
-            found = find_duplicate_row(conn, record)
-        return None if found is None else found[0]
 
     def known_guids(self, source_id: str, guids: Sequence[str]) -> set[str]:
         """The entry GUIDs of ``source_id`` among ``guids`` that are stored already."""

@@ -4,12 +4,11 @@ conversions of rows to model types."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
-from aggregator import dedup
+from aggregator import identity
 from aggregator.errors import StoreError
 from aggregator.model import (
     DedupReason,
@@ -117,90 +116,6 @@ def membership_of(row: Any) -> Membership:
 # --------------------------------------------------------------------------------------------
 
 
-def find_duplicate_row(
-    conn: sa.Connection,
-    record: Record,
-    *,
-    time: datetime | None = None,
-    headline_within: timedelta | None = None,
-) -> tuple[str, DedupReason] | None:
-    """A stored record that is the same article as ``record`` and the reason: same id or
-    canonical URL, source and GUID (also an alias's), content hash, or (given ``time``, the
-    record's time, and ``headline_within``) the same ``headline_key`` at most that far apart
-    when one of the two links is wrapped (``dedup.wrapped_link``): the outlet's own copy of a
-    news search item whose link names no target. Two pages of one site are never taken for
-    one article by their headline alone."""
-    r = t.records
-    conditions: list[sa.ColumnElement[bool]] = [
-        r.c.id == record.id,
-        r.c.content_hash == record.content_hash,
-    ]
-    if record.canonical_url:
-        conditions.append(r.c.canonical_url == record.canonical_url)
-    if record.guid and record.source_id:
-        conditions.append(sa.and_(r.c.source_id == record.source_id, r.c.guid == record.guid))
-    if record.headline_key and time is not None and headline_within is not None:
-        conditions.append(
-            sa.and_(
-                r.c.headline_key == record.headline_key,
-                r.c.time >= time - headline_within,
-                r.c.time <= time + headline_within,
-            )
-        )
-    rows = conn.execute(
-        sa.select(
-            r.c.id,
-            r.c.canonical_url,
-            r.c.source_id,
-            r.c.guid,
-            r.c.content_hash,
-            r.c.url,
-            r.c.outlet_url,
-        )
-        .where(sa.or_(*conditions))
-        .order_by(r.c.seq)
-        .limit(10)
-    ).all()
-    if (
-        record.guid
-        and record.source_id
-        and not any(
-            row.id == record.id
-            or row.content_hash == record.content_hash
-            or (record.canonical_url and row.canonical_url == record.canonical_url)
-            or (row.source_id == record.source_id and row.guid == record.guid)
-            for row in rows
-        )
-    ):
-        a = t.record_aliases
-        alias_of = conn.execute(
-            sa.select(a.c.record_id)
-            .where(a.c.source_id == record.source_id, a.c.guid == record.guid)
-            .limit(1)
-        ).scalar_one_or_none()
-        if alias_of is not None:
-            return alias_of, DedupReason.SAME_GUID
-    if not rows:
-        return None
-    for row in rows:  # the most specific reason wins
-        if row.id == record.id or (
-            record.canonical_url and row.canonical_url == record.canonical_url
-        ):
-            reason = DedupReason.SAME_URL if record.canonical_url else DedupReason.SAME_CONTENT
-            return row.id, reason
-    for row in rows:
-        if record.guid and row.source_id == record.source_id and row.guid == record.guid:
-            return row.id, DedupReason.SAME_GUID
-    for row in rows:
-        if row.content_hash == record.content_hash:
-            return row.id, DedupReason.SAME_CONTENT
-    wrapped = dedup.wrapped_link(record.url, record.outlet_url)
-    for row in rows:  # the rest share the headline key
-        if wrapped or dedup.wrapped_link(row.url, row.outlet_url):
-            return row.id, DedupReason.SAME_HEADLINE
-    return None
-
-
 def resolve_development(conn: sa.Connection, dev_id: str) -> str | None:
     """Follow ``merged_into`` links to the development that holds the records now."""
     d = t.developments
@@ -295,8 +210,8 @@ def developments_of(conn: sa.Connection, rows: Sequence[Any]) -> list[Developmen
             if alias.headline_key and alias.headline_key == alias.record_headline_key:
                 # The same outlet's same headline: one place. When the record's link is a
                 # news search feed's wrapped one and this is the outlet's own, show this one.
-                if dedup.wrapped_link(alias.record_url, alias.record_outlet_url) and not (
-                    dedup.wrapped_link(alias.url, alias.record_outlet_url)
+                if identity.wrapped_link(alias.record_url, alias.record_outlet_url) and not (
+                    identity.wrapped_link(alias.url, alias.record_outlet_url)
                 ):
                     own_url.setdefault(alias.record_id, alias.url)
                 continue

@@ -140,7 +140,7 @@ records = sa.Table(
     sa.Column("language", sa.String(35)),
     sa.Column("author", sa.Text),
     sa.Column("content_hash", sa.String(64), nullable=False),
-    # The publisher a news search feed credits (name, site), and dedup.headline_key.
+    # The publisher a news search feed credits (name, site), and identity.headline_key.
     sa.Column("outlet", sa.Text),
     sa.Column("outlet_url", sa.Text),
     sa.Column("headline_key", sa.String(32)),
@@ -187,7 +187,7 @@ record_aliases = sa.Table(
     sa.Column("guid", sa.Text),
     sa.Column("published", UTCDateTime),
     sa.Column("seen", UTCDateTime, nullable=False),
-    # The outlet a news search feed credited, and the alias's dedup.headline_key.
+    # The outlet a news search feed credited, and the alias's identity.headline_key.
     sa.Column("outlet", sa.Text),
     sa.Column("headline_key", sa.String(32)),
     sa.Index("ix_record_aliases_record_id", "record_id"),

@@ -23,7 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from aggregator import dedup, records
+from aggregator import identity, records
 from aggregator.errors import RecordFormatError
 from aggregator.model import Record
 from aggregator.store import schema as t
@@ -206,7 +206,7 @@ def _record_from_file(
         problems.append(f"{path}: {exc}")
         return None
     url = strings["url"]
-    canonical = strings["canonical_url"] or (dedup.canonical_url(url) if url else None)
+    canonical = strings["canonical_url"] or (identity.canonical_url(url) if url else None)
     if published is None and fetched is None:
         fetched = now
     title = strings["title"] or records.title_of(doc)
@@ -226,7 +226,7 @@ def _record_from_file(
         author=strings["author"],
         outlet=strings["outlet"],
         outlet_url=outlet_url,
-        headline_key=dedup.headline_key(outlet_url or canonical, title) if canonical else None,
+        headline_key=identity.headline_key(outlet_url or canonical, title) if canonical else None,
     )
 
 

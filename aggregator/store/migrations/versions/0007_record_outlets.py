@@ -2,7 +2,7 @@
 ``record_aliases.outlet``, ``headline_key``.
 
 A news search feed (Google News, Bing News) relays other outlets' articles: the records keep
-the outlet it credits, and the headline key (dedup.headline_key: the outlet's site and the
+the outlet it credits, and the headline key (identity.headline_key: the outlet's site and the
 headline) that matches such an item with the outlet's own copy when its link stays wrapped.
 Rows stored before this revision have no key; they keep deduplicating by URL and content.
 
