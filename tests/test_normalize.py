@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from aggregator import feeds, normalize, records
-from aggregator.dedup import canonical_url
 from aggregator.fetch import charset
+from aggregator.identity import canonical_url
 from aggregator.model import Article, Block, BlockKind, Schedule, Source, SourceKind
 
 FEEDS = Path(__file__).resolve().parent.parent / "fixtures" / "feeds"
