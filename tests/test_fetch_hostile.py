@@ -133,7 +133,10 @@ def test_500_storm_is_retried_a_bounded_number_of_times(server: HostileServer) -
 
 def test_transient_500_then_success(server: HostileServer) -> None:
     server.hits["/flaky"] = 0
-    ok, _, _, _ = fetch_with_neighbour(server, "/flaky", policy(retries=2))
+    # Not a test of deadlines: a generous one, so a loaded machine cannot turn an attempt into
+    # a timeout (and the count of attempts into something else).
+    generous = policy(retries=2, timeout_seconds=10 * TIMEOUT, connect_timeout_seconds=5.0)
+    ok, _, _, _ = fetch_with_neighbour(server, "/flaky", generous)
     assert isinstance(ok, FetchResponse) and ok.status == 200
     assert server.hits["/flaky"] == 3
 
@@ -149,7 +152,8 @@ def test_long_retry_after_is_not_slept_but_reported(server: HostileServer) -> No
 
 def test_short_retry_after_is_retried(server: HostileServer) -> None:
     server.hits["/rate-limited-short"] = 0
-    ok, _, _, _ = fetch_with_neighbour(server, "/rate-limited-short", policy(retries=1))
+    generous = policy(retries=1, timeout_seconds=10 * TIMEOUT, connect_timeout_seconds=5.0)
+    ok, _, _, _ = fetch_with_neighbour(server, "/rate-limited-short", generous)
     assert isinstance(ok, FetchResponse) and ok.status == 200
 
 
