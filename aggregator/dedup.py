@@ -30,7 +30,7 @@ import unicodedata
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from operator import itemgetter
 from sys import intern
@@ -901,13 +901,15 @@ def _from_lists(obj: dict[str, Any]) -> Fingerprint:
     )
 
 
+_PICKLED = [f.name for f in fields(Fingerprint) if f.init and f.compare]
+_PICKLED_TERMS = (_PICKLED.index("terms"), _PICKLED.index("head_terms"))
+
+
 def _unpickle_fingerprint(*state: Any) -> Fingerprint:
-    fp = Fingerprint(*state)
-    return replace(
-        fp,
-        terms=tuple(intern(t) for t in fp.terms),
-        head_terms=tuple(intern(t) for t in fp.head_terms),
-    )
+    values = list(state)
+    for at in _PICKLED_TERMS:
+        values[at] = tuple(map(intern, values[at]))
+    return Fingerprint(*values)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1059,9 +1061,14 @@ def _decayed(
             offsets[cand.development_id].append((cand.time - time).total_seconds())
     out = dict(scores)
     for dev, secs in offsets.items():
-        if dev in out:
+        s = out.get(dev)
+        if s is not None:
             gap = timedelta(seconds=sum(secs) / len(secs))
-            out[dev] = replace(out[dev], score=out[dev].score * time_decay(gap, options))
+            decay = time_decay(gap, options)
+            if decay != 1.0:  # within a news cycle (most) the score stays as it is
+                out[dev] = DevelopmentScore(
+                    s.score * decay, s.threshold, s.record_id, s.kind, s.members, s.headlines_only
+                )
     return out
 
 

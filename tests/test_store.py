@@ -541,6 +541,25 @@ def test_very_long_urls_and_guids_are_stored_and_found(store: Store) -> None:
     assert store.known_guids("wire", [rec.guid or ""]) == {rec.guid}
 
 
+def test_postgresql_hash_indexes_are_on_the_metadata_of_a_postgresql_engine() -> None:
+    # Set when a PostgreSQL engine is made (not at import: that loads the PostgreSQL dialect
+    # into every SQLite command); the migrations create them so (0003).
+    from aggregator.store import schema as t
+    from aggregator.store.engine import create_engine
+
+    create_engine("postgresql://user@127.0.0.1:1/none").dispose()  # connects to nothing
+    using = {
+        ix.name: ix.dialect_options["postgresql"]["using"]
+        for table in t.metadata.tables.values()
+        for ix in table.indexes
+    }
+    assert {name for name, how in using.items() if how == "hash"} == {
+        "ix_records_canonical_url",
+        "ix_records_guid",
+        "ix_record_aliases_guid",
+    }
+
+
 def test_upgrade_from_the_first_revision_keeps_data(db_url: str) -> None:
     """A database made by an older version (revision 0001) with data in it upgrades in place."""
     from alembic import command

@@ -8,8 +8,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from aggregator.errors import StoreError
 from aggregator.store.engine import is_postgres
@@ -65,4 +63,11 @@ def dialect_insert(conn: sa.Connection, table: sa.Table) -> Any:
 
 def upsert_insert(table: sa.Table, *, postgres: bool) -> Any:
     """``dialect_insert`` without a connection: for statements built once per dialect."""
-    return (pg_dialect if postgres else sqlite_dialect).insert(table)
+    # Imported here: loading the PostgreSQL dialect costs a SQLite command's start-up ~50 ms.
+    if postgres:
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(table)

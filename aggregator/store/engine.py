@@ -45,6 +45,9 @@ def create_engine(url: str) -> sa.Engine:
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
+    from aggregator.store.schema import postgresql_options
+
+    postgresql_options()
     return sa.create_engine(
         parsed,
         pool_pre_ping=True,

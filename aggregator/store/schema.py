@@ -144,10 +144,10 @@ records = sa.Table(
     sa.Column("outlet", sa.Text),
     sa.Column("outlet_url", sa.Text),
     sa.Column("headline_key", sa.String(32)),
-    # Hash indexes on PostgreSQL: URLs and GUIDs can be longer than a btree entry may be
-    # (about 2.7 KB), and these are only ever compared for equality.
-    sa.Index("ix_records_canonical_url", "canonical_url", postgresql_using="hash"),
-    sa.Index("ix_records_guid", "guid", postgresql_using="hash"),
+    # Hash indexes on PostgreSQL (``postgresql_options``): URLs and GUIDs can be longer than a
+    # btree entry may be (about 2.7 KB), and these are only ever compared for equality.
+    sa.Index("ix_records_canonical_url", "canonical_url"),
+    sa.Index("ix_records_guid", "guid"),
     sa.Index("ix_records_content_hash", "content_hash"),
     sa.Index("ix_records_time", "time"),
     sa.Index("ix_records_headline_key", "headline_key"),
@@ -191,7 +191,7 @@ record_aliases = sa.Table(
     sa.Column("outlet", sa.Text),
     sa.Column("headline_key", sa.String(32)),
     sa.Index("ix_record_aliases_record_id", "record_id"),
-    sa.Index("ix_record_aliases_guid", "guid", postgresql_using="hash"),
+    sa.Index("ix_record_aliases_guid", "guid"),  # hash on PostgreSQL (postgresql_options)
 )
 
 developments = sa.Table(
@@ -282,6 +282,23 @@ alert_deliveries = sa.Table(
 # index (migration 0008; SQLite's FTS5 table and its shadow tables, PostgreSQL's expression
 # index). Schema comparisons (alembic autogenerate) leave these names out.
 SEARCH_NAMES = ("records_search", "ix_records_search")
+
+# Indexes that are hash indexes on PostgreSQL (as the migrations create them): set on the
+# metadata by ``postgresql_options`` when a PostgreSQL engine is made, not here, because a
+# ``postgresql_using`` argument loads SQLAlchemy's PostgreSQL dialect on import, ~50 ms of
+# every SQLite command's start-up.
+_HASH_INDEXES = (
+    ("records", "ix_records_canonical_url"),
+    ("records", "ix_records_guid"),
+    ("record_aliases", "ix_record_aliases_guid"),
+)
+
+
+def postgresql_options() -> None:
+    """Add the PostgreSQL-only index options to the metadata (idempotent)."""
+    for table, name in _HASH_INDEXES:
+        (index,) = [ix for ix in metadata.tables[table].indexes if ix.name == name]
+        index.dialect_kwargs["postgresql_using"] = "hash"
 
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
