@@ -165,8 +165,9 @@ def _ingest_batch(
                         plan = with_summaries(plan, tx.record_texts(missing))
                     seqs = tx.apply(plan, ingested=now)
                 # Committed: the window holds what was written.
-                apply_to_window(window, plan, seqs)
-                window.evict(now)
+                with profile.stage("dedup"):
+                    apply_to_window(window, plan, seqs)
+                    window.evict(now)
             return plan.results
         except StoreConflict as exc:
             if attempt == tuning.attempts:

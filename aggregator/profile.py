@@ -8,6 +8,11 @@ inside another one (in the same thread or asyncio task) counts for the inner sta
 
 Times measured elsewhere (a process-pool worker timing its own parse) are added with
 ``add(name, seconds)``. Stage names are free-form; ``STAGES`` lists the ones the pipeline uses.
+
+Each stage also gets the CPU time of its thread (``time.thread_time``) over its blocks, nested
+stages excluded: wall time of a block on a worker thread includes the time it waited for the GIL
+while the event loop ran, its CPU time does not. A block that awaits (``fetch``) counts the CPU
+of whatever else its thread ran meanwhile, so its CPU figure means nothing.
 Pure data and the standard library only: any layer may import it.
 """
 
@@ -28,15 +33,17 @@ STAGES = ("fetch", "parse", "extract", "match", "dedup", "store", "publish")
 class StageTotal:
     seconds: float  # own wall time (nested stages excluded)
     calls: int
+    cpu: float = 0.0  # own CPU time of its thread (nested stages excluded)
 
 
 class _Frame:
     """One open stage; collects the time of the stages nested in it."""
 
-    __slots__ = ("child", "owner")
+    __slots__ = ("child", "child_cpu", "owner")
 
     def __init__(self, owner: int) -> None:
         self.child = 0.0
+        self.child_cpu = 0.0
         self.owner = owner
 
 
@@ -57,24 +64,29 @@ class StageTimes:
         self._lock = threading.Lock()
         self._seconds: dict[str, float] = {}
         self._calls: dict[str, int] = {}
+        self._cpu: dict[str, float] = {}
 
-    def add(self, name: str, seconds: float, calls: int = 1) -> None:
+    def add(self, name: str, seconds: float, calls: int = 1, cpu: float = 0.0) -> None:
         with self._lock:
             self._seconds[name] = self._seconds.get(name, 0.0) + seconds
             self._calls[name] = self._calls.get(name, 0) + calls
+            self._cpu[name] = self._cpu.get(name, 0.0) + cpu
 
     def snapshot(self) -> dict[str, StageTotal]:
         with self._lock:
-            return {n: StageTotal(s, self._calls[n]) for n, s in self._seconds.items()}
+            return {
+                n: StageTotal(s, self._calls[n], self._cpu[n]) for n, s in self._seconds.items()
+            }
 
     def reset(self) -> None:
         with self._lock:
             self._seconds.clear()
             self._calls.clear()
+            self._cpu.clear()
 
 
 class _Timed:
-    __slots__ = ("_frame", "_name", "_parent", "_start", "_times", "_token")
+    __slots__ = ("_cpu", "_frame", "_name", "_parent", "_start", "_times", "_token")
 
     def __init__(self, times: StageTimes, name: str) -> None:
         self._times = times
@@ -87,6 +99,7 @@ class _Timed:
         self._parent = parent if parent is not None and parent.owner == owner else None
         self._frame = _Frame(owner)
         self._token = _current.set(self._frame)
+        self._cpu = time.thread_time()
         self._start = time.perf_counter()
 
     def __exit__(
@@ -96,13 +109,18 @@ class _Timed:
         tb: TracebackType | None,
     ) -> None:
         elapsed = time.perf_counter() - self._start
+        cpu = time.thread_time() - self._cpu
         try:
             _current.reset(self._token)
         except ValueError:  # exited in another context than it was entered in
             _current.set(self._parent)
         if self._parent is not None:
             self._parent.child += elapsed
-        self._times.add(self._name, max(0.0, elapsed - self._frame.child))
+            self._parent.child_cpu += cpu
+        frame = self._frame
+        self._times.add(
+            self._name, max(0.0, elapsed - frame.child), 1, max(0.0, cpu - frame.child_cpu)
+        )
 
 
 class _Null:
@@ -127,11 +145,11 @@ def stage(name: str) -> _Timed | _Null:
     return _Timed(times, name)
 
 
-def add(name: str, seconds: float, calls: int = 1) -> None:
+def add(name: str, seconds: float, calls: int = 1, cpu: float = 0.0) -> None:
     """Adds seconds measured elsewhere (e.g. returned by a worker process) to a stage."""
     times = _active
     if times is not None:
-        times.add(name, seconds, calls)
+        times.add(name, seconds, calls, cpu)
 
 
 def enable() -> StageTimes:

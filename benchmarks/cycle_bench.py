@@ -276,7 +276,7 @@ def aggregator_child(config: dict[str, Any]) -> dict[str, Any]:
                 1 for r in reports if r.status == "ok" and not r.parsed and r.known
             ),
             "reports": len(reports),
-            "profile": {k: [v.seconds, v.calls] for k, v in profile.snapshot().items()},
+            "profile": {k: [v.seconds, v.calls, v.cpu] for k, v in profile.snapshot().items()},
             "gc": [collector.seconds, collector.collections],
             "dedup": counter.take(),
         }
@@ -355,7 +355,7 @@ def service_child(config: dict[str, Any]) -> dict[str, Any]:
             "entries": int(records.get("new", 0) + records.get("duplicate", 0)),
             "errors": int(sum(v for k, v in fetches.items() if k not in ok)),
             "service_cycle_seconds": float(service.state.last_cycle_seconds or 0.0),
-            "profile": {k: [v.seconds, v.calls] for k, v in profile.snapshot().items()},
+            "profile": {k: [v.seconds, v.calls, v.cpu] for k, v in profile.snapshot().items()},
             "gc": [collector.seconds, collector.collections],
             "dedup": counter.take(),
         }
@@ -833,7 +833,8 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]], median_
             out += [f"  {p}: {result[p].get('dedup', {}).get('reasons')}" for p in PASSES]
             out += ["", f"{system} per-stage profile (own wall seconds; fetch overlaps, so its"]
             out += ["sum exceeds the pass time, and the garbage collector's row overlaps the"]
-            out += ["stages it ran in; see benchmarks/README.md):", ""]
+            out += ["stages it ran in; cpu: the CPU seconds of the stage's thread, without the"]
+            out += ["time it waited for the GIL; see benchmarks/README.md):", ""]
             out.append(_profile_table(result))
     return "\n".join(out)
 
@@ -856,17 +857,17 @@ def _profile_table(result: dict[str, Any]) -> str:
     for name in names:
         row: list[object] = [name]
         for p in PASSES:
-            seconds, calls = result[p].get("profile", {}).get(name, [None, None])
-            row.append(seconds)
-            row.append(calls)
+            seconds, calls, *cpu = result[p].get("profile", {}).get(name, [None, None])
+            row += [seconds, (cpu or [None])[0] if name != "fetch" else None, calls]
         rows.append(row)
     gc_row: list[object] = ["(gc, within)"]
     for p in PASSES:
-        gc_row += result[p].get("gc", [None, None])
+        seconds, calls = result[p].get("gc", [None, None])
+        gc_row += [seconds, None, calls]
     rows.append(gc_row)
     header = [
         "stage",
-        *[h for p in PASSES for h in (f"{p} s", f"{p} calls")],
+        *[h for p in PASSES for h in (f"{p} s", f"{p} cpu", f"{p} calls")],
     ]
     return table(header, rows)
 

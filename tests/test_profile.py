@@ -39,6 +39,26 @@ def test_nested_stage_time_counts_for_the_inner_stage_only() -> None:
     assert 0.02 <= snap["store"].seconds < 0.05
 
 
+def _spin(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def test_cpu_time_is_the_threads_own_and_nests_like_wall_time() -> None:
+    profile.enable()
+    with profile.stage("store"):
+        time.sleep(0.05)  # waiting: wall time, no CPU
+        _spin(0.03)
+        with profile.stage("dedup"):
+            _spin(0.06)
+    snap = profile.snapshot()
+    assert snap["dedup"].cpu >= 0.06
+    assert 0.03 <= snap["store"].cpu < 0.06  # the nested stage's CPU is not the store's
+    assert snap["store"].seconds >= 0.08  # the sleep counts in wall time only
+    assert snap["store"].seconds - snap["store"].cpu >= 0.04
+
+
 def test_add_and_reset() -> None:
     times = profile.enable()
     assert profile.enable() is times  # idempotent

@@ -197,8 +197,8 @@ class _Planner:
         r, fp = p.record, p.fingerprint
         if fp is None:
             return self._unmatched(p)
-        candidates = self.window.candidates(fp, p.time, self.local)
-        with profile.stage("dedup"):
+        with profile.stage("dedup"):  # the window's candidates (ranked, decoded) and scores
+            candidates = self.window.candidates(fp, p.time, self.local)
             decision = dedup.decide(fp, p.time, candidates, self.options)
         dev_id = decision.development_id
         seq = self.next_seq
