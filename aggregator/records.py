@@ -182,6 +182,10 @@ def _render_row(cells: Sequence[str]) -> str:
 
 
 def _one_line(text: str) -> str:
+    # Printable text has no whitespace but the ASCII space (every other whitespace character
+    # is a control or separator): without doubled or outer spaces it is one line already.
+    if text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
+        return text
     return _WS_RE.sub(" ", text).strip()
 
 

@@ -178,6 +178,9 @@ def reset_caches() -> None:
     _HINT_CACHE.clear()
 
 
+_CLASS_ID = frozenset(("class", "id"))
+
+
 def _classify(node: LexborNode, tag: str) -> int | None:
     """None to skip the subtree, -1 doubtful, +1 content hint, 0 neutral."""
     if tag in _SKIP_TAGS:
@@ -187,18 +190,22 @@ def _classify(node: LexborNode, tag: str) -> int | None:
     attrs = node.attributes
     if not attrs:
         return 0
-    if "hidden" in attrs or attrs.get("aria-hidden") == "true":
-        return None
-    style = attrs.get("style")
-    if style and ("none" in style or "hidden" in style) and _HIDDEN_STYLE_RE.search(style):
-        return None
-    role = attrs.get("role")
-    if role and role.lower() in _SKIP_ROLES and tag not in _NEVER_SKIP_TAGS:
-        return None
-    itemprop = attrs.get("itemprop")
-    if itemprop and itemprop.lower() == "articlebody":
-        return 1
-    key = (attrs.get("class") or "") + " " + (attrs.get("id") or "")
+    if attrs.keys() <= _CLASS_ID:
+        # Most elements carry a class and/or an id only: no hidden/style/role/itemprop test.
+        key = (attrs.get("class") or "") + " " + (attrs.get("id") or "")
+    else:
+        if "hidden" in attrs or attrs.get("aria-hidden") == "true":
+            return None
+        style = attrs.get("style")
+        if style and ("none" in style or "hidden" in style) and _HIDDEN_STYLE_RE.search(style):
+            return None
+        role = attrs.get("role")
+        if role and role.lower() in _SKIP_ROLES and tag not in _NEVER_SKIP_TAGS:
+            return None
+        itemprop = attrs.get("itemprop")
+        if itemprop and itemprop.lower() == "articlebody":
+            return 1
+        key = (attrs.get("class") or "") + " " + (attrs.get("id") or "")
     if key == " ":
         return 0
     hint = _HINT_CACHE.get(key)
@@ -236,7 +243,11 @@ def _hint_of_words(key: str) -> int:
 
 def _class_words(key: str) -> set[str]:
     """Lower-case words of a class/id string, camelCase split: "shareBar x_y" -> share bar x y."""
-    words: set[str] = set()
+    if key.lower() == key:  # no capitals: no camelCase to split, nothing to lower
+        words = set(_TOKEN_SPLIT_RE.split(key))
+        words.discard("")
+        return words
+    words = set()
     for token in _TOKEN_SPLIT_RE.split(key):
         if not token:
             continue
@@ -295,11 +306,10 @@ def _container_scores(w: Walk, after: int = -1) -> tuple[int, list[float]]:
         p = w.parent[e]
         if p >= 0:
             score[p] += _DECAY * score[e]
-    best = 0
-    for e in range(n):
-        # ">=": of a chain of wrappers with the same score, the innermost one.
-        if score[e] >= score[best]:
-            best = e
+    # The last element with the highest score: of a chain of wrappers with the same score,
+    # the innermost one.
+    top = max(score)
+    best = n - 1 - score[::-1].index(top)
     return best, score
 
 

@@ -190,11 +190,12 @@ class _Walker:
 
     def flush(self, elem: int) -> None:
         """Turn the pending inline text into a segment held by ``elem``."""
-        if not self.parts:
+        parts = self.parts
+        if not parts:
             return
-        raw = "".join(self.parts)
+        raw = "".join(parts)
         links = self.link_chars
-        self.parts = []
+        parts.clear()  # the same list: the walk holds it in a local
         self.link_chars = 0
         self.flushes += 1
         text = normalize_space(raw)
@@ -220,24 +221,30 @@ class _Walker:
 
     def walk(self, node: LexborNode, elem: int, depth: int) -> None:
         # The hot loop of extraction: locals instead of attribute look-ups where it pays.
+        # ``parts`` is the walker's one buffer (flush empties it in place).
+        parts = self.parts
         if depth > MAX_DEPTH:
-            self.parts.append(" " + (node.text(deep=True) or "") + " ")
+            parts.append(" " + (node.text(deep=True) or "") + " ")
             return
         classify = self.classify
-        for child in node.iter(include_text=True):
+        # Sibling links instead of node.iter(): no generator per element.
+        following = node.first_child
+        while following is not None:
+            child = following
+            following = child.next
             tag = child.tag
             if tag == "-text":
                 text = child.text_content
                 # Whitespace before any text of a block carries nothing.
-                if text and (self.parts or not text.isspace()):
-                    self.parts.append(text)
+                if text and (parts or not text.isspace()):
+                    parts.append(text)
                     if self.link_depth:
                         self.link_chars += len(text.strip())
                 continue
             if tag in _SKIP or tag is None:
                 continue
             if tag == "br":
-                if self.parts:
+                if parts:
                     self.flush(elem)
                 continue
             if tag in _PLAIN_INLINE_TAGS:
@@ -249,8 +256,8 @@ class _Walker:
                     if tag == "span" and classify is not None and classify(child, tag) is None:
                         continue
                     text = first.text_content
-                    if text and (self.parts or not text.isspace()):
-                        self.parts.append(text)
+                    if text and (parts or not text.isspace()):
+                        parts.append(text)
                         if tag == "a" or self.link_depth:
                             self.link_chars += len(text.strip())
                     continue
@@ -260,7 +267,7 @@ class _Walker:
             outer_doubt = self.doubt
             outer_content = self.content
             if tag in BLOCK_TAGS:
-                if self.parts:
+                if parts:
                     self.flush(elem)
                 if hint:
                     self.doubt = hint < 0
@@ -273,12 +280,12 @@ class _Walker:
                 elif tag == "li":
                     self.li_depth += 1
                     self.walk(child, new, depth + 1)
-                    if self.parts:
+                    if parts:
                         self.flush(new)
                     self.li_depth -= 1
                 else:
                     self.walk(child, new, depth + 1)
-                    if self.parts:
+                    if parts:
                         self.flush(new)
                 self.out.end[new] = len(self.out.parent)
             else:
@@ -286,11 +293,11 @@ class _Walker:
                     self.doubt = hint < 0
                     self.content = hint > 0
                 if tag in _BOLD_TAGS:
-                    mark = len(self.parts)
+                    mark = len(parts)
                     flushes = self.flushes
                     self.walk(child, elem, depth + 1)
-                    if flushes == self.flushes and len(self.parts) > mark:
-                        _wrap_bold(self.parts, mark)
+                    if flushes == self.flushes and len(parts) > mark:
+                        _wrap_bold(parts, mark)
                 elif tag == "a":
                     self.link_depth += 1
                     self.walk(child, elem, depth + 1)
