@@ -165,6 +165,18 @@ class Walk:
 class _Walker:
     """Recursive walk with an inline text buffer per block element."""
 
+    __slots__ = (
+        "classify",
+        "content",
+        "doubt",
+        "flushes",
+        "li_depth",
+        "link_chars",
+        "link_depth",
+        "out",
+        "parts",
+    )
+
     def __init__(self, classify: ClassifyFn | None) -> None:
         self.out = Walk()
         self.classify = classify

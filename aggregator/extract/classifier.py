@@ -41,6 +41,12 @@ _CLAUSE_RE = re.compile(r"[,;:，、；：]")
 _DIGIT_RE = re.compile(r"\d")
 _WORD_RE = re.compile(r"\w+")
 _CLOSERS = "\"'”’»)]」』"
+_ASCII_DIGITS = b"0123456789"
+# Word bytes of ASCII text (what \w matches there) to "a", all others to a space.
+_ASCII_WORD_BYTES = bytes(
+    ord("a") if chr(i).isascii() and (chr(i).isalnum() or chr(i) == "_") else ord(" ")
+    for i in range(256)
+)
 
 FEATURES: tuple[str, ...] = (
     "bias_text",  # 1 for every block (lets the scale of "nothing known" be learnt)
@@ -151,10 +157,18 @@ def block_features(
         if text and (judged is None or judged[i]):
             sentences = min(100.0 * len(sentence_re.findall(text)) / length, 5.0)
             clauses = min(100.0 * len(clause_re.findall(text)) / length, 10.0)
-            digits = len(digit_re.findall(text)) / length
+            if text.isascii():
+                # The same counts without the regular expressions: in ASCII, \d is 0-9 and
+                # \w is [A-Za-z0-9_] (every other byte becomes a space to split on).
+                raw = text.encode("ascii")
+                digits = (len(raw) - len(raw.translate(None, _ASCII_DIGITS))) / length
+                n_words = len(raw.translate(_ASCII_WORD_BYTES).split())
+            else:
+                digits = len(digit_re.findall(text)) / length
+                n_words = len(word_re.findall(text))
             # Words per character: about 0.17 in English, near 1 / length in scripts written
             # without spaces, where \w+ runs over a whole clause.
-            words_per_char = min(len(word_re.findall(text)) / length, 1.0)
+            words_per_char = min(n_words / length, 1.0)
         else:
             sentences = clauses = digits = words_per_char = 0.0
         ld_overlap = 0.0
