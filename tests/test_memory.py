@@ -121,3 +121,21 @@ def test_the_command_line_imports_heavy_modules_only_for_the_commands_that_need_
         "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n"
     )
     assert _run(code) == "[]"
+
+
+def test_feed_html_to_blocks_does_not_import_the_article_extractor() -> None:
+    """``aggregator.extract`` loads its names on first use: a caller that only turns feed HTML
+    into blocks (``normalize``) gets neither the article extractor and its classifier (numpy)
+    nor the worker pool (multiprocessing, asyncio); the other names still resolve."""
+    code = (
+        "import sys\n"
+        "from aggregator.extract import html_to_blocks\n"
+        "assert html_to_blocks('<p>a <b>b</b></p>')[0].text == 'a **b**'\n"
+        "heavy = ('aggregator.extract.article', 'aggregator.extract.classifier',\n"
+        "         'aggregator.extract.worker', 'numpy', 'asyncio', 'multiprocessing')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(heavy)))\n"
+        "from aggregator.extract import extract_text, ExtractorPool, scrape_listing\n"
+        "import aggregator.extract as e\n"
+        "print(callable(extract_text), e.ExtractorPool is ExtractorPool, 'parse_date' in dir(e))\n"
+    )
+    assert _run(code) == "[]\nTrue True True"

@@ -9,20 +9,46 @@ Public API (see docs/extraction.md):
   ``extract_article_guarded_async`` for asyncio callers.
 * ``html_to_blocks(fragment) -> tuple[Block, ...]``: feed entry content HTML -> blocks.
 * ``scrape_listing(html, base_url, selectors) -> list[ListingItem]``: page sources.
+
+The names are loaded on first use (PEP 562): a caller that only turns feed HTML into blocks
+(``normalize``) does not import the article extractor, its classifier (numpy) or the worker
+pool (multiprocessing, asyncio).
 """
 
-from aggregator.extract.article import extract_article, extract_text
-from aggregator.extract.blocks import html_to_blocks
-from aggregator.extract.listing import parse_loose_date, scrape_listing
-from aggregator.extract.metadata import parse_date
-from aggregator.extract.worker import (
-    DEFAULT_MAX_BYTES,
-    DEFAULT_TIMEOUT,
-    ExtractorPool,
-    extract_article_guarded,
-    extract_article_guarded_async,
-    shutdown_default_pool,
-)
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aggregator.extract.article import extract_article, extract_text
+    from aggregator.extract.blocks import html_to_blocks
+    from aggregator.extract.listing import parse_loose_date, scrape_listing
+    from aggregator.extract.metadata import parse_date
+    from aggregator.extract.worker import (
+        DEFAULT_MAX_BYTES,
+        DEFAULT_TIMEOUT,
+        ExtractorPool,
+        extract_article_guarded,
+        extract_article_guarded_async,
+        shutdown_default_pool,
+    )
+
+# name -> the submodule defining it
+_WHERE = {
+    "DEFAULT_MAX_BYTES": "worker",
+    "DEFAULT_TIMEOUT": "worker",
+    "ExtractorPool": "worker",
+    "extract_article": "article",
+    "extract_article_guarded": "worker",
+    "extract_article_guarded_async": "worker",
+    "extract_text": "article",
+    "html_to_blocks": "blocks",
+    "parse_date": "metadata",
+    "parse_loose_date": "listing",
+    "scrape_listing": "listing",
+    "shutdown_default_pool": "worker",
+}
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -38,3 +64,16 @@ __all__ = [
     "scrape_listing",
     "shutdown_default_pool",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{where}"), name)
+    globals()[name] = value  # the next look-up is a plain module attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
