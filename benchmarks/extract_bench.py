@@ -1,6 +1,6 @@
 """Extraction quality and speed on both extraction dev sets (one command, no network).
 
-    python benchmarks/extract_bench.py [--repeat 3] [--trafilatura] [--loso] [--cleaneval]
+    python benchmarks/extract_bench.py [--repeat 3] [--trafilatura] [--kfold 5] [--loso] [--cleaneval]
         [--data ../shared/extraction-dev] [--data2 ../shared/extraction-dev2]
         [--worst 10 --subset dragnet]
 
@@ -21,6 +21,13 @@ best of ``--repeat`` interleaved runs, caches reset before each run), with the r
 trafilatura (``--trafilatura``; benchmark-only dependency, the ``bench`` extra) and a bare
 selectolax ``<p>``-text baseline measured in the same run.
 
+``--kfold K``: within-subset page-level K-fold validation, the estimate for unseen pages of
+the same sources. Each page's fold is a stable hash of its id (sha256 mod K); for each fold the
+classifier is trained on the other folds of every subset and scores the fold's pages. Prints,
+per subset, the F1 of all out-of-fold predictions pooled, the mean and minimum of the per-fold
+F1, and trafilatura's figures on the same pages (``--trafilatura``). With ``--worst N`` the
+worst pages listed are the out-of-fold ones.
+
 ``--loso``: leave-one-subset-out validation of the block classifier. For each subset, the
 classifier is trained (``benchmarks/train_extract.py``) on the other subsets only and scored on
 the one left out; prints each held-out subset's F1 and the mean and minimum.
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import re
 import sys
@@ -226,6 +234,54 @@ def loso(pages: list[Page]) -> None:
     print(f"{'mean / min':18} {mean:6.3f} {min(held):6.3f}  (spread {max(held) - min(held):.3f})")
 
 
+def fold_of(pid: str, k: int) -> int:
+    """The page's fold of ``k``: a stable hash of its id, whatever the order of the pages."""
+    return int(hashlib.sha256(pid.encode("utf-8")).hexdigest()[:12], 16) % k
+
+
+def kfold(pages: list[Page], k: int, others: dict[str, list[str]] | None = None) -> list[str]:
+    """Within-subset page-level k-fold: train on the other folds of every subset, score the
+    fold held out. Returns the out-of-fold predictions (one per page, "" for CleanEval)."""
+    from benchmarks.train_extract import collect_by_page, fit_model
+
+    others = others or {}
+    shipped = load_default_model()
+    data = collect_by_page(pages, shipped.lift)
+    folds = [fold_of(p.pid, k) for p in pages]
+    preds = [""] * len(pages)
+    for f in range(k):
+        train_data = [d for d, g in zip(data, folds, strict=True) if d and g != f]
+        model = fit_model(train_data, lift=shipped.lift, hidden=shipped.w1.shape[1])
+        fn = make_ours(model)
+        for i, page in enumerate(pages):
+            if folds[i] == f and page.subset != "cleaneval":
+                preds[i] = fn(page)
+    names = ["k-fold", *others]
+    print(
+        f"\n{k}-fold within-subset validation (page folds by sha256 of the id; trained on the "
+        "other folds of every subset)"
+    )
+    header = "  ".join(f"{n[:24]:>24}" for n in names)
+    print(f"{'subset':18} {'pages':>5}  {header}")
+    sub = "  ".join(f"{'pooled  mean   min':>24}" for _ in names)
+    print(f"{'':18} {'':>5}  {sub}")
+    rows = [(s, idx) for s, idx in _groups(pages) if s != "cleaneval"]
+    for label, idx in rows:
+        cells = []
+        for name in names:
+            got = preds if name == "k-fold" else others[name]
+            pooled = score([(got[i], pages[i].truth) for i in idx])[0]
+            per_fold = [
+                score([(got[i], pages[i].truth) for i in idx if folds[i] == f])[0]
+                for f in range(k)
+                if any(folds[i] == f for i in idx)
+            ]
+            mean = sum(per_fold) / len(per_fold)
+            cells.append(f"{pooled:.3f} {mean:.3f} {min(per_fold):.3f}".rjust(24))
+        print(f"{label:18} {len(idx):5}  " + "  ".join(cells))
+    return preds
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -234,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trafilatura", action="store_true")
     ap.add_argument("--cleaneval", action="store_true", help="also score CleanEval (apart)")
     ap.add_argument("--loso", action="store_true", help="leave-one-subset-out validation")
+    ap.add_argument(
+        "--kfold", type=int, default=0, help="within-subset page-level k-fold validation (K)"
+    )
     ap.add_argument("--subset", help="score only this subset")
     ap.add_argument("--model", type=Path, help="a block model file instead of the shipped one")
     ap.add_argument("--worst", type=int, default=0, help="list the N worst pages by F1")
@@ -275,10 +334,18 @@ def main(argv: list[str] | None = None) -> int:
     for other in names:
         if other != "aggregator.extract":
             print(f"speed ratio aggregator.extract / {other}: x{ours_rate / rates[other]:.2f}")
+    ours = preds["aggregator.extract"]
+    if args.kfold:
+        others = {n: preds[n] for n in names if n == "trafilatura"}
+        ours = kfold(pages, args.kfold, others)
     if args.worst:
+        label = "out-of-fold" if args.kfold else "in-sample"
+        print(f"\nworst {args.worst} pages ({label})")
         rows = []
         for i, page in enumerate(pages):
-            p, r = precision_recall(preds["aggregator.extract"][i], page.truth)
+            if page.subset == "cleaneval" and args.kfold:
+                continue
+            p, r = precision_recall(ours[i], page.truth)
             p, r = p or 0.0, r or 0.0
             rows.append((2 * p * r / (p + r) if p + r else 0.0, p, r, page.subset, page.pid))
         rows.sort()
