@@ -1,7 +1,7 @@
 """Extraction quality and speed on both extraction dev sets (one command, no network).
 
-    python benchmarks/extract_bench.py [--repeat 3] [--trafilatura] [--kfold 5] [--loso] [--cleaneval]
-        [--data ../shared/extraction-dev] [--data2 ../shared/extraction-dev2]
+    python benchmarks/extract_bench.py [--repeat 3] [--trafilatura] [--kfold 5] [--loso]
+        [--cleaneval] [--data ../shared/extraction-dev] [--data2 ../shared/extraction-dev2]
         [--worst 10 --subset dragnet]
 
 Subsets scored (each page once; a page's subset is where it comes from):

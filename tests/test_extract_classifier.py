@@ -248,3 +248,51 @@ def test_only_the_first_characters_after_the_title_count_more() -> None:
     left = 1500 - first.length - second.length  # what is left of the 1,500 characters
     assert 0 < left < bio_seg.length
     assert score[bio_seg.elem] == pytest.approx(bio_seg.length + left)
+
+
+def test_a_doubted_paragraph_between_kept_paragraphs_is_kept() -> None:
+    from aggregator.extract.article import _fill_gaps
+
+    segs, x = candidate_blocks(_page("".join(f"<p>{p}</p>" for p in BODY)))
+    texts = [s.text for s in segs]
+    middle = texts.index(BODY[2])
+    allowed = [True] * len(segs)
+    keep = [t in BODY for t in texts]
+    keep[middle] = False  # the classifier doubted it
+    _fill_gaps(segs, x, allowed, keep)
+    assert keep[middle]
+    # A block the rules veto stays out, and so does one that is not a real paragraph.
+    keep[middle] = False
+    allowed[middle] = False
+    _fill_gaps(segs, x, allowed, keep)
+    assert not keep[middle]
+
+
+def test_a_gap_far_from_the_article_is_not_filled() -> None:
+    from aggregator.extract.article import _fill_gaps
+
+    # A stray kept line far after the article (a date in a sidebar) does not pull the
+    # paragraphs between it and the article into the text.
+    filler = "".join(
+        f"<p>Our newsletter arrives every morning with the news of the day, number {i}.</p>"
+        for i in range(5)
+    )
+    segs, x = candidate_blocks(_page("".join(f"<p>{p}</p>" for p in BODY) + filler))
+    texts = [s.text for s in segs]
+    keep = [t in BODY for t in texts]
+    keep[-1] = True
+    before = list(keep)
+    _fill_gaps(segs, x, [True] * len(segs), keep)
+    assert keep == before
+
+
+def test_an_article_held_in_an_aside_is_found_when_nothing_else_is() -> None:
+    # Furniture tags are skipped on the first tries; a page whose only text is in an
+    # <aside> (a theme that marks up its posts so) still gives its article.
+    html = (
+        "<html><head><title>Headline here</title></head><body><nav><a href='/'>Home</a></nav>"
+        "<aside class='post'><h1>Headline here</h1>"
+        + "".join(f"<p>{p}</p>" for p in BODY)
+        + "</aside></body></html>"
+    )
+    assert _texts(html) == BODY

@@ -23,6 +23,7 @@ The method, in general terms (no per-site rules):
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 
@@ -56,6 +57,7 @@ __all__ = [
 # --- boilerplate hints ---------------------------------------------------------------------
 
 _SKIP_TAGS = frozenset(("nav", "footer", "aside", "menu", "figcaption"))
+_NAV_TAGS = frozenset(("nav", "menu"))
 _NEVER_SKIP_TAGS = frozenset(("html", "body", "main", "article"))
 # Word lists read best as text; ruff's SIM905 would explode them one word per line.
 _SKIP_ROLES = frozenset(
@@ -97,6 +99,9 @@ _POSITIVE_WORDS = frozenset(
     news embed""".split()  # noqa: SIM905
 )
 _TOKEN_SPLIT_RE = re.compile(r"[^A-Za-z0-9]+")
+_SLUG_RE = re.compile(r"^[a-z]+(?:-[a-z]+)+$")
+# An id of this many hyphen-joined lower-case words is a heading's slug.
+_SLUG_WORDS = 4
 _CAMEL_WORD_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z0-9]+")
 _WORD_RE = re.compile(r"[a-z0-9]+")
 _HIDDEN_STYLE_RE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
@@ -220,11 +225,18 @@ def _classify(node: LexborNode, tag: str) -> int | None:
 
 
 def _classify_lenient(node: LexborNode, tag: str) -> int | None:
-    """Skip furniture by tag only (the second try on a page where nothing was found)."""
-    return None if tag in _SKIP_TAGS else 0
+    """Skip navigation only (the last try on a page where nothing was found): hidden text,
+    class words and the other furniture tags are read, since a page can hold its article in
+    an ``<aside>`` or ``<footer>``, and the container score still decides."""
+    return None if tag in _NAV_TAGS else 0
 
 
 def _hint_of_words(key: str) -> int:
+    classes, _, ident = key.rpartition(" ")
+    if ident.count("-") + 1 >= _SLUG_WORDS and _SLUG_RE.match(ident):
+        # An id of many words is a slug of the element's own heading ("evolve-shared-mutable-
+        # history", "how-we-share-data"), not a word of the page's design: it says nothing.
+        key = classes
     words = _class_words(key)
     # "article-body pagination-first" is content, "article-comments" undecided (0: the
     # nearest decided ancestor holds).
@@ -629,6 +641,7 @@ def _share(sums: list[int]) -> float:
 
 
 _BEFORE_FIRST_GOOD = FEATURES.index("before_first_good")
+_IN_CONTAINER = FEATURES.index("in_container")
 
 
 def _classified(w: Walk, title: str, meta: PageMeta, model: BlockModel) -> list[Segment]:
@@ -640,6 +653,7 @@ def _classified(w: Walk, title: str, meta: PageMeta, model: BlockModel) -> list[
         # the classifier has hardly seen; the general rules keep the container's lines.
         return finish_segments(container_segments(w), title)
     keep = [a and k for a, k in zip(allowed, model.keep(features), strict=True)]
+    _fill_gaps(segs, features, allowed, keep)
     folded_title = _fold(title)
     size = len(title)
     for i, seg in enumerate(segs):
@@ -651,6 +665,29 @@ def _classified(w: Walk, title: str, meta: PageMeta, model: BlockModel) -> list[
         elif abs(seg.length - size) <= size // 4 + 4 and _fold(seg.text) == folded_title:
             keep[i] = False  # the title, repeated in the body
     return _drop_empty_sections([s for s, k in zip(segs, keep, strict=True) if k])
+
+
+def _fill_gaps(
+    segs: list[Segment], features: np.ndarray, allowed: list[bool], keep: list[bool]
+) -> None:
+    """A real paragraph of the container close between two kept real paragraphs is kept: the
+    article's text is one run, and a paragraph inside it the classifier doubted is still part
+    of it. Only near neighbours count, so a stray kept line far away (a date in a sidebar)
+    does not pull the page furniture between it and the article into the text."""
+    good = [
+        allowed[i] and bool(features[i, _IN_CONTAINER]) and _is_good(seg)
+        for i, seg in enumerate(segs)
+    ]
+    anchors = [i for i, k in enumerate(keep) if k and good[i]]
+    for a, b in itertools.pairwise(anchors):
+        if 1 < b - a <= _GAP_BLOCKS + 1:
+            for i in range(a + 1, b):
+                if good[i]:
+                    keep[i] = True
+
+
+# How many blocks between two kept paragraphs a gap may span to be filled.
+_GAP_BLOCKS = 3
 
 
 def candidate_blocks(
