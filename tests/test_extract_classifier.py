@@ -296,3 +296,16 @@ def test_an_article_held_in_an_aside_is_found_when_nothing_else_is() -> None:
         + "</aside></body></html>"
     )
     assert _texts(html) == BODY
+
+
+def test_an_id_that_is_a_heading_slug_says_nothing() -> None:
+    from aggregator.extract.article import _hint_of_words
+
+    # "shared" would match the furniture stem "share"; as a slug of the section's heading
+    # it is the author's word, not the page design's.
+    assert _hint_of_words("section evolve-shared-mutable-history") == 0
+    assert _hint_of_words(" how-we-share-your-data") == 0
+    # Design words still count: in classes, and in short or generated ids.
+    assert _hint_of_words("share-box ") == -1
+    assert _hint_of_words("wrap share-box") == -1
+    assert _hint_of_words("x node_2994162_comments_list") == -1
