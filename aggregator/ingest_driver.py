@@ -167,7 +167,10 @@ def _ingest_batch(
                 # Committed: the window holds what was written.
                 with profile.stage("dedup"):
                     apply_to_window(window, plan, seqs)
-                    window.evict(now)
+                    # What the records filed around this batch's newest can no longer reach:
+                    # an import of old articles in time order would otherwise drop each
+                    # batch's records (older than now) and read them back for the next one.
+                    window.evict(min(now, max(p.time for p in batch)))
             return plan.results
         except StoreConflict as exc:
             if attempt == tuning.attempts:

@@ -237,6 +237,30 @@ def test_replicas_catch_up_from_the_store_and_decide_as_one_process(
     assert got == expected
 
 
+def test_an_import_of_old_records_keeps_them_in_the_window_between_batches(
+    db_url: str, tmp_path: Path
+) -> None:
+    # Filed a year before the clock: eviction goes by the batch's newest time, not the clock's,
+    # or every batch would drop what it stored and the next one read it back from the store.
+    from dataclasses import replace
+
+    from aggregator.ingest_driver import _window_for
+
+    recs = [replace(r, fetched=(r.fetched or NOW) - timedelta(days=365)) for r in _articles(40)]
+    single = open_store(f"sqlite:///{tmp_path}/single.db")
+    try:
+        expected = _results(single, recs, 40)
+    finally:
+        single.close()
+    s = open_store(db_url)
+    try:
+        assert _results(s, recs, 8) == expected  # the same decisions, batch by batch
+        held = _window_for(s, OPTIONS, IngestOptions()).window
+        assert len(held) == sum(1 for r in expected if r.stored and r.development_id)
+    finally:
+        s.close()
+
+
 def test_a_split_elsewhere_rebuilds_the_window(store: Store) -> None:
     recs = _articles(40)
     first = _results(store, recs[:20], 20)

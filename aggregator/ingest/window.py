@@ -819,8 +819,10 @@ class Window:
         self.horizon = horizon if self.horizon is None else min(self.horizon, horizon)
 
     def evict(self, now: datetime) -> None:
-        """Drop what no new record can reach (filed more than two windows before ``now``:
-        a record is filed at most at ``now``) and, past the memory bound, the oldest."""
+        """Drop what the next records are not expected to reach (filed more than two windows
+        before ``now``: the time the last batch's records were filed up to, at most the
+        clock's) and, past the memory bound, the oldest. A record filed earlier all the same
+        finds them again: the store reloads what lies before ``horizon``."""
         limit = now - 2 * self.window
         n = self._n
         drops_before = self._drops
