@@ -309,3 +309,18 @@ def test_an_id_that_is_a_heading_slug_says_nothing() -> None:
     assert _hint_of_words("share-box ") == -1
     assert _hint_of_words("wrap share-box") == -1
     assert _hint_of_words("x node_2994162_comments_list") == -1
+
+
+def test_a_caption_or_byline_element_holding_the_article_is_not_furniture() -> None:
+    # Broken markup leaves a caption's element open around the whole article: a name that
+    # says "a line" does not condemn a long text.
+    caption = "<p class='photo-caption'>The border crossing at dawn (Image: Reuters)</p>"
+    wrapped = "<div class='wp-caption'><p>" + "</p><p>".join(BODY[1:]) + "</p></div>"
+    texts = _texts(_page(f"<p>{BODY[0]}</p>" + caption + wrapped))
+    assert texts == BODY
+    # A real caption or byline (short) is still furniture, and a box of a companion word
+    # alone (an author's bio) still is too.
+    byline = "<div class='byline-author'>Jane Roe, border correspondent</div>"
+    bio = "<div class='author-bio'><p>" + BODY[0] + "</p></div>"
+    texts = _texts(_page(byline + "".join(f"<p>{p}</p>" for p in BODY[1:]) + bio))
+    assert texts == BODY[1:]

@@ -75,6 +75,15 @@ _NEGATIVE_WORDS = frozenset(
     caption credit dateline timestamp author bio donate donation donations paywall
     membership""".split()  # noqa: SIM905
 )
+# Furniture words naming a line, not a box: a byline, a caption, a date line. An
+# element named so that holds a long text is not that line (a caption or byline element left
+# open by broken markup around the whole article): its name then says nothing.
+_LINE_WORDS = frozenset(("byline", "caption", "dateline", "timestamp"))
+# Words that go with a line word in one name ("byline-author", "caption-credit"), though alone
+# they name a box as often (an author's bio, a credit-card offer).
+_LINE_COMPANION_WORDS = frozenset(("author", "credit"))
+_LINE_MAX_CHARS = 400
+_LINE_HINT = -2  # cached for a class/id of line words only; doubtful when its text is short
 # Furniture words that also appear glued to others ("sharedaddy", "footernav", "adsbygoogle"
 # does not: "ad"/"ads" stay whole words).
 _NEGATIVE_STEMS = (
@@ -221,6 +230,9 @@ def _classify(node: LexborNode, tag: str) -> int | None:
         _HINT_CACHE[key] = hint
     if tag in ("html", "body"):
         return 0
+    if hint == _LINE_HINT:
+        # Only a short text is the line its name says (read once per such element: few).
+        return -1 if len(node.text(deep=True)) <= _LINE_MAX_CHARS else 0
     return hint
 
 
@@ -250,6 +262,16 @@ def _hint_of_words(key: str) -> int:
         ):
             negative += 1
     balance = positive - negative
+    if (
+        balance < 0
+        and not positive
+        and words & _LINE_WORDS
+        and not any(
+            w in _NEGATIVE_WORDS or w.startswith(_NEGATIVE_STEMS)
+            for w in words - _LINE_WORDS - _LINE_COMPANION_WORDS
+        )
+    ):
+        return _LINE_HINT
     return (balance > 0) - (balance < 0)
 
 
