@@ -945,12 +945,18 @@ def select_candidates(
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A stored record that shares a band or a key term with the new one."""
+    """A stored record that shares a band or a key term with the new one.
+
+    ``development_size``: how many records its development has within the dedup window of the
+    new record (candidates or not; 0 when unknown). A development's members that are not
+    candidates share no index key with the record: ``development_scores`` counts them, up to
+    ``DedupOptions.neighbours``, in a development's centroid."""
 
     record_id: str
     development_id: str
     fingerprint: Fingerprint
     time: datetime | None
+    development_size: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -1164,8 +1170,12 @@ def development_scores(
             # Headline against headlines: by their terms, which also hold word pairs (names,
             # and every pair of a Title Case headline), so a shared phrase counts beyond its
             # words.
+            # The development's members that are not candidates share no key with the
+            # record: among its k nearest they are far, and count as such (unseen).
+            size = max(m.development_size for m in members)
+            unseen = max(0, min(size, k) - len(members))
             terms_sim, nearest = _neighbour_cosine(
-                vec, [m.fingerprint.vector() for m in members], k
+                vec, [m.fingerprint.vector() for m in members], k, unseen
             )
             out[dev] = DevelopmentScore(
                 terms_sim,
@@ -1208,18 +1218,25 @@ def development_scores(
 
 
 def _neighbour_cosine(
-    vec: dict[str, float], members: Sequence[dict[str, float]], k: int
+    vec: dict[str, float], members: Sequence[dict[str, float]], k: int, unseen: int = 0
 ) -> tuple[float, int]:
     """(cosine of ``vec`` with the sum of its ``k`` closest ``members``, the closest's index).
-    The members are unit vectors (or empty)."""
+    The members are unit vectors (or empty). ``unseen``: members of the centroid beyond
+    ``members`` (at most ``k`` in all), unit vectors orthogonal to ``vec`` and to the others:
+    they add nothing to the dot product and 1 each to the squared norm."""
     if not vec or not members:
         return 0.0, 0
     sims = sorted(((_dot(vec, m), i) for i, m in enumerate(members)), key=lambda s: (-s[0], s[1]))
     nearest = sims[:k]
-    if len(nearest) == 1 or nearest[0][0] == 0.0:
-        return nearest[0][0], nearest[0][1]
+    unseen = max(0, min(unseen, k - len(nearest)))
+    if nearest[0][0] == 0.0:
+        return 0.0, nearest[0][1]
+    if len(nearest) == 1:
+        return nearest[0][0] / math.sqrt(1 + unseen), nearest[0][1]
     chosen = [members[i] for _, i in nearest]
     norm = _centroid_norm(chosen)
+    if unseen:
+        norm = math.sqrt(norm * norm + unseen)
     return (sum(s for s, _ in nearest) / norm if norm else 0.0), nearest[0][1]
 
 

@@ -129,6 +129,7 @@ class MemoryIndex:
             raise ValueError("per_key must be positive")
         self.by_key: dict[str, list[int]] = defaultdict(list)
         self.records: list[dedup.Candidate] = []  # as the store returns them, oldest first
+        self.sizes: Counter[str] = Counter()  # records per development (no time bound)
 
     def candidates(self, fp: dedup.Fingerprint) -> list[dedup.Candidate]:
         shared: Counter[int] = Counter()
@@ -142,7 +143,11 @@ class MemoryIndex:
         best = dedup.select_candidates(
             ranked, lambda i: self.records[i].development_id, cap=self.limit
         )
-        return [self.records[i] for i in best]
+        sizes = self.sizes
+        return [
+            replace(self.records[i], development_size=sizes[self.records[i].development_id])
+            for i in best
+        ]
 
     def add(
         self,
@@ -153,6 +158,7 @@ class MemoryIndex:
     ) -> None:
         idx = len(self.records)
         self.records.append(dedup.Candidate(record_id, development_id, fp, time))
+        self.sizes[development_id] += 1
         for key in _index_keys(fp):
             self.by_key[key].append(idx)
 
@@ -472,7 +478,7 @@ GRIDS: dict[str, dict[str, Sequence[float | int]]] = {
         "head_share": [0.2, 0.3, 0.5],
         "names_share": [0.0, 0.2],
     },
-    "headlines": {"headline_terms_threshold": [0.15, 0.20, 0.25, 0.30]},
+    "headlines": {"headline_terms_threshold": [0.12, 0.15, 0.17, 0.20, 0.25]},
     "mixed": {"headline_threshold": [0.20, 0.25, 0.30, 0.35, 0.40]},
 }
 

@@ -505,6 +505,38 @@ def test_a_headline_meets_headlines_by_their_terms_and_word_pairs() -> None:
     assert dedup.decide(again, T0, cands, other).development_id == "gox"
 
 
+def test_members_of_a_headline_development_that_are_not_candidates_count_as_far() -> None:
+    # One report of a development shares a word with the headline; the development's other
+    # reports share no key with it (they are not candidates), so among its k nearest they are
+    # far: unit vectors orthogonal to the record and to each other.
+    def headline(terms: dict[str, float]) -> Fingerprint:
+        return _vectors(terms, terms)
+
+    record = headline({"update": 0.6, "ios": 0.8})
+    bridge = headline({"update": 1.0})
+
+    def scored(size: int) -> dedup.DevelopmentScore:
+        cands = [Candidate("b", "d", bridge, T0, development_size=size)]
+        return dedup.development_scores(record, cands, OPTIONS)["d"]
+
+    assert scored(0).score == pytest.approx(0.6)  # size unknown: the candidates only
+    assert scored(1).score == pytest.approx(0.6)
+    assert scored(3).score == pytest.approx(0.6 / 3**0.5)  # 0.6 / |bridge + 2 unseen|
+    k = OPTIONS.neighbours
+    assert scored(100).score == pytest.approx(0.6 / k**0.5)  # at most k members in all
+    # Two candidates (cosines 0.6 and 0.8 to the record, 0 to each other) and one unseen.
+    other = headline({"ios": 1.0})
+    cands = [Candidate("b", "d", bridge, T0, 3), Candidate("o", "d", other, T0, 3)]
+    score = dedup.development_scores(record, cands, OPTIONS)["d"].score
+    assert score == pytest.approx(1.4 / 3**0.5)
+    # A broad story reached through one of its reports is not joined; a small one is.
+    cands = [Candidate("b", "d", bridge, T0, development_size=1)]
+    strict = dataclasses.replace(OPTIONS, headline_terms_threshold=0.5)
+    assert dedup.decide(record, T0, cands, strict).development_id == "d"
+    cands = [Candidate("b", "d", bridge, T0, development_size=40)]
+    assert dedup.decide(record, T0, cands, strict).development_id is None
+
+
 def test_thresholds_are_options_by_kind() -> None:
     article = dedup.fingerprint("6.1-magnitude quake strikes Indonesia's Aceh province", QUAKE)
     headline = dedup.fingerprint(HEADLINE_ACEH, "")

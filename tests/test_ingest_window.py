@@ -202,8 +202,14 @@ def test_candidates_stay_those_of_the_query_through_merges_drops_and_compaction(
             assert set(w.record_ids()) == set(held)
         query = tuple(rng.sample(words, 3))
         fp = dedup.Fingerprint(minhash=(), bands=(), key_terms=query)
-        got = [c.record_id for c in w.candidates(fp, now)]
-        assert got == _reference(held, query, now, tuning), step
+        found = w.candidates(fp, now)
+        assert [c.record_id for c in found] == _reference(held, query, now, tuning), step
+        window = timedelta(days=OPTIONS.window_days)
+        for c in found:  # its development's records held within the dedup window of ``now``
+            size = sum(
+                1 for d, t, _ in held.values() if d == c.development_id and abs(t - now) <= window
+            )
+            assert c.development_size == size, step
 
 
 def _results(store: Store, recs: list[Record], size: int) -> list[IngestResult]:

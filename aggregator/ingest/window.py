@@ -21,6 +21,7 @@ import binascii
 import json
 import struct
 from array import array
+from bisect import bisect_left, bisect_right, insort
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -313,6 +314,8 @@ class Window:
         self._slot: dict[str, int] = {}  # record id -> slot, of the records held
         self._dev_no: dict[str, int] = {}
         self._dev_ids: list[str] = []
+        # Per development id, the filing times (microseconds) of its records held, sorted.
+        self._dev_times: dict[str, list[int]] = {}
         # The postings: sorted key hashes and their slots, and those not merged in yet.
         self._ik: Any = np.zeros(0, np.int64)
         self._is: Any = np.zeros(0, np.int32)
@@ -461,8 +464,38 @@ class Window:
             e_slots, e_keyno = extra._cut(*other, n)
             slots, keyno, theirs = self._merge_extra(slots, keyno, extra, e_slots, e_keyno, n)
         if not theirs:
-            return self._ranked_own(slots, weight[keyno])
-        return self._ranked_mixed(slots, weight[keyno], extra, theirs, weight)
+            ranked = self._ranked_own(slots, weight[keyno])
+        else:
+            ranked = self._ranked_mixed(slots, weight[keyno], extra, theirs, weight)
+        return self._sized(ranked, time, extra)
+
+    def _sized(
+        self, ranked: list[dedup.Candidate], time: datetime, extra: Window | None
+    ) -> list[dedup.Candidate]:
+        """``ranked`` with each candidate's ``development_size``: its development's records
+        filed within the dedup window of ``time``, in this window and ``extra``."""
+        sizes: dict[str, int] = {}
+        for cand in ranked:
+            dev = cand.development_id
+            if dev not in sizes:
+                sizes[dev] = self.development_size(dev, time) + (
+                    extra.development_size(dev, time) if extra is not None else 0
+                )
+        return [
+            dedup.Candidate(
+                c.record_id, c.development_id, c.fingerprint, c.time, sizes[c.development_id]
+            )
+            for c in ranked
+        ]
+
+    def development_size(self, development_id: str, time: datetime) -> int:
+        """How many records of a development this window holds filed within the dedup
+        window either side of ``time``."""
+        times = self._dev_times.get(development_id)
+        if not times:
+            return 0
+        lo, hi = self._us(time - self.window), self._us(time + self.window)
+        return bisect_right(times, hi) - bisect_left(times, lo)
 
     def _merge_extra(
         self, slots: Any, keyno: Any, extra: Window, e_slots: Any, e_keyno: Any, n: int
@@ -628,6 +661,7 @@ class Window:
             self._dev_ids.append(development_id)
         self._dev[slot] = dev
         self._time[slot] = us
+        insort(self._dev_times.setdefault(development_id, []), us)
         self._seq[slot] = seq
         self._alive[slot] = True
         self._rids.append(record_id)
@@ -663,6 +697,11 @@ class Window:
 
     def _drop(self, record_id: str) -> None:
         slot = self._slot.pop(record_id)
+        dev = self._dev_ids[int(self._dev[slot])]
+        times = self._dev_times[dev]
+        times.remove(int(self._time[slot]))
+        if not times:
+            del self._dev_times[dev]
         self._alive[slot] = False
         self._packed[slot] = None
         self._rids[slot] = ""
