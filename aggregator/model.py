@@ -363,8 +363,10 @@ class DedupOptions:
     headline_threshold: float = 0.30
     # A headline-only record against a development of headline-only records is compared by
     # their terms (headline words and word pairs: names, every pair of a Title Case headline),
-    # against this threshold; headline_threshold is for headline and lead against full articles.
-    headline_terms_threshold: float = 0.15
+    # against this threshold (the development's members that are not candidates count in its
+    # centroid as far ones: docs/dedup.md); headline_threshold is for headline and lead against
+    # full articles.
+    headline_terms_threshold: float = 0.17
     # Shares of the headline-and-lead cosine and of the names-and-numbers cosine in a full
     # article's score; the rest is the whole text's cosine.
     head_share: float = 0.3

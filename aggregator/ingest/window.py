@@ -23,7 +23,7 @@ import struct
 from array import array
 from bisect import bisect_left, bisect_right, insort
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import chain
@@ -463,38 +463,41 @@ class Window:
             assert extra is not None
             e_slots, e_keyno = extra._cut(*other, n)
             slots, keyno, theirs = self._merge_extra(slots, keyno, extra, e_slots, e_keyno, n)
+        size = self._sizer(time, extra)
         if not theirs:
-            ranked = self._ranked_own(slots, weight[keyno])
-        else:
-            ranked = self._ranked_mixed(slots, weight[keyno], extra, theirs, weight)
-        return self._sized(ranked, time, extra)
+            return self._ranked_own(slots, weight[keyno], size)
+        return self._ranked_mixed(slots, weight[keyno], extra, theirs, weight, size)
 
-    def _sized(
-        self, ranked: list[dedup.Candidate], time: datetime, extra: Window | None
-    ) -> list[dedup.Candidate]:
-        """``ranked`` with each candidate's ``development_size``: its development's records
-        filed within the dedup window of ``time``, in this window and ``extra``."""
+    def _sizer(self, time: datetime, extra: Window | None) -> Callable[[str], int]:
+        """A development id -> its records filed within the dedup window of ``time``, in this
+        window and ``extra`` (each development counted once per query)."""
+        lo, hi = self._us(time - self.window), self._us(time + self.window)
+        if extra is not None:
+            e_lo, e_hi = extra._us(time - self.window), extra._us(time + self.window)
         sizes: dict[str, int] = {}
-        for cand in ranked:
-            dev = cand.development_id
-            if dev not in sizes:
-                sizes[dev] = self.development_size(dev, time) + (
-                    extra.development_size(dev, time) if extra is not None else 0
-                )
-        return [
-            dedup.Candidate(
-                c.record_id, c.development_id, c.fingerprint, c.time, sizes[c.development_id]
-            )
-            for c in ranked
-        ]
+
+        def size(dev: str) -> int:
+            found = sizes.get(dev)
+            if found is None:
+                found = self._count(dev, lo, hi)
+                if extra is not None:
+                    found += extra._count(dev, e_lo, e_hi)
+                sizes[dev] = found
+            return found
+
+        return size
 
     def development_size(self, development_id: str, time: datetime) -> int:
         """How many records of a development this window holds filed within the dedup
         window either side of ``time``."""
+        return self._count(
+            development_id, self._us(time - self.window), self._us(time + self.window)
+        )
+
+    def _count(self, development_id: str, lo: int, hi: int) -> int:
         times = self._dev_times.get(development_id)
         if not times:
             return 0
-        lo, hi = self._us(time - self.window), self._us(time + self.window)
         return bisect_right(times, hi) - bisect_left(times, lo)
 
     def _merge_extra(
@@ -522,7 +525,9 @@ class Window:
             theirs += [(t, rid, s, k) for t, rid, owner, s in kept if owner == 1]
         return slots[~drop], keyno[~drop], theirs
 
-    def _ranked_own(self, slots: Any, weights: Any) -> list[dedup.Candidate]:
+    def _ranked_own(
+        self, slots: Any, weights: Any, size: Callable[[str], int]
+    ) -> list[dedup.Candidate]:
         if not len(slots):
             return []
         uniq, inverse = np.unique(slots, return_inverse=True)
@@ -549,7 +554,7 @@ class Window:
                 dev = int(self._dev[s])
                 if per_dev[dev] < per:
                     per_dev[dev] += 1
-                    out.append(self._candidate(rid, s, when))
+                    out.append(self._candidate(rid, s, when, size))
             i = j
         return out
 
@@ -560,6 +565,7 @@ class Window:
         extra: Window | None,
         theirs: list[tuple[int, str, int, int]],
         weight: Any,
+        size: Callable[[str], int],
     ) -> list[dedup.Candidate]:
         assert extra is not None
         shared: Counter[tuple[int, int]] = Counter()  # (owner, slot) -> keys shared
@@ -582,15 +588,15 @@ class Window:
             dev = owner._dev_ids[int(owner._dev[s])]
             if per_dev[dev] < per:
                 per_dev[dev] += 1
-                out.append(owner._candidate(rid, s, -neg_t))
+                out.append(owner._candidate(rid, s, -neg_t, size))
         return out
 
-    def _candidate(self, record_id: str, slot: int, us: int) -> dedup.Candidate:
+    def _candidate(
+        self, record_id: str, slot: int, us: int, size: Callable[[str], int]
+    ) -> dedup.Candidate:
+        dev = self._dev_ids[int(self._dev[slot])]
         return dedup.Candidate(
-            record_id,
-            self._dev_ids[int(self._dev[slot])],
-            self.fingerprint(record_id),
-            self._datetime(us),
+            record_id, dev, self.fingerprint(record_id), self._datetime(us), size(dev)
         )
 
     def fingerprint(self, record_id: str) -> dedup.Fingerprint:
