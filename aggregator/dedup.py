@@ -1143,8 +1143,9 @@ def development_scores(
       (against its articles) mixed with that of headline and lead (against every member), by
       ``options.head_share``; it must reach ``options.article_threshold``;
     - a headline-only record against a development of headline-only records: the cosine of
-      their terms (headline words and word pairs) against the members' terms; it must reach
-      ``options.headline_terms_threshold``;
+      their terms (headline words and word pairs) against the members' terms, the
+      development's members that are not candidates counted among its k nearest as far ones
+      (``Candidate.development_size``); it must reach ``options.headline_terms_threshold``;
     - a headline-only record against a development with full articles, or a full article
       against a development of headline-only records: the cosine of headline and lead (a
       headline's is its title) against the members' headlines and leads; it must reach
