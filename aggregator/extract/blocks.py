@@ -393,6 +393,11 @@ def _wrap_bold(parts: list[str], mark: int) -> None:
 
 def inline_text(node: LexborNode) -> str:
     """A node's text on one line, with ``**bold**`` kept; block boundaries become spaces."""
+    first = node.first_child
+    if first is None:
+        return ""
+    if first.next is None and first.tag == "-text":  # a cell of plain text: no walk needed
+        return normalize_space(first.text_content or "")
     w = _Walker(None)
     w.open_elem("td", -1)
     w.walk(node, 0, 0)

@@ -42,6 +42,11 @@ _DIGIT_RE = re.compile(r"\d")
 _WORD_RE = re.compile(r"\w+")
 _CLOSERS = "\"'”’»)]」』"
 _ASCII_DIGITS = b"0123456789"
+_ASCII_CLOSERS = b"\"')]"  # the ASCII closers of _SENTENCE_END_RE
+# ASCII whitespace (what \s matches there, \x1c-\x1f included) to a space, ".!?" to ".".
+_ASCII_SENTENCE_BYTES = bytes(
+    ord(" ") if chr(i).isspace() else ord(".") if chr(i) in ".!?" else i for i in range(256)
+)
 # Word bytes of ASCII text (what \w matches there) to "a", all others to a space.
 _ASCII_WORD_BYTES = bytes(
     ord("a") if chr(i).isascii() and (chr(i).isalnum() or chr(i) == "_") else ord(" ")
@@ -155,17 +160,22 @@ def block_features(
         kind = b.kind
         tag = b.tag
         if text and (judged is None or judged[i]):
-            sentences = min(100.0 * len(sentence_re.findall(text)) / length, 5.0)
             clauses = min(100.0 * len(clause_re.findall(text)) / length, 10.0)
             if text.isascii():
                 # The same counts without the regular expressions: in ASCII, \d is 0-9 and
-                # \w is [A-Za-z0-9_] (every other byte becomes a space to split on).
+                # \w is [A-Za-z0-9_] (every other byte becomes a space to split on); a
+                # sentence end is one of ".!?" followed by closers, then whitespace or the end
+                # (closers deleted, ends made ".", whitespace made " ").
                 raw = text.encode("ascii")
+                marks = raw.translate(_ASCII_SENTENCE_BYTES, _ASCII_CLOSERS)
+                n_sentences = marks.count(b". ") + marks.endswith(b".")
                 digits = (len(raw) - len(raw.translate(None, _ASCII_DIGITS))) / length
                 n_words = len(raw.translate(_ASCII_WORD_BYTES).split())
             else:
+                n_sentences = len(sentence_re.findall(text))
                 digits = len(digit_re.findall(text)) / length
                 n_words = len(word_re.findall(text))
+            sentences = min(100.0 * n_sentences / length, 5.0)
             # Words per character: about 0.17 in English, near 1 / length in scripts written
             # without spaces, where \w+ runs over a whole clause.
             words_per_char = min(n_words / length, 1.0)
