@@ -324,3 +324,36 @@ def test_a_caption_or_byline_element_holding_the_article_is_not_furniture() -> N
     bio = "<div class='author-bio'><p>" + BODY[0] + "</p></div>"
     texts = _texts(_page(byline + "".join(f"<p>{p}</p>" for p in BODY[1:]) + bio))
     assert texts == BODY[1:]
+
+
+def test_text_counts_are_the_regular_expressions_counts() -> None:
+    """The classifier counts sentence ends, clause marks, digits and words without regular
+    expressions where that is exact (ASCII text, Latin text with typographic quotes); on any
+    string the counts are the expressions' own."""
+    import random
+
+    from aggregator.extract.classifier import (
+        _CLAUSE_RE,
+        _DIGIT_RE,
+        _SENTENCE_END_RE,
+        _WORD_RE,
+        _text_counts,
+    )
+
+    rng = random.Random(19)
+    # Every ASCII character, the marks replaced as spaces, other sentence ends and closers,
+    # Unicode digits, letters and whitespace.
+    alphabet = [chr(i) for i in range(128)] + list(".!?\"')] \t\n\x1c\x1faZ09_,;:") * 3
+    alphabet += list("’‘“”–—…«»•·。！？；：，、।؟」』\u00a0\u2028\u3000é日٣５_ſıİ")
+    for _ in range(100_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14)))
+        expected = (
+            len(_SENTENCE_END_RE.findall(text)),
+            len(_CLAUSE_RE.findall(text)),
+            len(_DIGIT_RE.findall(text)),
+            len(_WORD_RE.findall(text)),
+        )
+        assert _text_counts(text) == expected, repr(text)
+    # Longer texts of each kind.
+    assert _text_counts("Mr. Roe said: “It’s 2024—now.” Then, he left!") == (3, 2, 4, 10)
+    assert _text_counts("東京は晴れ。明日は雨！") == (2, 0, 0, 2)

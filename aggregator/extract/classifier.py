@@ -42,6 +42,8 @@ _DIGIT_RE = re.compile(r"\d")
 _WORD_RE = re.compile(r"\w+")
 _CLOSERS = "\"'”’»)]」』"
 _ASCII_DIGITS = b"0123456789"
+# Punctuation common in Latin-script text outside ASCII (none of it \w or \d).
+_NONWORD_MARKS = ("’", "‘", "“", "”", "–", "—", "…", "«", "»", "•", "·")
 _ASCII_CLOSERS = b"\"')]"  # the ASCII closers of _SENTENCE_END_RE
 # ASCII whitespace (what \s matches there, \x1c-\x1f included) to a space, ".!?" to ".".
 _ASCII_SENTENCE_BYTES = bytes(
@@ -125,6 +127,37 @@ def _ends_sentence(text: str) -> bool:
     return bool(stripped) and stripped[-1] in _SENTENCE_END_CHARS
 
 
+def _text_counts(text: str) -> tuple[int, int, int, int]:
+    """How many sentence ends, clause marks, digits and words (``_SENTENCE_END_RE``,
+    ``_CLAUSE_RE``, ``_DIGIT_RE``, ``_WORD_RE`` matches) the text holds.
+
+    Without the regular expressions where that is exact (the tests check it against them on
+    random strings): in ASCII, \\d is 0-9 and \\w is [A-Za-z0-9_] (every other byte becomes a
+    space to split on), and a sentence end is one of ".!?" followed by closers, then
+    whitespace or the end (closers deleted, ends made ".", whitespace made " ")."""
+    raw: bytes | None = None
+    if text.isascii():
+        raw = text.encode("ascii")
+        marks = raw.translate(_ASCII_SENTENCE_BYTES, _ASCII_CLOSERS)
+        n_sentences = marks.count(b". ") + marks.endswith(b".")
+        n_clauses = raw.count(b",") + raw.count(b";") + raw.count(b":")
+    else:
+        n_sentences = _SENTENCE_END_RE.subn("", text)[1]
+        n_clauses = _CLAUSE_RE.subn("", text)[1]
+        # Typographic quotes and dashes are neither \\w nor \\d: as spaces they leave the
+        # word and digit counts alone, and most Latin-script text is ASCII then.
+        plain = text
+        for mark in _NONWORD_MARKS:
+            if mark in plain:
+                plain = plain.replace(mark, " ")
+        if plain.isascii():
+            raw = plain.encode("ascii")
+    if raw is None:
+        return n_sentences, n_clauses, _DIGIT_RE.subn("", text)[1], _WORD_RE.subn("", text)[1]
+    n_digits = len(raw) - len(raw.translate(None, _ASCII_DIGITS))
+    return n_sentences, n_clauses, n_digits, len(raw.translate(_ASCII_WORD_BYTES).split())
+
+
 def block_features(
     blocks: list[BlockContext], ld_shingles: set[str] | None, judged: list[bool] | None = None
 ) -> np.ndarray:
@@ -153,28 +186,16 @@ def block_features(
         if runs[i] and runs[i + 1] > runs[i]:
             runs[i] = runs[i + 1]
     rows: list[list[float]] = []
-    sentence_re, clause_re, digit_re, word_re = _SENTENCE_END_RE, _CLAUSE_RE, _DIGIT_RE, _WORD_RE
+    word_re = _WORD_RE
     for i, b in enumerate(blocks):
         text = b.text
         length = max(b.length, 1)
         kind = b.kind
         tag = b.tag
         if text and (judged is None or judged[i]):
-            clauses = min(100.0 * len(clause_re.findall(text)) / length, 10.0)
-            if text.isascii():
-                # The same counts without the regular expressions: in ASCII, \d is 0-9 and
-                # \w is [A-Za-z0-9_] (every other byte becomes a space to split on); a
-                # sentence end is one of ".!?" followed by closers, then whitespace or the end
-                # (closers deleted, ends made ".", whitespace made " ").
-                raw = text.encode("ascii")
-                marks = raw.translate(_ASCII_SENTENCE_BYTES, _ASCII_CLOSERS)
-                n_sentences = marks.count(b". ") + marks.endswith(b".")
-                digits = (len(raw) - len(raw.translate(None, _ASCII_DIGITS))) / length
-                n_words = len(raw.translate(_ASCII_WORD_BYTES).split())
-            else:
-                n_sentences = len(sentence_re.findall(text))
-                digits = len(digit_re.findall(text)) / length
-                n_words = len(word_re.findall(text))
+            n_sentences, n_clauses, n_digits, n_words = _text_counts(text)
+            clauses = min(100.0 * n_clauses / length, 10.0)
+            digits = n_digits / length
             sentences = min(100.0 * n_sentences / length, 5.0)
             # Words per character: about 0.17 in English, near 1 / length in scripts written
             # without spaces, where \w+ runs over a whole clause.
