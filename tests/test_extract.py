@@ -413,3 +413,22 @@ def test_article_behind_an_aria_hidden_wrapper_is_found() -> None:
     body = "<h1>Headline here</h1>" + "".join(f"<p>{p}</p>" for p in PARAS)
     html = _page(body).replace("<main>", "<main aria-hidden='true'>")
     assert extract_article(html).lead == PARAS[0]
+
+
+def test_the_collector_pause_ends_with_the_call() -> None:
+    """extract_article pauses the cyclic garbage collector for the call only: it is on again
+    after a page and after an error, and a caller that had turned it off finds it off."""
+    import gc
+
+    assert gc.isenabled()
+    extract_article(_page(f"<article><p>{PARAS[0]}</p></article>"))
+    assert gc.isenabled()
+    with pytest.raises(ExtractionError):
+        extract_article(b"not text")  # type: ignore[arg-type]
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        extract_article(_page(f"<article><p>{PARAS[0]}</p></article>"))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
