@@ -61,6 +61,9 @@ def test_compact_fingerprints_give_back_the_fingerprint() -> None:
         sizes.append(len(packed))
         assert unpack(packed, vocab) == fp
         assert unpack(packed, vocab).vector() == fp.vector()
+        # Decoded weights are shared float objects, not 24 bytes each per fingerprint.
+        one, two = unpack(packed, vocab).weights, unpack(packed, vocab).weights
+        assert all(a is b for a, b in zip(one, two, strict=True))
     # Term ids and weights in 4-byte arrays, the MinHash in 256 bytes: far below the JSON.
     assert max(sizes) < 4000
     odd = dedup.Fingerprint(

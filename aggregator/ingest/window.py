@@ -179,6 +179,17 @@ def pack_json(data: str, vocab: Vocabulary) -> tuple[bytes, list[int]] | None:
     return b"".join(parts), _keys(bands, key_terms)
 
 
+# Every weight a packed fingerprint can hold exactly, as the float ``k / 100_000`` (about 3 MB):
+# decoded fingerprints share these objects instead of holding 24 bytes per weight each.
+_WEIGHTS: list[float] = []
+
+
+def _weights() -> list[float]:
+    if not _WEIGHTS:
+        _WEIGHTS.extend(i / 100_000 for i in range(100_001))
+    return _WEIGHTS
+
+
 def unpack(data: bytes, vocab: Vocabulary) -> dedup.Fingerprint:
     """The fingerprint ``pack`` packed, equal to it."""
     counts = _HEADER.unpack_from(data)
@@ -210,8 +221,10 @@ def unpack(data: bytes, vocab: Vocabulary) -> dedup.Fingerprint:
         pos += 4 * n_terms
         h.frombytes(data[pos : pos + 4 * n_head])
         pos += 4 * n_head
-        weights = tuple([k / 100_000 for k in w])
-        head_weights = tuple([k / 100_000 for k in h])
+        # One float object per value, shared by every decoded fingerprint (and its vectors).
+        weight = (_WEIGHTS or _weights()).__getitem__
+        weights = tuple(map(weight, w))
+        head_weights = tuple(map(weight, h))
     else:
         wd, hd = array("d"), array("d")
         wd.frombytes(data[pos : pos + 8 * n_terms])
