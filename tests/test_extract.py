@@ -155,6 +155,28 @@ def test_title_falls_back_to_html_title_without_site_name() -> None:
     assert extract_article(_page(body)).title == "Headline here"
 
 
+def test_title_is_the_post_heading_that_the_html_title_holds_beside_the_blog_name() -> None:
+    # A blog: its name in <h1>, the post's headline in <h2>; <title> is "Blog: Headline".
+    page = (
+        "<!doctype html><html><head><title>Field Notes Weekly: Balloons close the airport again"
+        "</title></head><body><div id='header'><h1>Field Notes Weekly</h1></div>"
+        "<div class='post'><h2>Balloons close the airport again</h2>"
+        + "".join(f"<p>{p}</p>" for p in PARAS)
+        + "</div><div class='post'><h2>An older post</h2><p>Short.</p></div></body></html>"
+    )
+    art = extract_article(page)
+    assert art.title == "Balloons close the airport again"
+    assert "Field Notes Weekly" not in art.text
+    # A short section heading inside <title> ("Headline - World - Site") is not the headline.
+    page = (
+        "<!doctype html><html><head><title>Balloons close the airport again - World news - "
+        "The Daily</title></head><body><h2>World news</h2>"
+        + "".join(f"<p>{p}</p>" for p in PARAS)
+        + "</body></html>"
+    )
+    assert extract_article(page).title != "World news"
+
+
 def test_json_ld_metadata() -> None:
     head = """<script type="application/ld+json">{"@context": "https://schema.org",
     "@graph": [{"@type": "WebSite", "name": "x"}, {"@type": "NewsArticle",

@@ -752,6 +752,12 @@ def candidate_blocks(
 # --- title -----------------------------------------------------------------------------------
 
 
+# A heading that is part of a metadata title is the headline when it has this many characters
+# and this share of that title.
+_HEADLINE_MIN_CHARS = 8
+_HEADLINE_SHARE = 1 / 3
+
+
 def _choose_title(meta: PageMeta) -> str:
     known = [t for t in (meta.title, meta.html_title) if t]
     h1s = meta.h1s
@@ -762,6 +768,22 @@ def _choose_title(meta: PageMeta) -> str:
         # <h1> that is only part of "Site: Headline" in <title> is not.
         if len(f) >= 8 and any((f in k and 2 * len(f) >= len(k)) or (k and k in f) for k in folded):
             return h1
+    # A blog's <h1> is often its name, and its post's headline an <h2>/<h3> that <title>
+    # holds beside the name ("Blog: Headline", "Headline « Blog"): the longest heading making
+    # at least a third of a metadata title is the headline (not the site's own name).
+    site = _fold(meta.site_name or "")
+    best = chosen = ""
+    for head in (*h1s, *meta.subheads):
+        f = _fold(head)
+        if (
+            len(f) > len(best)
+            and len(f) >= _HEADLINE_MIN_CHARS
+            and f != site
+            and any(f in k and _HEADLINE_SHARE * len(k) <= len(f) for k in folded)
+        ):
+            best, chosen = f, head
+    if best:
+        return chosen
     if meta.title:
         return meta.title
     if meta.html_title:

@@ -98,9 +98,10 @@ class PageMeta:
     article_body: str | None = None  # JSON-LD articleBody, a hint for the content scorer
     site_name: str | None = None
     h1s: tuple[str, ...] = ()  # texts of the page's <h1> elements
+    subheads: tuple[str, ...] = ()  # texts of its <h2> and <h3> elements
 
 
-_HEAD_SELECTOR = 'meta[content], script[type="application/ld+json"], title, link[rel], h1'
+_HEAD_SELECTOR = 'meta[content], script[type="application/ld+json"], title, link[rel], h1, h2, h3'
 
 
 def read_metadata(tree: LexborHTMLParser, url: str | None = None) -> PageMeta:
@@ -127,6 +128,9 @@ def read_metadata(tree: LexborHTMLParser, url: str | None = None) -> PageMeta:
         or _time_element_date(tree)
     )
     h1s = (normalize_space(h.text(deep=True) or "") for h in found.get("h1", []))
+    subheads = (
+        normalize_space(h.text(deep=True) or "") for h in found.get("h2", []) + found.get("h3", [])
+    )
     return PageMeta(
         title=normalize_space(title) if title else None,
         html_title=html_title,
@@ -138,6 +142,7 @@ def read_metadata(tree: LexborHTMLParser, url: str | None = None) -> PageMeta:
         article_body=_ld_str(ld.get("articleBody")),
         site_name=meta.get("og:site_name"),
         h1s=tuple(h for h in h1s if h),
+        subheads=tuple(h for h in subheads if h),
     )
 
 
