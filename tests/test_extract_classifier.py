@@ -250,6 +250,40 @@ def test_only_the_first_characters_after_the_title_count_more() -> None:
     assert score[bio_seg.elem] == pytest.approx(bio_seg.length + left)
 
 
+def test_only_text_near_the_title_in_the_tree_counts_more() -> None:
+    # A short post under its heading, and a longer bio in a sidebar that comes within the
+    # 1,500 characters after the title but far from it in the tree: the bio's text counts
+    # once, the post's twice, and the post is the article.
+    from selectolax.lexbor import LexborHTMLParser
+
+    from aggregator.extract.article import _classify, _container_scores, _title_block
+    from aggregator.extract.blocks import walk
+
+    sentence = "The council met on Tuesday and agreed the new budget for the coming year. "
+    post = (sentence * 5)[:350].strip()
+    bio = "Before writing this blog I was an analyst at three firms for many years. " * 8
+    title = "The council agrees a budget"
+    html = (
+        f"<html><head><title>Council notes: {title}</title></head><body><div><div><div>"
+        f"<div class='post'><h2>{title}</h2><div class='post-body'><p>{post}</p></div></div>"
+        "</div></div>"
+        f"<div class='profile'><dl><dd>{bio.strip()}</dd></dl></div></div></body></html>"
+    )
+    body = LexborHTMLParser(html).body
+    assert body is not None
+    w = walk(body, _classify)
+    at = _title_block(w.segments, "the council agrees a budget", len(title))
+    assert at == 0
+    _, score = _container_scores(w, at)
+    post_seg, bio_seg = w.segments[1:]
+    assert score[post_seg.elem] == 2 * post_seg.length
+    assert score[bio_seg.elem] == bio_seg.length
+    assert bio_seg.length < 2 * post_seg.length
+    text = extract_article(html).text
+    assert post in text
+    assert "analyst" not in text
+
+
 def test_a_doubted_paragraph_between_kept_paragraphs_is_kept() -> None:
     from aggregator.extract.article import _fill_gaps
 

@@ -174,6 +174,8 @@ _DECAY = 0.9
 # times in the container score.
 _TITLE_BOOST_CHARS = 1500
 _TITLE_BOOST = 1.0
+# How many element levels above the title block hold the text that counts more.
+_TITLE_SCOPE = 3
 
 
 # Links and text-level formatting are not judged by their attributes: reading the many
@@ -330,9 +332,17 @@ def _container_scores(w: Walk, after: int = -1) -> tuple[int, list[float]]:
     n = len(w.parent)
     score = [0.0] * n
     boost = _TITLE_BOOST_CHARS
+    # Only text near the title in the tree counts more (not a sidebar's bio after a short post).
+    lo, hi = 0, n
+    if after >= 0 and _TITLE_SCOPE >= 0:
+        lo = w.segments[after].elem
+        for _ in range(_TITLE_SCOPE):
+            if w.parent[lo] >= 0:
+                lo = w.parent[lo]
+        hi = w.end[lo]
     for i, seg in enumerate(w.segments):
         weight = _weight(seg)
-        if boost > 0 and i > after and weight > 0:
+        if boost > 0 and i > after and weight > 0 and lo <= seg.elem < hi:
             # Only the part of the block within the first characters counts more.
             weight *= 1.0 + _TITLE_BOOST * min(1.0, boost / seg.length)
             boost -= seg.length
