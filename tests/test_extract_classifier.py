@@ -9,6 +9,7 @@ import pytest
 
 from aggregator.extract import extract_article
 from aggregator.extract.article import candidate_blocks
+from aggregator.extract.blocks import Walk
 from aggregator.extract.classifier import (
     FEATURES,
     MODEL_PATH,
@@ -220,14 +221,25 @@ def test_link_list_between_paragraphs_is_judged_after_them_never() -> None:
     assert not any("Report number" in t for t in _texts(after))
 
 
-def test_only_the_first_characters_after_the_title_count_more() -> None:
-    # Two 600-character paragraphs after the title use most of the 1,500 characters that
-    # count twice; a 1,200-character bio further down gets the rest, not a double weight.
+def _title_container_scores(html: str, title: str) -> tuple[Walk, list[float]]:
+    """The page's walk and its elements' container scores, its first block being the title
+    (found folded: "the council agrees a budget")."""
     from selectolax.lexbor import LexborHTMLParser
 
     from aggregator.extract.article import _classify, _container_scores, _title_block
     from aggregator.extract.blocks import walk
 
+    body = LexborHTMLParser(html).body
+    assert body is not None
+    w = walk(body, _classify)
+    at = _title_block(w.segments, "the council agrees a budget", len(title))
+    assert at == 0
+    return w, _container_scores(w, at)[1]
+
+
+def test_only_the_first_characters_after_the_title_count_more() -> None:
+    # Two 600-character paragraphs after the title use most of the 1,500 characters that
+    # count twice; a 1,200-character bio further down gets the rest, not a double weight.
     sentence = "The council met on Tuesday and agreed the new budget for the coming year. "
     para = (sentence * 9)[:600].strip()
     bio = (sentence * 17)[:1200].strip()
@@ -236,12 +248,7 @@ def test_only_the_first_characters_after_the_title_count_more() -> None:
         f"<html><body><h1>{title}</h1><div><div><p>{para}</p><p>{para}</p></div></div>"
         f"<div><p>{bio}</p></div></body></html>"
     )
-    body = LexborHTMLParser(html).body
-    assert body is not None
-    w = walk(body, _classify)
-    at = _title_block(w.segments, "the council agrees a budget", len(title))
-    assert at == 0
-    _, score = _container_scores(w, at)
+    w, score = _title_container_scores(html, title)
     first, second, bio_seg = w.segments[1:]
     assert score[first.elem] == 2 * first.length
     assert score[second.elem] == 2 * second.length
@@ -254,11 +261,6 @@ def test_only_text_near_the_title_in_the_tree_counts_more() -> None:
     # A short post under its heading, and a longer bio in a sidebar that comes within the
     # 1,500 characters after the title but far from it in the tree: the bio's text counts
     # once, the post's twice, and the post is the article.
-    from selectolax.lexbor import LexborHTMLParser
-
-    from aggregator.extract.article import _classify, _container_scores, _title_block
-    from aggregator.extract.blocks import walk
-
     sentence = "The council met on Tuesday and agreed the new budget for the coming year. "
     post = (sentence * 5)[:350].strip()
     bio = "Before writing this blog I was an analyst at three firms for many years. " * 8
@@ -269,12 +271,7 @@ def test_only_text_near_the_title_in_the_tree_counts_more() -> None:
         "</div></div>"
         f"<div class='profile'><dl><dd>{bio.strip()}</dd></dl></div></div></body></html>"
     )
-    body = LexborHTMLParser(html).body
-    assert body is not None
-    w = walk(body, _classify)
-    at = _title_block(w.segments, "the council agrees a budget", len(title))
-    assert at == 0
-    _, score = _container_scores(w, at)
+    w, score = _title_container_scores(html, title)
     post_seg, bio_seg = w.segments[1:]
     assert score[post_seg.elem] == 2 * post_seg.length
     assert score[bio_seg.elem] == bio_seg.length

@@ -211,10 +211,8 @@ def _classify(node: LexborNode, tag: str) -> int | None:
     attrs = node.attributes
     if not attrs:
         return 0
-    if attrs.keys() <= _CLASS_ID:
-        # Most elements carry a class and/or an id only: no hidden/style/role/itemprop test.
-        key = (attrs.get("class") or "") + " " + (attrs.get("id") or "")
-    else:
+    # Most elements carry a class and/or an id only: no hidden/style/role/itemprop test.
+    if not attrs.keys() <= _CLASS_ID:
         if "hidden" in attrs or attrs.get("aria-hidden") == "true":
             return None
         style = attrs.get("style")
@@ -226,7 +224,7 @@ def _classify(node: LexborNode, tag: str) -> int | None:
         itemprop = attrs.get("itemprop")
         if itemprop and itemprop.lower() == "articlebody":
             return 1
-        key = (attrs.get("class") or "") + " " + (attrs.get("id") or "")
+    key = (attrs.get("class") or "") + " " + (attrs.get("id") or "")
     if key == " ":
         return 0
     hint = _HINT_CACHE.get(key)
@@ -334,7 +332,7 @@ def _container_scores(w: Walk, after: int = -1) -> tuple[int, list[float]]:
     boost = _TITLE_BOOST_CHARS
     # Only text near the title in the tree counts more (not a sidebar's bio after a short post).
     lo, hi = 0, n
-    if after >= 0 and _TITLE_SCOPE >= 0:
+    if after >= 0:
         lo = w.segments[after].elem
         for _ in range(_TITLE_SCOPE):
             if w.parent[lo] >= 0:
@@ -512,11 +510,7 @@ def _drop_title_and_preamble(segs: list[Segment], title: str) -> list[Segment]:
     size = len(title)
 
     def is_title(seg: Segment) -> bool:
-        return (
-            seg.kind is not BlockKind.TABLE
-            and abs(seg.length - size) <= size // 4 + 4
-            and _fold(seg.text) == folded_title
-        )
+        return seg.kind is not BlockKind.TABLE and _repeats_title(seg, folded_title, size)
 
     first_good = next((i for i, s in enumerate(segs) if _is_good(s)), None)
     if first_good is None:
@@ -654,13 +648,14 @@ def _title_block(segs: list[Segment], folded_title: str, size: int) -> int:
     if not folded_title:
         return -1
     for i, seg in enumerate(segs):
-        if (
-            seg.kind is not BlockKind.TABLE
-            and abs(seg.length - size) <= size // 4 + 4
-            and _fold(seg.text) == folded_title
-        ):
+        if seg.kind is not BlockKind.TABLE and _repeats_title(seg, folded_title, size):
             return i
     return -1
+
+
+def _repeats_title(seg: Segment, folded_title: str, size: int) -> bool:
+    """Whether the block's text is the title (``folded_title``, ``size`` characters long)."""
+    return abs(seg.length - size) <= size // 4 + 4 and _fold(seg.text) == folded_title
 
 
 def _link_block(seg: Segment, in_container: bool) -> bool:
@@ -715,7 +710,7 @@ def _classified(w: Walk, title: str, meta: PageMeta, model: BlockModel) -> list[
         if seg.kind is BlockKind.HEADING and (i + 1 == len(segs) or not keep[i + 1]):
             # The heading of a dropped block ("Related", "Don't miss") goes with it.
             keep[i] = False
-        elif abs(seg.length - size) <= size // 4 + 4 and _fold(seg.text) == folded_title:
+        elif _repeats_title(seg, folded_title, size):
             keep[i] = False  # the title, repeated in the body
     return _drop_empty_sections([s for s, k in zip(segs, keep, strict=True) if k])
 
