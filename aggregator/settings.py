@@ -30,6 +30,14 @@ def sqlite_url(data_dir: Path, name: str = "aggregator.db") -> str:
     return f"sqlite:///{(data_dir / name).resolve()}"
 
 
+def database_url(value: str) -> str:
+    """A database URL as given, or a SQLite URL for a plain file path (``--db data/x.db``):
+    anything without ``://`` is a path, as people type it."""
+    if "://" in value:
+        return value
+    return f"sqlite:///{Path(value).expanduser().resolve()}"
+
+
 # The offline demo's own store in the data directory (``Settings.for_demo``).
 DEMO_DB_NAME = "demo.db"
 
@@ -86,7 +94,7 @@ def load_settings(
     chosen = db_url or os.environ.get("AGGREGATOR_DB")
     return Settings(
         data_dir=data_dir,
-        db_url=chosen or sqlite_url(data_dir),
+        db_url=database_url(chosen) if chosen else sqlite_url(data_dir),
         db_chosen=bool(chosen),
         config_path=Path(config_path or os.environ.get("AGGREGATOR_CONFIG") or DEFAULT_CONFIG),
         host=os.environ.get("AGGREGATOR_HOST", "127.0.0.1"),

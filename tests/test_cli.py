@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from aggregator import __version__
 from aggregator.cli import main
+from aggregator.settings import database_url
+from aggregator.store import open_store
+from tests.conftest import ROOT
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -16,3 +21,31 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "usage: aggregator" in capsys.readouterr().out
+
+
+def test_global_options_after_the_command_and_a_plain_db_path(
+    tmp_path: Path, seeds_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``aggregator import --db x.db`` is ``aggregator --db sqlite:///…/x.db import``: the
+    options may follow the command (and a sub-command), and a plain path names a SQLite file."""
+    config = str(ROOT / "config" / "watchlist.yaml")
+    db = tmp_path / "plain.db"
+    assert main(["import", str(seeds_dir), "--db", str(db), "--config", config]) == 0
+    assert db.is_file()
+    with open_store(f"sqlite:///{db}") as store:
+        assert store.count_records() == 5
+    capsys.readouterr()
+    # After a sub-command too; given after the command, it wins over the one before it.
+    assert main(["--db", str(tmp_path / "other.db"), "db", "current", "--db", str(db)]) == 0
+    assert "(newest)" in capsys.readouterr().out
+    assert not (tmp_path / "other.db").exists()
+    # Given only before the command, it is kept.
+    assert main(["--db", str(db), "db", "current"]) == 0
+    assert "(newest)" in capsys.readouterr().out
+
+
+def test_database_url_keeps_urls_and_resolves_paths(tmp_path: Path) -> None:
+    assert database_url("postgresql://127.0.0.1:5432/test") == "postgresql://127.0.0.1:5432/test"
+    assert database_url("sqlite:///:memory:") == "sqlite:///:memory:"
+    assert database_url(str(tmp_path / "a.db")) == f"sqlite:///{tmp_path / 'a.db'}"
+    assert database_url("rel.db") == f"sqlite:///{Path('rel.db').resolve()}"

@@ -58,20 +58,48 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"aggregator {__version__}")
+    _add_global_options(parser, None)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        module.register(subparsers)
+    # ``aggregator run --db URL`` works as ``aggregator --db URL run``: the options are the
+    # whole program's, but people type them after the command as often as before it.
+    for command in _all_commands(subparsers):
+        _add_global_options(command, argparse.SUPPRESS)
+    return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser, default: str | None) -> None:
+    """``--db`` and ``--config``; a command's copies default to SUPPRESS, so when not given
+    after the command they leave what was given before it."""
     parser.add_argument(
         "--db",
         metavar="URL",
-        help="database URL (env AGGREGATOR_DB; default: SQLite in the data dir)",
+        default=default,
+        help=(
+            "database URL, or the path of a SQLite file (env AGGREGATOR_DB; default: SQLite "
+            "in the data dir)"
+        ),
     )
     parser.add_argument(
         "--config",
         metavar="PATH",
+        default=default,
         help="watchlist file (env AGGREGATOR_CONFIG; default: config/watchlist.yaml)",
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in COMMAND_MODULES:
-        module.register(subparsers)
-    return parser
+
+
+def _all_commands(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> list[argparse.ArgumentParser]:
+    """Every command's parser, sub-commands' included (``db upgrade``)."""
+    found: list[argparse.ArgumentParser] = []
+    for command in dict.fromkeys(subparsers.choices.values()):  # aliases share a parser
+        found.append(command)
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                found.extend(_all_commands(action))
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
