@@ -496,6 +496,7 @@ def folds(articles: Sequence[Article], k: int, seed: int) -> list[set[str]]:
 
 @dataclass
 class DevSet:
+    kind: str  # "articles", "mixed" or "headlines" (its GRIDS entry)
     name: str
     articles: list[Article]
     grid: dict[str, Sequence[float | int]]
@@ -686,9 +687,10 @@ def dev_sets(shuffles: int) -> list[DevSet]:
     out = []
     if ECB.exists():
         ecb = load(ECB)
-        out.append(DevSet("ECB+ full articles", ecb, GRIDS["articles"], shuffles, 1))
+        out.append(DevSet("articles", "ECB+ full articles", ecb, GRIDS["articles"], shuffles, 1))
         out.append(
             DevSet(
+                "mixed",
                 "ECB+ mixed kinds (every other article as its headline only)",
                 headlines_of(ecb),
                 GRIDS["mixed"],
@@ -699,9 +701,33 @@ def dev_sets(shuffles: int) -> list[DevSet]:
     if HEADLINES.exists():
         heads = load(HEADLINES)
         out.append(
-            DevSet("UCI headline stream", heads, GRIDS["headlines"], max(1, shuffles // 2), 0)
+            DevSet(
+                "headlines",
+                "UCI headline stream",
+                heads,
+                GRIDS["headlines"],
+                max(1, shuffles // 2),
+                0,
+            )
         )
     return out
+
+
+def _split(item: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or name not in DedupOptions.__dataclass_fields__:
+        raise SystemExit(f"not NAME=VALUE of a DedupOptions field: {item!r}")
+    return name, value
+
+
+def _values(name: str, value: str) -> list[float | int]:
+    kind = type(getattr(DedupOptions(), name))
+    return [kind(v) for v in value.split(",")]
+
+
+def _option(item: str) -> tuple[str, float | int]:
+    name, value = _split(item)
+    return name, _values(name, value)[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -750,6 +776,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="the window ranks by the rarity of the keys shared (IngestOptions.rank_by_rarity)",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a DedupOptions field for every run (e.g. headline_size_preference=0.1); repeatable",
+    )
+    parser.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2",
+        help="a DedupOptions field tuned with these values by every set's cross-validation and"
+        " --tune (added to its grid, or replacing that field's values); repeatable",
+    )
+    parser.add_argument(
+        "--sets",
+        default="articles,mixed,headlines",
+        help="the dev sets to run, of: articles, mixed, headlines",
+    )
     args = parser.parse_args(argv)
     global RETRIEVAL
     RETRIEVAL = None
@@ -758,14 +804,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.per_key is not None:
         global PER_KEY_LIMIT
         PER_KEY_LIMIT = args.per_key
-    options = DedupOptions()
+    options = replace(DedupOptions(), **dict(_option(item) for item in args.set))
+    extra_grid = {name: _values(name, value) for name, value in map(_split, args.grid)}
     if args.data is not None:
         if not args.data.exists():
             print(f"missing corpus: {args.data}", file=sys.stderr)
             return 2
         evaluate(args.data.name, load(args.data), args.shuffles, args.seed, options)
         return 0
-    sets = dev_sets(args.shuffles)
+    kinds = set(args.sets.split(","))
+    if not kinds <= {"articles", "mixed", "headlines"}:
+        raise SystemExit(f"--sets: of articles, mixed, headlines: {args.sets!r}")
+    sets = [
+        replace(dev, grid={**dev.grid, **extra_grid})
+        for dev in dev_sets(args.shuffles)
+        if dev.kind in kinds
+    ]
     if not sets:
         print(f"missing dev sets under {DEV}", file=sys.stderr)
         return 2
