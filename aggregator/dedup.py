@@ -29,7 +29,7 @@ import struct
 import unicodedata
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from operator import itemgetter
@@ -46,7 +46,6 @@ __all__ = [
     "Decision",
     "DevelopmentScore",
     "Fingerprint",
-    "WindowTerms",
     "background_idf",
     "decide",
     "development_scores",
@@ -56,7 +55,6 @@ __all__ = [
     "is_headline",
     "minhash_similarity",
     "representative",
-    "stream_factors",
     "time_decay",
 ]
 
@@ -962,22 +960,6 @@ class Candidate:
 
 
 @dataclass(frozen=True, slots=True)
-class WindowTerms:
-    """What the dedup window says of a record's key terms (plain data; the ingest window
-    counts it from the postings it holds: ``Window.lookup``): ``records`` within the dedup
-    window of the record's time, and per key term held by some of them its document
-    frequency ``df`` and its ``spread``, the effective number of developments its records
-    belong to ((sum of counts)^2 / sum of squared counts: 1 when one development holds them
-    all, k when k developments hold them alike)."""
-
-    records: int = 0
-    df: Mapping[str, int] = field(default_factory=dict)
-    spread: Mapping[str, float] = field(default_factory=dict)
-    # development id -> key term -> how many of its records in the window hold the term
-    developments: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
 class Decision:
     """Where the new record goes: ``development_id`` None means "start a new development".
 
@@ -1020,11 +1002,7 @@ class DevelopmentScore:
 
 
 def decide(
-    fp: Fingerprint,
-    time: datetime | None,
-    candidates: Sequence[Candidate],
-    options: DedupOptions,
-    window: WindowTerms | None = None,
+    fp: Fingerprint, time: datetime | None, candidates: Sequence[Candidate], options: DedupOptions
 ) -> Decision:
     """Which development the record with fingerprint ``fp`` joins, from its candidates only.
 
@@ -1044,7 +1022,7 @@ def decide(
     near = _best_near_duplicate(fp, live, options.near_duplicate)
     if near is not None:
         return near
-    scores = development_scores(fp, live, options, window)
+    scores = development_scores(fp, live, options)
     if time is not None:
         scores = _decayed(scores, time, live, options)
     cleared = [(s.rank(options), dev, s) for dev, s in scores.items() if s.margin >= 0.0]
@@ -1150,43 +1128,8 @@ def is_headline(fp: Fingerprint, options: DedupOptions) -> bool:
     return fp.length < options.headline_words
 
 
-def stream_factors(window: WindowTerms | None, options: DedupOptions) -> dict[str, float]:
-    """Per key term of the record, the factor its weight takes in this window's scores (the
-    others keep theirs): ``spread`` ** -``options.stream_spread`` (a word spread alike over k
-    of the window's developments weighs 1/k at 1), times, with ``options.stream_idf`` = b,
-    ((1 - b) x background IDF + b x the window's IDF ln((records + 1) / (df + 1))) /
-    background IDF (Allan et al. 1998's incremental IDF, blended with the fixed one)."""
-    if window is None or not (options.stream_spread or options.stream_idf):
-        return {}
-    out: dict[str, float] = {}
-    if options.stream_spread:
-        for term, spread in window.spread.items():
-            if spread > 1.0:
-                out[term] = spread**-options.stream_spread
-    if options.stream_idf:
-        b, n = options.stream_idf, window.records
-        for term, df in window.df.items():
-            bg = _idf_cached(term)
-            if bg > 0.0:
-                idf = (1.0 - b) * bg + b * math.log((n + 1) / (df + 1))
-                out[term] = out.get(term, 1.0) * max(0.0, idf) / bg
-    return out
-
-
-def _reweighted(v: dict[str, float], factors: Mapping[str, float]) -> dict[str, float]:
-    """``v`` with the weights of ``factors``' terms multiplied by them, at unit length again."""
-    if not factors or factors.keys().isdisjoint(v):
-        return v
-    out = {t: w * factors.get(t, 1.0) for t, w in v.items()}
-    norm = _norm(out)
-    return {t: w / norm for t, w in out.items()} if norm else {}
-
-
 def development_scores(
-    fp: Fingerprint,
-    candidates: Sequence[Candidate],
-    options: DedupOptions,
-    window: WindowTerms | None = None,
+    fp: Fingerprint, candidates: Sequence[Candidate], options: DedupOptions
 ) -> dict[str, DevelopmentScore]:
     """Per candidate development: the record's score against it and the threshold it must reach.
 
@@ -1216,24 +1159,13 @@ def development_scores(
         groups[cand.development_id][cand.record_id] = cand
     vec = fp.vector()  # unit length, like every stored vector: a dot product is a cosine
     head = fp.head_vector()
-    factors = stream_factors(window, options)
-    if factors:  # the record's words as the window weighs them (still unit vectors)
-        vec, head = _reweighted(vec, factors), _reweighted(head, factors)
     names = fp.names_vector()
     actions = _ACTIONS.intersection(fp.head_terms)
     headline = is_headline(fp, options)
     k = max(1, options.neighbours)
-    gate = options.stream_single_word_spread if window is not None else 0.0
     out = {}
-    share = options.stream_share if window is not None else 0.0
-    plain_vec, plain_head = vec, head
     for dev, by_id in groups.items():
         members = list(by_id.values())
-        if share:
-            assert window is not None
-            held = window.developments.get(dev, {})
-            mine = {t: (c / window.df[t]) ** share for t, c in held.items() if window.df.get(t)}
-            vec, head = _reweighted(plain_vec, mine), _reweighted(plain_head, mine)
         articles = [m for m in members if not is_headline(m.fingerprint, options)]
         if headline and not articles:
             # Headline against headlines: by their terms, which also hold word pairs (names,
@@ -1246,8 +1178,6 @@ def development_scores(
             terms_sim, nearest = _neighbour_cosine(
                 vec, [m.fingerprint.vector() for m in members], k, unseen
             )
-            if gate and terms_sim and _one_common_word(vec, members, window, gate):
-                terms_sim = 0.0
             out[dev] = DevelopmentScore(
                 terms_sim,
                 options.headline_terms_threshold,
@@ -1286,25 +1216,6 @@ def development_scores(
             score, options.article_threshold, articles[nearest].record_id, "article", len(members)
         )
     return out
-
-
-def _one_common_word(
-    vec: dict[str, float],
-    members: Sequence[Candidate],
-    window: WindowTerms | None,
-    spread: float,
-) -> bool:
-    """Whether the record shares a single word with ``members`` (word pairs aside: a shared
-    pair is two shared words) and the window's records spread that word over at least
-    ``spread`` developments (a word of the moment, not a name of one event)."""
-    shared: set[str] = set()
-    for m in members:
-        shared.update(t for t in vec.keys() & m.fingerprint.vector().keys() if "_" not in t)
-        if len(shared) > 1:
-            return False
-    if len(shared) != 1 or window is None:
-        return False
-    return window.spread.get(next(iter(shared)), 1.0) >= spread
 
 
 def _neighbour_cosine(

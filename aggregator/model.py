@@ -384,18 +384,6 @@ class DedupOptions:
     # evidence that one close-worded member is not. 0: the largest margin only. Chosen by
     # cross-validation (docs/dedup.md, "Cross-validated dev figures").
     headline_size_preference: float = 0.2
-    # Term weights that adapt to the stream (dedup.stream_factors, with the dedup window's
-    # counts of the record's key terms): a key term whose window records spread over k
-    # developments alike weighs k ** -stream_spread; stream_idf blends the window's IDF into
-    # the background one by this share. 0: the background IDF alone.
-    stream_spread: float = 0.0
-    stream_idf: float = 0.0
-    # A key term the record shares with a development weighs (its window records in that
-    # development / all its window records) ** stream_share in the record's score against it.
-    stream_share: float = 0.0
-    # A headline shares a single word with a development of headlines whose window records
-    # spread over at least this many developments (dedup.WindowTerms.spread): no join. 0: off.
-    stream_single_word_spread: float = 0.0
     # A record whose text has fewer words than this is compared as a headline (a feed entry with
     # a title and a teaser at most).
     headline_words: int = 25

@@ -826,10 +826,6 @@ def _check_option_numbers(report: _Report, section: str, values: BaseModel) -> N
             "names_share",
             "action_penalty",
             "headline_size_preference",
-            "stream_spread",
-            "stream_idf",
-            "stream_share",
-            "stream_single_word_spread",
             "headline_words",
             "ingest_hold_seconds",
         }

@@ -180,11 +180,8 @@ class WindowIndex:
     def _when(self, time: datetime | None) -> datetime:
         return time if time is not None else _EPOCH + timedelta(seconds=self.n)
 
-    def candidates(
-        self, fp: dedup.Fingerprint, time: datetime | None
-    ) -> tuple[list[dedup.Candidate], dedup.WindowTerms | None]:
-        """The candidates and the window's counts of the record's key terms."""
-        return self.window.lookup(fp, self._when(time), terms=True)
+    def candidates(self, fp: dedup.Fingerprint, time: datetime | None) -> list[dedup.Candidate]:
+        return self.window.candidates(fp, self._when(time))
 
     def add(
         self, record_id: str, development_id: str, fp: dedup.Fingerprint, time: datetime | None
@@ -202,10 +199,7 @@ def _index_keys(fp: dedup.Fingerprint) -> list[str]:
     return [f"b:{b}" for b in fp.bands] + [f"k:{k}" for k in fp.key_terms]
 
 
-Decider = Callable[
-    [dedup.Fingerprint, Sequence[dedup.Candidate], datetime | None, dedup.WindowTerms | None],
-    dedup.Decision,
-]
+Decider = Callable[[dedup.Fingerprint, Sequence[dedup.Candidate], datetime | None], dedup.Decision]
 
 
 @dataclass(frozen=True)
@@ -216,7 +210,6 @@ class Step:
     fingerprint: dedup.Fingerprint
     candidates: list[dedup.Candidate]
     decision: dedup.Decision
-    window: dedup.WindowTerms | None = None
 
 
 def run_online(
@@ -241,14 +234,13 @@ def run_online(
             fp = dedup.fingerprint(art.title, art.text, art.lang)
             if cache is not None:
                 cache[art.id] = fp
-        terms: dedup.WindowTerms | None = None
         if isinstance(index, MemoryIndex):
             cands = index.candidates(fp)
         else:
-            cands, terms = index.candidates(fp, art.time)
-        decision = decider(fp, cands, art.time, terms)
+            cands = index.candidates(fp, art.time)
+        decision = decider(fp, cands, art.time)
         if steps is not None:
-            steps.append(Step(art, fp, cands, decision, terms))
+            steps.append(Step(art, fp, cands, decision))
         dev = decision.development_id
         if dev is None:
             dev = f"dev-{art.id}"
@@ -259,7 +251,7 @@ def run_online(
 
 
 def default_decider(options: DedupOptions) -> Decider:
-    return lambda fp, cands, when, terms: dedup.decide(fp, when, cands, options, terms)
+    return lambda fp, cands, when: dedup.decide(fp, when, cands, options)
 
 
 _WORD = re.compile(r"[^\W\d_]{2,}")
@@ -437,7 +429,7 @@ class Breakdown:
         if not any(gold.get(c.record_id) == st.article.gold for c in st.candidates):
             self.no_candidate += 1
             return
-        scores = dedup.development_scores(st.fingerprint, st.candidates, self.options, st.window)
+        scores = dedup.development_scores(st.fingerprint, st.candidates, self.options)
         best = max(scores, key=lambda d: scores[d].margin)
         if best == story_dev:
             self.below_threshold += 1

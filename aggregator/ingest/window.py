@@ -450,20 +450,8 @@ class Window:
         ``candidate_hits_per_key`` hits within the dedup window either side of ``time``; the
         records sharing the most keys first, then the newest, then by record id; at most
         ``candidates_per_development`` of one development, ``max_candidates`` in all."""
-        return self.lookup(fp, time, extra)[0]
-
-    def lookup(
-        self,
-        fp: dedup.Fingerprint,
-        time: datetime,
-        extra: Window | None = None,
-        *,
-        terms: bool = False,
-    ) -> tuple[list[dedup.Candidate], dedup.WindowTerms | None]:
-        """``candidates`` and, with ``terms``, what the window says of the record's key terms
-        (``dedup.WindowTerms``: from every hit within the dedup window of ``time``, in this
-        window and ``extra``; None without)."""
         lo, hi = self._us(time - self.window), self._us(time + self.window)
+        n = self.options.candidate_hits_per_key
         keys = key_hashes(fp)
         mine = self._gather(keys, lo, hi)
         other = (_EMPTY_I32, _EMPTY_I32, _EMPTY_I64)
@@ -471,79 +459,6 @@ class Window:
             other = extra._gather(
                 keys, extra._us(time - self.window), extra._us(time + self.window)
             )
-        stats = None
-        if terms:
-            stats = self._window_terms(fp, keys, mine[:2], extra, other[:2], lo, hi)
-        return self._ranked(time, extra, keys, mine, other), stats
-
-    def _window_terms(
-        self,
-        fp: dedup.Fingerprint,
-        keys: Sequence[int],
-        mine: tuple[Any, Any],
-        extra: Window | None,
-        other: tuple[Any, Any],
-        lo: int,
-        hi: int,
-    ) -> dedup.WindowTerms:
-        """The records within [lo, hi] and, per key term of ``fp`` they hold, its document
-        frequency and its spread over developments: the effective number (sum of counts)^2 /
-        sum of squared counts per development, 1 when one development holds them all (its
-        own name), k when k developments hold them alike (a word of the moment, across
-        stories)."""
-        n = self._n
-        ts = self._time[:n]
-        records = int(np.count_nonzero(self._alive[:n] & (ts >= lo) & (ts <= hi)))
-        if extra is not None and extra._n:
-            e_ts = extra._time[: extra._n]
-            e_lo, e_hi = extra._us(self._datetime(lo)), extra._us(self._datetime(hi))
-            records += int(
-                np.count_nonzero(extra._alive[: extra._n] & (e_ts >= e_lo) & (e_ts <= e_hi))
-            )
-        slots, keyno = mine
-        devs = self._dev[slots].astype(np.int64)
-        if extra is not None and len(other[0]):
-            own = self._dev_no.get
-            base = len(self._dev_ids)
-            e_devs = [own(extra._dev_ids[d], base + d) for d in extra._dev[other[0]].tolist()]
-            devs = np.concatenate([devs, np.array(e_devs, np.int64)])
-            keyno = np.concatenate([keyno, other[1]])
-        if not len(devs):
-            return dedup.WindowTerms(records)
-        span = int(devs.max()) + 1
-        pairs, counts = np.unique(keyno.astype(np.int64) * span + devs, return_counts=True)
-        key_of = pairs // span
-        total = np.bincount(key_of, weights=counts, minlength=len(keys))
-        squares = np.bincount(key_of, weights=counts * counts, minlength=len(keys))
-        at = {k: i for i, k in enumerate(keys)}
-        df: dict[str, int] = {}
-        spread: dict[str, float] = {}
-        term_of: dict[int, str] = {}
-        for term in fp.key_terms:
-            i = at.get(hash(term[:MAX_KEY_CHARS])) if term else None
-            if i is not None and squares[i]:
-                df[term] = int(total[i])
-                spread[term] = float(total[i] * total[i] / squares[i])
-                term_of[i] = term
-        by_dev: dict[str, dict[str, int]] = {}
-        names = self._dev_ids
-        base = len(names)
-        for k, d, c in zip(key_of.tolist(), (pairs % span).tolist(), counts.tolist(), strict=True):
-            held = term_of.get(k)
-            if held is not None:
-                dev = names[d] if d < base else extra._dev_ids[d - base]  # type: ignore[union-attr]
-                by_dev.setdefault(dev, {})[held] = c
-        return dedup.WindowTerms(records, df, spread, by_dev)
-
-    def _ranked(
-        self,
-        time: datetime,
-        extra: Window | None,
-        keys: Sequence[int],
-        mine: tuple[Any, Any, Any],
-        other: tuple[Any, Any, Any],
-    ) -> list[dedup.Candidate]:
-        n = self.options.candidate_hits_per_key
         if self.options.rank_by_rarity:
             # A shared key counts the more the fewer records of the window (around ``time``)
             # hold it: log(1 + n / df), in integer thousandths so that sums (and their ties)
