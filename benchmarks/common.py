@@ -80,23 +80,87 @@ def tree_cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + reaped.ru_utime + reaped.ru_stime + live
 
 
+def smaps_mb(pid: int | None = None) -> tuple[float, float, float]:
+    """RSS, PSS and USS of one process in MB, from /proc/PID/smaps_rollup (zeros if gone).
+
+    RSS counts every resident page the process maps, shared ones in full, so the RSS of a
+    process tree counts twice the pages its processes share (the interpreter and libraries
+    every process maps; a forked child's pages not yet written). PSS divides each shared page
+    among the processes that map it (other programs on the machine included), so PSS sums to
+    the memory the tree takes; USS counts only the pages no other process maps."""
+    pss = uss = rss = 0
+    try:
+        text = Path(f"/proc/{pid or os.getpid()}/smaps_rollup").read_text()
+    except OSError:
+        return 0.0, 0.0, 0.0
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        if name == "Rss":
+            rss = int(rest.split()[0])
+        elif name == "Pss":
+            pss = int(rest.split()[0])
+        elif name in ("Private_Clean", "Private_Dirty"):
+            uss += int(rest.split()[0])
+    return rss / 1024, pss / 1024, uss / 1024
+
+
+def process_role(pid: int, root: int) -> str:
+    """What a process of the benchmark's tree is, from its command line."""
+    if pid == root:
+        return "main"
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "gone"
+    if "resource_tracker" in cmdline:
+        return "resource tracker"
+    if "forkserver" in cmdline:
+        return "forkserver"
+    if "spawn_main" in cmdline or "multiprocessing" in cmdline:
+        return "pool process"
+    return "child"
+
+
 class TreeRssSampler:
-    """Samples the resident set of this process and its descendants; keeps the peak.
+    """Samples the resident set of this process and its descendants; keeps the peaks.
 
     VmHWM of the main process alone misses worker processes (a parse pool); the sum of their
     separate peaks overstates, since the peaks need not coincide. Sampling every 50 ms gives
-    the true peak of the tree, give or take a short spike.
+    the true peak of the tree, give or take a short spike. Besides the sum of RSS (``peak_mb``),
+    the sum of PSS (``peak_pss_mb``: shared pages divided among the processes that map them, see
+    ``smaps_mb``) and of USS, each tree peak on its own, and per process role (``roles``: main,
+    pool process, resource tracker; several pool processes summed) the peak RSS and PSS.
     """
 
     def __init__(self, interval: float = 0.05) -> None:
         self.interval = interval
         self.peak_mb = 0.0
+        self.peak_pss_mb = 0.0
+        self.peak_uss_mb = 0.0
+        self.roles: dict[str, list[float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
+    def sample(self) -> None:
+        root = os.getpid()
+        rss = pss = uss = 0.0
+        roles: dict[str, list[float]] = {}
+        for pid in [root, *descendants(root)]:
+            r, p, u = smaps_mb(pid)
+            rss, pss, uss = rss + r, pss + p, uss + u
+            role = roles.setdefault(process_role(pid, root), [0.0, 0.0])
+            role[0] += r
+            role[1] += p
+        self.peak_mb = max(self.peak_mb, rss)
+        self.peak_pss_mb = max(self.peak_pss_mb, pss)
+        self.peak_uss_mb = max(self.peak_uss_mb, uss)
+        for name, (r, p) in roles.items():
+            peak = self.roles.setdefault(name, [0.0, 0.0])
+            peak[0], peak[1] = max(peak[0], r), max(peak[1], p)
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.peak_mb = max(self.peak_mb, tree_rss_mb())
+            self.sample()
 
     def __enter__(self) -> TreeRssSampler:
         self._thread.start()
@@ -105,7 +169,8 @@ class TreeRssSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak_mb = max(self.peak_mb, tree_rss_mb(), peak_rss_mb())
+        self.sample()
+        self.peak_mb = max(self.peak_mb, peak_rss_mb())
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

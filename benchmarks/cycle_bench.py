@@ -110,10 +110,14 @@ def run_passes(
                 "feeds_fetched": len(paths),
                 "fetched_twice": sum(1 for n in paths.values() if n > 1),
                 "rss_mb": sampler.peak_mb,
+                "pss_mb": sampler.peak_pss_mb,
                 **figures,
             }
             print(f"  {config['system']}: {name} pass {wall:.1f} s", file=sys.stderr, flush=True)
     results["peak_rss_mb"] = sampler.peak_mb
+    results["peak_pss_mb"] = sampler.peak_pss_mb
+    results["peak_uss_mb"] = sampler.peak_uss_mb
+    results["peak_by_role"] = sampler.roles
     return results
 
 
@@ -790,6 +794,8 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]], median_
         ("feeds/s changed", lambda r: _rate(r, "changed")),
         ("records/s cold", lambda r: _rate(r, "cold", "entries")),
         ("peak RSS MB (process tree)", lambda r: r["peak_rss_mb"]),
+        ("peak PSS MB (process tree)", lambda r: r["peak_pss_mb"]),
+        ("peak USS MB (process tree)", lambda r: r["peak_uss_mb"]),
         ("cold: seconds", lambda r: r["cold"]["wall"]),
         ("cold: CPU s (tree)", lambda r: r["cold"]["cpu"]),
         ("cold: server CPU s", lambda r: r["cold"]["server_cpu"]),
@@ -826,6 +832,11 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]], median_
         rows.append(row)
     header = ["", *systems] + ([f"{s}/reader" for s in aggregators] if with_reader else [])
     out.append(table(header, rows))
+    out += ["", "peak RSS / PSS MB by process (each role's own peak; pool processes summed):"]
+    for system in systems:
+        roles = results.get(system, {}).get("peak_by_role") or {}
+        parts = [f"{k} {v[0]:.0f} / {v[1]:.0f}" for k, v in sorted(roles.items())]
+        out.append(f"  {system}: {', '.join(parts) or '-'}")
     for system in aggregators:
         result = results.get(system, {})
         if result.get("ok"):
