@@ -28,7 +28,10 @@ def register(subparsers: _Subparsers) -> None:
     parser.add_argument("--send", action="store_true", help="queue and send what is due first")
     parser.add_argument("--limit", type=int, default=30, metavar="N", help="messages to list")
     parser.add_argument("--json", action="store_true", help="JSON output, for scripts")
-    parser.set_defaults(handler=run_alerts)
+    parser.set_defaults(
+        handler=run_alerts,
+        preload=("aggregator.service.alerts", "aggregator.store", "aggregator.watchlist"),
+    )
 
 
 def run_alerts(args: argparse.Namespace, settings: Settings) -> int:

@@ -63,7 +63,7 @@ def register(subparsers: _Subparsers) -> None:
         metavar="N",
         help="records listed per topic in the text output (default 20; 0 = all)",
     )
-    parser.set_defaults(handler=run_check_config)
+    parser.set_defaults(handler=run_check_config, preload=("aggregator.watchlist",))
 
 
 def run_check_config(args: argparse.Namespace, settings: Settings) -> int:

@@ -40,7 +40,7 @@ def register(subparsers: _Subparsers) -> None:
     # other command its start-up (selectolax, the worker pool).
     extract.add_argument("--timeout", type=float, help="seconds (default: the extractor's, 10)")
     extract.add_argument("--max-bytes", type=int, help="size cap (default: the extractor's, 5 MiB)")
-    extract.set_defaults(handler=run_extract)
+    extract.set_defaults(handler=run_extract, preload=("aggregator.extract",))
 
     scrape = subparsers.add_parser(
         "scrape",
@@ -59,7 +59,7 @@ def register(subparsers: _Subparsers) -> None:
     scrape.add_argument("--title", help="CSS selector of its title")
     scrape.add_argument("--date", help="CSS selector of its date")
     scrape.add_argument("--json", action="store_true", help="a JSON array instead of lines")
-    scrape.set_defaults(handler=run_scrape)
+    scrape.set_defaults(handler=run_scrape, preload=("aggregator.extract",))
 
 
 def _is_url(page: str) -> bool:

@@ -51,7 +51,15 @@ def register(subparsers: _Subparsers) -> None:
             "none; default: one per core but one when at least 50 sources are fetched)"
         ),
     )
-    fetch_once.set_defaults(handler=run_fetch_once)
+    fetch_once.set_defaults(
+        handler=run_fetch_once,
+        preload=(
+            "aggregator.cycle",
+            "aggregator.fetch",
+            "aggregator.store",
+            "aggregator.watchlist",
+        ),
+    )
 
     sources = subparsers.add_parser(
         "sources",
@@ -63,7 +71,10 @@ def register(subparsers: _Subparsers) -> None:
         ),
     )
     sources.add_argument("--json", action="store_true", help="a JSON array instead of a table")
-    sources.set_defaults(handler=run_sources)
+    sources.set_defaults(
+        handler=run_sources,
+        preload=("aggregator.store", "aggregator.watchlist", "aggregator.fetch.schedule"),
+    )
 
 
 def _now() -> datetime:

@@ -35,7 +35,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="also write FILE.gz next to each file (for nginx gzip_static and similar)",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    parser.set_defaults(handler=run_publish)
+    parser.set_defaults(
+        handler=run_publish,
+        preload=("aggregator.publish.static", "aggregator.store", "aggregator.watchlist"),
+    )
 
 
 def run_publish(args: argparse.Namespace, settings: Settings) -> int:

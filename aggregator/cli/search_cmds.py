@@ -32,7 +32,7 @@ def register(subparsers: _Subparsers) -> None:
     )
     parser.add_argument("--offset", type=int, default=0, metavar="N", help="skip the first N")
     parser.add_argument("--json", action="store_true", help="one JSON array, for scripts")
-    parser.set_defaults(handler=run_search)
+    parser.set_defaults(handler=run_search, preload=("aggregator.store",))
 
 
 def run_search(args: argparse.Namespace, settings: Settings) -> int:

@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     run.add_argument("--log-format", choices=["auto", "json", "text"], help="log line format")
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
-    run.set_defaults(handler=run_command)
+    run.set_defaults(handler=run_command, preload=("aggregator.service",))
 
 
 def _port(text: str) -> int:

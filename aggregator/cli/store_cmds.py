@@ -22,6 +22,13 @@ if TYPE_CHECKING:
     _Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
+# The modules the handlers import (``preload``: loaded with the collector paused at start-up).
+STORE = ("aggregator.store",)
+TRANSFER = (*STORE, "aggregator.store.transfer")
+CURATE = (*STORE, "aggregator.ingest_driver")
+INGEST = (*TRANSFER, "aggregator.ingest_driver", "aggregator.match", "aggregator.watchlist")
+
+
 def register(subparsers: _Subparsers) -> None:
     _register_import(subparsers)
     _register_export(subparsers)
@@ -45,7 +52,7 @@ def _register_import(subparsers: _Subparsers) -> None:
     )
     parser.add_argument("paths", metavar="PATH", nargs="+", type=Path)
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    parser.set_defaults(handler=run_import)
+    parser.set_defaults(handler=run_import, preload=INGEST)
 
 
 def _register_export(subparsers: _Subparsers) -> None:
@@ -65,7 +72,7 @@ def _register_export(subparsers: _Subparsers) -> None:
         help="remove an earlier export's record files and index.jsonl in DIR first",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    parser.set_defaults(handler=run_export)
+    parser.set_defaults(handler=run_export, preload=TRANSFER)
 
 
 def _register_developments(subparsers: _Subparsers) -> None:
@@ -83,7 +90,7 @@ def _register_developments(subparsers: _Subparsers) -> None:
     parser.add_argument(
         "--limit", type=int, default=0, metavar="N", help="at most N developments (0: all)"
     )
-    parser.set_defaults(handler=run_developments)
+    parser.set_defaults(handler=run_developments, preload=STORE)
 
 
 def _register_split_merge(subparsers: _Subparsers) -> None:
@@ -96,7 +103,7 @@ def _register_split_merge(subparsers: _Subparsers) -> None:
         ),
     )
     split.add_argument("record_id", metavar="RECORD_ID")
-    split.set_defaults(handler=run_split)
+    split.set_defaults(handler=run_split, preload=CURATE)
     merge = subparsers.add_parser(
         "merge",
         help="merge development OTHER_ID into KEEP_ID",
@@ -107,7 +114,7 @@ def _register_split_merge(subparsers: _Subparsers) -> None:
     )
     merge.add_argument("keep_id", metavar="KEEP_ID")
     merge.add_argument("other_id", metavar="OTHER_ID")
-    merge.set_defaults(handler=run_merge)
+    merge.set_defaults(handler=run_merge, preload=CURATE)
 
 
 def _register_db(subparsers: _Subparsers) -> None:
@@ -119,7 +126,7 @@ def _register_db(subparsers: _Subparsers) -> None:
         description="Run the schema migrations (the service also runs them at start).",
     )
     upgrade.add_argument("--json", action="store_true", help="print the result as JSON")
-    upgrade.set_defaults(handler=run_db_upgrade)
+    upgrade.set_defaults(handler=run_db_upgrade, preload=STORE)
     check = db_sub.add_parser(
         "check",
         help="check the database for corruption (SQLite: integrity_check)",
@@ -131,9 +138,9 @@ def _register_db(subparsers: _Subparsers) -> None:
         ),
     )
     check.add_argument("--quick", action="store_true", help="quick_check: skip index contents")
-    check.set_defaults(handler=run_db_check)
+    check.set_defaults(handler=run_db_check, preload=STORE)
     current = db_sub.add_parser("current", help="print the schema version of the database")
-    current.set_defaults(handler=run_db_current)
+    current.set_defaults(handler=run_db_current, preload=STORE)
     prune = db_sub.add_parser(
         "prune",
         help="delete developments (and their records) not updated for DAYS days",
@@ -144,7 +151,7 @@ def _register_db(subparsers: _Subparsers) -> None:
         ),
     )
     prune.add_argument("--days", type=int, metavar="DAYS", help="retention in days (>= 1)")
-    prune.set_defaults(handler=run_db_prune)
+    prune.set_defaults(handler=run_db_prune, preload=STORE)
     parser.set_defaults(handler=_db_help(parser))
 
 
