@@ -111,7 +111,7 @@ def process_role(pid: int, root: int) -> str:
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
-        return "gone"
+        return "child"
     if "resource_tracker" in cmdline:
         return "resource tracker"
     if "forkserver" in cmdline:
@@ -147,6 +147,8 @@ class TreeRssSampler:
         roles: dict[str, list[float]] = {}
         for pid in [root, *descendants(root)]:
             r, p, u = smaps_mb(pid)
+            if not r:  # gone since it was listed
+                continue
             rss, pss, uss = rss + r, pss + p, uss + u
             role = roles.setdefault(process_role(pid, root), [0.0, 0.0])
             role[0] += r
