@@ -241,6 +241,7 @@ def aggregator_child(config: dict[str, Any]) -> dict[str, Any]:
     gc.callbacks.append(collector)
     counter = DecisionCounter()
     counter.install()
+    gc.freeze()  # as ``aggregator fetch-once`` freezes what its start-up loaded (cli.main)
     pool = _parse_pool(config)
     clock = [datetime.now(UTC)]
     published: list[str | None] = [None]  # the feed_version last rendered
@@ -339,6 +340,7 @@ def service_child(config: dict[str, Any]) -> dict[str, Any]:
             seeds_dir=None,
             parse_processes=config["parse_processes"],
             max_concurrent_sources=config["max_in_flight"],
+            gc_freeze=True,  # as ``aggregator run`` has it (ServiceOptions.from_env)
         )
         service = Service(settings, options, load_watchlist=lambda _path: watchlist)
         asyncio.run(service.run())
