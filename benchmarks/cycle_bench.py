@@ -340,7 +340,10 @@ def service_child(config: dict[str, Any]) -> dict[str, Any]:
             seeds_dir=None,
             parse_processes=config["parse_processes"],
             max_concurrent_sources=config["max_in_flight"],
-            gc_freeze=True,  # as ``aggregator run`` has it (ServiceOptions.from_env)
+            # As ``aggregator run`` has it (ServiceOptions.from_env), which starts once: only
+            # the first pass's service freezes what start-up left (a later one would freeze
+            # what the passes before it left behind, which a running service never does).
+            gc_freeze=name == config["passes"][0],
         )
         service = Service(settings, options, load_watchlist=lambda _path: watchlist)
         asyncio.run(service.run())
