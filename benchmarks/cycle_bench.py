@@ -322,6 +322,11 @@ def service_child(config: dict[str, Any]) -> dict[str, Any]:
     gc.callbacks.append(collector)
     counter = DecisionCounter()
     counter.install()
+    # ``aggregator run`` freezes what its start-up left (ServiceOptions.from_env: gc_freeze),
+    # once per process. Here every pass is a new Service in this process, and a service's
+    # freeze would keep the pass before's store and window alive (a frozen reference cycle is
+    # never collected): so the modules are frozen here, once, and the services do not freeze.
+    gc.freeze()
 
     def make_due() -> None:
         with open_store(config["db_url"]) as store:
@@ -340,10 +345,6 @@ def service_child(config: dict[str, Any]) -> dict[str, Any]:
             seeds_dir=None,
             parse_processes=config["parse_processes"],
             max_concurrent_sources=config["max_in_flight"],
-            # As ``aggregator run`` has it (ServiceOptions.from_env), which starts once: only
-            # the first pass's service freezes what start-up left (a later one would freeze
-            # what the passes before it left behind, which a running service never does).
-            gc_freeze=name == config["passes"][0],
         )
         service = Service(settings, options, load_watchlist=lambda _path: watchlist)
         asyncio.run(service.run())
