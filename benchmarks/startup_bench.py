@@ -123,7 +123,8 @@ def import_profile(checkout: Checkout, folder: Path, top: int = 18) -> str:
         f"imports of a new-record import, {total / 1000:.0f} ms in all (importtime's own cost "
         "included), costliest first (cumulative / own ms, nesting depth):"
     ]
-    for cumulative, self_us, depth, name in sorted(rows, reverse=True)[:top]:
+    shallow = [r for r in rows if r[2] <= 1]  # what the command and its modules import
+    for cumulative, self_us, depth, name in sorted(shallow, reverse=True)[:top]:
         out.append(f"  {cumulative / 1000:7.1f} {self_us / 1000:6.1f}  {depth:2d}  {name}")
     return "\n".join(out)
 
