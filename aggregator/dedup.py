@@ -285,7 +285,7 @@ _MONTH_OF = {
 
 @dataclass(frozen=True, slots=True)
 class _Tokens:
-    """One text cut into tokens: the raw words and their normalized keys, position-aligned;
+    """One text cut into tokens: the raw words, their normalized keys and terms, position-aligned;
     ``named``: the distinct words written like a name (capitalized or an acronym) with their
     keys; ``capital``: the distinct words whose first letter is a
     capital (per-word facts, found once per distinct word rather than once per token)."""
@@ -294,6 +294,10 @@ class _Tokens:
     keys: list[str]
     named: list[tuple[str, str]] = field(default_factory=list)
     capital: set[str] = field(default_factory=set)
+    # Position-aligned with ``keys``: each key's term ("" for a stop word or a single letter:
+    # no term), and the distinct number terms (numbers, dates and months).
+    terms: list[str] = field(default_factory=list)
+    numbers: set[str] = field(default_factory=set)
 
 
 def _concept(key: str) -> str:
@@ -304,13 +308,17 @@ def _concept(key: str) -> str:
 # before. Cleared when full rather than evicted one by one (a bound, not a policy); ≈ 4 MB full.
 _KEY_CACHE: dict[str, str] = {}
 KEY_CACHE_SIZE = 30_000
+# Key -> its term: the number term of a number or month key ("#4000", "m05"), the key itself for
+# a content word, "" for a stop word or a single letter; ``_NUMBER_TERM``: the number keys' terms
+# alone. Filled with _KEY_CACHE (a key of a cached word is always here), cleared with it.
+_TERM_OF: dict[str, str] = {}
+_NUMBER_TERM: dict[str, str] = {}
 
 
-# The shape of words seen, across records, as sets so that a record's capitalized and
-# name-shaped words are two set intersections (C) rather than tests of every word (Python):
-# ``_SHAPED`` holds the words classified, ``_CAPITAL`` those starting with a capital,
-# ``_NAMED`` those written like a name. Cleared together when ``_SHAPED`` is full.
-_SHAPED: set[str] = set()
+# The shape of the words in _KEY_CACHE, as sets so that a record's capitalized and name-shaped
+# words are two set intersections (C) rather than tests of every word (Python): ``_CAPITAL``
+# holds those starting with a capital, ``_NAMED`` those written like a name. A word is
+# classified when its key is cached, and the sets are cleared with _KEY_CACHE.
 _CAPITAL: set[str] = set()
 _NAMED: set[str] = set()
 
@@ -322,39 +330,51 @@ def _name_shaped(word: str) -> bool:
     return word[0].isupper() and len(word) > 1
 
 
-def _classify(words: dict[str, None]) -> None:
-    new = words.keys() - _SHAPED
-    if not new:
-        return
-    if len(_SHAPED) + len(new) > KEY_CACHE_SIZE:
-        _SHAPED.clear()
-        _CAPITAL.clear()
-        _NAMED.clear()
-        new = set(words)
-    _SHAPED.update(new)
-    _CAPITAL.update(w for w in new if w[0].isupper())
-    _NAMED.update(w for w in new if _name_shaped(w))
-
-
 def _tokenize(text: str) -> _Tokens:
     raw = _TOKEN.findall(text)
     if not raw:
         return _Tokens([], [])
-    cache = _KEY_CACHE
+    cache, term_of = _KEY_CACHE, _TERM_OF
     words = dict.fromkeys(raw)
     new = [w for w in words if w not in cache]
     if new:
         if len(cache) + len(new) > KEY_CACHE_SIZE:
             cache.clear()
+            term_of.clear()
+            _NUMBER_TERM.clear()
+            _CAPITAL.clear()
+            _NAMED.clear()
             new = list(words)
         # Normalize the new words in one pass over a joined string: the folds never cross a
         # newline, so a word's key does not depend on its neighbours.
         folded = _skeleton_text("\n".join(new)).split("\n")
         for word, k in zip(new, folded, strict=True):
-            cache[word] = intern(k if k[:1].isdigit() else _concept(k[:STEM_LENGTH]))
-    _classify(words)
+            key = cache[word] = intern(k if k[:1].isdigit() else _concept(k[:STEM_LENGTH]))
+            if key not in term_of:
+                term_of[key] = _term_of(key)
+        _CAPITAL.update(w for w in new if w[0].isupper())
+        _NAMED.update(w for w in new if _name_shaped(w))
     named = [(w, cache[w]) for w in _NAMED.intersection(words)]
-    return _Tokens(raw, list(map(cache.__getitem__, raw)), named, _CAPITAL.intersection(words))
+    keys = list(map(cache.__getitem__, raw))
+    numbers = set(map(_NUMBER_TERM.get, keys))  # in C; None for the keys that are not numbers
+    numbers.discard(None)
+    return _Tokens(
+        raw,
+        keys,
+        named,
+        _CAPITAL.intersection(words),
+        list(map(term_of.__getitem__, keys)),
+        numbers,  # type: ignore[arg-type]
+    )
+
+
+def _term_of(key: str) -> str:
+    """The term ``key`` counts as ("" for none); a number's is also kept in _NUMBER_TERM."""
+    num = _number_key(key) if key[:1].isdigit() else _MONTH_OF.get(key)
+    if num is not None:
+        _NUMBER_TERM[key] = num
+        return num
+    return key if len(key) > 1 and key not in _STOPWORDS else ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,18 +432,45 @@ _MONTH_KEY_WORD = {key: _skeleton_word(names[0]) for key, names in _MONTHS.items
 
 def background_idf(key: str) -> float:
     """IDF of a normalized term from general word frequencies: -ln P(an article contains it)."""
+    return _idf_of_cb(key, _background_cb(_background_probe(key)))
+
+
+def _background_probe(key: str) -> str:
+    """The table entry a key's frequency is read from: a number's shape ("#0000"), a month key's
+    English name, else the key itself."""
     if key.startswith("#"):
-        shape = _NUMBER_DIGIT.sub("0", key)
-        cb = _background_cb(shape)
+        return _NUMBER_DIGIT.sub("0", key)
+    # A month key ("m07") is as common as the English month name.
+    return _MONTH_KEY_WORD.get(key, key)
+
+
+def _idf_of_cb(key: str, cb: int | None) -> float:
+    """``background_idf`` of ``key`` from the centibels of its probe (None: not in the table)."""
+    if key.startswith("#"):
         digits = sum(ch.isdigit() for ch in key)
         # A specific number is one of the 10^(digits-1) numbers of its shape.
         freq = (10 ** (-cb / 100) if cb is not None else _FLOOR_FREQ) / 10 ** (digits - 1)
     else:
-        # A month key ("m07") is as common as the English month name.
-        cb = _background_cb(_MONTH_KEY_WORD.get(key, key))
         freq = 10 ** (-cb / 100) if cb is not None else _FLOOR_FREQ
     expected = max(freq, 1e-9) * _DOC_TOKENS
     return -math.log(-math.expm1(-expected)) if expected < 30 else 0.0
+
+
+def _background_idfs(keys: Sequence[str]) -> list[float]:
+    """``background_idf`` of each of ``keys`` (no name pairs), the table searched once for all."""
+    global _background
+    if _background is None:
+        _background = _load_background()
+    table, cbs = _background
+    probes = [_background_probe(k).encode("utf-8") for k in keys]
+    at = table.searchsorted(np.array(probes, dtype=np.bytes_)).tolist()
+    out = []
+    size = len(table)
+    for key, probe, i in zip(keys, probes, at, strict=True):
+        # Fixed-width bytes drop trailing NULs: a key with a NUL is never a table term.
+        found = i < size and table.item(i) == probe and b"\0" not in probe
+        out.append(_idf_of_cb(key, int(cbs.item(i)) if found else None))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -459,36 +506,43 @@ def _token_hashes(keys: Sequence[str]) -> np.ndarray:
             new = set(keys)
         crc = zlib.crc32
         table.update((k, crc(k.encode())) for k in new)
-    return np.array(list(map(table.__getitem__, keys)), dtype=np.uint64)
+    return np.fromiter(map(table.__getitem__, keys), np.uint64, len(keys))
 
 
-def _minhash(keys: Sequence[str]) -> tuple[int, ...]:
-    """MinHash signature of the word shingles of ``keys`` (empty for an empty text)."""
+def _minhash(keys: Sequence[str]) -> tuple[tuple[int, ...], np.ndarray | None]:
+    """MinHash signature of the word shingles of ``keys`` (empty for an empty text), as a tuple
+    and as uint32 values (None for an empty text)."""
     if not keys:
-        return ()
+        return (), None
     th = _token_hashes(keys)
     with np.errstate(over="ignore"):
         if len(th) >= SHINGLE:
-            sh = th[: len(th) - 2] * _MIX1 + th[1 : len(th) - 1] * _MIX2 + th[2:]
+            sh = th[: len(th) - 2] * _MIX1
+            sh += th[1 : len(th) - 1] * _MIX2
+            sh += th[2:]
         else:
             sh = th
-        values = np.multiply(_PERM_A_COLUMN, np.unique(sh))
+        # A repeated shingle cannot change a minimum: no np.unique (a sort) before it.
+        values = np.multiply(_PERM_A_COLUMN, sh)
         values += _PERM_B_COLUMN
     # The shift after the minimum: x >> 32 is monotonic, so min(x >> 32) == min(x) >> 32.
-    return tuple((values.min(axis=1) >> np.uint64(32)).tolist())
+    signature = (values.min(axis=1) >> _SHIFT32).astype(np.uint32)
+    return tuple(signature.tolist()), signature
 
 
+_SHIFT32 = np.uint64(32)
 _BAND_BYTES = BAND_ROWS * 4  # a band: BAND_ROWS signature values as little-endian uint32
+_BAND_PREFIXES = tuple(f"{band:02d}:" for band in range(NUM_PERM // BAND_ROWS))
 
 
-def _bands(signature: Sequence[int]) -> tuple[str, ...]:
-    if len(signature) != NUM_PERM:
+def _bands(signature: np.ndarray | None) -> tuple[str, ...]:
+    if signature is None or len(signature) != NUM_PERM:
         return ()
-    buf = np.asarray(signature, dtype=np.uint32).tobytes()
+    buf = signature.astype("<u4", copy=False).tobytes()
     blake2b, size = hashlib.blake2b, _BAND_BYTES
     return tuple(
-        f"{band:02d}:{blake2b(buf[band * size : (band + 1) * size], digest_size=8).hexdigest()}"
-        for band in range(NUM_PERM // BAND_ROWS)
+        prefix + blake2b(buf[band * size : (band + 1) * size], digest_size=8).hexdigest()
+        for band, prefix in enumerate(_BAND_PREFIXES)
     )
 
 
@@ -648,6 +702,23 @@ _IDF_CACHE: dict[str, float] = {}
 IDF_CACHE_SIZE = 50_000
 
 
+def _fresh_idfs(terms: Iterable[str]) -> dict[str, float]:
+    """The IDFs of those of ``terms`` that are not cached (name pairs aside), found in one
+    search of the table, and cached (when they fit)."""
+    missing = set(terms).difference(_IDF_CACHE)
+    if not missing:
+        return {}
+    words = [k for k in missing if "_" not in k]
+    if not words:
+        return {}
+    fresh = dict(zip(words, _background_idfs(words), strict=True))
+    if len(_IDF_CACHE) + len(fresh) > IDF_CACHE_SIZE:
+        _IDF_CACHE.clear()
+    if len(fresh) <= IDF_CACHE_SIZE:
+        _IDF_CACHE.update(fresh)
+    return fresh
+
+
 def _idf_cached(key: str) -> float:
     value = _IDF_CACHE.get(key)
     if value is not None:
@@ -695,82 +766,81 @@ def fingerprint(
     """The fingerprint of one record: ``title`` (its headline) and ``text`` (plain body text)."""
     body = _tokenize(_drop_link_list(text))
     head = _tokenize(title)
-    minhash = _minhash(body.keys or head.keys)
+    minhash, signature = _minhash(body.keys or head.keys)
     entities = _entity_keys(body) | _entity_keys(head)
-    counts: dict[str, float] = defaultdict(float)
-    numbers: set[str] = set()
-    month_of, stop = _MONTH_OF.get, _STOPWORDS  # inlined _number_key, _is_content
-    for key, count in Counter(body.keys).items():
-        num = _number_key(key) if key[:1].isdigit() else month_of(key)
-        if num is not None:
-            numbers.add(num)
-            counts[num] += count
-        elif len(key) > 1 and key not in stop:  # _is_content
-            counts[key] += count
+    # Body terms counted in C; integer counts (the title adds 2.0 below): every count is a
+    # whole number, exact in either type, so the weights are those of float counts.
+    counts: Counter[str] = Counter(body.terms)
+    counts.pop("", None)
+    numbers = body.numbers | head.numbers
     for pair in _name_pairs(body):
         counts[pair] += 1
         entities.add(pair)
     for pair in _name_pairs(head):
-        counts[pair] += TITLE_WEIGHT
+        counts[pair] += TITLE_WEIGHT  # type: ignore[assignment]
         entities.add(pair)
-    title_keys = []
-    for key in head.keys:
-        num = _number_key(key) if key[:1].isdigit() else month_of(key)
-        if num is not None:
-            counts[num] += TITLE_WEIGHT
-            title_keys.append(num)
-            numbers.add(num)
-        elif len(key) > 1 and key not in stop:
-            counts[key] += TITLE_WEIGHT
-            title_keys.append(key)
+    title_keys = [t for t in head.terms if t]
+    for key in title_keys:
+        counts[key] += TITLE_WEIGHT  # type: ignore[assignment]
     weights: dict[str, float] = {}
+    fresh = _fresh_idfs(counts)
     idf_get, log = _IDF_CACHE.get, math.log
+    boosted = entities | numbers
     for k, c in counts.items():
         idf = idf_get(k)
         if idf is None:
-            idf = _idf_cached(k)
-        weights[k] = (
-            (1.0 + log(c)) * (ENTITY_WEIGHT if (k in entities or k in numbers) else 1.0) * idf
-        )
+            idf = fresh.get(k)
+            if idf is None:
+                idf = _idf_cached(k)
+        weights[k] = (1.0 + log(c)) * (ENTITY_WEIGHT if k in boosted else 1.0) * idf
     top = _heaviest(weights, MAX_TERMS)
     # Unit length, so a dot product of two fingerprints' vectors is their cosine.
     norm = math.sqrt(sum([w * w for _, w in top])) or 1.0
     key_terms = _key_terms(weights, entities, title_keys)
-    head_vec = _head_vector(title_keys, body.keys[:LEAD_WORDS], entities, numbers)
+    head_vec = _head_vector(title_keys, body.terms[:LEAD_WORDS], entities)
     return Fingerprint(
         minhash=minhash,
-        bands=_bands(minhash),
+        bands=_bands(signature),
         key_terms=key_terms,
         # Interned, as fingerprint_from_json does: a cached fingerprint shares its stems with
         # every other, and the scores' dict lookups compare interned keys by identity.
         terms=tuple([intern(k) for k, _ in top]),
-        weights=tuple([round(w / norm, 5) for _, w in top]),
+        weights=_round5(np.array([w for _, w in top]) / norm),
         entities=tuple(sorted(entities)),
         numbers=tuple(sorted(numbers)),
         title_terms=tuple(dict.fromkeys(title_keys)),
         length=len(body.raw),
         language=language,
         head_terms=tuple([intern(k) for k in head_vec]),
-        head_weights=tuple([round(w, 5) for w in head_vec.values()]),
+        head_weights=_round5(np.fromiter(head_vec.values(), np.float64, len(head_vec))),
     )
+
+
+def _round5(values: np.ndarray) -> tuple[float, ...]:
+    """``tuple(round(v, 5) for v in values)``, exactly, mostly in numpy: the integer
+    nearest to v x 10^5 is that of its float product unless the product lies within 10^-6 of a
+    half (those few are rounded by ``round``), and that integer / 10^5 is, like ``round``'s
+    result, the float nearest to the decimal."""
+    scaled = values * 1e5
+    if not len(values) or not np.all(np.abs(scaled) < 1e12):  # beyond: ``round`` for all
+        return tuple([round(v, 5) for v in values.tolist()])
+    out = (np.rint(scaled) / 1e5).tolist()
+    halves = np.flatnonzero(np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6)
+    for i in halves.tolist():
+        out[i] = round(float(values[i]), 5)
+    return tuple(out)
 
 
 LEAD_WORDS = 60  # the lead: what a news report puts first is what happened
 
 
 def _head_vector(
-    title_keys: Sequence[str], lead_keys: Sequence[str], entities: set[str], numbers: set[str]
+    title_keys: Sequence[str], lead_terms: Sequence[str], entities: set[str]
 ) -> dict[str, float]:
-    counts: dict[str, float] = defaultdict(float)
-    for k in title_keys:
-        counts[k] += 1.0
-    month_of, stop = _MONTH_OF.get, _STOPWORDS  # inlined _number_key, _is_content
-    for key in lead_keys:
-        num = _number_key(key) if key[:1].isdigit() else month_of(key)
-        if num is not None:
-            counts[num] += 1.0
-        elif len(key) > 1 and key not in stop:  # _is_content
-            counts[key] += 1.0
+    """``title_keys``: the title's terms; ``lead_terms``: the lead's tokens' terms ("" for a
+    token that is none). Counted in order (title first): equal weights keep that order."""
+    counts = Counter(title_keys)
+    counts.update(filter(None, lead_terms))
     weights: dict[str, float] = {}
     idf_get, log = _IDF_CACHE.get, math.log
     for k, c in counts.items():

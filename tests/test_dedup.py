@@ -123,22 +123,24 @@ def _key(word: str) -> str:
 
 def test_word_caches_never_change_a_fingerprint(monkeypatch: pytest.MonkeyPatch) -> None:
     texts = [BALLOONS, "Вильнюс отверг предложение Лукашенко о переговорах.", "Kondratovič: ne."]
-    caches = ("_KEY_CACHE", "_IDF_CACHE", "_CRC")
+    caches = ("_KEY_CACHE", "_IDF_CACHE", "_CRC", "_TERM_OF", "_NUMBER_TERM")
     for name in caches:
         monkeypatch.setattr(dedup, name, {})
-    for name in ("_SHAPED", "_CAPITAL", "_NAMED"):
+    for name in ("_CAPITAL", "_NAMED"):
         monkeypatch.setattr(dedup, name, set())
     cached = [dedup.fingerprint("Title", t) for t in texts * 2]  # the second round: all hits
     assert not any("_" in k for k in dedup._IDF_CACHE)  # name pairs are never kept
     # caches smaller than one text are cleared on every call: every word folded and weighed afresh
     for name in caches:
         monkeypatch.setattr(dedup, name, {})
+    for name in ("_CAPITAL", "_NAMED"):
+        monkeypatch.setattr(dedup, name, set())
     monkeypatch.setattr(dedup, "KEY_CACHE_SIZE", 3)
     monkeypatch.setattr(dedup, "IDF_CACHE_SIZE", 3)
     fresh = [dedup.fingerprint("Title", t) for t in texts * 2]
     assert fresh == cached
     assert len(dedup._KEY_CACHE) < 100 and len(dedup._IDF_CACHE) <= 3
-    assert len(dedup._CRC) < 100 and len(dedup._SHAPED) < 100
+    assert len(dedup._CRC) < 100 and len(dedup._CAPITAL) < 100 and len(dedup._TERM_OF) < 100
 
 
 def test_normalization_meets_across_scripts_and_spellings() -> None:

@@ -8,8 +8,8 @@ from datetime import datetime
 from aggregator import dedup, records
 from aggregator.errors import RecordFormatError
 from aggregator.ingest.types import Prepared
-from aggregator.match import TopicMatcher
-from aggregator.model import Record
+from aggregator.match import FieldTexts, TopicMatcher
+from aggregator.model import Document, Record
 
 
 def record_time(record: Record, now: datetime) -> datetime:
@@ -26,8 +26,11 @@ def dedup_text(record: Record) -> str:
         doc = records.parse(record.text)
     except RecordFormatError:
         return record.text
-    parts = [records.lead_of(doc), records.body_text(doc)]
-    text = "\n".join(p for p in parts if p.strip())
+    return _dedup_text(doc, records.lead_of(doc), records.body_text(doc))
+
+
+def _dedup_text(doc: Document, lead: str, body: str) -> str:
+    text = "\n".join(p for p in (lead, body) if p.strip())
     return text or records.plain_text(doc)
 
 
@@ -43,13 +46,23 @@ def prepare(
     so it joins no development."""
     from aggregator import profile
 
+    try:
+        doc: Document | None = records.parse(record.text)
+    except RecordFormatError:
+        doc = None
     with profile.stage("match"):
-        matches = tuple(matcher.match(record, allowed_topics))
+        if doc is None:
+            matches = tuple(matcher.match(record, allowed_topics))
+        else:  # the layout found once, for matching and the fingerprint's text alike
+            title, lead, body = records.sections(doc)
+            texts = FieldTexts(title=record.title or title, lead=lead, body=body)
+            matches = matcher.match_fields(record.id, texts, allowed_topics)
     fp: dedup.Fingerprint | None = None
     data = ""
     if matches:
         with profile.stage("dedup"):
-            fp = dedup.fingerprint(record.title, dedup_text(record), record.language)
+            text = record.text if doc is None else _dedup_text(doc, lead, body)
+            fp = dedup.fingerprint(record.title, text, record.language)
             data = dedup.fingerprint_to_json(fp)
     return Prepared(
         record=record,
