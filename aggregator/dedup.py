@@ -515,16 +515,16 @@ def _minhash(keys: Sequence[str]) -> tuple[tuple[int, ...], np.ndarray | None]:
     if not keys:
         return (), None
     th = _token_hashes(keys)
-    with np.errstate(over="ignore"):
-        if len(th) >= SHINGLE:
-            sh = th[: len(th) - 2] * _MIX1
-            sh += th[1 : len(th) - 1] * _MIX2
-            sh += th[2:]
-        else:
-            sh = th
-        # A repeated shingle cannot change a minimum: no np.unique (a sort) before it.
-        values = np.multiply(_PERM_A_COLUMN, sh)
-        values += _PERM_B_COLUMN
+    # Integer arrays wrap around silently (mod 2^64), as the hashing means them to.
+    if len(th) >= SHINGLE:
+        sh = th[: len(th) - 2] * _MIX1
+        sh += th[1 : len(th) - 1] * _MIX2
+        sh += th[2:]
+    else:
+        sh = th
+    # A repeated shingle cannot change a minimum: no np.unique (a sort) before it.
+    values = np.multiply(_PERM_A_COLUMN, sh)
+    values += _PERM_B_COLUMN
     # The shift after the minimum: x >> 32 is monotonic, so min(x >> 32) == min(x) >> 32.
     signature = (values.min(axis=1) >> _SHIFT32).astype(np.uint32)
     return tuple(signature.tolist()), signature
@@ -541,8 +541,10 @@ def _bands(signature: np.ndarray | None) -> tuple[str, ...]:
     buf = signature.astype("<u4", copy=False).tobytes()
     blake2b, size = hashlib.blake2b, _BAND_BYTES
     return tuple(
-        prefix + blake2b(buf[band * size : (band + 1) * size], digest_size=8).hexdigest()
-        for band, prefix in enumerate(_BAND_PREFIXES)
+        [
+            prefix + blake2b(buf[at : at + size], digest_size=8).hexdigest()
+            for at, prefix in zip(range(0, len(buf), size), _BAND_PREFIXES, strict=True)
+        ]
     )
 
 
@@ -740,6 +742,8 @@ LINK_LIST_MIN = 3  # this many headline-like lines in a row close a page: "relat
 def _drop_link_list(text: str) -> str:
     """Cut a trailing run of headline-like lines (a "related stories" list the extractor kept):
     other events' headlines would otherwise count as this record's vocabulary."""
+    if text.count("\n") < LINK_LIST_MIN - 1:  # fewer lines than a list has
+        return text
     lines = text.rstrip().split("\n")
     end = len(lines)
     while end > 0 and (not lines[end - 1].strip() or _is_link_line(lines[end - 1])):
@@ -816,13 +820,18 @@ def fingerprint(
     )
 
 
+_ROUND_IN_PYTHON = 24
+
+
 def _round5(values: np.ndarray) -> tuple[float, ...]:
     """``tuple(round(v, 5) for v in values)``, exactly, mostly in numpy: the integer
     nearest to v x 10^5 is that of its float product unless the product lies within 10^-6 of a
     half (those few are rounded by ``round``), and that integer / 10^5 is, like ``round``'s
     result, the float nearest to the decimal."""
+    if len(values) < _ROUND_IN_PYTHON:  # a headline's few: numpy's calls would cost more
+        return tuple([round(v, 5) for v in values.tolist()])
     scaled = values * 1e5
-    if not len(values) or not np.all(np.abs(scaled) < 1e12):  # beyond: ``round`` for all
+    if not np.all(np.abs(scaled) < 1e12):  # beyond: ``round`` for all
         return tuple([round(v, 5) for v in values.tolist()])
     out = (np.rint(scaled) / 1e5).tolist()
     halves = np.flatnonzero(np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6)
@@ -893,13 +902,18 @@ def fingerprint_to_json(fp: Fingerprint) -> str:
         "head_terms": _join_terms(fp.head_terms),
         "head_weights": _pack_floats(fp.head_weights),
     }
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODE(data)
+
+
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def _join_terms(terms: Sequence[str]) -> str:
-    if any(not t or " " in t for t in terms):
+    joined = " ".join(terms)
+    # A term with a space adds one; an empty term is caught by the "in" (compared in C).
+    if terms and ("" in terms or joined.count(" ") != len(terms) - 1):
         raise ValueError("a fingerprint term is empty or holds a space")
-    return " ".join(terms)
+    return joined
 
 
 def _pack_floats(values: Sequence[float]) -> str:

@@ -242,7 +242,11 @@ class _Index:
 
     def has_word(self, word: Word) -> bool:
         if word.prefix:
-            return any(True for _ in self._starting_with(word.text))
+            if self._sorted is None:
+                self._sorted = sorted(self.tokens)
+            words = self._sorted
+            i = bisect.bisect_left(words, word.text)
+            return i < len(words) and words[i].startswith(word.text)
         if word.text in self.tokens:
             return True
         if _uses_stem(word):
@@ -358,9 +362,11 @@ def _evaluate(topic: _CompiledTopic, index: _Index) -> tuple[str, ...] | None:
         return None
     if any(t.matches(index) for t in topic.none):
         return None
-    matched_all = [t.term.source for t in topic.all if t.matches(index)]
-    if len(matched_all) < len(topic.all):
-        return None
+    matched_all = []
+    for t in topic.all:  # the first that fails decides
+        if not t.matches(index):
+            return None
+        matched_all.append(t.term.source)
     matched_any = [t.term.source for t in topic.any if t.matches(index)]
     if topic.any and not matched_any:
         return None
