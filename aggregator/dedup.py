@@ -32,6 +32,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
+from itertools import compress
 from operator import itemgetter
 from sys import intern
 from typing import Any, TypeVar
@@ -132,8 +133,10 @@ _DOUBLE = re.compile(r"([a-z])\1+")
 # A number, with the thousands groups Lithuanian and Russian separate by a (no-break, thin)
 # space ("4 000" is 4000, as "4,000" is), or a word.
 _GROUP_SPACE = re.compile(r"[ \u00a0\u2009\u202f]")
+# Words first (most tokens), and the two number forms behind one shared first digit: the
+# alternatives start with disjoint characters, so the order finds the same tokens, faster.
 _TOKEN = re.compile(
-    rf"\d{{1,3}}(?:{_GROUP_SPACE.pattern}\d{{3}})+(?:[.,]\d+)?(?!\d)|\d+(?:[.,:]\d+)*|[^\W\d_]+"
+    rf"[^\W\d_]+|\d(?:\d{{0,2}}(?:{_GROUP_SPACE.pattern}\d{{3}})+(?:[.,]\d+)?(?!\d)|\d*(?:[.,:]\d+)*)"
 )
 # Words are cut to this many letters: a crude stemmer that also meets Lithuanian and Russian
 # inflections halfway (Vilnius, Vilniaus, Вильнюсе -> "vilniu"/"vilnius").
@@ -308,11 +311,15 @@ def _concept(key: str) -> str:
 # before. Cleared when full rather than evicted one by one (a bound, not a policy); ≈ 4 MB full.
 _KEY_CACHE: dict[str, str] = {}
 KEY_CACHE_SIZE = 30_000
+# Key -> its crc32 (the MinHash's token hash), filled and cleared with _KEY_CACHE.
+_CRC: dict[str, int] = {}
 # Key -> its term: the number term of a number or month key ("#4000", "m05"), the key itself for
 # a content word, "" for a stop word or a single letter; ``_NUMBER_TERM``: the number keys' terms
 # alone. Filled with _KEY_CACHE (a key of a cached word is always here), cleared with it.
 _TERM_OF: dict[str, str] = {}
 _NUMBER_TERM: dict[str, str] = {}
+# Word -> its key's number term, for the words whose key is a number's (cleared with the rest).
+_WORD_NUMBER: dict[str, str] = {}
 
 
 # The shape of the words in _KEY_CACHE, as sets so that a record's capitalized and name-shaped
@@ -334,37 +341,38 @@ def _tokenize(text: str) -> _Tokens:
     raw = _TOKEN.findall(text)
     if not raw:
         return _Tokens([], [])
-    cache, term_of = _KEY_CACHE, _TERM_OF
-    words = dict.fromkeys(raw)
-    new = [w for w in words if w not in cache]
+    cache, term_of, word_number = _KEY_CACHE, _TERM_OF, _WORD_NUMBER
+    words = set(raw)
+    new = words.difference(cache)
     if new:
         if len(cache) + len(new) > KEY_CACHE_SIZE:
-            cache.clear()
-            term_of.clear()
-            _NUMBER_TERM.clear()
+            for table in (cache, term_of, _NUMBER_TERM, word_number, _CRC):
+                table.clear()
             _CAPITAL.clear()
             _NAMED.clear()
-            new = list(words)
+            new = words
         # Normalize the new words in one pass over a joined string: the folds never cross a
-        # newline, so a word's key does not depend on its neighbours.
-        folded = _skeleton_text("\n".join(new)).split("\n")
-        for word, k in zip(new, folded, strict=True):
+        # newline, so a word's key does not depend on its neighbours (nor on their order).
+        listed = list(new)
+        folded = _skeleton_text("\n".join(listed)).split("\n")
+        crc = zlib.crc32
+        for word, k in zip(listed, folded, strict=True):
             key = cache[word] = intern(k if k[:1].isdigit() else _concept(k[:STEM_LENGTH]))
             if key not in term_of:
                 term_of[key] = _term_of(key)
-        _CAPITAL.update(w for w in new if w[0].isupper())
-        _NAMED.update(w for w in new if _name_shaped(w))
-    named = [(w, cache[w]) for w in _NAMED.intersection(words)]
+                _CRC[key] = crc(key.encode())
+            if key in _NUMBER_TERM:
+                word_number[word] = _NUMBER_TERM[key]
+        _CAPITAL.update(w for w in listed if w[0].isupper())
+        _NAMED.update(w for w in listed if _name_shaped(w))
     keys = list(map(cache.__getitem__, raw))
-    numbers = set(map(_NUMBER_TERM.get, keys))  # in C; None for the keys that are not numbers
-    numbers.discard(None)
     return _Tokens(
         raw,
         keys,
-        named,
+        [(w, cache[w]) for w in _NAMED.intersection(words)],
         _CAPITAL.intersection(words),
         list(map(term_of.__getitem__, keys)),
-        numbers,  # type: ignore[arg-type]
+        {word_number[w] for w in word_number.keys() & words},
     )
 
 
@@ -372,7 +380,7 @@ def _term_of(key: str) -> str:
     """The term ``key`` counts as ("" for none); a number's is also kept in _NUMBER_TERM."""
     num = _number_key(key) if key[:1].isdigit() else _MONTH_OF.get(key)
     if num is not None:
-        _NUMBER_TERM[key] = num
+        num = _NUMBER_TERM[key] = intern(num)
         return num
     return key if len(key) > 1 and key not in _STOPWORDS else ""
 
@@ -492,21 +500,15 @@ _MIX1 = np.uint64(0x9E3779B97F4A7C15)
 _MIX2 = np.uint64(0xC2B2AE3D27D4EB4F)
 
 
-# Key -> its crc32, across records (cleared when full, like _KEY_CACHE).
-_CRC: dict[str, int] = {}
-
-
 def _token_hashes(keys: Sequence[str]) -> np.ndarray:
     # crc32 is stable across processes (unlike hash()), so replicas compute the same signature.
     table = _CRC
-    new = set(keys).difference(table)
-    if new:
-        if len(table) + len(new) > KEY_CACHE_SIZE:
-            table.clear()
-            new = set(keys)
+    try:  # filled by _tokenize with the keys
+        return np.fromiter(map(table.__getitem__, keys), np.uint64, len(keys))
+    except KeyError:  # cleared since (another text filled the caches)
         crc = zlib.crc32
-        table.update((k, crc(k.encode())) for k in new)
-    return np.fromiter(map(table.__getitem__, keys), np.uint64, len(keys))
+        table.update((k, crc(k.encode())) for k in set(keys).difference(table))
+        return np.fromiter(map(table.__getitem__, keys), np.uint64, len(keys))
 
 
 def _minhash(keys: Sequence[str]) -> tuple[tuple[int, ...], np.ndarray | None]:
@@ -670,11 +672,12 @@ def _name_pairs(tokens: _Tokens) -> list[str]:
     raw, keys, stop = tokens.raw, tokens.keys, _STOPWORDS
     out = []
     last = -2  # the position of the last capitalized content word
-    for i in [i for i, w in enumerate(raw) if w in capital]:
+    # The positions of capitalized words, picked in C.
+    for i in compress(range(len(raw)), map(capital.__contains__, raw)):
         k = keys[i]
         if len(k) > 1 and k not in stop:
             if last == i - 1:
-                out.append(f"{keys[last]}_{k}")
+                out.append(intern(f"{keys[last]}_{k}"))  # interned, like every other term
             last = i
     return out
 
@@ -798,24 +801,26 @@ def fingerprint(
                 idf = _idf_cached(k)
         weights[k] = (1.0 + log(c)) * (ENTITY_WEIGHT if k in boosted else 1.0) * idf
     top = _heaviest(weights, MAX_TERMS)
+    top_terms, top_weights = zip(*top) if top else ((), ())
     # Unit length, so a dot product of two fingerprints' vectors is their cosine.
-    norm = math.sqrt(sum([w * w for _, w in top])) or 1.0
+    norm = math.sqrt(sum([w * w for w in top_weights])) or 1.0
     key_terms = _key_terms(weights, entities, title_keys)
     head_vec = _head_vector(title_keys, body.terms[:LEAD_WORDS], entities)
     return Fingerprint(
         minhash=minhash,
         bands=_bands(signature),
         key_terms=key_terms,
-        # Interned, as fingerprint_from_json does: a cached fingerprint shares its stems with
-        # every other, and the scores' dict lookups compare interned keys by identity.
-        terms=tuple([intern(k) for k, _ in top]),
-        weights=_round5(np.array([w for _, w in top]) / norm),
+        # Interned where they are made (keys, number terms, name pairs), as
+        # fingerprint_from_json interns them: a cached fingerprint shares its stems with every
+        # other, and the scores' dict lookups compare interned keys by identity.
+        terms=top_terms,
+        weights=_round5(np.array(top_weights, dtype=np.float64) / norm),
         entities=tuple(sorted(entities)),
         numbers=tuple(sorted(numbers)),
         title_terms=tuple(dict.fromkeys(title_keys)),
         length=len(body.raw),
         language=language,
-        head_terms=tuple([intern(k) for k in head_vec]),
+        head_terms=tuple(head_vec),
         head_weights=_round5(np.fromiter(head_vec.values(), np.float64, len(head_vec))),
     )
 
