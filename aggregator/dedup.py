@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from itertools import compress
-from operator import itemgetter
+from operator import itemgetter, mul, not_
 from sys import intern
 from typing import Any, TypeVar
 
@@ -692,12 +692,28 @@ def _number_key(key: str) -> str | None:
     return _MONTH_OF.get(key)
 
 
-def _heaviest(weights: dict[str, float], n: int) -> list[tuple[str, float]]:
-    """The ``n`` heaviest items, ties in key order: sorted by key, then stably by weight (two
-    sorts on plain keys cost less than one on a (-weight, key) tuple per item)."""
-    items = sorted(weights.items())
-    items.sort(key=itemgetter(1), reverse=True)  # reverse=True keeps equal weights in order
-    return items[:n]
+# A term's weight factor, indexed by whether it is a name or a number.
+_BOOST = (1.0, ENTITY_WEIGHT)
+
+
+def _weighed(counts: dict[str, float], boosted: set[str]) -> tuple[list[str], list[float], list[int]]:
+    """(terms in key order, their weights, the terms' indexes heaviest first with ties in key
+    order). A term's weight: (1 + ln count) x ENTITY_WEIGHT for a name or number x its IDF,
+    computed in C by chained maps (the same operations, in the same order, as a loop would)."""
+    terms = sorted(counts)
+    fresh = _fresh_idfs(terms)
+    idfs = list(map(_IDF_CACHE.get, terms))
+    # Misses (name pairs, never cached; words the cache could not take) and zeros alike: a
+    # zero looked up again is the same zero.
+    for i in compress(range(len(terms)), map(not_, idfs)):
+        value = fresh.get(terms[i])
+        idfs[i] = value if value is not None else _idf_cached(terms[i])
+    tf = map((1.0).__add__, map(math.log, map(counts.__getitem__, terms)))
+    boost = map(_BOOST.__getitem__, map(boosted.__contains__, terms))
+    weights = list(map(mul, map(mul, tf, boost), idfs))  # type: ignore[arg-type]
+    # Stable, and reverse=True keeps equal weights in their (key) order.
+    order = sorted(range(len(terms)), key=weights.__getitem__, reverse=True)
+    return terms, weights, order
 
 
 # Word key -> IDF, across records. Bounded (cleared when full): the table lookup it saves costs
@@ -789,22 +805,13 @@ def fingerprint(
     title_keys = [t for t in head.terms if t]
     for key in title_keys:
         counts[key] += TITLE_WEIGHT  # type: ignore[assignment]
-    weights: dict[str, float] = {}
-    fresh = _fresh_idfs(counts)
-    idf_get, log = _IDF_CACHE.get, math.log
-    boosted = entities | numbers
-    for k, c in counts.items():
-        idf = idf_get(k)
-        if idf is None:
-            idf = fresh.get(k)
-            if idf is None:
-                idf = _idf_cached(k)
-        weights[k] = (1.0 + log(c)) * (ENTITY_WEIGHT if k in boosted else 1.0) * idf
-    top = _heaviest(weights, MAX_TERMS)
-    top_terms, top_weights = zip(*top) if top else ((), ())
+    terms, weights, order = _weighed(counts, entities | numbers)
+    top = order[:MAX_TERMS]
+    top_terms = tuple(map(terms.__getitem__, top))
+    top_weights = list(map(weights.__getitem__, top))
     # Unit length, so a dot product of two fingerprints' vectors is their cosine.
-    norm = math.sqrt(sum([w * w for w in top_weights])) or 1.0
-    key_terms = _key_terms(weights, entities, title_keys)
+    norm = math.sqrt(sum(map(mul, top_weights, top_weights))) or 1.0
+    key_terms = _key_terms(terms, weights, order, entities, title_keys)
     head_vec = _head_vector(title_keys, body.terms[:LEAD_WORDS], entities)
     return Fingerprint(
         minhash=minhash,
@@ -869,14 +876,31 @@ def _head_vector(
 
 
 def _key_terms(
-    weights: dict[str, float], entities: set[str], title_keys: Sequence[str]
+    terms: Sequence[str],
+    weights: Sequence[float],
+    order: Sequence[int],
+    entities: set[str],
+    title_keys: Sequence[str],
 ) -> tuple[str, ...]:
-    """A few salient terms for the same-event candidate query: names first, then title words."""
+    """A few salient terms for the same-event candidate query: names first, then title words.
+
+    Salience is weight x 2 for a name x 1.5 for a title word, number terms aside; the
+    ``MAX_KEY_TERMS`` most salient are kept, ties in key order. Only terms that can be among
+    them are weighed (``order``: heaviest first): a term lighter than a third of the
+    ``MAX_KEY_TERMS``-th heaviest one is less salient than that many terms are at least."""
     title_set, months = set(title_keys), _MONTHS
     salience: dict[str, float] = {}
-    for k, w in weights.items():
+    kth = 0.0
+    for i in order:
+        k = terms[i]
         if k[:1] == "#" or k in months:  # _is_number_term
             continue
+        w = weights[i]
+        if len(salience) >= MAX_KEY_TERMS:
+            if w * 3.0 < kth:  # at most w x 3 < kth <= the MAX_KEY_TERMS-th salience
+                break
+        elif len(salience) == MAX_KEY_TERMS - 1:
+            kth = w
         bonus = 2.0 if k in entities else 1.0
         bonus *= 1.5 if k in title_set else 1.0
         salience[k] = w * bonus

@@ -240,23 +240,27 @@ class _Index:
             self._lowered = self.original.lower()
         return self._lowered
 
-    def has_word(self, word: Word) -> bool:
-        if word.prefix:
-            if self._sorted is None:
-                self._sorted = sorted(self.tokens)
-            words = self._sorted
-            i = bisect.bisect_left(words, word.text)
-            return i < len(words) and words[i].startswith(word.text)
-        if word.text in self.tokens:
+    def has_word(self, text: str, prefix: bool, root: str | None) -> bool:
+        """Whether a word of the text is ``text`` (``prefix``: starts with it; ``root``: the
+        stem of a word that matches by stem, else None)."""
+        if prefix:
+            return self._starts_with(text)
+        if text in self.tokens:
             return True
-        if _uses_stem(word):
-            root = stem(word.text)
+        if root is not None:
             # Words that extend the stem by nothing or one known ending.
             return any(
                 t[len(root) :] in INFLECTION_ENDINGS or len(t) == len(root)
                 for t in self._starting_with(root)
             )
         return False
+
+    def _starts_with(self, prefix: str) -> bool:
+        if self._sorted is None:
+            self._sorted = sorted(self.tokens)
+        words = self._sorted
+        i = bisect.bisect_left(words, prefix)
+        return i < len(words) and words[i].startswith(prefix)
 
     def _starting_with(self, prefix: str) -> Iterator[str]:
         if self._sorted is None:
@@ -269,21 +273,29 @@ class _Index:
 
 
 class _CompiledTerm:
-    __slots__ = ("phrase_re", "term")
+    __slots__ = ("phrase_re", "regex", "regex_lower", "source", "term", "words")
 
     def __init__(self, term: Term) -> None:
         self.term = term
+        self.source = term.source
+        self.regex = term.regex
+        self.regex_lower = term.regex_lower
         self.phrase_re = _phrase_regex(term.words) if term.is_phrase else None
+        # Each word as has_word takes it, its stem found once here.
+        self.words = tuple(
+            (w.text, w.prefix, stem(w.text) if _uses_stem(w) else None) for w in term.words
+        )
 
     def matches(self, index: _Index) -> bool:
-        term = self.term
-        if term.regex_lower is not None:
-            return term.regex_lower.search(index.lowered) is not None
-        if term.regex is not None:
-            return term.regex.search(index.original) is not None
+        if self.regex_lower is not None:
+            return self.regex_lower.search(index.lowered) is not None
+        if self.regex is not None:
+            return self.regex.search(index.original) is not None
         # Every word must occur somewhere before a phrase is worth a regex search.
-        if not all(index.has_word(w) for w in term.words):
-            return False
+        has_word = index.has_word
+        for text, prefix, root in self.words:
+            if not has_word(text, prefix, root):
+                return False
         return self.phrase_re is None or self.phrase_re.search(index.normalized) is not None
 
 
@@ -366,8 +378,8 @@ def _evaluate(topic: _CompiledTopic, index: _Index) -> tuple[str, ...] | None:
     for t in topic.all:  # the first that fails decides
         if not t.matches(index):
             return None
-        matched_all.append(t.term.source)
-    matched_any = [t.term.source for t in topic.any if t.matches(index)]
+        matched_all.append(t.source)
+    matched_any = [t.source for t in topic.any if t.matches(index)]
     if topic.any and not matched_any:
         return None
     return tuple(dict.fromkeys([*matched_any, *matched_all]))
