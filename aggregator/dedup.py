@@ -288,17 +288,18 @@ _MONTH_OF = {
 
 @dataclass(frozen=True, slots=True)
 class _Tokens:
-    """One text cut into tokens: the raw words, their normalized keys and terms, position-aligned;
+    """One text cut into tokens: the raw words and their terms, position-aligned (a term is ""
+    for a stop word or a single letter); ``keys``: their normalized keys, position-aligned
+    (made by ``_tokenize`` only: a fingerprint reads the per-word caches instead);
     ``named``: the distinct words written like a name (capitalized or an acronym) with their
-    keys; ``capital``: the distinct words whose first letter is a
-    capital (per-word facts, found once per distinct word rather than once per token)."""
+    keys; ``capital``: the distinct words whose first letter is a capital; ``numbers``: the
+    distinct number terms (numbers, dates and months). Per-word facts are found once per
+    distinct word rather than once per token."""
 
     raw: list[str]
-    keys: list[str]
+    keys: list[str] = field(default_factory=list)
     named: list[tuple[str, str]] = field(default_factory=list)
     capital: set[str] = field(default_factory=set)
-    # Position-aligned with ``keys``: each key's term ("" for a stop word or a single letter:
-    # no term), and the distinct number terms (numbers, dates and months).
     terms: list[str] = field(default_factory=list)
     numbers: set[str] = field(default_factory=set)
 
@@ -308,17 +309,16 @@ def _concept(key: str) -> str:
 
 
 # Word -> key, across records: news repeats its vocabulary, so most words of a record were folded
-# before. Cleared when full rather than evicted one by one (a bound, not a policy); ≈ 4 MB full.
+# before. Cleared when full rather than evicted one by one (a bound, not a policy), and only
+# before a text is cut (``_make_room``), so every word of the texts of one fingerprint is here
+# while it is made; ≈ 4 MB full with the other per-word tables.
 _KEY_CACHE: dict[str, str] = {}
 KEY_CACHE_SIZE = 30_000
-# Key -> its crc32 (the MinHash's token hash), filled and cleared with _KEY_CACHE.
-_CRC: dict[str, int] = {}
-# Key -> its term: the number term of a number or month key ("#4000", "m05"), the key itself for
-# a content word, "" for a stop word or a single letter; ``_NUMBER_TERM``: the number keys' terms
-# alone. Filled with _KEY_CACHE (a key of a cached word is always here), cleared with it.
-_TERM_OF: dict[str, str] = {}
-_NUMBER_TERM: dict[str, str] = {}
-# Word -> its key's number term, for the words whose key is a number's (cleared with the rest).
+# Word -> its key's term ("#4000" or "m05" for a number or month, the key for a content word,
+# "" for a stop word or a single letter), and the crc32 of its key (the MinHash's token hash);
+# ``_WORD_NUMBER``: the words whose term is a number's. Filled and cleared with _KEY_CACHE.
+_WORD_TERM: dict[str, str] = {}
+_WORD_CRC: dict[str, int] = {}
 _WORD_NUMBER: dict[str, str] = {}
 
 
@@ -337,52 +337,62 @@ def _name_shaped(word: str) -> bool:
     return word[0].isupper() and len(word) > 1
 
 
+def _make_room() -> None:
+    """Clear the per-word tables when they are full (before a text is cut, never between the
+    texts of one fingerprint)."""
+    if len(_KEY_CACHE) >= KEY_CACHE_SIZE:
+        for table in (_KEY_CACHE, _WORD_TERM, _WORD_CRC, _WORD_NUMBER):
+            table.clear()
+        _CAPITAL.clear()
+        _NAMED.clear()
+
+
 def _tokenize(text: str) -> _Tokens:
+    """``text`` cut into tokens, with their keys."""
+    _make_room()
+    tokens = _tokens(text)
+    return _Tokens(
+        tokens.raw,
+        list(map(_KEY_CACHE.__getitem__, tokens.raw)),
+        tokens.named,
+        tokens.capital,
+        tokens.terms,
+        tokens.numbers,
+    )
+
+
+def _tokens(text: str) -> _Tokens:
+    """``text`` cut into tokens (no keys), its new words added to the per-word tables."""
     raw = _TOKEN.findall(text)
     if not raw:
-        return _Tokens([], [])
-    cache, term_of, word_number = _KEY_CACHE, _TERM_OF, _WORD_NUMBER
+        return _Tokens([])
+    cache, word_number = _KEY_CACHE, _WORD_NUMBER
     words = set(raw)
     new = words.difference(cache)
     if new:
-        if len(cache) + len(new) > KEY_CACHE_SIZE:
-            for table in (cache, term_of, _NUMBER_TERM, word_number, _CRC):
-                table.clear()
-            _CAPITAL.clear()
-            _NAMED.clear()
-            new = words
         # Normalize the new words in one pass over a joined string: the folds never cross a
         # newline, so a word's key does not depend on its neighbours (nor on their order).
         listed = list(new)
         folded = _skeleton_text("\n".join(listed)).split("\n")
-        crc = zlib.crc32
+        crc, term_of, word_crc = zlib.crc32, _WORD_TERM, _WORD_CRC
         for word, k in zip(listed, folded, strict=True):
             key = cache[word] = intern(k if k[:1].isdigit() else _concept(k[:STEM_LENGTH]))
-            if key not in term_of:
-                term_of[key] = _term_of(key)
-                _CRC[key] = crc(key.encode())
-            if key in _NUMBER_TERM:
-                word_number[word] = _NUMBER_TERM[key]
+            word_crc[word] = crc(key.encode())
+            num = _number_key(key) if key[:1].isdigit() else _MONTH_OF.get(key)
+            if num is not None:
+                term_of[word] = word_number[word] = intern(num)
+            else:
+                term_of[word] = key if len(key) > 1 and key not in _STOPWORDS else ""
         _CAPITAL.update(w for w in listed if w[0].isupper())
         _NAMED.update(w for w in listed if _name_shaped(w))
-    keys = list(map(cache.__getitem__, raw))
     return _Tokens(
         raw,
-        keys,
+        [],
         [(w, cache[w]) for w in _NAMED.intersection(words)],
         _CAPITAL.intersection(words),
-        list(map(term_of.__getitem__, keys)),
+        list(map(_WORD_TERM.__getitem__, raw)),
         {word_number[w] for w in word_number.keys() & words},
     )
-
-
-def _term_of(key: str) -> str:
-    """The term ``key`` counts as ("" for none); a number's is also kept in _NUMBER_TERM."""
-    num = _number_key(key) if key[:1].isdigit() else _MONTH_OF.get(key)
-    if num is not None:
-        num = _NUMBER_TERM[key] = intern(num)
-        return num
-    return key if len(key) > 1 and key not in _STOPWORDS else ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -500,23 +510,14 @@ _MIX1 = np.uint64(0x9E3779B97F4A7C15)
 _MIX2 = np.uint64(0xC2B2AE3D27D4EB4F)
 
 
-def _token_hashes(keys: Sequence[str]) -> np.ndarray:
-    # crc32 is stable across processes (unlike hash()), so replicas compute the same signature.
-    table = _CRC
-    try:  # filled by _tokenize with the keys
-        return np.fromiter(map(table.__getitem__, keys), np.uint64, len(keys))
-    except KeyError:  # cleared since (another text filled the caches)
-        crc = zlib.crc32
-        table.update((k, crc(k.encode())) for k in set(keys).difference(table))
-        return np.fromiter(map(table.__getitem__, keys), np.uint64, len(keys))
-
-
-def _minhash(keys: Sequence[str]) -> tuple[tuple[int, ...], np.ndarray | None]:
-    """MinHash signature of the word shingles of ``keys`` (empty for an empty text), as a tuple
-    and as uint32 values (None for an empty text)."""
-    if not keys:
+def _minhash(words: Sequence[str]) -> tuple[tuple[int, ...], np.ndarray | None]:
+    """MinHash signature of the shingles of the keys of ``words`` (tokens of one text, all in
+    the per-word tables; empty for an empty text), as a tuple and as uint32 values (None for an
+    empty text)."""
+    if not words:
         return (), None
-    th = _token_hashes(keys)
+    # crc32 is stable across processes (unlike hash()), so replicas compute the same signature.
+    th = np.fromiter(map(_WORD_CRC.__getitem__, words), np.uint64, len(words))
     # Integer arrays wrap around silently (mod 2^64), as the hashing means them to.
     if len(th) >= SHINGLE:
         sh = th[: len(th) - 2] * _MIX1
@@ -669,16 +670,16 @@ def _name_pairs(tokens: _Tokens) -> list[str]:
     capital = tokens.capital
     if not capital:
         return []
-    raw, keys, stop = tokens.raw, tokens.keys, _STOPWORDS
+    raw, key_of, stop = tokens.raw, _KEY_CACHE, _STOPWORDS
     out = []
-    last = -2  # the position of the last capitalized content word
+    last, last_key = -2, ""  # the position and key of the last capitalized content word
     # The positions of capitalized words, picked in C.
     for i in compress(range(len(raw)), map(capital.__contains__, raw)):
-        k = keys[i]
+        k = key_of[raw[i]]
         if len(k) > 1 and k not in stop:
             if last == i - 1:
-                out.append(intern(f"{keys[last]}_{k}"))  # interned, like every other term
-            last = i
+                out.append(intern(f"{last_key}_{k}"))  # interned, like every other term
+            last, last_key = i, k
     return out
 
 
@@ -787,9 +788,11 @@ def fingerprint(
     language: str | None = None,
 ) -> Fingerprint:
     """The fingerprint of one record: ``title`` (its headline) and ``text`` (plain body text)."""
-    body = _tokenize(_drop_link_list(text))
-    head = _tokenize(title)
-    minhash, signature = _minhash(body.keys or head.keys)
+    _make_room()  # the tables are cleared, if full, before both texts are cut: not between
+    body_text = _drop_link_list(text)
+    body = _tokens(body_text)
+    head = body if title == body_text else _tokens(title)  # a headline-only record
+    minhash, signature = _minhash(body.raw or head.raw)
     entities = _entity_keys(body) | _entity_keys(head)
     # Body terms counted in C; integer counts (the title adds 2.0 below): every count is a
     # whole number, exact in either type, so the weights are those of float counts.

@@ -123,7 +123,7 @@ def _key(word: str) -> str:
 
 def test_word_caches_never_change_a_fingerprint(monkeypatch: pytest.MonkeyPatch) -> None:
     texts = [BALLOONS, "Вильнюс отверг предложение Лукашенко о переговорах.", "Kondratovič: ne."]
-    caches = ("_KEY_CACHE", "_IDF_CACHE", "_CRC", "_TERM_OF", "_NUMBER_TERM")
+    caches = ("_KEY_CACHE", "_IDF_CACHE", "_WORD_TERM", "_WORD_CRC", "_WORD_NUMBER")
     for name in caches:
         monkeypatch.setattr(dedup, name, {})
     for name in ("_CAPITAL", "_NAMED"):
@@ -140,7 +140,7 @@ def test_word_caches_never_change_a_fingerprint(monkeypatch: pytest.MonkeyPatch)
     fresh = [dedup.fingerprint("Title", t) for t in texts * 2]
     assert fresh == cached
     assert len(dedup._KEY_CACHE) < 100 and len(dedup._IDF_CACHE) <= 3
-    assert len(dedup._CRC) < 100 and len(dedup._CAPITAL) < 100 and len(dedup._TERM_OF) < 100
+    assert len(dedup._WORD_CRC) < 100 and len(dedup._CAPITAL) < 100
 
 
 def test_normalization_meets_across_scripts_and_spellings() -> None:
