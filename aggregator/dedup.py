@@ -32,6 +32,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
+from heapq import heappush, heapreplace
 from itertools import compress
 from operator import itemgetter, mul, not_
 from sys import intern
@@ -709,12 +710,37 @@ def _weighed(counts: dict[str, float], boosted: set[str]) -> tuple[list[str], li
     for i in compress(range(len(terms)), map(not_, idfs)):
         value = fresh.get(terms[i])
         idfs[i] = value if value is not None else _idf_cached(terms[i])
-    tf = map((1.0).__add__, map(math.log, map(counts.__getitem__, terms)))
-    boost = map(_BOOST.__getitem__, map(boosted.__contains__, terms))
-    weights = list(map(mul, map(mul, tf, boost), idfs))  # type: ignore[arg-type]
-    # Stable, and reverse=True keeps equal weights in their (key) order.
-    order = sorted(range(len(terms)), key=weights.__getitem__, reverse=True)
-    return terms, weights, order
+    n = len(terms)
+    if n < _WEIGH_IN_NUMPY:  # a headline's few: numpy's calls would cost more
+        tf = map(_TF.__getitem__, map(counts.__getitem__, terms))
+        boost = map(_BOOST.__getitem__, map(boosted.__contains__, terms))
+        weights = list(map(mul, map(mul, tf, boost), idfs))
+        # Stable, and reverse=True keeps equal weights in their (key) order.
+        order = sorted(range(n), key=weights.__getitem__, reverse=True)
+        return terms, weights, order
+    # The same float64 products, elementwise in the same order; a stable sort of the negated
+    # weights keeps equal weights in their (key) order as the sort above does.
+    tfs = np.fromiter(map(_TF.__getitem__, map(counts.__getitem__, terms)), np.float64, n)
+    named = np.fromiter(map(boosted.__contains__, terms), np.bool_, n)
+    array = tfs * np.where(named, ENTITY_WEIGHT, 1.0)
+    array *= np.array(idfs, dtype=np.float64)
+    order_array = np.argsort(-array, kind="stable")
+    return terms, array.tolist(), order_array.tolist()
+
+
+_WEIGH_IN_NUMPY = 40
+
+
+class _LogCounts(dict[float, float]):
+    """count -> 1 + ln(count), as ``math`` computes it, filled on first use (counts are whole
+    numbers, most of them small: a few hundred distinct ones)."""
+
+    def __missing__(self, count: float) -> float:
+        value = self[count] = 1.0 + math.log(count)
+        return value
+
+
+_TF = _LogCounts()
 
 
 # Word key -> IDF, across records. Bounded (cleared when full): the table lookup it saves costs
@@ -893,20 +919,22 @@ def _key_terms(
     ``MAX_KEY_TERMS``-th heaviest one is less salient than that many terms are at least."""
     title_set, months = set(title_keys), _MONTHS
     salience: dict[str, float] = {}
-    kth = 0.0
+    best: list[float] = []  # a heap of the MAX_KEY_TERMS largest saliences so far
     for i in order:
         k = terms[i]
         if k[:1] == "#" or k in months:  # _is_number_term
             continue
         w = weights[i]
-        if len(salience) >= MAX_KEY_TERMS:
-            if w * 3.0 < kth:  # at most w x 3 < kth <= the MAX_KEY_TERMS-th salience
-                break
-        elif len(salience) == MAX_KEY_TERMS - 1:
-            kth = w
+        # At most w x 3 (and so for every lighter term): below the MAX_KEY_TERMS-th salience.
+        if len(best) == MAX_KEY_TERMS and w * 3.0 < best[0]:
+            break
         bonus = 2.0 if k in entities else 1.0
         bonus *= 1.5 if k in title_set else 1.0
-        salience[k] = w * bonus
+        value = salience[k] = w * bonus
+        if len(best) < MAX_KEY_TERMS:
+            heappush(best, value)
+        elif value > best[0]:
+            heapreplace(best, value)
     ranked = sorted(salience)
     ranked.sort(key=salience.__getitem__, reverse=True)  # stable: equal salience in key order
     return tuple(ranked[:MAX_KEY_TERMS])
@@ -919,25 +947,33 @@ def fingerprint_to_json(fp: Fingerprint) -> str:
     word tokens, name pairs joined by ``_``, ``#`` numbers), the weights are little-endian
     float64 in base64 (exactly the values held, so a decoded fingerprint equals the original)
     and the signature little-endian uint32 in hex (its values are 32-bit)."""
-    data = {
-        "v": fp.version,
-        "minhash": struct.pack(f"<{len(fp.minhash)}I", *fp.minhash).hex(),
-        "bands": list(fp.bands),
-        "key_terms": list(fp.key_terms),
-        "terms": _join_terms(fp.terms),
-        "weights": _pack_floats(fp.weights),
-        "entities": list(fp.entities),
-        "numbers": list(fp.numbers),
-        "title_terms": list(fp.title_terms),
-        "length": fp.length,
-        "language": fp.language,
-        "head_terms": _join_terms(fp.head_terms),
-        "head_weights": _pack_floats(fp.head_weights),
-    }
-    return _ENCODE(data)
+    # Written out as json.dumps(separators=(",", ":"), ensure_ascii=False) writes this object
+    # (keys in this order), strings escaped by its own encoder: the same bytes, without
+    # walking the object.
+    enc = _ENCODE_STRING
+    language = "null" if fp.language is None else enc(fp.language)
+    return (
+        f'{{"v":{int(fp.version)!r},'
+        f'"minhash":"{struct.pack(f"<{len(fp.minhash)}I", *fp.minhash).hex()}",'
+        f'"bands":{_json_list(fp.bands)},'
+        f'"key_terms":{_json_list(fp.key_terms)},'
+        f'"terms":{enc(_join_terms(fp.terms))},'
+        f'"weights":"{_pack_floats(fp.weights)}",'
+        f'"entities":{_json_list(fp.entities)},'
+        f'"numbers":{_json_list(fp.numbers)},'
+        f'"title_terms":{_json_list(fp.title_terms)},'
+        f'"length":{int(fp.length)!r},'
+        f'"language":{language},'
+        f'"head_terms":{enc(_join_terms(fp.head_terms))},'
+        f'"head_weights":"{_pack_floats(fp.head_weights)}"}}'
+    )
 
 
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_ENCODE_STRING: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+
+def _json_list(values: Sequence[str]) -> str:
+    return "[" + ",".join(map(_ENCODE_STRING, values)) + "]"
 
 
 def _join_terms(terms: Sequence[str]) -> str:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
+import struct
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -412,6 +415,57 @@ def test_version_2_fingerprints_read_as_the_packed_ones() -> None:
             dedup.fingerprint_from_json(json.dumps(data))
     with pytest.raises(ValueError, match="space"):
         dedup.fingerprint_to_json(dataclasses.replace(aceh, terms=("two words",), weights=(1.0,)))
+
+
+def test_fingerprint_json_is_what_json_dumps_writes() -> None:
+    # fingerprint_to_json writes the object out itself: the bytes json.dumps gives, escapes
+    # included (a language tag is stored as given), and an empty fingerprint too.
+    for fp in (
+        dedup.fingerprint("Quake kills 22 in Aceh", QUAKE, 'e"n\\\n\u2028ž'),
+        dedup.fingerprint("", "", None),
+    ):
+        data = {
+            "v": fp.version,
+            "minhash": struct.pack(f"<{len(fp.minhash)}I", *fp.minhash).hex(),
+            "bands": list(fp.bands),
+            "key_terms": list(fp.key_terms),
+            "terms": " ".join(fp.terms),
+            "weights": base64.b64encode(struct.pack(f"<{len(fp.weights)}d", *fp.weights)).decode(),
+            "entities": list(fp.entities),
+            "numbers": list(fp.numbers),
+            "title_terms": list(fp.title_terms),
+            "length": fp.length,
+            "language": fp.language,
+            "head_terms": " ".join(fp.head_terms),
+            "head_weights": base64.b64encode(
+                struct.pack(f"<{len(fp.head_weights)}d", *fp.head_weights)
+            ).decode(),
+        }
+        expected = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        assert dedup.fingerprint_to_json(fp) == expected
+        assert dedup.fingerprint_from_json(expected) == fp
+
+
+def test_rounded_weights_are_those_of_round() -> None:
+    # Weights are rounded to 5 places in numpy; halves and their neighbours go through round().
+    rng = np.random.default_rng(7)
+    values = np.concatenate(
+        [
+            rng.random(2000),
+            (np.arange(2000) + 0.5) / 1e5,  # exact-looking halves
+            np.nextafter((np.arange(200) + 0.5) / 1e5, 1.0),
+            np.nextafter((np.arange(200) + 0.5) / 1e5, 0.0),
+            [0.0, 1.0, 1e-9, 0.999995, 0.000005, 2.5e-6],
+        ]
+    )
+    assert dedup._round5(values) == tuple(round(v, 5) for v in values.tolist())
+    assert dedup._round5(values[:5]) == tuple(round(v, 5) for v in values[:5].tolist())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(min_value=-2.0, max_value=2.0), min_size=24, max_size=80))
+def test_rounded_weights_are_those_of_round_for_any_floats(values: list[float]) -> None:
+    assert dedup._round5(np.array(values)) == tuple(round(v, 5) for v in values)
 
 
 def _vectors(
