@@ -386,11 +386,13 @@ def _tokens(text: str) -> _Tokens:
                 term_of[word] = key if len(key) > 1 and key not in _STOPWORDS else ""
         _CAPITAL.update(w for w in listed if w[0].isupper())
         _NAMED.update(w for w in listed if _name_shaped(w))
+    capital = _CAPITAL.intersection(words)
     return _Tokens(
         raw,
         [],
-        [(w, cache[w]) for w in _NAMED.intersection(words)],
-        _CAPITAL.intersection(words),
+        # Name-shaped words start with a capital: looked up among the few capitalized ones.
+        [(w, cache[w]) for w in _NAMED.intersection(capital)],
+        capital,
         list(map(_WORD_TERM.__getitem__, raw)),
         {word_number[w] for w in word_number.keys() & words},
     )
@@ -526,16 +528,25 @@ def _minhash(words: Sequence[str]) -> tuple[tuple[int, ...], np.ndarray | None]:
         sh += th[2:]
     else:
         sh = th
-    # A repeated shingle cannot change a minimum: no np.unique (a sort) before it.
-    values = np.multiply(_PERM_A_COLUMN, sh)
-    values += _PERM_B_COLUMN
+    # A repeated shingle cannot change a minimum: no np.unique (a sort) before it. Few
+    # shingles (a headline's): one row per shingle, reduced down the columns, costs less.
+    if len(sh) < _MINHASH_ROWS:
+        values = np.multiply(sh[:, None], _PERM_A)
+        values += _PERM_B
+        low = values.min(axis=0)
+    else:
+        values = np.multiply(_PERM_A_COLUMN, sh)
+        values += _PERM_B_COLUMN
+        low = values.min(axis=1)
     # The shift after the minimum: x >> 32 is monotonic, so min(x >> 32) == min(x) >> 32.
-    signature = (values.min(axis=1) >> _SHIFT32).astype(np.uint32)
+    signature = (low >> _SHIFT32).astype(np.uint32)
     return tuple(signature.tolist()), signature
 
 
 _SHIFT32 = np.uint64(32)
+_MINHASH_ROWS = 48
 _BAND_BYTES = BAND_ROWS * 4  # a band: BAND_ROWS signature values as little-endian uint32
+_BAND_HASH = hashlib.blake2b(digest_size=8)  # never updated: copied for each band
 _BAND_PREFIXES = tuple(f"{band:02d}:" for band in range(NUM_PERM // BAND_ROWS))
 
 
@@ -543,13 +554,12 @@ def _bands(signature: np.ndarray | None) -> tuple[str, ...]:
     if signature is None or len(signature) != NUM_PERM:
         return ()
     buf = signature.astype("<u4", copy=False).tobytes()
-    blake2b, size = hashlib.blake2b, _BAND_BYTES
-    return tuple(
-        [
-            prefix + blake2b(buf[at : at + size], digest_size=8).hexdigest()
-            for at, prefix in zip(range(0, len(buf), size), _BAND_PREFIXES, strict=True)
-        ]
-    )
+    out = []
+    for at, prefix in zip(range(0, len(buf), _BAND_BYTES), _BAND_PREFIXES, strict=True):
+        h = _BAND_HASH.copy()  # a copy of a fresh hash costs less than making one
+        h.update(buf[at : at + _BAND_BYTES])
+        out.append(prefix + h.hexdigest())
+    return tuple(out)
 
 
 def minhash_similarity(a: Sequence[int], b: Sequence[int]) -> float:
@@ -850,27 +860,32 @@ def fingerprint(
         # fingerprint_from_json interns them: a cached fingerprint shares its stems with every
         # other, and the scores' dict lookups compare interned keys by identity.
         terms=top_terms,
-        weights=_round5(np.array(top_weights, dtype=np.float64) / norm),
+        weights=_round5(top_weights, norm),
         entities=tuple(sorted(entities)),
         numbers=tuple(sorted(numbers)),
         title_terms=tuple(dict.fromkeys(title_keys)),
         length=len(body.raw),
         language=language,
         head_terms=tuple(head_vec),
-        head_weights=_round5(np.fromiter(head_vec.values(), np.float64, len(head_vec))),
+        head_weights=_round5(list(head_vec.values())),
     )
 
 
 _ROUND_IN_PYTHON = 24
 
 
-def _round5(values: np.ndarray) -> tuple[float, ...]:
-    """``tuple(round(v, 5) for v in values)``, exactly, mostly in numpy: the integer
-    nearest to v x 10^5 is that of its float product unless the product lies within 10^-6 of a
-    half (those few are rounded by ``round``), and that integer / 10^5 is, like ``round``'s
-    result, the float nearest to the decimal."""
-    if len(values) < _ROUND_IN_PYTHON:  # a headline's few: numpy's calls would cost more
-        return tuple([round(v, 5) for v in values.tolist()])
+def _round5(weights: Sequence[float], norm: float = 1.0) -> tuple[float, ...]:
+    """``tuple(round(w / norm, 5) for w in weights)``, exactly, for many weights in numpy:
+    the integer nearest to v x 10^5 is that of its float product unless the product lies within
+    10^-6 of a half (those few are rounded by ``round``), and that integer / 10^5 is, like
+    ``round``'s result, the float nearest to the decimal."""
+    if len(weights) < _ROUND_IN_PYTHON:  # a headline's few: numpy's calls would cost more
+        if norm == 1.0:
+            return tuple([round(w, 5) for w in weights])
+        return tuple([round(w / norm, 5) for w in weights])
+    values = np.array(weights, dtype=np.float64)
+    if norm != 1.0:
+        values /= norm  # the same IEEE division, elementwise
     scaled = values * 1e5
     if not np.all(np.abs(scaled) < 1e12):  # beyond: ``round`` for all
         return tuple([round(v, 5) for v in values.tolist()])

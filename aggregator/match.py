@@ -372,13 +372,13 @@ def _evaluate(topic: _CompiledTopic, index: _Index) -> tuple[str, ...] | None:
     """The matched terms when the topic's rules hold for the text, else None."""
     if not topic.any and not topic.all:
         return None
-    if any(t.matches(index) for t in topic.none):
-        return None
     matched_all = []
     for t in topic.all:  # the first that fails decides
         if not t.matches(index):
             return None
         matched_all.append(t.source)
+    if any(t.matches(index) for t in topic.none):
+        return None
     matched_any = [t.source for t in topic.any if t.matches(index)]
     if topic.any and not matched_any:
         return None

@@ -458,14 +458,16 @@ def test_rounded_weights_are_those_of_round() -> None:
             [0.0, 1.0, 1e-9, 0.999995, 0.000005, 2.5e-6],
         ]
     )
-    assert dedup._round5(values) == tuple(round(v, 5) for v in values.tolist())
-    assert dedup._round5(values[:5]) == tuple(round(v, 5) for v in values[:5].tolist())
+    assert dedup._round5(values.tolist()) == tuple(round(v, 5) for v in values.tolist())
+    assert dedup._round5(values[:5].tolist()) == tuple(round(v, 5) for v in values[:5].tolist())
+    assert dedup._round5(values.tolist(), 3.7) == tuple(round(v / 3.7, 5) for v in values.tolist())
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.floats(min_value=-2.0, max_value=2.0), min_size=24, max_size=80))
 def test_rounded_weights_are_those_of_round_for_any_floats(values: list[float]) -> None:
-    assert dedup._round5(np.array(values)) == tuple(round(v, 5) for v in values)
+    assert dedup._round5(values) == tuple(round(v, 5) for v in values)
+    assert dedup._round5(values, 1.3) == tuple(round(v / 1.3, 5) for v in values)
 
 
 def _vectors(
