@@ -98,6 +98,8 @@ class TermError(ValueError):
 
 def normalize(text: str) -> str:
     """The form terms and texts are compared in: NFKD, no combining marks, case folded."""
+    if text.isascii():  # NFKD leaves ASCII as it is, and it has no combining marks
+        return text.casefold()
     return _MARKS_RE.sub("", unicodedata.normalize("NFKD", text)).casefold()
 
 
