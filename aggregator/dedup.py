@@ -29,7 +29,7 @@ import struct
 import unicodedata
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from heapq import heappush, heapreplace
@@ -708,7 +708,9 @@ def _number_key(key: str) -> str | None:
 _BOOST = (1.0, ENTITY_WEIGHT)
 
 
-def _weighed(counts: dict[str, float], boosted: set[str]) -> tuple[list[str], list[float], list[int]]:
+def _weighed(
+    counts: Mapping[str, float], boosted: set[str]
+) -> tuple[list[str], list[float], list[int]]:
     """(terms in key order, their weights, the terms' indexes heaviest first with ties in key
     order). A term's weight: (1 + ln count) x ENTITY_WEIGHT for a name or number x its IDF,
     computed in C by chained maps (the same operations, in the same order, as a loop would)."""
@@ -984,7 +986,7 @@ def fingerprint_to_json(fp: Fingerprint) -> str:
     )
 
 
-_ENCODE_STRING: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_ENCODE_STRING: Callable[[str], str] = json.encoder.encode_basestring
 
 
 def _json_list(values: Sequence[str]) -> str:

@@ -133,7 +133,10 @@ def worker(code: Path, passes: int, per_record: Path | None) -> dict[str, Any]:
             times.append(time.process_time() - start)
             if p == 0:
                 digests = [_digest(x) for x in prepared]
-                rows.extend(f"{name}\t{x.record.id}\t{d.hex()[:16]}" for x, d in zip(prepared, digests))
+                rows.extend(
+                    f"{name}\t{x.record.id}\t{d.hex()[:16]}"
+                    for x, d in zip(prepared, digests, strict=True)
+                )
         h = hashlib.sha256(b"".join(digests))
         total.update(h.digest())
         out["sets"][name] = {
