@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from heapq import heappush, heapreplace
-from itertools import compress
+from itertools import chain, compress
 from operator import itemgetter, mul, not_
 from sys import intern
 from typing import Any, TypeVar
@@ -1171,29 +1171,36 @@ class DevelopmentScore:
 
 
 def decide(
-    fp: Fingerprint, time: datetime | None, candidates: Sequence[Candidate], options: DedupOptions
+    fp: Fingerprint,
+    time: datetime | None,
+    candidates: Sequence[Candidate] | CandidateSet,
+    options: DedupOptions,
 ) -> Decision:
     """Which development the record with fingerprint ``fp`` joins, from its candidates only.
 
     ``candidates`` are stored records that share an LSH band or a key term with ``fp`` (the
-    store's queries); those outside ``options.window_days`` of ``time`` are ignored. A
-    near-duplicate of a candidate joins its development (reason NEAR_DUPLICATE); otherwise the
-    development with the largest margin over its threshold (``development_scores``, after the
-    time decay) joins when that margin is not negative (SAME_EVENT; among developments of
-    headline-only records that the record clears, the margin counts with a preference for more
-    candidate members: ``DevelopmentScore.rank``); otherwise the record starts a new
-    development (NEW). Single-pass clustering against development centroids with a time
-    penalty (Allan, Papka and Lavrenko 1998; Yang, Pierce and Carbonell 1998).
+    ingest window's, as a ``CandidateSet``; or ``Candidate`` objects, put into one); those
+    outside ``options.window_days`` of ``time`` are ignored. A near-duplicate of a candidate
+    joins its development (reason NEAR_DUPLICATE); otherwise the development with the largest
+    margin over its threshold (``development_scores``, after the time decay) joins when that
+    margin is not negative (SAME_EVENT; among developments of headline-only records that the
+    record clears, the margin counts with a preference for more candidate members:
+    ``DevelopmentScore.rank``); otherwise the record starts a new development (NEW).
+    Single-pass clustering against development centroids with a time penalty (Allan, Papka
+    and Lavrenko 1998; Yang, Pierce and Carbonell 1998).
     """
-    live = _within_window(time, candidates, options.window_days)
+    if not len(candidates):
+        return Decision(None, DedupReason.NEW, 1.0, None)
+    cs = CandidateSet.of(candidates)
+    live = _within_window(time, cs, options.window_days)
     if not live:
         return Decision(None, DedupReason.NEW, 1.0, None)
-    near = _best_near_duplicate(fp, live, options.near_duplicate)
+    near = _best_near_duplicate(fp, cs, live, options.near_duplicate)
     if near is not None:
         return near
-    scores = development_scores(fp, live, options)
+    scores = _development_scores(fp, cs, live, options)
     if time is not None:
-        scores = _decayed(scores, time, live, options)
+        scores = _decayed(scores, time, cs, live, options)
     cleared = [(s.rank(options), dev, s) for dev, s in scores.items() if s.margin >= 0.0]
     if cleared:
         _, best_dev, best = max(cleared, key=lambda c: (c[0], c[1]))
@@ -1225,15 +1232,18 @@ def time_decay(gap: timedelta, options: DedupOptions) -> float:
 def _decayed(
     scores: dict[str, DevelopmentScore],
     time: datetime,
-    candidates: Sequence[Candidate],
+    cs: CandidateSet,
+    live: Sequence[int],
     options: DedupOptions,
 ) -> dict[str, DevelopmentScore]:
     """``scores`` with each development's score times ``time_decay`` of the gap between
     ``time`` and its candidate members' mean time (members without a time do not count)."""
     offsets: dict[str, list[float]] = defaultdict(list)
-    for cand in candidates:
-        if cand.time is not None:
-            offsets[cand.development_id].append((cand.time - time).total_seconds())
+    times, devs = cs.times, cs.development_ids
+    for i in live:
+        when = times[i]
+        if when is not None:
+            offsets[devs[i]].append((when - time).total_seconds())
     out = dict(scores)
     for dev, secs in offsets.items():
         s = out.get(dev)
@@ -1247,33 +1257,32 @@ def _decayed(
     return out
 
 
-def _within_window(
-    time: datetime | None, candidates: Sequence[Candidate], window_days: float
-) -> list[Candidate]:
+def _within_window(time: datetime | None, cs: CandidateSet, window_days: float) -> list[int]:
     if time is None:
-        return list(candidates)
+        return list(range(len(cs)))
     window = timedelta(days=window_days)
-    return [c for c in candidates if c.time is None or abs(time - c.time) <= window]
+    return [i for i, t in enumerate(cs.times) if t is None or abs(time - t) <= window]
 
 
 def _best_near_duplicate(
-    fp: Fingerprint, candidates: Sequence[Candidate], threshold: float
+    fp: Fingerprint, cs: CandidateSet, live: Sequence[int], threshold: float
 ) -> Decision | None:
     if not fp.bands:
         return None
     mine = set(fp.bands)
-    best: tuple[float, Candidate] | None = None
-    for cand in candidates:
+    best: tuple[float, int] | None = None
+    for i in live:
         # Only band candidates can be near-duplicates; skip the signature compare for the rest.
-        if mine.isdisjoint(cand.fingerprint.bands):
+        if mine.isdisjoint(cs.bands[i]):
             continue
-        sim = minhash_similarity(fp.minhash, cand.fingerprint.minhash)
+        sim = minhash_similarity(fp.minhash, cs.minhashes[i])
         if sim >= threshold and (best is None or sim > best[0]):
-            best = (sim, cand)
+            best = (sim, i)
     if best is None:
         return None
+    i = best[1]
     return Decision(
-        best[1].development_id, DedupReason.NEAR_DUPLICATE, round(best[0], 4), best[1].record_id
+        cs.development_ids[i], DedupReason.NEAR_DUPLICATE, round(best[0], 4), cs.record_ids[i]
     )
 
 
@@ -1297,8 +1306,183 @@ def is_headline(fp: Fingerprint, options: DedupOptions) -> bool:
     return fp.length < options.headline_words
 
 
+# --------------------------------------------------------------------------------------------
+# Candidates as arrays: what the decision scores
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """Sparse vectors, one a row: row ``i`` is the term ids ``ids[starts[i]:starts[i + 1]]``
+    with the same slice of ``weights``."""
+
+    ids: np.ndarray  # integer term ids
+    weights: np.ndarray  # float64
+    starts: np.ndarray  # int64, one more than there are rows
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def row_numbers(self) -> np.ndarray:
+        """The row of each element."""
+        return np.repeat(np.arange(len(self), dtype=np.intp), np.diff(self.starts))
+
+    @staticmethod
+    def of(rows: Sequence[tuple[Sequence[int], Sequence[float]]]) -> Rows:
+        counts = [len(ids) for ids, _ in rows]
+        starts = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum(counts, out=starts[1:])
+        total = int(starts[-1])
+        ids = np.fromiter(chain.from_iterable(i for i, _ in rows), np.int64, total)
+        weights = np.fromiter(chain.from_iterable(w for _, w in rows), np.float64, total)
+        return Rows(ids, weights, starts)
+
+
+class TermTable:
+    """A zeroed int32 table indexed by term id that a scoring borrows and leaves zeroed: the
+    new record's terms are written into it once, and one gather finds them among all the
+    candidates' terms."""
+
+    __slots__ = ("table",)
+
+    def __init__(self) -> None:
+        self.table = np.zeros(0, np.int32)
+
+    def sized(self, n: int) -> np.ndarray:
+        """The table, at least ``n`` long."""
+        if len(self.table) < n:
+            self.table = np.zeros(max(n, 2 * len(self.table), 1024), np.int32)
+        return self.table
+
+
+def _no_rows() -> Rows:
+    return Rows(np.zeros(0, np.int64), np.zeros(0), np.zeros(1, np.int64))
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateSet:
+    """Candidates as a struct of arrays: what ``decide`` scores, without a dict per candidate.
+
+    Candidate ``i`` (in rank order) is ``record_ids[i]``, ``development_ids[i]``, ``times[i]``,
+    ``development_sizes[i]`` (as in ``Candidate``), its text's word count ``lengths[i]``, row
+    ``i`` of ``terms`` (its term vector: ids in ``vocabulary``, unit-length weights) and of
+    ``head`` (its headline and lead's vector), its MinHash signature ``minhashes[i]`` and LSH
+    bands ``bands[i]`` (read only while looking for a near-duplicate); ``marked()`` gives the
+    ids of its names and numbers (row ``i``; weights unused), read only when names count
+    (``DedupOptions.names_share``). Every id is below ``len(vocabulary)``; ``table`` is the
+    producer's scratch (``TermTable``). ``Fingerprint`` holds the same vectors as dicts:
+    ``CandidateSet.of`` puts ``Candidate`` objects into one."""
+
+    record_ids: Sequence[str]
+    development_ids: Sequence[str]
+    times: Sequence[datetime | None]
+    development_sizes: Sequence[int]
+    lengths: Sequence[int]
+    terms: Rows
+    head: Rows
+    minhashes: Sequence[Sequence[int]]
+    bands: Sequence[Sequence[str]]
+    marked: Callable[[], Rows]
+    vocabulary: Mapping[str, int]
+    table: TermTable
+
+    def __len__(self) -> int:
+        return len(self.record_ids)
+
+    @staticmethod
+    def of(candidates: Sequence[Candidate] | CandidateSet) -> CandidateSet:
+        """``candidates`` as a set (a set as it is)."""
+        if isinstance(candidates, CandidateSet):
+            return candidates
+        vocabulary: dict[str, int] = {}
+        add = vocabulary.setdefault
+
+        def ids(words: Iterable[str]) -> list[int]:
+            return [add(w, len(vocabulary)) for w in words]
+
+        fps = [c.fingerprint for c in candidates]
+        terms = Rows.of([(ids(f.terms), f.weights) for f in fps])
+        head = Rows.of([(ids(f.head_terms), f.head_weights) for f in fps])
+        marked_ids = [ids(f.entities + f.numbers) for f in fps]
+        marked = Rows.of([(m, [1.0] * len(m)) for m in marked_ids])
+        return CandidateSet(
+            record_ids=[c.record_id for c in candidates],
+            development_ids=[c.development_id for c in candidates],
+            times=[c.time for c in candidates],
+            development_sizes=[c.development_size for c in candidates],
+            lengths=[f.length for f in fps],
+            terms=terms,
+            head=head,
+            minhashes=[f.minhash for f in fps],
+            bands=[f.bands for f in fps],
+            marked=lambda: marked,
+            vocabulary=vocabulary,
+            table=TermTable(),
+        )
+
+
+def _query(vocabulary: Mapping[str, int], terms: Iterable[str], weights: Iterable[float]) -> Any:
+    """A vector of the new record in the candidates' ids (terms no candidate has left out:
+    they add nothing to a dot product): (ids, weights)."""
+    get = vocabulary.get
+    pairs = [(i, w) for i, w in zip(map(get, terms), weights, strict=True) if i is not None]
+    return (
+        np.fromiter((i for i, _ in pairs), np.int64, len(pairs)),
+        np.fromiter((w for _, w in pairs), np.float64, len(pairs)),
+    )
+
+
+def _dots(query: Any, rows: Rows, row_numbers: np.ndarray, table: np.ndarray) -> list[float]:
+    """The dot product of ``query`` with every row, summed in the row's order of terms."""
+    q_ids, q_weights = query
+    n = len(rows)
+    if not len(q_ids) or not len(rows.ids):
+        return [0.0] * n
+    table[q_ids] = np.arange(1, len(q_ids) + 1, dtype=np.int32)  # a repeated id: the last
+    try:
+        at = table[rows.ids]
+    finally:
+        table[q_ids] = 0
+    mine = np.concatenate((np.zeros(1), q_weights))[at]
+    dots: list[float] = np.bincount(row_numbers, mine * rows.weights, n).tolist()
+    return dots
+
+
+def _centroid_norm(rows: Rows, chosen: Sequence[int], table: np.ndarray) -> float:
+    """|sum of the rows ``chosen``|: each term's summed weight, squared and added up."""
+    starts = rows.starts
+    ids = np.concatenate([rows.ids[starts[i] : starts[i + 1]] for i in chosen])
+    if not len(ids):
+        return 0.0
+    weights = np.concatenate([rows.weights[starts[i] : starts[i + 1]] for i in chosen])
+    table[ids] = np.arange(1, len(ids) + 1, dtype=np.int32)  # one slot per distinct term
+    try:
+        slot = table[ids]
+    finally:
+        table[ids] = 0
+    sums = np.bincount(slot, weights)
+    total = float(sums @ sums)
+    return math.sqrt(total) if total > 0 else 0.0
+
+
+def _names(cs: CandidateSet, row_numbers: np.ndarray) -> Rows:
+    """Each candidate's names vector (``Fingerprint.names_vector``): its terms that are names
+    or numbers, as a unit vector (empty when it has none)."""
+    terms, marked = cs.terms, cs.marked()
+    width = max(len(cs.vocabulary), 1)
+    keys = row_numbers.astype(np.int64) * width + terms.ids
+    theirs = marked.row_numbers().astype(np.int64) * width + marked.ids
+    keep = np.isin(keys, theirs)
+    rows, weights = row_numbers[keep], terms.weights[keep]
+    norms = np.sqrt(np.bincount(rows, weights * weights, len(terms)))
+    counts = np.bincount(rows, minlength=len(terms))
+    starts = np.zeros(len(terms) + 1, np.int64)
+    np.cumsum(counts, out=starts[1:])
+    return Rows(terms.ids[keep], weights / norms[rows], starts)
+
+
 def development_scores(
-    fp: Fingerprint, candidates: Sequence[Candidate], options: DedupOptions
+    fp: Fingerprint, candidates: Sequence[Candidate] | CandidateSet, options: DedupOptions
 ) -> dict[str, DevelopmentScore]:
     """Per candidate development: the record's score against it and the threshold it must reach.
 
@@ -1323,121 +1507,128 @@ def development_scores(
     So a headline can join a development of full articles (by their headlines and leads) and an
     article a development of headlines (by its own).
     """
-    groups: dict[str, dict[str, Candidate]] = defaultdict(dict)
-    for cand in candidates:
-        groups[cand.development_id][cand.record_id] = cand
-    vec = fp.vector()  # unit length, like every stored vector: a dot product is a cosine
-    head = fp.head_vector()
-    names = fp.names_vector()
+    cs = CandidateSet.of(candidates)
+    return _development_scores(fp, cs, range(len(cs)), options)
+
+
+def _development_scores(
+    fp: Fingerprint, cs: CandidateSet, live: Iterable[int], options: DedupOptions
+) -> dict[str, DevelopmentScore]:
+    groups: dict[str, dict[str, int]] = {}
+    rids, devs = cs.record_ids, cs.development_ids
+    for i in live:
+        groups.setdefault(devs[i], {})[rids[i]] = i
+    vocabulary = cs.vocabulary
+    table = cs.table.sized(len(vocabulary))
+    term_rows = cs.terms.row_numbers()
+    head_rows = cs.head.row_numbers()
+    # Unit length, like every stored vector: a dot product is a cosine.
+    vec = _query(vocabulary, fp.terms, fp.weights)
+    body_dots = _dots(vec, cs.terms, term_rows, table)
+    head_dots = _dots(_query(vocabulary, fp.head_terms, fp.head_weights), cs.head, head_rows, table)
+    names_rows = _no_rows()
+    names_dots: list[float] = []
+    if options.names_share:
+        names = fp.names_vector()
+        names_rows = _names(cs, term_rows)
+        query = _query(vocabulary, names, names.values())
+        names_dots = _dots(query, names_rows, names_rows.row_numbers(), table)
     actions = _ACTIONS.intersection(fp.head_terms)
+    action_ids: set[int] = set()
+    member_actions: dict[int, set[int]] = {}
+    if actions and options.action_penalty:
+        # Which action words each candidate's headline and lead name, as ids.
+        action_ids = {vocabulary[a] for a in actions if a in vocabulary}
+        every = [vocabulary[a] for a in _ACTIONS if a in vocabulary]
+        found = np.isin(cs.head.ids, every)
+        for row, term in zip(head_rows[found].tolist(), cs.head.ids[found].tolist(), strict=True):
+            member_actions.setdefault(row, set()).add(term)
+    has_terms, has_head = bool(fp.terms), bool(fp.head_terms)
+    short = options.headline_words
+    lengths = cs.lengths
     headline = is_headline(fp, options)
     k = max(1, options.neighbours)
     out = {}
     for dev, by_id in groups.items():
         members = list(by_id.values())
-        articles = [m for m in members if not is_headline(m.fingerprint, options)]
+        articles = [m for m in members if lengths[m] >= short]
         if headline and not articles:
             # Headline against headlines: by their terms, which also hold word pairs (names,
             # and every pair of a Title Case headline), so a shared phrase counts beyond its
             # words.
             # The development's members that are not candidates share no key with the
             # record: among its k nearest they are far, and count as such (unseen).
-            size = max(m.development_size for m in members)
+            size = max(cs.development_sizes[m] for m in members)
             unseen = max(0, min(size, k) - len(members))
             terms_sim, nearest = _neighbour_cosine(
-                vec, [m.fingerprint.vector() for m in members], k, unseen
+                has_terms, body_dots, members, cs.terms, k, table, unseen
             )
             out[dev] = DevelopmentScore(
                 terms_sim,
                 options.headline_terms_threshold,
-                members[nearest].record_id,
+                rids[members[nearest]],
                 "headline-terms",
                 len(members),
                 True,
             )
             continue
-        head_sim, closest = _neighbour_cosine(
-            head, [m.fingerprint.head_vector() for m in members], k
-        )
+        head_sim, closest = _neighbour_cosine(has_head, head_dots, members, cs.head, k, table)
         if headline or not articles:
             out[dev] = DevelopmentScore(
                 head_sim,
                 options.headline_threshold,
-                members[closest].record_id,
+                rids[members[closest]],
                 "headline",
                 len(members),
                 not articles,
             )
             continue
-        body_sim, nearest = _neighbour_cosine(vec, [m.fingerprint.vector() for m in articles], k)
+        body_sim, nearest = _neighbour_cosine(has_terms, body_dots, articles, cs.terms, k, table)
         score = (1.0 - options.head_share - options.names_share) * body_sim
         score += options.head_share * head_sim
         if options.names_share:
             names_sim, _ = _neighbour_cosine(
-                names, [m.fingerprint.names_vector() for m in articles], k
+                bool(names_dots), names_dots, articles, names_rows, k, table
             )
             score += options.names_share * names_sim
         if actions and options.action_penalty:
-            theirs = _ACTIONS.intersection(t for m in members for t in m.fingerprint.head_terms)
-            if theirs and theirs.isdisjoint(actions):
+            theirs = set().union(*(member_actions.get(m, ()) for m in members))
+            if theirs and theirs.isdisjoint(action_ids):
                 score *= 1.0 - options.action_penalty
         out[dev] = DevelopmentScore(
-            score, options.article_threshold, articles[nearest].record_id, "article", len(members)
+            score, options.article_threshold, rids[articles[nearest]], "article", len(members)
         )
     return out
 
 
 def _neighbour_cosine(
-    vec: dict[str, float], members: Sequence[dict[str, float]], k: int, unseen: int = 0
+    has_query: bool,
+    dots: Sequence[float],
+    members: Sequence[int],
+    rows: Rows,
+    k: int,
+    table: np.ndarray,
+    unseen: int = 0,
 ) -> tuple[float, int]:
-    """(cosine of ``vec`` with the sum of its ``k`` closest ``members``, the closest's index).
-    The members are unit vectors (or empty). ``unseen``: members of the centroid beyond
-    ``members`` (at most ``k`` in all), unit vectors orthogonal to ``vec`` and to the others:
-    they add nothing to the dot product and 1 each to the squared norm."""
-    if not vec or not members:
+    """(cosine of the query with the sum of its ``k`` closest ``members``, the closest's index
+    in ``members``), from the query's ``dots`` with every row of ``rows``. The members are
+    unit vectors (or empty). ``unseen``: members of the centroid beyond ``members`` (at most
+    ``k`` in all), unit vectors orthogonal to the query and to the others: they add nothing to
+    the dot product and 1 each to the squared norm."""
+    if not has_query or not members:
         return 0.0, 0
-    sims = sorted(((_dot(vec, m), i) for i, m in enumerate(members)), key=lambda s: (-s[0], s[1]))
-    nearest = sims[:k]
+    sims = [dots[m] for m in members]
+    nearest = sorted(range(len(sims)), key=lambda j: (-sims[j], j))[:k]
     unseen = max(0, min(unseen, k - len(nearest)))
-    if nearest[0][0] == 0.0:
-        return 0.0, nearest[0][1]
+    first = nearest[0]
+    if sims[first] == 0.0:
+        return 0.0, first
     if len(nearest) == 1:
-        return nearest[0][0] / math.sqrt(1 + unseen), nearest[0][1]
-    chosen = [members[i] for _, i in nearest]
-    norm = _centroid_norm(chosen)
+        return sims[first] / math.sqrt(1 + unseen), first
+    norm = _centroid_norm(rows, [members[j] for j in nearest], table)
     if unseen:
         norm = math.sqrt(norm * norm + unseen)
-    return (sum(s for s, _ in nearest) / norm if norm else 0.0), nearest[0][1]
-
-
-# Up to this many members, the centroid's length comes from the members' pairwise cosines (a few
-# key intersections); above it, from the summed vector.
-_PAIRWISE_NORM_MAX = 12
-
-
-def _centroid_norm(vectors: Sequence[dict[str, float]]) -> float:
-    """|sum of the vectors|: sqrt(sum of their squared lengths + 2 * sum of their pairwise dot
-    products)."""
-    if len(vectors) > _PAIRWISE_NORM_MAX:
-        return _norm(_sum_vectors(vectors))
-    total = sum(w * w for v in vectors for w in v.values())
-    for i, a in enumerate(vectors):
-        for b in vectors[i + 1 :]:
-            total += 2.0 * _dot(a, b)
-    return math.sqrt(total) if total > 0 else 0.0
-
-
-def _sum_vectors(vectors: Iterable[dict[str, float]]) -> dict[str, float]:
-    total: dict[str, float] = {}
-    get = total.get
-    for v in vectors:
-        for t, w in v.items():
-            total[t] = get(t, 0.0) + w
-    return total
-
-
-def _norm(v: dict[str, float]) -> float:
-    return math.sqrt(sum(w * w for w in v.values()))
+    return (sum(sims[j] for j in nearest) / norm if norm else 0.0), first
 
 
 # --------------------------------------------------------------------------------------------
