@@ -1286,20 +1286,6 @@ def _best_near_duplicate(
     )
 
 
-def _dot(a: dict[str, float], b: dict[str, float]) -> float:
-    # Two articles share a small part of their terms: intersect the keys (in C), then multiply.
-    return sum(a[t] * b[t] for t in a.keys() & b.keys())
-
-
-def _cosine(a: dict[str, float], b: dict[str, float]) -> float:
-    dot = _dot(a, b)
-    if dot == 0.0:
-        return 0.0
-    na = math.sqrt(sum(w * w for w in a.values()))
-    nb = math.sqrt(sum(w * w for w in b.values()))
-    return dot / (na * nb)
-
-
 def is_headline(fp: Fingerprint, options: DedupOptions) -> bool:
     """Whether ``fp`` is compared as a headline: its text has fewer than
     ``options.headline_words`` words (a feed entry with a title and at most a teaser)."""
@@ -1637,23 +1623,51 @@ def _neighbour_cosine(
 
 
 def representative(fps: Sequence[Fingerprint]) -> int:
-    """Index of the member that best represents a development: the most central one (closest to
-    the centroid of all members), preferring members with a real headline and a substantive
-    text, so the feed entry's title and summary come from a typical, complete report."""
+    """Index of the member that best represents a development (``representative_of``)."""
     if not fps:
         raise ValueError("representative() needs at least one fingerprint")
-    if len(fps) == 1:
+    vocabulary: dict[str, int] = {}
+    add = vocabulary.setdefault
+    terms = Rows.of([([add(t, len(vocabulary)) for t in f.terms], f.weights) for f in fps])
+    titles = [len(f.title_terms) for f in fps]
+    table = TermTable().sized(len(vocabulary))
+    return representative_of(terms, titles, [f.length for f in fps], table)
+
+
+def representative_of(
+    terms: Rows, title_terms: Sequence[int], lengths: Sequence[int], table: np.ndarray
+) -> int:
+    """Index of the member that best represents a development: the most central one (closest to
+    the centroid of all members), preferring members with a real headline and a substantive
+    text, so the feed entry's title and summary come from a typical, complete report.
+
+    Member ``i``: its term vector (row ``i`` of ``terms``, ids below ``len(table)``), how many
+    title terms it has and its word count; ``table``: a zeroed ``TermTable``, left zeroed."""
+    n = len(terms)
+    if not n:
+        raise ValueError("representative() needs at least one member")
+    if n == 1:
         return 0
-    centroid: dict[str, float] = {}
-    for f in fps:
-        for t, w in f.vector().items():
-            centroid[t] = centroid.get(t, 0.0) + w
+    centrality = [0.0] * n
+    if len(terms.ids):
+        table[terms.ids] = np.arange(1, len(terms.ids) + 1, dtype=np.int32)  # a slot per term
+        try:
+            slot = table[terms.ids]
+        finally:
+            table[terms.ids] = 0
+        rows, weights = terms.row_numbers(), terms.weights
+        centroid = np.bincount(slot, weights)
+        norm = math.sqrt(float(centroid @ centroid))
+        dots = np.bincount(rows, weights * centroid[slot], n)
+        norms = np.sqrt(np.bincount(rows, weights * weights, n))
+        for i, (dot, own) in enumerate(zip(dots.tolist(), norms.tolist(), strict=True)):
+            if dot != 0.0:
+                centrality[i] = dot / (own * norm)
     best_index, best_score = 0, -1.0
-    for i, f in enumerate(fps):
-        centrality = _cosine(f.vector(), centroid) if f.terms else 0.0
-        headline = 1.0 if len(f.title_terms) >= 3 else 0.5
-        substance = min(1.0, f.length / 150.0)
-        score = centrality * (0.5 + 0.25 * headline + 0.25 * substance)
+    for i in range(n):
+        headline = 1.0 if title_terms[i] >= 3 else 0.5
+        substance = min(1.0, lengths[i] / 150.0)
+        score = centrality[i] * (0.5 + 0.25 * headline + 0.25 * substance)
         if score > best_score:
             best_index, best_score = i, score
     return best_index

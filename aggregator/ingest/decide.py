@@ -26,7 +26,14 @@ from aggregator.ingest.types import (
     StoredRow,
     development_id_for,
 )
-from aggregator.ingest.window import DevState, Member, Window
+from aggregator.ingest.window import (
+    DevState,
+    Member,
+    Vocabulary,
+    Window,
+    pack_stored,
+    packed_representative,
+)
 from aggregator.model import DedupOptions, DedupReason, IngestOptions, Record
 from aggregator.records import summary_of
 
@@ -73,7 +80,8 @@ class _Planner:
         self.ingest = ingest
         self.now = now
         self.plan = Plan()
-        self.local = Window(window.instance, ingest, options.window_days)
+        # The batch's own records, with the window's term ids (their candidates score as one).
+        self.local = Window(window.instance, ingest, options.window_days, window.vocab)
         self.rows: list[StoredRow] = sorted(stored.rows, key=lambda r: r.seq)
         # record id -> (source_id, url, guid) of the places it is known to be published at
         self.places: dict[str, list[tuple[str | None, str | None, str | None]]] = {
@@ -197,7 +205,7 @@ class _Planner:
         r, fp = p.record, p.fingerprint
         if fp is None:
             return self._unmatched(p)
-        with profile.stage("dedup"):  # the window's candidates (ranked, decoded) and scores
+        with profile.stage("dedup"):  # the window's candidates (ranked, as arrays) and scores
             candidates = self.window.candidates(fp, p.time, self.local)
             decision = dedup.decide(fp, p.time, candidates, self.options)
         dev_id = decision.development_id
@@ -220,8 +228,7 @@ class _Planner:
             self.new_devs[dev_id] = [new]
         else:
             self.joined.setdefault(dev_id, []).append(new)
-        self.local.add(r.id, dev_id, p.time, seq, fp, packed=b"")
-        self.local.pinned[r.id] = fp
+        self.local.add(r.id, dev_id, p.time, seq, fp)
         row = _batch_row(p, seq, dev_id)
         self.rows.append(row)
         self.by_id[r.id] = row
@@ -258,12 +265,13 @@ class _Planner:
 
     # --- developments -----------------------------------------------------------------------
 
-    def _choose(self, members: Sequence[tuple[Member, dedup.Fingerprint | None]]) -> Member:
-        return choose_representative(members, self.ingest.representative_members)
+    def _choose(self, members: Sequence[Member]) -> Member:
+        return choose_representative(members, self.ingest.representative_members, self.window.vocab)
 
-    def _member(self, new: NewRecord) -> tuple[Member, dedup.Fingerprint | None]:
+    def _member(self, new: NewRecord) -> Member:
         p = new.prepared
-        return Member(p.time, new.seq_hint, p.record.id, p.record.title, None), p.fingerprint
+        packed = self.local.packed(p.record.id)
+        return Member(p.time, new.seq_hint, p.record.id, p.record.title, packed)
 
     def _refresh(self, dev_id: str, texts: Mapping[str, str]) -> DevelopmentWrite:
         """A stored development after the batch: ``updated`` moved forward; representative,
@@ -275,8 +283,7 @@ class _Planner:
             if joined:  # joined through a candidate of the window, which holds its state
                 raise AssertionError(f"development {dev_id} joined but not in the window")
             return write  # an alias of an older development: its members did not change
-        held = [(m, self.window.member_fingerprint(m)) for m in state.members]
-        chosen = self._choose(held + [self._member(n) for n in joined])
+        chosen = self._choose(state.members + [self._member(n) for n in joined])
         if chosen.record_id != state.representative_id or not state.title:
             write = replace(
                 write,
@@ -309,17 +316,15 @@ class _Planner:
         return self.plan
 
 
-def choose_representative(
-    members: Sequence[tuple[Member, dedup.Fingerprint | None]], latest: int
-) -> Member:
+def choose_representative(members: Sequence[Member], latest: int, vocab: Vocabulary) -> Member:
     """A development's representative (its title and summary) among its ``latest`` members
-    (oldest first: ties go to the first report); members without a fingerprint are left
-    out."""
-    last = sorted(members, key=lambda m: (m[0].time, m[0].seq))[-latest:]
-    indexed = [(m, fp) for m, fp in last if fp is not None]
-    if not indexed:
-        return last[0][0]
-    return indexed[dedup.representative([fp for _, fp in indexed])][0]
+    (oldest first: ties go to the first report), by their packed fingerprints (term ids of
+    ``vocab``); members without one are left out."""
+    last = sorted(members, key=lambda m: (m.time, m.seq))[-latest:]
+    held = [m for m in last if m.packed is not None]
+    if not held:
+        return last[0]
+    return held[packed_representative([m.packed for m in held if m.packed is not None], vocab)]
 
 
 def refresh_stored(
@@ -328,26 +333,18 @@ def refresh_stored(
     """A stored development after an admin moved records in or out (split, merge): ``updated``
     moves forward to ``now``; representative, title and summary (left to the representative's
     stored text) when its latest members choose another or it has no title yet."""
+    vocab = Vocabulary()
     members = [
-        (Member(m.time, m.seq, m.record_id, m.title, None), _parsed(m.fingerprint_json))
+        Member(m.time, m.seq, m.record_id, m.title, pack_stored(m.fingerprint_json, vocab))
         for m in dev.members
     ]
     write = DevelopmentWrite(id=dev.id, created=False, updated=now)
     if not members:
         return write
-    chosen = choose_representative(members, ingest.representative_members)
+    chosen = choose_representative(members, ingest.representative_members, vocab)
     if chosen.record_id != dev.representative_id or not dev.title:
         write = replace(write, representative_id=chosen.record_id, title=chosen.title)
     return write
-
-
-def _parsed(data: str | None) -> dedup.Fingerprint | None:
-    if not data:
-        return None
-    try:
-        return dedup.fingerprint_from_json(data)
-    except ValueError:
-        return None
 
 
 def decide(
@@ -374,7 +371,6 @@ def apply_to_window(window: Window, plan: Plan, seqs: Mapping[str, int]) -> None
             continue  # in no development: never a candidate
         seq = seqs.get(p.record.id, new.seq_hint)
         packed = window.add(p.record.id, new.development_id, p.time, seq, p.fingerprint)
-        window.remember(p.record.id, p.fingerprint)  # recent: a candidate soon
         by_dev.setdefault(new.development_id, []).append(new)
         state = window.developments.get(new.development_id)
         if state is None:

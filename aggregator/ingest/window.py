@@ -22,7 +22,7 @@ import json
 import struct
 from array import array
 from bisect import bisect_left, bisect_right, insort
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -39,9 +39,6 @@ from aggregator.model import IngestOptions
 MAX_KEY_CHARS = 100  # keys are cut to this width, as the store's index columns did
 
 _NONE = 0xFFFFFFFF
-_HEADER = struct.Struct("<8HIB")  # 8 counts, length, flags
-_EXACT_WEIGHTS = 1  # flag: weights as uint32 of w * 1e5 (else float64)
-_BAND_TAG = 0x2545F4914F6CDD1D  # band keys hash apart from key terms of the same spelling
 
 
 def index_keys(fp: dedup.Fingerprint) -> list[str]:
@@ -58,6 +55,7 @@ class Vocabulary:
     def __init__(self) -> None:
         self.ids: dict[str, int] = {}
         self.words: list[str] = []
+        self.table = dedup.TermTable()  # scratch of the scores (dedup.CandidateSet)
 
     def __len__(self) -> int:
         return len(self.words)
@@ -92,33 +90,86 @@ def _exact_ints(weights: Sequence[float]) -> array[int] | None:
     return out
 
 
+# A packed fingerprint: little-endian uint32 words, 8-byte aligned throughout so that the
+# packed fingerprints of several candidates, joined, read as one array:
+#   the header (_H words: counts, length, flags, language id, version), the MinHash, the term
+#   ids of terms, head terms, entities, numbers, key terms and title terms, then the weights of
+#   terms and head terms (uint32 of w * 1e5 when that is exact, else float64 at an 8-byte
+#   boundary), then the bands as text ("\n"-joined), zero-padded to a multiple of 8 bytes.
+_H = 14
+_HEADER = struct.Struct(f"<{_H}I")
+_N_MIN, _N_BANDS, _BAND_BYTES, _N_KEY, _N_TERMS, _N_ENT, _N_NUM, _N_TITLE, _N_HEAD = range(9)
+_LENGTH, _FLAGS, _LANG, _VERSION = 9, 10, 11, 12
+_EXACT_WEIGHTS = 1  # flag: weights as uint32 of w * 1e5 (else float64)
+_BAND_TAG = 0x2545F4914F6CDD1D  # band keys hash apart from key terms of the same spelling
+
+
+def _pad8(n: int) -> int:
+    return -n % 8
+
+
+def _assemble(
+    minhash: bytes,
+    bands: Sequence[str],
+    words: Sequence[array[int]],
+    weights: bytes,
+    exact: bool,
+    length: int,
+    lang: int,
+    version: int,
+) -> bytes:
+    """``words``: ids of terms, head terms, entities, numbers, key terms, title terms.
+    ``weights``: of terms then head terms, uint32 when ``exact``, else float64."""
+    terms, head, entities, numbers, key_terms, title_terms = words
+    band_text = "\n".join(bands).encode("utf-8")
+    header = _HEADER.pack(
+        len(minhash) // 4,
+        len(bands),
+        len(band_text),
+        len(key_terms),
+        len(terms),
+        len(entities),
+        len(numbers),
+        len(title_terms),
+        len(head),
+        length,
+        _EXACT_WEIGHTS if exact else 0,
+        lang,
+        version,
+        0,
+    )
+    parts = [header, minhash, *(a.tobytes() for a in words)]
+    size = sum(map(len, parts))
+    if not exact:
+        parts.append(b"\0" * _pad8(size))
+        size += _pad8(size)
+    parts += [weights, band_text]
+    size += len(weights) + len(band_text)
+    parts.append(b"\0" * _pad8(size))
+    return b"".join(parts)
+
+
 def pack(fp: dedup.Fingerprint, vocab: Vocabulary) -> bytes:
     """A fingerprint in a few arrays: about 8 bytes a term, the MinHash 4 bytes a value."""
     weights = _exact_ints(fp.weights)
     head = _exact_ints(fp.head_weights)
     exact = weights is not None and head is not None
-    lists = (fp.bands, fp.key_terms, fp.terms, fp.entities, fp.numbers, fp.title_terms)
-    header = _HEADER.pack(
-        len(fp.minhash),
-        *(len(x) for x in lists),
-        len(fp.head_terms),
-        fp.length,
-        _EXACT_WEIGHTS if exact else 0,
-    )
-    # The bands inline, not in the vocabulary: a band key is nearly unique to its record, and
-    # the vocabulary never forgets a word.
-    bands = "\n".join(fp.bands).encode("utf-8")
-    parts = [header, array("I", fp.minhash).tobytes(), struct.pack("<I", len(bands)), bands]
-    for words in (*lists[1:], fp.head_terms):
-        parts.append(vocab.many(words).tobytes())
-    lang = _NONE if fp.language is None else vocab.id(fp.language)
-    parts.append(array("I", [lang, fp.version]).tobytes())
-    if exact:
-        assert weights is not None and head is not None
-        parts += [weights.tobytes(), head.tobytes()]
+    if weights is not None and head is not None:
+        raw = weights.tobytes() + head.tobytes()
     else:
-        parts += [array("d", fp.weights).tobytes(), array("d", fp.head_weights).tobytes()]
-    return b"".join(parts)
+        raw = array("d", fp.weights).tobytes() + array("d", fp.head_weights).tobytes()
+    many = vocab.many
+    words = [
+        many(fp.terms),
+        many(fp.head_terms),
+        many(fp.entities),
+        many(fp.numbers),
+        many(fp.key_terms),
+        many(fp.title_terms),
+    ]
+    lang = _NONE if fp.language is None else vocab.id(fp.language)
+    minhash = array("I", fp.minhash).tobytes()
+    return _assemble(minhash, fp.bands, words, raw, exact, fp.length, lang, fp.version)
 
 
 def _exact_ints_raw(raw: bytes) -> bytes | None:
@@ -148,35 +199,24 @@ def pack_json(data: str, vocab: Vocabulary) -> tuple[bytes, list[int]] | None:
         head = head_s.split(" ") if head_s else []
         bands = [str(b) for b in obj["bands"]]
         key_terms = [str(k) for k in obj["key_terms"]]
-        lists = (key_terms, terms, obj["entities"], obj["numbers"], obj["title_terms"], head)
+        entities, numbers, title = obj["entities"], obj["numbers"], obj["title_terms"]
         if (
             len(minhash) % 4
             or len(weights) != 8 * len(terms)
             or len(head_w) != 8 * len(head)
-            or not set(map(type, chain(*lists[2:5]))) <= {str}
+            or not set(map(type, chain(entities, numbers, title))) <= {str}
         ):
             return None
         length, version, lang = int(obj["length"]), int(obj["v"]), obj.get("language")
     except (KeyError, TypeError, ValueError, binascii.Error):
         return None
     both = _exact_ints_raw(weights + head_w)
-    exact = both is not None
-    header = _HEADER.pack(
-        len(minhash) // 4,
-        len(bands),
-        *(len(x) for x in lists[:5]),
-        len(head),
-        length,
-        _EXACT_WEIGHTS if exact else 0,
-    )
-    band_text = "\n".join(bands).encode("utf-8")
-    parts = [header, minhash, struct.pack("<I", len(band_text)), band_text]
-    for words in lists:
-        parts.append(vocab.many(words).tobytes())
+    many = vocab.many
+    words = [many(x) for x in (terms, head, entities, numbers, key_terms, title)]
     lang_id = _NONE if lang is None else vocab.id(str(lang))
-    parts.append(array("I", [lang_id, version]).tobytes())
-    parts += [both] if both is not None else [weights, head_w]
-    return b"".join(parts), _keys(bands, key_terms)
+    raw = both if both is not None else weights + head_w
+    packed = _assemble(minhash, bands, words, raw, both is not None, length, lang_id, version)
+    return packed, _keys(bands, key_terms)
 
 
 # Every weight a packed fingerprint can hold exactly, as the float ``k / 100_000`` (about 3 MB):
@@ -190,63 +230,197 @@ def _weights() -> list[float]:
     return _WEIGHTS
 
 
+def _weights_at(h: Sequence[int]) -> int:
+    """The byte offset of the weights in a packed fingerprint with header ``h``."""
+    words = _H + h[_N_MIN] + h[_N_TERMS] + h[_N_HEAD] + h[_N_ENT] + h[_N_NUM]
+    at = 4 * (words + h[_N_KEY] + h[_N_TITLE])
+    return at if h[_FLAGS] & _EXACT_WEIGHTS else at + _pad8(at)
+
+
+def _bands_at(h: Sequence[int]) -> int:
+    """The byte offset of the band text in a packed fingerprint with header ``h``."""
+    size = 4 if h[_FLAGS] & _EXACT_WEIGHTS else 8
+    return _weights_at(h) + size * (h[_N_TERMS] + h[_N_HEAD])
+
+
 def unpack(data: bytes, vocab: Vocabulary) -> dedup.Fingerprint:
     """The fingerprint ``pack`` packed, equal to it."""
-    counts = _HEADER.unpack_from(data)
-    n_min, n_bands, n_key, n_terms, n_ent, n_num, n_title, n_head = counts[:8]
-    length, flags = counts[8], counts[9]
-    pos = _HEADER.size
-    minhash = array("I")
-    minhash.frombytes(data[pos : pos + 4 * n_min])
-    pos += 4 * n_min
-    (n_band_bytes,) = struct.unpack_from("<I", data, pos)
-    pos += 4
-    band_text = data[pos : pos + n_band_bytes].decode("utf-8")
-    pos += n_band_bytes
-    bands_: tuple[str, ...] = tuple(band_text.split("\n")) if n_bands else ()
+    h = _HEADER.unpack_from(data)
     words = vocab.words
-    lists: list[tuple[str, ...]] = [bands_]
-    for n in (n_key, n_terms, n_ent, n_num, n_title, n_head):
-        ids = array("I")
-        ids.frombytes(data[pos : pos + 4 * n])
-        pos += 4 * n
-        lists.append(tuple([words[i] for i in ids]))
-    tail = array("I")
-    tail.frombytes(data[pos : pos + 8])
-    pos += 8
-    lang = None if tail[0] == _NONE else words[tail[0]]
-    if flags & _EXACT_WEIGHTS:
-        w, h = array("I"), array("I")
-        w.frombytes(data[pos : pos + 4 * n_terms])
-        pos += 4 * n_terms
-        h.frombytes(data[pos : pos + 4 * n_head])
-        pos += 4 * n_head
+    ids = array("I")
+    n_ids = h[_N_MIN] + h[_N_TERMS] + h[_N_HEAD] + h[_N_ENT] + h[_N_NUM] + h[_N_KEY] + h[_N_TITLE]
+    ids.frombytes(data[4 * _H : 4 * (_H + n_ids)])
+    pos = h[_N_MIN]
+    minhash = tuple(ids[:pos])
+    lists: list[tuple[str, ...]] = []
+    for n in (h[_N_TERMS], h[_N_HEAD], h[_N_ENT], h[_N_NUM], h[_N_KEY], h[_N_TITLE]):
+        lists.append(tuple([words[i] for i in ids[pos : pos + n]]))
+        pos += n
+    terms, head_terms, entities, numbers, key_terms, title_terms = lists
+    at, n_terms, n_head = _weights_at(h), h[_N_TERMS], h[_N_HEAD]
+    if h[_FLAGS] & _EXACT_WEIGHTS:
+        w = array("I")
+        w.frombytes(data[at : at + 4 * (n_terms + n_head)])
         # One float object per value, shared by every decoded fingerprint (and its vectors).
         weight = (_WEIGHTS or _weights()).__getitem__
-        weights = tuple(map(weight, w))
-        head_weights = tuple(map(weight, h))
+        values = tuple(map(weight, w))
     else:
-        wd, hd = array("d"), array("d")
-        wd.frombytes(data[pos : pos + 8 * n_terms])
-        pos += 8 * n_terms
-        hd.frombytes(data[pos : pos + 8 * n_head])
-        pos += 8 * n_head
-        weights, head_weights = tuple(wd), tuple(hd)
-    bands, key_terms, terms, entities, numbers, title_terms, head_terms = lists
+        wd = array("d")
+        wd.frombytes(data[at : at + 8 * (n_terms + n_head)])
+        values = tuple(wd)
+    start = _bands_at(h)
+    band_text = data[start : start + h[_BAND_BYTES]].decode("utf-8")
     return dedup.Fingerprint(
-        minhash=tuple(minhash),
-        bands=bands,
+        minhash=minhash,
+        bands=tuple(band_text.split("\n")) if h[_N_BANDS] else (),
         key_terms=key_terms,
         terms=terms,
-        weights=weights,
+        weights=values[:n_terms],
         entities=entities,
         numbers=numbers,
         title_terms=title_terms,
-        length=length,
-        language=lang,
+        length=h[_LENGTH],
+        language=None if h[_LANG] == _NONE else words[h[_LANG]],
         head_terms=head_terms,
-        head_weights=head_weights,
-        version=tail[1],
+        head_weights=values[n_terms:],
+        version=h[_VERSION],
+    )
+
+
+def _ranges(starts: Any, counts: Any) -> Any:
+    """The positions ``starts[i] .. starts[i] + counts[i] - 1``, one range after the other."""
+    total = int(counts.sum())
+    if not total:
+        return _EMPTY_I64
+    before = np.cumsum(counts) - counts
+    return np.arange(total, dtype=np.int64) + np.repeat(starts - before, counts)
+
+
+def _row_starts(counts: Any) -> Any:
+    starts = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=starts[1:])
+    return starts
+
+
+class _Lazy(Sequence[Any]):
+    """A sequence whose items are read when asked for (a candidate's bands or signature)."""
+
+    def __init__(self, n: int, item: Callable[[int], Any]) -> None:
+        self._n, self._item = n, item
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self._item(j) for j in range(*i.indices(self._n))]
+        if not -self._n <= i < self._n:
+            raise IndexError(i)
+        return self._item(i % self._n)
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """Packed fingerprints joined and read for all at once: their words, each one's first
+    word (``base``) and header (``h``, a row each), their term and head vectors."""
+
+    joined: bytes
+    words: Any
+    base: Any
+    h: Any
+    terms: dedup.Rows
+    head: dedup.Rows
+
+
+def _read(packed: Sequence[bytes]) -> _Read:
+    n = len(packed)
+    joined = b"".join(packed)
+    words: Any = np.frombuffer(joined, "<u4")
+    sizes = np.fromiter(map(len, packed), np.int64, n)
+    base = (np.cumsum(sizes) - sizes) // 4  # each one's first word (all 8-byte aligned)
+    h = words[base[:, None] + np.arange(_H)].astype(np.int64)
+    n_terms, n_head = h[:, _N_TERMS], h[:, _N_HEAD]
+    at_terms = base + _H + h[:, _N_MIN]
+    at_head = at_terms + n_terms
+    at_weights = at_head + n_head + h[:, _N_ENT] + h[:, _N_NUM] + h[:, _N_KEY] + h[:, _N_TITLE]
+    term_ids = words[_ranges(at_terms, n_terms)]
+    head_ids = words[_ranges(at_head, n_head)]
+    exact = (h[:, _FLAGS] & _EXACT_WEIGHTS).astype(np.bool_)
+    if exact.all():
+        term_w = words[_ranges(at_weights, n_terms)] / 100_000.0
+        head_w = words[_ranges(at_weights + n_terms, n_head)] / 100_000.0
+    else:  # float64 weights (not 5-place decimals): one at a time
+        t_parts, h_parts = [], []
+        for i in range(n):
+            row = h[i].tolist()
+            at = 4 * int(base[i]) + _weights_at(row)
+            dtype = "<u4" if exact[i] else "<f8"
+            values: Any = np.frombuffer(joined, dtype, row[_N_TERMS] + row[_N_HEAD], at)
+            if exact[i]:
+                values = values / 100_000.0
+            t_parts.append(values[: row[_N_TERMS]])
+            h_parts.append(values[row[_N_TERMS] :])
+        term_w = np.concatenate(t_parts).astype(np.float64)
+        head_w = np.concatenate(h_parts).astype(np.float64)
+    terms = dedup.Rows(term_ids, term_w, _row_starts(n_terms))
+    return _Read(joined, words, base, h, terms, dedup.Rows(head_ids, head_w, _row_starts(n_head)))
+
+
+def packed_representative(packed: Sequence[bytes], vocab: Vocabulary) -> int:
+    """``dedup.representative`` of packed fingerprints, read straight from their arrays."""
+    read = _read(packed)
+    table = vocab.table.sized(len(vocab))
+    h = read.h
+    return dedup.representative_of(
+        read.terms, h[:, _N_TITLE].tolist(), h[:, _LENGTH].tolist(), table
+    )
+
+
+def packed_candidates(
+    packed: Sequence[bytes],
+    record_ids: Sequence[str],
+    development_ids: Sequence[str],
+    times: Sequence[datetime | None],
+    development_sizes: Sequence[int],
+    vocab: Vocabulary,
+) -> dedup.CandidateSet:
+    """Candidates (their ``pack``ed fingerprints, in rank order) as ``dedup.CandidateSet``,
+    read straight from the packed arrays: joined, then each field gathered for all at once."""
+    n = len(packed)
+    read = _read(packed)
+    joined, words, base, h = read.joined, read.words, read.base, read.h
+
+    def bands(i: int) -> list[str]:
+        row = h[i].tolist()
+        if not row[_N_BANDS]:
+            return []
+        start = 4 * int(base[i]) + _bands_at(row)
+        return joined[start : start + row[_BAND_BYTES]].decode("utf-8").split("\n")
+
+    def minhash(i: int) -> list[int]:
+        first = int(base[i]) + _H
+        result: list[int] = words[first : first + int(h[i, _N_MIN])].tolist()
+        return result
+
+    def marked() -> dedup.Rows:
+        counts = h[:, _N_ENT] + h[:, _N_NUM]
+        at = base + _H + h[:, _N_MIN] + h[:, _N_TERMS] + h[:, _N_HEAD]
+        ids = words[_ranges(at, counts)]
+        return dedup.Rows(ids, np.ones(len(ids)), _row_starts(counts))
+
+    return dedup.CandidateSet(
+        record_ids=record_ids,
+        development_ids=development_ids,
+        times=times,
+        development_sizes=development_sizes,
+        lengths=h[:, _LENGTH].tolist(),
+        terms=read.terms,
+        head=read.head,
+        minhashes=_Lazy(n, minhash),
+        bands=_Lazy(n, bands),
+        marked=marked,
+        vocabulary=vocab.ids,
+        table=vocab.table,
     )
 
 
@@ -302,11 +476,19 @@ class Window:
     one pair of sorted numpy arrays (key hash, slot) plus a small dict of the newest. About
     the packed fingerprint plus 0.3 KB a record (docs/store.md, "Memory bound")."""
 
-    def __init__(self, instance: str, options: IngestOptions, window_days: float) -> None:
+    def __init__(
+        self,
+        instance: str,
+        options: IngestOptions,
+        window_days: float,
+        vocab: Vocabulary | None = None,
+    ) -> None:
         self.instance = instance  # the store it mirrors (Store.instance)
         self.options = options
         self.window = timedelta(days=window_days)
         self.reset(None)
+        if vocab is not None:  # term ids shared with another window (a batch's own)
+            self.vocab = vocab
 
     def reset(self, layout_version: int | None) -> None:
         """Forget everything (the store's records moved outside ingest: load again)."""
@@ -340,9 +522,6 @@ class Window:
         self.last_seq = 0  # every stored record up to this seq is reflected
         self.horizon: datetime | None = None  # complete from this time on (None: empty store)
         self.capped = False  # records were dropped for the memory bound
-        self._decoded: OrderedDict[str, dedup.Fingerprint] = OrderedDict()
-        # Fingerprints held decoded, never evicted (a batch's own window: at most a batch).
-        self.pinned: dict[str, dedup.Fingerprint] = {}
 
     # --- times ------------------------------------------------------------------------------
 
@@ -444,9 +623,10 @@ class Window:
 
     def candidates(
         self, fp: dedup.Fingerprint, time: datetime, extra: Window | None = None
-    ) -> list[dedup.Candidate]:
-        """The ranked candidates of a record filed at ``time`` (``extra``: a second window of
-        records decided but not stored yet, ranked together with these): per key its newest
+    ) -> dedup.CandidateSet:
+        """The ranked candidates of a record filed at ``time``, read from their packed
+        fingerprints (``extra``: a second window of records decided but not stored yet, with
+        the same vocabulary, ranked together with these): per key its newest
         ``candidate_hits_per_key`` hits within the dedup window either side of ``time``; the
         records sharing the most keys first, then the newest, then by record id; at most
         ``candidates_per_development`` of one development, ``max_candidates`` in all."""
@@ -476,10 +656,22 @@ class Window:
             assert extra is not None
             e_slots, e_keyno = extra._cut(*other, n)
             slots, keyno, theirs = self._merge_extra(slots, keyno, extra, e_slots, e_keyno, n)
-        size = self._sizer(time, extra)
         if not theirs:
-            return self._ranked_own(slots, weight[keyno], size)
-        return self._ranked_mixed(slots, weight[keyno], extra, theirs, weight, size)
+            picks = self._ranked_own(slots, weight[keyno])
+        else:
+            picks = self._ranked_mixed(slots, weight[keyno], extra, theirs, weight)
+        size = self._sizer(time, extra)
+        devs = [owner._dev_ids[int(owner._dev[s])] for owner, _, s, _ in picks]
+        if extra is not None and picks:
+            assert extra.vocab is self.vocab, "a batch's window shares the term ids"
+        return packed_candidates(
+            [owner._packed[s] or b"" for owner, _, s, _ in picks],
+            [rid for _, rid, _, _ in picks],
+            devs,
+            [self._datetime(us) for _, _, _, us in picks],
+            [size(d) for d in devs],
+            self.vocab,
+        )
 
     def _sizer(self, time: datetime, extra: Window | None) -> Callable[[str], int]:
         """A development id -> its records filed within the dedup window of ``time``, in this
@@ -538,9 +730,7 @@ class Window:
             theirs += [(t, rid, s, k) for t, rid, owner, s in kept if owner == 1]
         return slots[~drop], keyno[~drop], theirs
 
-    def _ranked_own(
-        self, slots: Any, weights: Any, size: Callable[[str], int]
-    ) -> list[dedup.Candidate]:
+    def _ranked_own(self, slots: Any, weights: Any) -> list[_Pick]:
         if not len(slots):
             return []
         uniq, inverse = np.unique(slots, return_inverse=True)
@@ -551,7 +741,7 @@ class Window:
         c = shared[order].tolist()
         t = ts[order].tolist()
         rids = self._rids
-        out: list[dedup.Candidate] = []
+        out: list[_Pick] = []
         per_dev: Counter[int] = Counter()
         cap, per = self.options.max_candidates, self.options.candidates_per_development
         i = 0
@@ -567,7 +757,7 @@ class Window:
                 dev = int(self._dev[s])
                 if per_dev[dev] < per:
                     per_dev[dev] += 1
-                    out.append(self._candidate(rid, s, when, size))
+                    out.append((self, rid, s, when))
             i = j
         return out
 
@@ -578,8 +768,7 @@ class Window:
         extra: Window | None,
         theirs: list[tuple[int, str, int, int]],
         weight: Any,
-        size: Callable[[str], int],
-    ) -> list[dedup.Candidate]:
+    ) -> list[_Pick]:
         assert extra is not None
         shared: Counter[tuple[int, int]] = Counter()  # (owner, slot) -> keys shared
         for s, w in zip(slots.tolist(), weights.tolist(), strict=True):
@@ -591,7 +780,7 @@ class Window:
             (-count, -int(owners[o]._time[s]), owners[o]._rids[s], o, s)
             for (o, s), count in shared.items()
         )
-        out: list[dedup.Candidate] = []
+        out: list[_Pick] = []
         per_dev: Counter[str] = Counter()
         cap, per = self.options.max_candidates, self.options.candidates_per_development
         for _, neg_t, rid, o, s in ranked:
@@ -601,46 +790,13 @@ class Window:
             dev = owner._dev_ids[int(owner._dev[s])]
             if per_dev[dev] < per:
                 per_dev[dev] += 1
-                out.append(owner._candidate(rid, s, -neg_t, size))
+                out.append((owner, rid, s, -neg_t))
         return out
 
-    def _candidate(
-        self, record_id: str, slot: int, us: int, size: Callable[[str], int]
-    ) -> dedup.Candidate:
-        dev = self._dev_ids[int(self._dev[slot])]
-        return dedup.Candidate(
-            record_id, dev, self.fingerprint(record_id), self._datetime(us), size(dev)
-        )
-
-    def fingerprint(self, record_id: str) -> dedup.Fingerprint:
-        """The decoded fingerprint of a held record (kept in a small LRU)."""
-        fp = self.pinned.get(record_id)
-        if fp is not None:
-            return fp
-        fp = self._decoded.get(record_id)
-        if fp is not None:
-            self._decoded.move_to_end(record_id)
-            return fp
-        data = self._packed[self._slot[record_id]]
-        assert data is not None
-        fp = unpack(data, self.vocab)
-        self.remember(record_id, fp)
-        return fp
-
-    def member_fingerprint(self, member: Member) -> dedup.Fingerprint | None:
-        if member.packed is None:
-            return None
-        fp = self._decoded.get(member.record_id)
-        if fp is None:
-            fp = unpack(member.packed, self.vocab)
-            self.remember(member.record_id, fp)
-        return fp
-
-    def remember(self, record_id: str, fp: dedup.Fingerprint) -> None:
-        """Keep ``fp`` decoded for a while (an LRU of ``decoded_cache`` entries)."""
-        self._decoded[record_id] = fp
-        if len(self._decoded) > self.options.decoded_cache:
-            self._decoded.popitem(last=False)
+    def packed(self, record_id: str) -> bytes | None:
+        """A held record's packed fingerprint (None: not held)."""
+        slot = self._slot.get(record_id)
+        return None if slot is None else self._packed[slot]
 
     # --- loading ----------------------------------------------------------------------------
 
@@ -726,7 +882,6 @@ class Window:
         self._rids[slot] = ""
         self._dead += 1
         self._drops += 1
-        self._decoded.pop(record_id, None)
 
     def _compact(self) -> None:
         """Slots of the records held only, numbered afresh; the index built again."""
@@ -858,12 +1013,7 @@ class Window:
                     raw = m.fingerprint_json
                     if fingerprints is not None:
                         raw = fingerprints.get(m.record_id, raw)
-                    found = pack_json(raw, self.vocab) if raw else None
-                    if found is not None:
-                        data = found[0]
-                    else:
-                        fp = _parse(raw)
-                        data = None if fp is None else pack(fp, self.vocab)
+                    data = pack_stored(raw, self.vocab)
                 members.append(Member(m.time, m.seq, m.record_id, m.title, data))
             self.developments[dev.id] = DevState(
                 dev.id,
@@ -916,6 +1066,17 @@ class Window:
 
 _EMPTY_I32 = np.zeros(0, np.int32)
 _EMPTY_I64 = np.zeros(0, np.int64)
+# A candidate picked: (the window holding it, record id, slot, filing time in microseconds).
+_Pick = tuple[Window, str, int, int]
+
+
+def pack_stored(data: str | None, vocab: Vocabulary) -> bytes | None:
+    """A stored fingerprint's JSON, packed (None: none, or not readable)."""
+    found = pack_json(data, vocab) if data else None
+    if found is not None:
+        return found[0]
+    fp = _parse(data)
+    return None if fp is None else pack(fp, vocab)
 
 
 def _parse(data: str | None) -> dedup.Fingerprint | None:
