@@ -1271,6 +1271,9 @@ def _best_near_duplicate(
         return None
     mine = set(fp.bands)
     best: tuple[float, int] | None = None
+    if cs.may_share_band is not None:
+        maybe = cs.may_share_band
+        live = [i for i in live if maybe[i]]
     for i in live:
         # Only band candidates can be near-duplicates; skip the signature compare for the rest.
         if mine.isdisjoint(cs.bands[i]):
@@ -1356,7 +1359,9 @@ class CandidateSet:
     bands ``bands[i]`` (read only while looking for a near-duplicate); ``marked()`` gives the
     ids of its names and numbers (row ``i``; weights unused), read only when names count
     (``DedupOptions.names_share``). Every id is below ``len(vocabulary)``; ``table`` is the
-    producer's scratch (``TermTable``). ``Fingerprint`` holds the same vectors as dicts:
+    producer's scratch (``TermTable``). ``may_share_band``: for the record these candidates
+    were found for, False where a candidate surely shares no band with it (None: not known),
+    so that only the others' bands are read. ``Fingerprint`` holds the same vectors as dicts:
     ``CandidateSet.of`` puts ``Candidate`` objects into one."""
 
     record_ids: Sequence[str]
@@ -1371,6 +1376,7 @@ class CandidateSet:
     marked: Callable[[], Rows]
     vocabulary: Mapping[str, int]
     table: TermTable
+    may_share_band: Sequence[bool] | None = None
 
     def __len__(self) -> int:
         return len(self.record_ids)

@@ -383,6 +383,7 @@ def packed_candidates(
     times: Sequence[datetime | None],
     development_sizes: Sequence[int],
     vocab: Vocabulary,
+    may_share_band: Sequence[bool] | None = None,
 ) -> dedup.CandidateSet:
     """Candidates (their ``pack``ed fingerprints, in rank order) as ``dedup.CandidateSet``,
     read straight from the packed arrays: joined, then each field gathered for all at once."""
@@ -421,6 +422,7 @@ def packed_candidates(
         marked=marked,
         vocabulary=vocab.ids,
         table=vocab.table,
+        may_share_band=may_share_band,
     )
 
 
@@ -664,6 +666,13 @@ class Window:
         devs = [owner._dev_ids[int(owner._dev[s])] for owner, _, s, _ in picks]
         if extra is not None and picks:
             assert extra.vocab is self.vocab, "a batch's window shares the term ids"
+        # A candidate sharing a band holds its key (equal bands, equal hashes): the others'
+        # bands are never read.
+        bands = {hash(b[:MAX_KEY_CHARS]) ^ _BAND_TAG for b in fp.bands if b}
+        maybe = [
+            not bands.isdisjoint(o._key_data[o._key_off[s] : o._key_off[s + 1]])
+            for o, _, s, _ in picks
+        ]
         return packed_candidates(
             [owner._packed[s] or b"" for owner, _, s, _ in picks],
             [rid for _, rid, _, _ in picks],
@@ -671,6 +680,7 @@ class Window:
             [self._datetime(us) for _, _, _, us in picks],
             [size(d) for d in devs],
             self.vocab,
+            maybe,
         )
 
     def _sizer(self, time: datetime, extra: Window | None) -> Callable[[str], int]:
@@ -737,27 +747,31 @@ class Window:
         shared = np.bincount(inverse, weights=weights).astype(np.int64)
         ts = self._time[uniq]
         order = np.lexsort((-ts, -shared))
-        u = uniq[order].tolist()
+        ranked = uniq[order]
+        u = ranked.tolist()
         c = shared[order].tolist()
         t = ts[order].tolist()
+        d = self._dev[ranked].tolist()
         rids = self._rids
         out: list[_Pick] = []
-        per_dev: Counter[int] = Counter()
+        per_dev: dict[int, int] = {}
         cap, per = self.options.max_candidates, self.options.candidates_per_development
+        n = len(u)
         i = 0
-        while i < len(u) and len(out) < cap:
+        while i < n and len(out) < cap:
             j = i + 1
-            while j < len(u) and c[j] == c[i] and t[j] == t[i]:
+            while j < n and c[j] == c[i] and t[j] == t[i]:
                 j += 1
-            group = [(rids[s], s, t[i]) for s in u[i:j]]
-            group.sort()  # the same keys and time: by record id
-            for rid, s, when in group:
+            # The same keys and time: by record id.
+            group = sorted((rids[u[x]], x) for x in range(i, j)) if j > i + 1 else [("", i)]
+            for _, x in group:
                 if len(out) >= cap:
                     break
-                dev = int(self._dev[s])
-                if per_dev[dev] < per:
-                    per_dev[dev] += 1
-                    out.append((self, rid, s, when))
+                taken = per_dev.get(d[x], 0)
+                if taken < per:
+                    per_dev[d[x]] = taken + 1
+                    s = u[x]
+                    out.append((self, rids[s], s, t[x]))
             i = j
         return out
 
