@@ -609,19 +609,6 @@ def test_thresholds_are_options_by_kind() -> None:
     assert dedup.decide(same, T0, cands, strict_headlines).development_id == "aceh"
 
 
-def test_centroid_norm_from_pairwise_cosines_equals_the_summed_vector() -> None:
-    texts = [QUAKE, QUAKE_OTHER_WORDS, QUAKE_ELSEWHERE, BALLOONS, _rewrite(BALLOONS)]
-    fps = [dedup.fingerprint(f"t{i}", t) for i, t in enumerate(texts)]
-    for n in (1, 2, 5):
-        summed = dedup._norm(dedup._sum_vectors(f.vector() for f in fps[:n]))
-        assert dedup._centroid_norm([f.vector() for f in fps[:n]]) == pytest.approx(summed)
-    many = fps * 3  # above _PAIRWISE_NORM_MAX: the summed vector itself
-    assert len(many) > dedup._PAIRWISE_NORM_MAX
-    assert dedup._centroid_norm([f.vector() for f in many]) == pytest.approx(
-        dedup._norm(dedup._sum_vectors(f.vector() for f in many))
-    )
-
-
 # ------------------------------------------------------------------ representative
 
 

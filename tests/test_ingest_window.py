@@ -98,13 +98,13 @@ def test_candidates_rank_by_shared_keys_then_time_with_bounds() -> None:
     w.add("r4", "d2", NOW - timedelta(hours=2), 4, fp("orla"))
     w.add("r5", "d3", NOW - timedelta(hours=1), 5, fp("orla", "avery"))
     w.add("old", "d4", NOW - timedelta(days=30), 6, fp("orla", "avery"))  # outside the window
-    found = [c.record_id for c in w.candidates(fp("orla", "avery"), NOW)]
+    found = list(w.candidates(fp("orla", "avery"), NOW).record_ids)
     # Two keys shared, newest first, at most two of d1; then one key; at most three in all.
     assert found == ["r5", "r3", "r2"]
     narrow = _window(IngestOptions(candidate_hits_per_key=1))
     for i, rid in enumerate(("r1", "r2")):
         narrow.add(rid, f"d{i}", NOW - timedelta(hours=2 - i), i, fp("orla"))
-    assert [c.record_id for c in narrow.candidates(fp("orla"), NOW)] == ["r2"]  # newest hit only
+    assert list(narrow.candidates(fp("orla"), NOW).record_ids) == ["r2"]  # newest hit only
 
 
 def test_rank_by_rarity_puts_a_rare_shared_key_before_common_ones() -> None:
@@ -116,7 +116,7 @@ def test_rank_by_rarity_puts_a_rare_shared_key_before_common_ones() -> None:
         for i in range(10):  # "storm" and "coast" held by ten records each
             w.add(f"c{i}", f"d{i}", NOW - timedelta(hours=i + 1), i + 1, fp("storm", "coast"))
         w.add("rare", "dr", NOW - timedelta(hours=20), 20, fp("kessler"))
-        return [c.record_id for c in w.candidates(fp("storm", "coast", "kessler"), NOW)][:2]
+        return list(w.candidates(fp("storm", "coast", "kessler"), NOW).record_ids)[:2]
 
     # By keys shared: two common keys beat one rare; by rarity (log(1 + 64 / df) each, in
     # thousandths: 2 x 2001 against 4174) the record sharing the rare name comes first.
@@ -206,13 +206,12 @@ def test_candidates_stay_those_of_the_query_through_merges_drops_and_compaction(
         query = tuple(rng.sample(words, 3))
         fp = dedup.Fingerprint(minhash=(), bands=(), key_terms=query)
         found = w.candidates(fp, now)
-        assert [c.record_id for c in found] == _reference(held, query, now, tuning), step
+        assert list(found.record_ids) == _reference(held, query, now, tuning), step
         window = timedelta(days=OPTIONS.window_days)
-        for c in found:  # its development's records held within the dedup window of ``now``
-            size = sum(
-                1 for d, t, _ in held.values() if d == c.development_id and abs(t - now) <= window
-            )
-            assert c.development_size == size, step
+        # Each one's development's records held within the dedup window of ``now``.
+        for dev, found_size in zip(found.development_ids, found.development_sizes, strict=True):
+            size = sum(1 for d, t, _ in held.values() if d == dev and abs(t - now) <= window)
+            assert found_size == size, step
 
 
 def _results(store: Store, recs: list[Record], size: int) -> list[IngestResult]:

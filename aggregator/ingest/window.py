@@ -22,7 +22,6 @@ import json
 import struct
 from array import array
 from bisect import bisect_left, bisect_right, insort
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -658,10 +657,7 @@ class Window:
             assert extra is not None
             e_slots, e_keyno = extra._cut(*other, n)
             slots, keyno, theirs = self._merge_extra(slots, keyno, extra, e_slots, e_keyno, n)
-        if not theirs:
-            picks = self._ranked_own(slots, weight[keyno])
-        else:
-            picks = self._ranked_mixed(slots, weight[keyno], extra, theirs, weight)
+        picks = self._ranked(slots, weight[keyno], extra, theirs, weight)
         size = self._sizer(time, extra)
         devs = [owner._dev_ids[int(owner._dev[s])] for owner, _, s, _ in picks]
         if extra is not None and picks:
@@ -740,71 +736,66 @@ class Window:
             theirs += [(t, rid, s, k) for t, rid, owner, s in kept if owner == 1]
         return slots[~drop], keyno[~drop], theirs
 
-    def _ranked_own(self, slots: Any, weights: Any) -> list[_Pick]:
+    def _ranked(
+        self,
+        slots: Any,
+        weights: Any,
+        extra: Window | None = None,
+        theirs: Sequence[tuple[int, str, int, int]] = (),
+        weight: Any = None,
+    ) -> list[_Pick]:
+        """The hits (this window's ``slots`` with their keys' ``weights``, and ``extra``'s
+        hits ``theirs`` with ``weight`` per key number) ranked: the most weight shared, then
+        the newest, then by record id; at most ``candidates_per_development`` of one
+        development, ``max_candidates`` in all."""
+        off = self._n  # extra's slot s is s + off here
+        if theirs:
+            assert extra is not None
+            e_slots = np.fromiter((s for _, _, s, _ in theirs), np.int64, len(theirs))
+            e_keys = np.fromiter((k for _, _, _, k in theirs), np.int64, len(theirs))
+            slots = np.concatenate((slots.astype(np.int64), e_slots + off))
+            weights = np.concatenate((weights, weight[e_keys]))
         if not len(slots):
             return []
         uniq, inverse = np.unique(slots, return_inverse=True)
         shared = np.bincount(inverse, weights=weights).astype(np.int64)
-        ts = self._time[uniq]
+        ts = np.empty(len(uniq), np.int64)
+        mine = uniq < off
+        ts[mine] = self._time[uniq[mine]]
+        if extra is not None and not mine.all():
+            ts[~mine] = extra._time[uniq[~mine] - off]
         order = np.lexsort((-ts, -shared))
-        ranked = uniq[order]
-        u = ranked.tolist()
+        u = uniq[order].tolist()
         c = shared[order].tolist()
         t = ts[order].tolist()
-        d = self._dev[ranked].tolist()
-        rids = self._rids
         out: list[_Pick] = []
-        per_dev: dict[int, int] = {}
+        per_dev: dict[str, int] = {}
         cap, per = self.options.max_candidates, self.options.candidates_per_development
+
+        def where(s: int) -> tuple[Window, int]:
+            if s < off:
+                return self, s
+            assert extra is not None
+            return extra, s - off
+
         n = len(u)
         i = 0
         while i < n and len(out) < cap:
             j = i + 1
             while j < n and c[j] == c[i] and t[j] == t[i]:
                 j += 1
-            # The same keys and time: by record id.
-            group = sorted((rids[u[x]], x) for x in range(i, j)) if j > i + 1 else [("", i)]
-            for _, x in group:
+            group = [where(u[x]) for x in range(i, j)]
+            if j > i + 1:  # the same weight and time: by record id
+                group.sort(key=lambda owned: owned[0]._rids[owned[1]])
+            for owner, s in group:
                 if len(out) >= cap:
                     break
-                taken = per_dev.get(d[x], 0)
+                dev = owner._dev_ids[owner._dev[s]]
+                taken = per_dev.get(dev, 0)
                 if taken < per:
-                    per_dev[d[x]] = taken + 1
-                    s = u[x]
-                    out.append((self, rids[s], s, t[x]))
+                    per_dev[dev] = taken + 1
+                    out.append((owner, owner._rids[s], s, t[i]))
             i = j
-        return out
-
-    def _ranked_mixed(
-        self,
-        slots: Any,
-        weights: Any,
-        extra: Window | None,
-        theirs: list[tuple[int, str, int, int]],
-        weight: Any,
-    ) -> list[_Pick]:
-        assert extra is not None
-        shared: Counter[tuple[int, int]] = Counter()  # (owner, slot) -> keys shared
-        for s, w in zip(slots.tolist(), weights.tolist(), strict=True):
-            shared[0, s] += w
-        for _, _, s, k in theirs:
-            shared[1, s] += int(weight[k])
-        owners = (self, extra)
-        ranked = sorted(
-            (-count, -int(owners[o]._time[s]), owners[o]._rids[s], o, s)
-            for (o, s), count in shared.items()
-        )
-        out: list[_Pick] = []
-        per_dev: Counter[str] = Counter()
-        cap, per = self.options.max_candidates, self.options.candidates_per_development
-        for _, neg_t, rid, o, s in ranked:
-            if len(out) >= cap:
-                break
-            owner = owners[o]
-            dev = owner._dev_ids[int(owner._dev[s])]
-            if per_dev[dev] < per:
-                per_dev[dev] += 1
-                out.append((owner, rid, s, -neg_t))
         return out
 
     def packed(self, record_id: str) -> bytes | None:
