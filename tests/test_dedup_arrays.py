@@ -328,3 +328,24 @@ def test_representative_on_arrays_equals_the_definition(places: int | None) -> N
         picked.add(want)
     assert exact > 550  # all but the last-bit ties
     assert len(picked) > 5  # not always the first
+
+
+def test_a_band_shared_beyond_the_newest_hits_is_still_compared() -> None:
+    """A candidate found through a key term shares a band whose newest hits (one, here) are
+    other records': its bands are read all the same, and it is the near-duplicate."""
+    rng = random.Random(5)
+    words = [f"w{i % 3}{i}" for i in range(80)]
+    fp = synthetic(rng, words)
+    same = dataclasses_replace_id(fp)  # every band and signature value shared
+    # Newer records holding every band (not near-duplicates: no signature value in common).
+    newer = Fingerprint(minhash=(9,) * 8, bands=fp.bands, key_terms=())
+    window = Window("test", IngestOptions(candidate_hits_per_key=1), 7.0)
+    window.add("old", "d-old", T0 - timedelta(hours=3), 1, same)
+    for i in range(3):
+        window.add(f"n{i}", f"d{i}", T0 - timedelta(hours=1), 2 + i, newer)
+    found = window.candidates(fp, T0)
+    assert "old" in found.record_ids
+    at = list(found.record_ids).index("old")
+    assert found.may_share_band is not None and found.may_share_band[at]
+    decision = dedup.decide(fp, T0, found, DedupOptions())
+    assert (decision.development_id, decision.matched_record_id) == ("d-old", "old")

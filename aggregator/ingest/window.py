@@ -662,13 +662,17 @@ class Window:
         devs = [owner._dev_ids[int(owner._dev[s])] for owner, _, s, _ in picks]
         if extra is not None and picks:
             assert extra.vocab is self.vocab, "a batch's window shares the term ids"
-        # A candidate sharing a band holds its key (equal bands, equal hashes): the others'
-        # bands are never read.
-        bands = {hash(b[:MAX_KEY_CHARS]) ^ _BAND_TAG for b in fp.bands if b}
-        maybe = [
-            not bands.isdisjoint(o._key_data[o._key_off[s] : o._key_off[s + 1]])
-            for o, _, s, _ in picks
-        ]
+        # A candidate sharing a band holds its key (equal bands, equal hashes), so it is among
+        # the key's hits in the dedup window before they were cut to the newest: the others'
+        # bands are never read. (An empty band is no key: then every candidate's is read.)
+        maybe: list[bool] | None = None
+        if "" not in fp.bands:
+            n_bands = len({hash(b[:MAX_KEY_CHARS]) for b in fp.bands})  # the first keys
+            band_hits = {
+                id(self): set(mine[0][mine[1] < n_bands].tolist()),
+                id(extra): set(other[0][other[1] < n_bands].tolist()),
+            }
+            maybe = [s in band_hits[id(o)] for o, _, s, _ in picks]
         return packed_candidates(
             [owner._packed[s] or b"" for owner, _, s, _ in picks],
             [rid for _, rid, _, _ in picks],
