@@ -769,36 +769,43 @@ class Window:
         if extra is not None and not mine.all():
             ts[~mine] = extra._time[uniq[~mine] - off]
         order = np.lexsort((-ts, -shared))
-        u = uniq[order].tolist()
+        ranked = uniq[order]
+        held = ranked < off
+        local = np.where(held, ranked, ranked - off)
+        # Each hit's development as a key: this window's number, or for a development only
+        # ``extra`` holds, -1 - its number there (the cap counts a development once).
+        devs = np.empty(len(ranked), np.int64)
+        devs[held] = self._dev[local[held]]
+        if extra is not None and not held.all():
+            get = self._dev_no.get
+            keys = np.array([get(d, -1 - j) for j, d in enumerate(extra._dev_ids)], np.int64)
+            devs[~held] = keys[extra._dev[local[~held]]]
+        u = local.tolist()
+        mine = held.tolist()
+        d = devs.tolist()
         c = shared[order].tolist()
         t = ts[order].tolist()
         out: list[_Pick] = []
-        per_dev: dict[str, int] = {}
+        per_dev: dict[int, int] = {}
         cap, per = self.options.max_candidates, self.options.candidates_per_development
-
-        def where(s: int) -> tuple[Window, int]:
-            if s < off:
-                return self, s
-            assert extra is not None
-            return extra, s - off
-
+        owners = (self if extra is None else extra, self)  # by "held here"
         n = len(u)
         i = 0
         while i < n and len(out) < cap:
             j = i + 1
             while j < n and c[j] == c[i] and t[j] == t[i]:
                 j += 1
-            group = [where(u[x]) for x in range(i, j)]
+            group: Iterable[int] = range(i, j)
             if j > i + 1:  # the same weight and time: by record id
-                group.sort(key=lambda owned: owned[0]._rids[owned[1]])
-            for owner, s in group:
+                group = sorted(group, key=lambda x: owners[mine[x]]._rids[u[x]])
+            for x in group:
                 if len(out) >= cap:
                     break
-                dev = owner._dev_ids[owner._dev[s]]
-                taken = per_dev.get(dev, 0)
+                taken = per_dev.get(d[x], 0)
                 if taken < per:
-                    per_dev[dev] = taken + 1
-                    out.append((owner, owner._rids[s], s, t[i]))
+                    per_dev[d[x]] = taken + 1
+                    owner = owners[mine[x]]
+                    out.append((owner, owner._rids[u[x]], u[x], t[x]))
             i = j
         return out
 
