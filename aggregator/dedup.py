@@ -1308,23 +1308,26 @@ class Rows:
     ids: np.ndarray  # integer term ids
     weights: np.ndarray  # float64
     starts: np.ndarray  # int64, one more than there are rows
+    rows: np.ndarray  # the row of each element
 
     def __len__(self) -> int:
         return len(self.starts) - 1
 
-    def row_numbers(self) -> np.ndarray:
-        """The row of each element."""
-        return np.repeat(np.arange(len(self), dtype=np.intp), np.diff(self.starts))
+    @staticmethod
+    def counted(ids: np.ndarray, weights: np.ndarray, counts: Any) -> Rows:
+        """Rows of ``counts[i]`` elements each, one after the other."""
+        starts = np.zeros(len(counts) + 1, np.int64)
+        np.cumsum(counts, out=starts[1:])
+        rows = np.repeat(np.arange(len(counts), dtype=np.intp), counts)
+        return Rows(ids, weights, starts, rows)
 
     @staticmethod
     def of(rows: Sequence[tuple[Sequence[int], Sequence[float]]]) -> Rows:
         counts = [len(ids) for ids, _ in rows]
-        starts = np.zeros(len(rows) + 1, np.int64)
-        np.cumsum(counts, out=starts[1:])
-        total = int(starts[-1])
+        total = sum(counts)
         ids = np.fromiter(chain.from_iterable(i for i, _ in rows), np.int64, total)
         weights = np.fromiter(chain.from_iterable(w for _, w in rows), np.float64, total)
-        return Rows(ids, weights, starts)
+        return Rows.counted(ids, weights, np.array(counts, np.int64))
 
 
 class TermTable:
@@ -1345,7 +1348,7 @@ class TermTable:
 
 
 def _no_rows() -> Rows:
-    return Rows(np.zeros(0, np.int64), np.zeros(0), np.zeros(1, np.int64))
+    return Rows.counted(np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64))
 
 
 @dataclass(frozen=True, slots=True)
@@ -1415,17 +1418,18 @@ class CandidateSet:
 
 def _query(vocabulary: Mapping[str, int], terms: Iterable[str], weights: Iterable[float]) -> Any:
     """A vector of the new record in the candidates' ids (terms no candidate has left out:
-    they add nothing to a dot product): (ids, weights)."""
+    they add nothing to a dot product): (ids, weights after a 0.0 for "not a term of it")."""
     get = vocabulary.get
     pairs = [(i, w) for i, w in zip(map(get, terms), weights, strict=True) if i is not None]
     return (
         np.fromiter((i for i, _ in pairs), np.int64, len(pairs)),
-        np.fromiter((w for _, w in pairs), np.float64, len(pairs)),
+        np.fromiter(chain((0.0,), (w for _, w in pairs)), np.float64, len(pairs) + 1),
     )
 
 
-def _dots(query: Any, rows: Rows, row_numbers: np.ndarray, table: np.ndarray) -> list[float]:
-    """The dot product of ``query`` with every row, summed in the row's order of terms."""
+def _dots(query: Any, rows: Rows, table: np.ndarray) -> list[float]:
+    """The dot product of ``query`` (``_query``) with every row, summed in the row's order of
+    terms."""
     q_ids, q_weights = query
     n = len(rows)
     if not len(q_ids) or not len(rows.ids):
@@ -1435,8 +1439,7 @@ def _dots(query: Any, rows: Rows, row_numbers: np.ndarray, table: np.ndarray) ->
         at = table[rows.ids]
     finally:
         table[q_ids] = 0
-    mine = np.concatenate((np.zeros(1), q_weights))[at]
-    dots: list[float] = np.bincount(row_numbers, mine * rows.weights, n).tolist()
+    dots: list[float] = np.bincount(rows.rows, q_weights[at] * rows.weights, n).tolist()
     return dots
 
 
@@ -1457,20 +1460,18 @@ def _centroid_norm(rows: Rows, chosen: Sequence[int], table: np.ndarray) -> floa
     return math.sqrt(total) if total > 0 else 0.0
 
 
-def _names(cs: CandidateSet, row_numbers: np.ndarray) -> Rows:
+def _names(cs: CandidateSet) -> Rows:
     """Each candidate's names vector (``Fingerprint.names_vector``): its terms that are names
     or numbers, as a unit vector (empty when it has none)."""
     terms, marked = cs.terms, cs.marked()
     width = max(len(cs.vocabulary), 1)
-    keys = row_numbers.astype(np.int64) * width + terms.ids
-    theirs = marked.row_numbers().astype(np.int64) * width + marked.ids
+    keys = terms.rows.astype(np.int64) * width + terms.ids
+    theirs = marked.rows.astype(np.int64) * width + marked.ids
     keep = np.isin(keys, theirs)
-    rows, weights = row_numbers[keep], terms.weights[keep]
+    rows, weights = terms.rows[keep], terms.weights[keep]
     norms = np.sqrt(np.bincount(rows, weights * weights, len(terms)))
     counts = np.bincount(rows, minlength=len(terms))
-    starts = np.zeros(len(terms) + 1, np.int64)
-    np.cumsum(counts, out=starts[1:])
-    return Rows(terms.ids[keep], weights / norms[rows], starts)
+    return Rows.counted(terms.ids[keep], weights / norms[rows], counts)
 
 
 def development_scores(
@@ -1512,19 +1513,16 @@ def _development_scores(
         groups.setdefault(devs[i], {})[rids[i]] = i
     vocabulary = cs.vocabulary
     table = cs.table.sized(len(vocabulary))
-    term_rows = cs.terms.row_numbers()
-    head_rows = cs.head.row_numbers()
     # Unit length, like every stored vector: a dot product is a cosine.
     vec = _query(vocabulary, fp.terms, fp.weights)
-    body_dots = _dots(vec, cs.terms, term_rows, table)
-    head_dots = _dots(_query(vocabulary, fp.head_terms, fp.head_weights), cs.head, head_rows, table)
+    body_dots = _dots(vec, cs.terms, table)
+    head_dots = _dots(_query(vocabulary, fp.head_terms, fp.head_weights), cs.head, table)
     names_rows = _no_rows()
     names_dots: list[float] = []
     if options.names_share:
         names = fp.names_vector()
-        names_rows = _names(cs, term_rows)
-        query = _query(vocabulary, names, names.values())
-        names_dots = _dots(query, names_rows, names_rows.row_numbers(), table)
+        names_rows = _names(cs)
+        names_dots = _dots(_query(vocabulary, names, names.values()), names_rows, table)
     actions = _ACTIONS.intersection(fp.head_terms)
     action_ids: set[int] = set()
     member_actions: dict[int, set[int]] = {}
@@ -1533,7 +1531,8 @@ def _development_scores(
         action_ids = {vocabulary[a] for a in actions if a in vocabulary}
         every = [vocabulary[a] for a in _ACTIONS if a in vocabulary]
         found = np.isin(cs.head.ids, every)
-        for row, term in zip(head_rows[found].tolist(), cs.head.ids[found].tolist(), strict=True):
+        rows = cs.head.rows[found].tolist()
+        for row, term in zip(rows, cs.head.ids[found].tolist(), strict=True):
             member_actions.setdefault(row, set()).add(term)
     has_terms, has_head = bool(fp.terms), bool(fp.head_terms)
     short = options.headline_words
@@ -1661,7 +1660,7 @@ def representative_of(
             slot = table[terms.ids]
         finally:
             table[terms.ids] = 0
-        rows, weights = terms.row_numbers(), terms.weights
+        rows, weights = terms.rows, terms.weights
         centroid = np.bincount(slot, weights)
         norm = math.sqrt(float(centroid @ centroid))
         dots = np.bincount(rows, weights * centroid[slot], n)

@@ -503,5 +503,3 @@ class IngestOptions:
     # Slots of dropped records are reclaimed (the window renumbered) once there are this many
     # and more than records held.
     window_compact_after: int = 4_096
-    # Decoded fingerprints kept for candidates that recur (an LRU, ~20 KB each decoded).
-    decoded_cache: int = 2048

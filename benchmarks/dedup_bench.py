@@ -180,7 +180,7 @@ class WindowIndex:
     def _when(self, time: datetime | None) -> datetime:
         return time if time is not None else _EPOCH + timedelta(seconds=self.n)
 
-    def candidates(self, fp: dedup.Fingerprint, time: datetime | None) -> list[dedup.Candidate]:
+    def candidates(self, fp: dedup.Fingerprint, time: datetime | None) -> dedup.CandidateSet:
         return self.window.candidates(fp, self._when(time))
 
     def add(
@@ -199,7 +199,9 @@ def _index_keys(fp: dedup.Fingerprint) -> list[str]:
     return [f"b:{b}" for b in fp.bands] + [f"k:{k}" for k in fp.key_terms]
 
 
-Decider = Callable[[dedup.Fingerprint, Sequence[dedup.Candidate], datetime | None], dedup.Decision]
+# Candidates: the window's (a CandidateSet) or MemoryIndex's (Candidate objects).
+Candidates = Sequence[dedup.Candidate] | dedup.CandidateSet
+Decider = Callable[[dedup.Fingerprint, Candidates, datetime | None], dedup.Decision]
 
 
 @dataclass(frozen=True)
@@ -208,7 +210,7 @@ class Step:
 
     article: Article
     fingerprint: dedup.Fingerprint
-    candidates: list[dedup.Candidate]
+    candidates: Candidates
     decision: dedup.Decision
 
 
@@ -234,6 +236,7 @@ def run_online(
             fp = dedup.fingerprint(art.title, art.text, art.lang)
             if cache is not None:
                 cache[art.id] = fp
+        cands: Candidates
         if isinstance(index, MemoryIndex):
             cands = index.candidates(fp)
         else:
@@ -426,7 +429,8 @@ class Breakdown:
 
     def _false_new(self, st: Step, story_dev: str | None, gold: dict[str, str]) -> None:
         self.false_new += 1
-        if not any(gold.get(c.record_id) == st.article.gold for c in st.candidates):
+        ids = dedup.CandidateSet.of(st.candidates).record_ids
+        if not any(gold.get(rid) == st.article.gold for rid in ids):
             self.no_candidate += 1
             return
         scores = dedup.development_scores(st.fingerprint, st.candidates, self.options)

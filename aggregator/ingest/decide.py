@@ -79,7 +79,7 @@ class _Planner:
         self.options = options
         self.ingest = ingest
         self.now = now
-        self.plan = Plan()
+        self.plan = Plan(packed_for=window.vocab)
         # The batch's own records, with the window's term ids (their candidates score as one).
         self.local = Window(window.instance, ingest, options.window_days, window.vocab)
         self.rows: list[StoredRow] = sorted(stored.rows, key=lambda r: r.seq)
@@ -228,7 +228,7 @@ class _Planner:
             self.new_devs[dev_id] = [new]
         else:
             self.joined.setdefault(dev_id, []).append(new)
-        self.local.add(r.id, dev_id, p.time, seq, fp)
+        self.plan.packed[r.id] = self.local.add(r.id, dev_id, p.time, seq, fp)
         row = _batch_row(p, seq, dev_id)
         self.rows.append(row)
         self.by_id[r.id] = row
@@ -370,7 +370,10 @@ def apply_to_window(window: Window, plan: Plan, seqs: Mapping[str, int]) -> None
         if new.development_id is None or p.fingerprint is None:
             continue  # in no development: never a candidate
         seq = seqs.get(p.record.id, new.seq_hint)
-        packed = window.add(p.record.id, new.development_id, p.time, seq, p.fingerprint)
+        made = plan.packed.get(p.record.id) if plan.packed_for is window.vocab else None
+        packed = window.add(
+            p.record.id, new.development_id, p.time, seq, p.fingerprint, packed=made
+        )
         by_dev.setdefault(new.development_id, []).append(new)
         state = window.developments.get(new.development_id)
         if state is None:

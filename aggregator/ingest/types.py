@@ -133,6 +133,11 @@ class Plan:
     developments: list[DevelopmentWrite] = field(default_factory=list)
     results: list[IngestResult] = field(default_factory=list)
     feed_changed: bool = False
+    # Each new record's packed fingerprint (ingest.window.pack), made while deciding, in the
+    # term ids of ``packed_for`` (the window's vocabulary then): the window takes them as they
+    # are once the plan is written, unless its vocabulary changed.
+    packed: dict[str, bytes] = field(default_factory=dict)
+    packed_for: object = None
 
     def missing_summaries(self) -> list[str]:
         """Representatives whose summary is made from their stored text."""

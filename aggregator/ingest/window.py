@@ -295,12 +295,6 @@ def _ranges(starts: Any, counts: Any) -> Any:
     return np.arange(total, dtype=np.int64) + np.repeat(starts - before, counts)
 
 
-def _row_starts(counts: Any) -> Any:
-    starts = np.zeros(len(counts) + 1, np.int64)
-    np.cumsum(counts, out=starts[1:])
-    return starts
-
-
 class _Lazy(Sequence[Any]):
     """A sequence whose items are read when asked for (a candidate's bands or signature)."""
 
@@ -361,8 +355,8 @@ def _read(packed: Sequence[bytes]) -> _Read:
             h_parts.append(values[row[_N_TERMS] :])
         term_w = np.concatenate(t_parts).astype(np.float64)
         head_w = np.concatenate(h_parts).astype(np.float64)
-    terms = dedup.Rows(term_ids, term_w, _row_starts(n_terms))
-    return _Read(joined, words, base, h, terms, dedup.Rows(head_ids, head_w, _row_starts(n_head)))
+    terms = dedup.Rows.counted(term_ids, term_w, n_terms)
+    return _Read(joined, words, base, h, terms, dedup.Rows.counted(head_ids, head_w, n_head))
 
 
 def packed_representative(packed: Sequence[bytes], vocab: Vocabulary) -> int:
@@ -406,7 +400,7 @@ def packed_candidates(
         counts = h[:, _N_ENT] + h[:, _N_NUM]
         at = base + _H + h[:, _N_MIN] + h[:, _N_TERMS] + h[:, _N_HEAD]
         ids = words[_ranges(at, counts)]
-        return dedup.Rows(ids, np.ones(len(ids)), _row_starts(counts))
+        return dedup.Rows.counted(ids, np.ones(len(ids)), counts)
 
     return dedup.CandidateSet(
         record_ids=record_ids,
