@@ -184,7 +184,7 @@ def _case(seed: int, places: int | None = 5) -> tuple[Fingerprint, list[Candidat
     words = [f"w{i % 3}{i}" for i in range(80)]  # "w1...": numbers, the others names
     fp = synthetic(rng, words, places)
     cands = []
-    for i in range(rng.randint(1, 30)):
+    for _ in range(rng.randint(1, 30)):
         rid = f"r{rng.randrange(40)}"  # sometimes a record twice
         dev = f"d{rng.randrange(6)}"
         when = T0 - timedelta(hours=rng.randrange(200))
