@@ -86,6 +86,20 @@ _ENDINGS_ALTERNATION = "|".join(
 )
 
 _WORD_RE = re.compile(r"\w+")
+# ASCII bytes: a word character (\w: letters, digits, "_") stays, any other becomes a space.
+_ASCII_WORDS = bytes(
+    c if c < 128 and (chr(c).isalnum() or c == ord("_")) else ord(" ") for c in range(256)
+)
+
+
+def _words(text: str) -> list[str]:
+    r"""``re.findall(r"\w+", text)``; an ASCII text is cut by a byte table and ``split`` (the
+    same words, a third of the time)."""
+    if text.isascii():
+        return text.encode("ascii").translate(_ASCII_WORDS).decode("ascii").split()
+    return _WORD_RE.findall(text)
+
+
 _WORDISH_RE = re.compile(r"\w+\*?|\*")
 # Combining marks (category Mn) of the Basic Multilingual Plane, removed after NFKD.
 _MARKS = "".join(chr(c) for c in range(0x300, 0x10000) if unicodedata.category(chr(c)) == "Mn")
@@ -232,7 +246,7 @@ class _Index:
     def __init__(self, text: str) -> None:
         self.original = text
         self.normalized = normalize(text)
-        self.tokens = frozenset(_WORD_RE.findall(self.normalized))
+        self.tokens = frozenset(_words(self.normalized))
         self._sorted: list[str] | None = None
         self._lowered: str | None = None
 

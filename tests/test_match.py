@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+import re
+import unicodedata
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aggregator.match import (
+    _MARKS_RE,
     FieldTexts,
     TermError,
     TopicMatcher,
+    _words,
     normalize,
     parse_term,
     stem,
@@ -49,6 +54,15 @@ def test_normalize_folds_case_and_accents() -> None:
     assert normalize("ЛУКАШЕНКО") == "лукашенко"  # Cyrillic stays Cyrillic
     assert normalize("Ёлка") == normalize("елка")
     assert normalize("ﬁre Straße") == "fire strasse"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=60))
+def test_ascii_texts_take_the_short_ways_to_the_same_result(text: str) -> None:
+    # ASCII skips NFKD and the mark removal, and is cut into words by a byte table.
+    assert normalize(text) == _MARKS_RE.sub("", unicodedata.normalize("NFKD", text)).casefold()
+    assert _words(text) == re.findall(r"\w+", text)
+    assert _words(text + "ž") == re.findall(r"\w+", text + "ž")
 
 
 # --- term syntax -------------------------------------------------------------------------------
