@@ -88,7 +88,8 @@ def parse(text: str) -> Document:
             gap += 1
             i += 1
             continue
-        table, consumed = _take_table(lines, i, gap)
+        # Only a line that starts with "|" can start a table.
+        table, consumed = _take_table(lines, i, gap) if line[0] == "|" else (None, 0)
         if table is not None:
             blocks.append(table)
             i += consumed
