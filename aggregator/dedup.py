@@ -139,6 +139,8 @@ _GROUP_SPACE = re.compile(r"[ \u00a0\u2009\u202f]")
 _TOKEN = re.compile(
     rf"[^\W\d_]+|\d(?:\d{{0,2}}(?:{_GROUP_SPACE.pattern}\d{{3}})+(?:[.,]\d+)?(?!\d)|\d*(?:[.,:]\d+)*)"
 )
+# The same pattern for an ASCII text, where ASCII \w and \d are Unicode's: a third faster.
+_TOKEN_ASCII = re.compile(_TOKEN.pattern, re.ASCII)
 # Words are cut to this many letters: a crude stemmer that also meets Lithuanian and Russian
 # inflections halfway (Vilnius, Vilniaus, Вильнюсе -> "vilniu"/"vilnius").
 STEM_LENGTH = 6
@@ -364,7 +366,7 @@ def _tokenize(text: str) -> _Tokens:
 
 def _tokens(text: str) -> _Tokens:
     """``text`` cut into tokens (no keys), its new words added to the per-word tables."""
-    raw = _TOKEN.findall(text)
+    raw = (_TOKEN_ASCII if text.isascii() else _TOKEN).findall(text)
     if not raw:
         return _Tokens([])
     cache, word_number = _KEY_CACHE, _WORD_NUMBER

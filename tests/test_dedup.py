@@ -463,6 +463,21 @@ def test_rounded_weights_are_those_of_round() -> None:
     assert dedup._round5(values.tolist(), 3.7) == tuple(round(v / 3.7, 5) for v in values.tolist())
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(
+        alphabet=st.one_of(st.sampled_from("aZ09 ,.:_"), st.characters(max_codepoint=127)),
+        max_size=40,
+    )
+)
+def test_ascii_texts_are_cut_into_the_same_tokens(text: str) -> None:
+    # An ASCII text is cut by the pattern compiled with re.ASCII: the same tokens.
+    assert dedup._TOKEN_ASCII.findall(text) == dedup._TOKEN.findall(text)
+    assert dedup._TOKEN_ASCII.findall("4 000,5 Vilnius 1:2 x_y 12 345") == dedup._TOKEN.findall(
+        "4 000,5 Vilnius 1:2 x_y 12 345"
+    )
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.floats(min_value=-2.0, max_value=2.0), min_size=24, max_size=80))
 def test_rounded_weights_are_those_of_round_for_any_floats(values: list[float]) -> None:
