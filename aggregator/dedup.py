@@ -717,13 +717,16 @@ def _weighed(
     order). A term's weight: (1 + ln count) x ENTITY_WEIGHT for a name or number x its IDF,
     computed in C by chained maps (the same operations, in the same order, as a loop would)."""
     terms = sorted(counts)
-    fresh = _fresh_idfs(terms)
     idfs = list(map(_IDF_CACHE.get, terms))
-    # Misses (name pairs, never cached; words the cache could not take) and zeros alike: a
-    # zero looked up again is the same zero.
-    for i in compress(range(len(terms)), map(not_, idfs)):
-        value = fresh.get(terms[i])
-        idfs[i] = value if value is not None else _idf_cached(terms[i])
+    # Misses (name pairs, never cached; words not seen yet) and zeros alike: a zero weighed
+    # again is the same zero.
+    missing = list(compress(range(len(terms)), map(not_, idfs)))
+    if missing:
+        words = [terms[i] for i in missing if "_" not in terms[i]]
+        fresh = _fresh_idfs(words) if words else {}
+        for i in missing:
+            value = fresh.get(terms[i])
+            idfs[i] = value if value is not None else _idf_cached(terms[i])
     n = len(terms)
     if n < _WEIGH_IN_NUMPY:  # a headline's few: numpy's calls would cost more
         tf = map(_TF.__getitem__, map(counts.__getitem__, terms))
@@ -764,15 +767,9 @@ _IDF_CACHE: dict[str, float] = {}
 IDF_CACHE_SIZE = 50_000
 
 
-def _fresh_idfs(terms: Iterable[str]) -> dict[str, float]:
-    """The IDFs of those of ``terms`` that are not cached (name pairs aside), found in one
-    search of the table, and cached (when they fit)."""
-    missing = set(terms).difference(_IDF_CACHE)
-    if not missing:
-        return {}
-    words = [k for k in missing if "_" not in k]
-    if not words:
-        return {}
+def _fresh_idfs(words: Sequence[str]) -> dict[str, float]:
+    """The IDFs of ``words`` (distinct, no name pairs), found in one search of the table, and
+    cached (when they fit)."""
     fresh = dict(zip(words, _background_idfs(words), strict=True))
     if len(_IDF_CACHE) + len(fresh) > IDF_CACHE_SIZE:
         _IDF_CACHE.clear()
