@@ -159,7 +159,9 @@ def _ingest_batch(
                     _catch_up(tx, window, batch, now)
                     records_ = [p.record for p in batch]
                     stored = tx.exact_keys(records_, first_choices(batch))
-                    plan = decide(window, batch, stored, options, tuning, now)
+                    # Deciding (candidates, scores, representatives, titles) is dedup's work.
+                    with profile.stage("dedup"):
+                        plan = decide(window, batch, stored, options, tuning, now)
                     missing = plan.missing_summaries()
                     if missing:
                         plan = with_summaries(plan, tx.record_texts(missing))

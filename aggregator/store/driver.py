@@ -106,3 +106,25 @@ def insert_many(conn: sa.Connection, stmt: sa.Insert, rows: Sequence[Mapping[str
         return
     prepared = driver_statement(stmt, conn.dialect, column_keys=list(rows[0]))
     conn.exec_driver_sql(prepared.sql, prepared.rows(rows))
+
+
+def execute(
+    conn: sa.Connection, stmt: sa.ClauseElement, values: Mapping[str, Any] | None = None
+) -> sa.CursorResult[Any]:
+    """One execution of ``stmt`` (a module-level statement) with ``values`` by bind name.
+
+    The result's values are the driver's own, not passed through the columns' result
+    processors: for statements whose results need none (integers, text) or that return none.
+    """
+    prepared = driver_statement(stmt, conn.dialect)
+    return conn.exec_driver_sql(prepared.sql, prepared.params(values or {}))
+
+
+def execute_many(
+    conn: sa.Connection, stmt: sa.ClauseElement, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """An executemany of ``stmt`` (a module-level UPDATE or DELETE) over ``rows``."""
+    if not rows:
+        return
+    prepared = driver_statement(stmt, conn.dialect)
+    conn.exec_driver_sql(prepared.sql, prepared.rows(rows))

@@ -22,7 +22,7 @@ from aggregator.ingest.types import (
 from aggregator.model import DedupReason, Record
 from aggregator.store import driver
 from aggregator.store import schema as t
-from aggregator.store.common import chunks, lock_key
+from aggregator.store.common import CHUNK, chunks, lock_key
 from aggregator.store.engine import is_postgres
 from aggregator.store.queries import resolve_development
 
@@ -33,6 +33,85 @@ _INSERT_MEMBERSHIPS = sa.insert(t.memberships)
 _INSERT_DEVELOPMENT_TOPICS = sa.insert(t.development_topics)
 _INSERT_TOPIC_MATCHES = sa.insert(t.topic_matches)
 _INSERT_ALIASES = sa.insert(t.record_aliases)
+_MAX_SEQ = sa.select(sa.func.coalesce(sa.func.max(t.records.c.seq), 0))
+_WINDOW_MARKS = sa.select(
+    sa.select(sa.func.coalesce(sa.func.max(t.records.c.seq), 0)).scalar_subquery(),
+    t.store_meta.c.layout_version,
+).where(t.store_meta.c.id == 1)
+_BUMP_FEED_VERSION = (
+    sa.update(t.store_meta)
+    .where(t.store_meta.c.id == 1)
+    .values(feed_version=t.store_meta.c.feed_version + 1)
+)
+_LATER = sa.case(
+    (
+        t.developments.c.updated < sa.bindparam("new_updated", type_=t.UTCDateTime()),
+        sa.bindparam("new_updated", type_=t.UTCDateTime()),
+    ),
+    else_=t.developments.c.updated,
+)
+_TOUCH_DEVELOPMENTS = (
+    sa.update(t.developments)
+    .where(t.developments.c.id == sa.bindparam("dev_id"))
+    .values(updated=_LATER)
+)
+_REFRESH_DEVELOPMENTS = (
+    sa.update(t.developments)
+    .where(t.developments.c.id == sa.bindparam("dev_id"))
+    .values(
+        updated=_LATER,
+        title=sa.bindparam("new_title"),
+        summary=sa.bindparam("new_summary"),
+        representative_id=sa.bindparam("new_representative"),
+    )
+)
+
+
+def _many(name: str) -> sa.BindParameter[Any]:
+    return sa.bindparam(name, expanding=True)
+
+
+_r, _a, _m = t.records, t.record_aliases, t.memberships
+_ALIASES_BY_GUID = (
+    sa.select(_a.c.source_id, _a.c.guid, _a.c.record_id)
+    .where(_a.c.guid.in_(_many("guids")))
+    .order_by(_a.c.id)
+)
+_EXACT_ROWS = (
+    sa.select(
+        _r.c.id,
+        _r.c.seq,
+        _r.c.content_hash,
+        _r.c.canonical_url,
+        _r.c.source_id,
+        _r.c.url,
+        _r.c.guid,
+        _m.c.development_id,
+        _r.c.time,
+        _r.c.outlet_url,
+        _r.c.headline_key,
+    )
+    .outerjoin(_m, _m.c.record_id == _r.c.id)
+    .where(
+        sa.or_(
+            _r.c.id.in_(_many("ids")),
+            _r.c.content_hash.in_(_many("hashes")),
+            _r.c.canonical_url.in_(_many("urls")),
+            _r.c.guid.in_(_many("guids")),
+            _r.c.headline_key.in_(_many("headlines")),
+        )
+    )
+)
+_TOPICS_OF = sa.select(t.topic_matches.c.record_id, t.topic_matches.c.topic_id).where(
+    t.topic_matches.c.record_id.in_(_many("ids"))
+)
+_ALIASES_OF = (
+    sa.select(_a.c.record_id, _a.c.source_id, _a.c.url, _a.c.guid)
+    .where(_a.c.record_id.in_(_many("ids")))
+    .order_by(_a.c.id)
+)
+_TAKEN = sa.select(t.developments.c.id).where(t.developments.c.id.in_(_many("ids")))
+_TEXTS = sa.select(_r.c.id, _r.c.text).where(_r.c.id.in_(_many("ids")))
 # The global ingest lock: one ingest transaction at a time across replicas, so each decides on
 # a window caught up with every record stored before it (pipeline.ingest_many).
 INGEST_LOCK = "ingest"
@@ -82,18 +161,13 @@ class WriteTx:
 
     def max_seq(self) -> int:
         """The highest record insertion number (0: no records)."""
-        r = t.records
-        return int(
-            self.conn.execute(sa.select(sa.func.coalesce(sa.func.max(r.c.seq), 0))).scalar_one()
-        )
+        return int(driver.execute(self.conn, _MAX_SEQ).scalar_one())
 
     def window_marks(self) -> tuple[int, int]:
         """(the highest record insertion number, ``store_meta.layout_version``): what an
         ingesting process compares with what its window saw."""
-        r, meta = t.records, t.store_meta
-        top = sa.select(sa.func.coalesce(sa.func.max(r.c.seq), 0)).scalar_subquery()
-        row = self.conn.execute(sa.select(top, meta.c.layout_version).where(meta.c.id == 1)).one()
-        return int(row[0]), int(row[1])
+        top, layout = tuple(driver.execute(self.conn, _WINDOW_MARKS).one())
+        return int(top), int(layout)
 
     def window_records(
         self, *, after_seq: int, since: datetime, before: datetime | None = None
@@ -193,58 +267,38 @@ class WriteTx:
         content hash, canonical URL, GUID or headline key), the aliases with a batch record's
         source and GUID, and which of ``dev_ids`` are taken: what ``ingest.decide`` needs to
         find exact duplicates and choose new development ids."""
-        r, a, m, d = t.records, t.record_aliases, t.memberships, t.developments
         guids = {(x.source_id, x.guid) for x in batch if x.guid and x.source_id}
         alias_guids: list[tuple[str, str, str]] = []
         for chunk in chunks(sorted({g for _, g in guids if g is not None})):
-            query = sa.select(a.c.source_id, a.c.guid, a.c.record_id).where(a.c.guid.in_(chunk))
-            for row in self.conn.execute(query.order_by(a.c.id)):
+            for row in self.conn.execute(_ALIASES_BY_GUID, {"guids": list(chunk)}):
                 if (row.source_id, row.guid) in guids:
                     alias_guids.append((row.source_id, row.guid, row.record_id))
-        wanted = (
-            (r.c.id, {x.id for x in batch} | {rid for _, _, rid in alias_guids}),
-            (r.c.content_hash, {x.content_hash for x in batch}),
-            (r.c.canonical_url, {x.canonical_url for x in batch if x.canonical_url}),
-            (r.c.guid, {g for _, g in guids if g is not None}),
-            (r.c.headline_key, {x.headline_key for x in batch if x.headline_key}),
-        )
+        wanted = {
+            "ids": {x.id for x in batch} | {rid for _, _, rid in alias_guids},
+            "hashes": {x.content_hash for x in batch},
+            "urls": {x.canonical_url for x in batch if x.canonical_url},
+            "guids": {g for _, g in guids if g is not None},
+            "headlines": {x.headline_key for x in batch if x.headline_key},
+        }
+        # One statement for every key (each IN list uses its column's index: SQLite's
+        # multi-index OR, PostgreSQL's bitmap OR), at most CHUNK values per list.
+        lists = {name: sorted(values) for name, values in wanted.items()}
         found: dict[str, Any] = {}
-        columns = (
-            r.c.id,
-            r.c.seq,
-            r.c.content_hash,
-            r.c.canonical_url,
-            r.c.source_id,
-            r.c.url,
-            r.c.guid,
-            m.c.development_id,
-            r.c.time,
-            r.c.outlet_url,
-            r.c.headline_key,
-        )
-        for column, values in wanted:
-            for chunk in chunks(sorted(values)):
-                query = sa.select(*columns).outerjoin(m, m.c.record_id == r.c.id)
-                for hit in self.conn.execute(query.where(column.in_(chunk))):
-                    found[hit.id] = hit
+        for start in range(0, max(len(v) for v in lists.values()), CHUNK):
+            params = {name: v[start : start + CHUNK] for name, v in lists.items()}
+            for hit in self.conn.execute(_EXACT_ROWS, params):
+                found[hit.id] = hit
         ids = sorted(found)
         topics: dict[str, list[str]] = {}
         places: dict[str, list[tuple[str | None, str | None, str | None]]] = {}
         for chunk in chunks(ids):
-            tm = t.topic_matches
-            for rid, topic in self.conn.execute(
-                sa.select(tm.c.record_id, tm.c.topic_id).where(tm.c.record_id.in_(chunk))
-            ):
+            for rid, topic in self.conn.execute(_TOPICS_OF, {"ids": list(chunk)}):
                 topics.setdefault(rid, []).append(topic)
-            for rid, source_id, url, guid in self.conn.execute(
-                sa.select(a.c.record_id, a.c.source_id, a.c.url, a.c.guid)
-                .where(a.c.record_id.in_(chunk))
-                .order_by(a.c.id)
-            ):
+            for rid, source_id, url, guid in self.conn.execute(_ALIASES_OF, {"ids": list(chunk)}):
                 places.setdefault(rid, []).append((source_id, url, guid))
         taken: set[str] = set()
         for chunk in chunks(sorted(set(dev_ids))):
-            taken.update(self.conn.execute(sa.select(d.c.id).where(d.c.id.in_(chunk))).scalars())
+            taken.update(self.conn.execute(_TAKEN, {"ids": list(chunk)}).scalars())
         return StoredExact(
             rows=tuple(
                 StoredRow(
@@ -269,11 +323,9 @@ class WriteTx:
         )
 
     def record_texts(self, record_ids: Iterable[str]) -> dict[str, str]:
-        r = t.records
         out: dict[str, str] = {}
         for chunk in chunks(sorted(set(record_ids))):
-            query = sa.select(r.c.id, r.c.text).where(r.c.id.in_(chunk))
-            out.update((rid, text) for rid, text in self.conn.execute(query))
+            out.update((rid, text) for rid, text in self.conn.execute(_TEXTS, {"ids": list(chunk)}))
         return out
 
     def apply(self, plan: Plan, *, ingested: datetime) -> dict[str, int]:
@@ -429,42 +481,30 @@ class WriteTx:
         self._update_developments(writes)
 
     def _update_developments(self, writes: Sequence[DevelopmentWrite]) -> None:
-        d = t.developments
-        later = sa.case(
-            (
-                d.c.updated < sa.bindparam("new_updated", type_=t.UTCDateTime()),
-                sa.bindparam("new_updated", type_=t.UTCDateTime()),
-            ),
-            else_=d.c.updated,
+        driver.execute_many(
+            self.conn,
+            _TOUCH_DEVELOPMENTS,
+            [
+                {"dev_id": w.id, "new_updated": w.updated}
+                for w in writes
+                if w.representative_id is None
+            ],
         )
-        touch = [w for w in writes if w.representative_id is None]
-        if touch:
-            self.conn.execute(
-                sa.update(d).where(d.c.id == sa.bindparam("dev_id")).values(updated=later),
-                [{"dev_id": w.id, "new_updated": w.updated} for w in touch],
-            )
-        chosen = [w for w in writes if w.representative_id is not None]
-        if chosen:
-            self.conn.execute(
-                sa.update(d)
-                .where(d.c.id == sa.bindparam("dev_id"))
-                .values(
-                    updated=later,
-                    title=sa.bindparam("new_title"),
-                    summary=sa.bindparam("new_summary"),
-                    representative_id=sa.bindparam("new_representative"),
-                ),
-                [
-                    {
-                        "dev_id": w.id,
-                        "new_updated": w.updated,
-                        "new_title": w.title or "",
-                        "new_summary": w.summary or "",
-                        "new_representative": w.representative_id,
-                    }
-                    for w in chosen
-                ],
-            )
+        driver.execute_many(
+            self.conn,
+            _REFRESH_DEVELOPMENTS,
+            [
+                {
+                    "dev_id": w.id,
+                    "new_updated": w.updated,
+                    "new_title": w.title or "",
+                    "new_summary": w.summary or "",
+                    "new_representative": w.representative_id,
+                }
+                for w in writes
+                if w.representative_id is not None
+            ],
+        )
 
     def bump_layout_version(self) -> None:
         """Records moved or removed outside ingest: ingesting processes rebuild their windows."""
@@ -475,11 +515,7 @@ class WriteTx:
         )
 
     def bump_feed_version(self) -> None:
-        self.conn.execute(
-            sa.update(t.store_meta)
-            .where(t.store_meta.c.id == 1)
-            .values(feed_version=t.store_meta.c.feed_version + 1)
-        )
+        driver.execute(self.conn, _BUMP_FEED_VERSION)
 
     # --- admin decisions ----------------------------------------------------------------
 
