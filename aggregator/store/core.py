@@ -77,6 +77,17 @@ log = logging.getLogger("aggregator.store")
 _T = TypeVar("_T")
 # Attempts of a short, idempotent write (fetch state, leases) that lost its connection or a race.
 WRITE_ATTEMPTS = 3
+# Store.known_guids: built once (an IN list built per call costs more than the lookup).
+_KNOWN_GUIDS = sa.union(
+    sa.select(t.records.c.guid).where(
+        t.records.c.source_id == sa.bindparam("source"),
+        t.records.c.guid.in_(sa.bindparam("guids", expanding=True)),
+    ),
+    sa.select(t.record_aliases.c.guid).where(
+        t.record_aliases.c.source_id == sa.bindparam("source"),
+        t.record_aliases.c.guid.in_(sa.bindparam("guids", expanding=True)),
+    ),
+)
 
 
 def open_store(url: str, *, migrate: bool = True) -> Store:
@@ -317,15 +328,8 @@ class Store:
         known: set[str] = set()
         with self._read() as conn:
             for chunk in chunks(list(dict.fromkeys(g for g in guids if g))):
-                query = sa.select(t.records.c.guid).where(
-                    t.records.c.source_id == source_id, t.records.c.guid.in_(chunk)
-                )
-                known.update(conn.execute(query).scalars())
-                aliases = sa.select(t.record_aliases.c.guid).where(
-                    t.record_aliases.c.source_id == source_id,
-                    t.record_aliases.c.guid.in_(chunk),
-                )
-                known.update(g for g in conn.execute(aliases).scalars() if g)
+                params = {"source": source_id, "guids": list(chunk)}
+                known.update(g for g in conn.execute(_KNOWN_GUIDS, params).scalars() if g)
         return known
 
     def article_failures(
