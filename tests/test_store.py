@@ -529,6 +529,41 @@ def test_in_memory_sqlite_store_is_one_database() -> None:
         s.close()
 
 
+def test_exact_keys_and_known_guids_over_more_values_than_one_statement_takes(
+    store: Store,
+) -> None:
+    """The exact-key read finds stored records by each key when the batch's IN lists run
+    past one statement's bound (CHUNK) and are of unequal lengths; known_guids likewise."""
+    from dataclasses import replace
+
+    from aggregator.store.common import CHUNK
+
+    stored = [
+        make_record("Orla", STORM, url="https://news.example/orla", source_id="s", guid="g"),
+        replace(make_record("Vote", VOTE, url="https://news.example/vote"), headline_key="hk1"),
+        make_record("Vote count", VOTE + " Turnout rose.", source_id="s", guid="g2"),
+    ]
+    for rec in stored:
+        assert put(store, rec).stored
+    fillers = [
+        make_record(f"Item {i}", f"Filler text number {i}.", source_id="s", guid=f"x{i}")
+        for i in range(CHUNK + 20)
+    ]
+    by_url = make_record("Other", "Another text.", url="https://news.example/orla")
+    by_hash = replace(
+        make_record("Orla again", "Different body."), content_hash=stored[2].content_hash
+    )
+    by_headline = replace(make_record("Vote again", "Yet another."), headline_key="hk1")
+    by_guid = make_record("Count", "More text.", source_id="s", guid="g2")
+    batch = [*fillers, by_url, by_hash, by_headline, by_guid, stored[0]]
+    with store.write() as tx:
+        found = tx.exact_keys(batch, [])
+    assert sorted(r.id for r in found.rows) == sorted(r.id for r in stored)
+    guids = [f"x{i}" for i in range(CHUNK + 20)] + ["g2", "g"]
+    assert store.known_guids("s", guids) == {"g", "g2"}
+    assert store.known_guids("t", guids) == set()
+
+
 def test_very_long_urls_and_guids_are_stored_and_found(store: Store) -> None:
     # Longer than a PostgreSQL btree entry may be: the URL and GUID indexes are hash indexes.
     url = "https://news.example/story?" + "&".join(f"k{i}=v{i}" for i in range(700))
