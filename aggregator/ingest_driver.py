@@ -192,7 +192,15 @@ def _catch_up(tx: WriteTx, window: Window, batch: Sequence[Prepared], now: datet
         window.reset(layout)
     devs: set[str] = set()
     if window.horizon is None:
-        devs |= window.load_records(tx.window_records(after_seq=0, since=need))
+        # A rebuild reads only what the memory bound keeps: the newest ``window_max_records``
+        # (and those filed at the same time as the last of them; the next eviction drops
+        # those by id), as a window that never restarted holds them.
+        since = need
+        cut = tx.window_cut(since=need, newest=window.options.window_max_records)
+        if cut is not None and cut > need:
+            since = cut
+            window.capped = True
+        devs |= window.load_records(tx.window_records(after_seq=0, since=since))
         window.set_horizon(need)
     else:
         if top > window.last_seq:

@@ -269,6 +269,49 @@ def test_an_import_of_old_records_keeps_them_in_the_window_between_batches(
         s.close()
 
 
+def test_a_rebuild_reads_only_the_newest_records_the_memory_bound_keeps(
+    db_url: str, tmp_path: Path
+) -> None:
+    from aggregator.ingest_driver import _catch_up
+
+    tuning = IngestOptions(window_max_records=10)
+    recs = _articles(40)
+
+    def run(s: Store, part: list[Record]) -> list[IngestResult]:
+        out: list[IngestResult] = []
+        for start in range(0, len(part), 5):
+            chunk = part[start : start + 5]
+            out += ingest_many(
+                s, chunk, matcher=TopicMatcher(TOPICS), options=OPTIONS, now=NOW, tuning=tuning
+            )
+        return out
+
+    single = open_store(f"sqlite:///{tmp_path}/single.db")
+    try:
+        expected = run(single, recs)
+    finally:
+        single.close()
+    first = open_store(db_url)
+    try:
+        got = run(first, recs[:30])
+    finally:
+        first.close()
+    restarted = open_store(db_url, migrate=False)
+    try:
+        # A window built afresh holds the newest 10 of the 30 stored, never all of them.
+        window = Window(restarted.instance, tuning, OPTIONS.window_days)
+        with restarted.write() as tx:
+            _catch_up(tx, window, (), NOW)
+        held = [r.record_id for r in expected[:30] if r.stored and r.development_id]
+        assert len(held) > 10
+        assert set(window.record_ids()) == set(held[-10:]) and window.capped
+        # And a restarted process decides as the one that never stopped.
+        got += run(restarted, recs[30:])
+    finally:
+        restarted.close()
+    assert got == expected
+
+
 def test_a_split_elsewhere_rebuilds_the_window(store: Store) -> None:
     recs = _articles(40)
     first = _results(store, recs[:20], 20)

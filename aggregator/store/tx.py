@@ -169,6 +169,24 @@ class WriteTx:
         top, layout = tuple(driver.execute(self.conn, _WINDOW_MARKS).one())
         return int(top), int(layout)
 
+    def window_cut(self, *, since: datetime, newest: int) -> datetime | None:
+        """The filing time of the ``newest``-th newest stored record with a development filed
+        from ``since`` on (None: there are fewer): where a window bounded to ``newest`` records
+        starts."""
+        r, m = t.records, t.memberships
+        if newest <= 0:
+            return None
+        query = (
+            sa.select(r.c.time)
+            .join(m, m.c.record_id == r.c.id)
+            .where(r.c.time >= since)
+            .order_by(r.c.time.desc())
+            .limit(1)
+            .offset(newest - 1)
+        )
+        found: datetime | None = self.conn.execute(query).scalar()
+        return found
+
     def window_records(
         self, *, after_seq: int, since: datetime, before: datetime | None = None
     ) -> Iterator[StoredRecord]:
