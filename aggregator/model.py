@@ -491,7 +491,7 @@ class IngestOptions:
     # ids and development state: 3.4 KB of RSS per held record at 20,000 ECB+ articles
     # (benchmarks/ingest_bench.py --sizes; docs/store.md), so 50,000 is about 170 MB. Beyond it
     # the oldest are dropped, and candidates come from the newest this many records of the
-    # dedup window.
+    # dedup window; a rebuild from the store reads only those.
     window_max_records: int = 50_000
     # The window's vocabulary (term ids of the compact fingerprints) only grows; past this many
     # words (≈ 100 bytes each) the window is rebuilt from the store, without the words of
