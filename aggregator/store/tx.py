@@ -111,6 +111,7 @@ _ALIASES_OF = (
     .order_by(_a.c.id)
 )
 _TAKEN = sa.select(t.developments.c.id).where(t.developments.c.id.in_(_many("ids")))
+_SEQS = sa.select(_r.c.id, _r.c.seq).where(_r.c.id.in_(_many("ids")))
 _TEXTS = sa.select(_r.c.id, _r.c.text).where(_r.c.id.in_(_many("ids")))
 # The global ingest lock: one ingest transaction at a time across replicas, so each decides on
 # a window caught up with every record stored before it (pipeline.ingest_many).
@@ -383,11 +384,10 @@ class WriteTx:
                     row["seq"] = seqs[row["id"]] = i
             driver.insert_many(self.conn, _INSERT_RECORDS, rows)
             if self.is_postgres:
-                r = t.records
                 ids = [row["id"] for row in rows]
                 for chunk in chunks(ids):
-                    query = sa.select(r.c.id, r.c.seq).where(r.c.id.in_(chunk))
-                    seqs.update((rid, int(seq)) for rid, seq in self.conn.execute(query))
+                    found = self.conn.execute(_SEQS, {"ids": list(chunk)})
+                    seqs.update((rid, int(seq)) for rid, seq in found)
         driver.insert_many(
             self.conn,
             _INSERT_TOPIC_MATCHES,
