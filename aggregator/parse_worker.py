@@ -43,13 +43,19 @@ def prepare_entries(
     options: DedupOptions,
 ) -> list[Prepared]:
     """Records of new feed entries, matched and fingerprinted; an entry that cannot be made
-    into a record is left out (it is logged)."""
-    records = []
+    into a record is left out (it is logged).
+
+    Each record is prepared as soon as it is made: making it parsed its text (for the content
+    hash), and ``records.parse`` keeps only the last few documents, so preparing the records
+    of a feed of more than a few entries after making them all parsed every text twice."""
+    prepared = []
     for e in entries:
         try:
-            records.append(normalize.record_from_entry(e, source, now))
+            record = normalize.record_from_entry(e, source, now)
         except Exception as exc:
             log.warning(
                 "entry %s of %s skipped: %s: %s", e.guid, source.id, type(exc).__name__, exc
             )
-    return prepare_records(records, source, now, matcher, options)
+            continue
+        prepared.append(prepare(record, matcher, now, allowed_topics=source.topics))
+    return prepared
