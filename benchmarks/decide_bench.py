@@ -7,7 +7,7 @@
 The stream: the ECB+ dev articles spread evenly among the UCI dev headlines
 (``../shared/clustering-dev``), fingerprinted once (not timed). ``--worlds W`` plays W copies
 of it interleaved record by record, copy k with its names, key terms, headline words and LSH
-bands renamed (``ingest_bench._other_story``): W stories of each shape run in parallel, so the
+bands renamed (``other_story``): W stories of each shape run in parallel, so the
 window grows to W x 3,654 records while each record's candidates stay those of its own copy,
 and they are spread over the whole window as the cycle's are. Every record is filed within
 the dedup window of the last (the stream spans six days). Timed, in CPU seconds: for each
@@ -30,9 +30,14 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the child imports the tree's own aggregator
+    from aggregator import dedup
 
 ROOT = Path(__file__).resolve().parent.parent
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -69,32 +74,35 @@ def _stream(shared: Path) -> list[tuple[str, str, str | None]]:
     return out
 
 
+def other_story(fp: dedup.Fingerprint, k: int) -> dedup.Fingerprint:
+    """``fp`` as another story of the same shape: its names, headline words and key terms
+    renamed (the rest of its vocabulary is the language's, shared with every story) and its
+    LSH bands its own. Also ``ingest_bench``'s."""
+    names = set(fp.entities) | set(fp.key_terms) | set(fp.title_terms)
+
+    def own(terms: Sequence[str]) -> tuple[str, ...]:
+        return tuple(f"{t}~{k}" if t in names else t for t in terms)
+
+    return replace(
+        fp,
+        bands=tuple(f"{b}~{k}" for b in fp.bands),
+        key_terms=own(fp.key_terms),
+        terms=own(fp.terms),
+        entities=own(fp.entities),
+        title_terms=own(fp.title_terms),
+        head_terms=own(fp.head_terms),
+        # ``replace`` would hand the copy the original's cached vectors (the same dicts),
+        # built from the terms before renaming: fresh ones instead.
+        _vector={},
+        _head={},
+        _names={},
+    )
+
+
 def child(worlds: int, shared: Path) -> dict[str, float | int | str]:
     from aggregator import dedup
     from aggregator.ingest.window import Window
     from aggregator.model import DedupOptions, IngestOptions
-
-    def other(fp: dedup.Fingerprint, k: int) -> dedup.Fingerprint:
-        if k == 0:
-            return fp
-        names = set(fp.entities) | set(fp.key_terms) | set(fp.title_terms)
-
-        def own(terms: tuple[str, ...]) -> tuple[str, ...]:
-            return tuple(f"{t}~{k}" if t in names else t for t in terms)
-
-        return replace(
-            fp,
-            bands=tuple(f"{b}~{k}" for b in fp.bands),
-            key_terms=own(fp.key_terms),
-            terms=own(fp.terms),
-            entities=own(fp.entities),
-            title_terms=own(fp.title_terms),
-            head_terms=own(fp.head_terms),
-            # Not the original's vectors, which a Fingerprint caches once built.
-            _vector={},
-            _head={},
-            _names={},
-        )
 
     base = [dedup.fingerprint(t, x, lang) for t, x, lang in _stream(shared)]
     options = DedupOptions()
@@ -109,7 +117,7 @@ def child(worlds: int, shared: Path) -> dict[str, float | int | str]:
     n = 0
     for j, fp0 in enumerate(base):
         for k in range(worlds):
-            fp = other(fp0, k)
+            fp = fp0 if k == 0 else other_story(fp0, k)
             when = EPOCH + step * n
             n += 1
             t0 = time.process_time()

@@ -29,7 +29,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -59,6 +58,7 @@ if str(ROOT) not in sys.path:  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import fresh_store  # noqa: E402
+from benchmarks.decide_bench import other_story  # noqa: E402
 
 
 def load_records(corpus: Path, copies: int) -> list[Record]:
@@ -194,32 +194,12 @@ def main() -> None:
 # ------------------------------------------------------------------ CPU as the store grows
 
 
-def _other_story(fp: dedup.Fingerprint, k: int) -> dedup.Fingerprint:
-    """``fp`` as another story of the same shape: its names, headline words and key terms
-    renamed (the rest of its vocabulary is the language's, shared with every story) and its
-    LSH bands its own."""
-    names = set(fp.entities) | set(fp.key_terms) | set(fp.title_terms)
-
-    def own(terms: Sequence[str]) -> tuple[str, ...]:
-        return tuple(f"{t}~{k}" if t in names else t for t in terms)
-
-    return replace(
-        fp,
-        bands=tuple(f"{b}~{k}" for b in fp.bands),
-        key_terms=own(fp.key_terms),
-        terms=own(fp.terms),
-        entities=own(fp.entities),
-        title_terms=own(fp.title_terms),
-        head_terms=own(fp.head_terms),
-    )
-
-
 def _prefill(store: Store, base: Sequence[Record], n: int, end: datetime) -> None:
     """``n`` stored records, each in its own development, filed over the six days before
     ``end`` (all within the dedup window of what comes next), written by ``WriteTx.apply``:
-    the corpus once, then other stories of the same shape (``_other_story``: fingerprinting
-    100,000 records would take minutes). So the store grows while the records that share keys
-    with a new one stay the same few."""
+    the corpus once, then other stories of the same shape (``decide_bench.other_story``:
+    fingerprinting 100,000 records would take minutes). So the store grows while the records
+    that share keys with a new one stay the same few."""
     from aggregator.ingest.prepare import dedup_text
 
     fps = {r.id: dedup.fingerprint(r.title, dedup_text(r), r.language) for r in base}
@@ -239,7 +219,7 @@ def _prefill(store: Store, base: Sequence[Record], n: int, end: datetime) -> Non
         )
         dev = development_id_for(rec.id)
         copy = i // len(base)
-        fp = fps[orig.id] if copy == 0 else _other_story(fps[orig.id], copy)
+        fp = fps[orig.id] if copy == 0 else other_story(fps[orig.id], copy)
         plan.records.append(
             NewRecord(
                 Prepared(rec, (), when, fp, dedup.fingerprint_to_json(fp)),
